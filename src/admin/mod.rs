@@ -1,0 +1,345 @@
+//! The admin listener (127.0.0.1:9090 by default): `/metrics`, `/healthz`, `/readyz`,
+//! `/admin/status.json`, and the actions `POST /admin/reload`, `POST /admin/kill-switch`,
+//! `POST /admin/publish`. When `admin.token_env` names a variable, every endpoint but the
+//! health checks wants `Authorization: Bearer <token>`.
+
+use crate::events::derive::validate;
+use crate::events::types::{now_ms, EventId, Event, Topic};
+use crate::reload::ReloadOutcome;
+use crate::sse::respond;
+use crate::state::State;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Largest admin request body accepted.
+const MAX_ADMIN_BODY: usize = 256 * 1024;
+
+pub struct Admin {
+    pub state: Arc<State>,
+    /// The bearer token, read once at start from the variable `admin.token_env` names.
+    pub token: Option<String>,
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn token_matches(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn json_response(session: &mut Session, status: u16, v: &Value) -> Result<()> {
+    respond(
+        session,
+        status,
+        "application/json",
+        &[],
+        Bytes::from(v.to_string()),
+    )
+    .await
+}
+
+async fn read_body(session: &mut Session) -> std::result::Result<Bytes, &'static str> {
+    let mut buf = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > MAX_ADMIN_BODY {
+                    return Err("body larger than 256 KiB");
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(_) => return Err("could not read the body"),
+        }
+    }
+}
+
+impl Admin {
+    fn authorized(&self, session: &Session) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| token_matches(token, given.trim()))
+    }
+
+    fn status_json(&self) -> Value {
+        let s = &self.state;
+        let cfg = s.config();
+        let families: serde_json::Map<String, Value> = cfg
+            .families
+            .values()
+            .map(|f| {
+                (
+                    f.name.clone(),
+                    json!({
+                        "phase": f.phase,
+                        "mode": f.mode.as_str(),
+                        "priority": f.priority,
+                        "delivery": cfg.delivery(&f.name).as_str(),
+                    }),
+                )
+            })
+            .collect();
+        let mode = s.mode();
+        json!({
+            "config": {
+                "version": cfg.version,
+                "path": s.reload.path().display().to_string(),
+                "loaded_at_ms": s.reload.loaded_at_ms(),
+            },
+            "sse": {
+                "mode": if mode.is_enabled() { "sse" } else { "polling" },
+                "disabled_reason": match &mode { crate::state::SseMode::Disabled { reason } => Value::from(reason.clone()), _ => Value::Null },
+                "env_disabled": s.env_disabled,
+                "connections": s.open_connections(),
+                "queued_bytes": s.hub.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            "rollout": { "phase": cfg.rollout_phase },
+            "families": families,
+            "store": {
+                "epoch": s.hub.epoch(),
+                "head": EventId::new(s.hub.epoch(), s.hub.head()).to_string(),
+                "healthy": s.hub.log().healthy(),
+            },
+            "draining": s.is_draining(),
+            "uptime_seconds": s.started.elapsed().as_secs(),
+            "reloads": s.reload.history(),
+        })
+    }
+
+    async fn publish(&self, session: &mut Session) -> Result<()> {
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return json_response(session, 413, &json!({ "error": e })).await,
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct PublishBody {
+            #[serde(rename = "type")]
+            event_type: String,
+            topics: Vec<String>,
+            #[serde(default)]
+            data: Value,
+            #[serde(default)]
+            invalidate: Vec<Value>,
+        }
+        let req: PublishBody = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return json_response(
+                    session,
+                    400,
+                    &json!({ "error": format!("body must be {{type, topics, data, invalidate?}}: {e}") }),
+                )
+                .await
+            }
+        };
+        let cfg = self.state.config();
+        let Some(family) = cfg.event_types.get(&req.event_type).map(|t| t.family.clone()) else {
+            return json_response(
+                session,
+                422,
+                &json!({ "error": format!("event type {:?} is not registered", req.event_type) }),
+            )
+            .await;
+        };
+        let mut topics = Vec::new();
+        for t in &req.topics {
+            match Topic::parse(t) {
+                Ok(t) => topics.push(t.as_str().to_owned()),
+                Err(e) => {
+                    return json_response(session, 400, &json!({ "error": e.to_string() })).await
+                }
+            }
+        }
+        if topics.is_empty() {
+            return json_response(session, 400, &json!({ "error": "at least one topic" })).await;
+        }
+        let event = Event {
+            id: String::new(),
+            event_type: req.event_type,
+            family: family.clone(),
+            topics,
+            ts: now_ms(),
+            origin: Default::default(),
+            data: req.data,
+            invalidate: req.invalidate,
+        };
+        if let Err(e) = validate(&cfg, &event) {
+            self.state
+                .metrics
+                .events_rejected_total
+                .with_label_values(&[family.as_str(), e.reason()])
+                .inc();
+            return json_response(session, 422, &json!({ "error": e.to_string() })).await;
+        }
+        if !self.state.mode().is_enabled() {
+            return json_response(session, 409, &json!({ "error": "SSE is switched off" })).await;
+        }
+        self.state
+            .metrics
+            .events_derived_total
+            .with_label_values(&[family.as_str(), event.event_type.as_str()])
+            .inc();
+        match self.state.hub.publish(event).await {
+            Ok(id) => json_response(session, 202, &json!({ "id": id })).await,
+            Err(e) => json_response(session, 503, &json!({ "error": e.to_string() })).await,
+        }
+    }
+
+    async fn kill_switch(&self, session: &mut Session) -> Result<()> {
+        let body = match read_body(session).await {
+            Ok(b) => b,
+            Err(e) => return json_response(session, 413, &json!({ "error": e })).await,
+        };
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct KillBody {
+            enabled: bool,
+            #[serde(default)]
+            reason: Option<String>,
+        }
+        let req: KillBody = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return json_response(
+                    session,
+                    400,
+                    &json!({ "error": format!("body must be {{\"enabled\": bool, \"reason\": string}}: {e}") }),
+                )
+                .await
+            }
+        };
+        {
+            let mut k = self
+                .state
+                .admin_kill
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *k = if req.enabled {
+                None
+            } else {
+                let reason: String = req
+                    .reason
+                    .unwrap_or_else(|| "admin".into())
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect();
+                Some(format!("admin: {reason}"))
+            };
+        }
+        tracing::warn!(enabled = req.enabled, "kill switch set from the admin API");
+        self.state.refresh_mode();
+        let mode = self.state.mode();
+        json_response(
+            session,
+            200,
+            &json!({ "sse": if mode.is_enabled() { "sse" } else { "polling" } }),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Admin {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        let s = &self.state;
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => {
+                json_response(session, 200, &json!({ "status": "alive" })).await?;
+                return Ok(true);
+            }
+            ("GET", "/readyz") => {
+                let store = s.hub.log().healthy();
+                let ready = store && !s.is_draining();
+                let body = json!({ "ready": ready, "store": store, "draining": s.is_draining() });
+                json_response(session, if ready { 200 } else { 503 }, &body).await?;
+                return Ok(true);
+            }
+            _ => {}
+        }
+        if !self.authorized(session) {
+            respond(
+                session,
+                401,
+                "text/plain; charset=utf-8",
+                &[("www-authenticate", "Bearer".to_string())],
+                Bytes::from_static(b"missing or wrong bearer token\n"),
+            )
+            .await?;
+            return Ok(true);
+        }
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/metrics") => {
+                respond(
+                    session,
+                    200,
+                    "text/plain; version=0.0.4",
+                    &[],
+                    Bytes::from(s.metrics.render()),
+                )
+                .await?
+            }
+            ("GET", "/admin/status.json") => {
+                json_response(session, 200, &self.status_json()).await?
+            }
+            ("POST", "/admin/reload") => {
+                let outcome = s.reload("admin");
+                let (status, body) = match outcome {
+                    ReloadOutcome::Applied {
+                        version,
+                        restart_required,
+                    } => (
+                        200,
+                        json!({ "outcome": "applied", "version": version, "restart_required": restart_required }),
+                    ),
+                    ReloadOutcome::Unchanged => (200, json!({ "outcome": "unchanged" })),
+                    ReloadOutcome::Rejected(problems) => (
+                        422,
+                        json!({ "outcome": "rejected", "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
+                    ),
+                };
+                json_response(session, status, &body).await?
+            }
+            ("POST", "/admin/kill-switch") => self.kill_switch(session).await?,
+            ("POST", "/admin/publish") => self.publish(session).await?,
+            _ => {
+                json_response(session, 404, &json!({ "error": "not found" })).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Error::e_explain(ErrorType::InternalError, "the admin listener has no upstream")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_comparison() {
+        assert!(super::token_matches("abc", "abc"));
+        assert!(!super::token_matches("abc", "abd"));
+        assert!(!super::token_matches("abc", "ab"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Composition root: builds the state (store, hub, reload handle, metrics), the Pingora
+//! services (proxy listener, admin listener, lifecycle background task) and runs them.
+
+use crate::admin::Admin;
+use crate::config::{Config, StoreBackend};
+use crate::events::hub::Hub;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+use crate::reload::{self, ReloadHandle};
+use crate::state::State;
+use crate::store::memory::MemoryLog;
+use crate::store::EventLog;
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// Capacity of the hub's publish queue (events waiting for the sequencer).
+const HUB_QUEUE: usize = 65_536;
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(String),
+    #[error("admin.listen is {addr}, which is not a loopback address, and no token is set: {hint}")]
+    AdminUnprotected { addr: String, hint: String },
+}
+
+/// Whether `DISABLE_SSE_SYSTEM` asks for pure pass-through.
+pub fn env_disabled() -> bool {
+    std::env::var("DISABLE_SSE_SYSTEM")
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+fn open_store(cfg: &Config) -> Result<Arc<dyn EventLog>, StartError> {
+    match &cfg.store.backend {
+        StoreBackend::Memory => Ok(Arc::new(MemoryLog::new(
+            cfg.store.max_events,
+            cfg.store.max_age,
+        ))),
+        StoreBackend::Sqlite { .. } | StoreBackend::Redis { .. } => Err(StartError::Store(
+            "store.backend: this build supports only the memory backend so far".into(),
+        )),
+    }
+}
+
+/// Reads the admin token from the variable the config names; refuses to expose an
+/// unprotected admin listener beyond loopback.
+fn admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
+    let token = cfg
+        .admin
+        .token_env
+        .as_ref()
+        .and_then(|name| std::env::var(name).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty());
+    if token.is_none() && !cfg.admin.listen.ip().is_loopback() {
+        let hint = match &cfg.admin.token_env {
+            Some(name) => format!("set the environment variable {name} to a secret token"),
+            None => "set admin.token_env to the name of an environment variable holding a secret token, or listen on 127.0.0.1".into(),
+        };
+        return Err(StartError::AdminUnprotected {
+            addr: cfg.admin.listen.to_string(),
+            hint,
+        });
+    }
+    Ok(token)
+}
+
+/// Background task: runs the hub's sequencer, applies reloads (file watch, SIGHUP) and turns
+/// Pingora's shutdown signal into a drain the streams can see.
+struct Lifecycle {
+    state: Arc<State>,
+}
+
+#[async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let state = self.state.clone();
+        // The sequencer outlives the drain so in-flight mutations still publish; the runtime
+        // ends it after the grace period.
+        let (_hub_stop_tx, hub_stop_rx) = watch::channel(false);
+        tokio::spawn(state.hub.clone().run(hub_stop_rx));
+
+        let (file_tx, mut file_rx) = mpsc::channel::<()>(1);
+        let _watcher = match reload::watch_file(state.reload.path(), file_tx) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /admin/reload");
+                None
+            }
+        };
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        tracing::info!(streams = state.open_connections(), "draining: streams get reconnect advice");
+                        state.draining.send_replace(true);
+                        break;
+                    }
+                }
+                Some(()) = file_rx.recv() => {
+                    tokio::time::sleep(reload::DEBOUNCE).await;
+                    while file_rx.try_recv().is_ok() {}
+                    state.reload("file");
+                }
+                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    state.reload("SIGHUP");
+                }
+            }
+        }
+        // Keep the sequencer's stop sender alive until the runtime goes away.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Builds and runs the sidecar; returns only on a start error (the server exits the process).
+pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let log = open_store(&cfg)?;
+    let token = admin_token(&cfg)?;
+    let hub = Hub::new(log, HUB_QUEUE, metrics.clone());
+    let listen = cfg.listen.to_string();
+    let admin_listen = cfg.admin.listen.to_string();
+    let threads = cfg.threads;
+    let grace = cfg.shutdown.grace_period_seconds;
+    let disabled = env_disabled();
+    if disabled {
+        tracing::warn!("DISABLE_SSE_SYSTEM is set: pure pass-through, every client polls");
+    }
+    let state = State::new(ReloadHandle::new(config_path, cfg), hub, metrics, disabled);
+
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy {
+            state: state.clone(),
+        },
+        "sse-sidecar proxy",
+    );
+    proxy.add_tcp(&listen);
+    let mut admin = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Admin {
+            state: state.clone(),
+            token,
+        },
+        "sse-sidecar admin",
+    );
+    admin.threads = Some(1);
+    admin.add_tcp(&admin_listen);
+    let lifecycle = background_service("lifecycle", Lifecycle { state });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(lifecycle);
+    tracing::info!(%listen, admin = %admin_listen, "sse-sidecar starting");
+    server.run_forever()
+}

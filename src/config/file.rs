@@ -1,0 +1,319 @@
+//! Serde mirror of the YAML file: every section and key the file may hold, with
+//! `deny_unknown_fields` so a typo is reported instead of silently ignored. Nothing here is
+//! validated beyond its shape; `validate.rs` turns these types into the immutable model.
+//!
+//! Defaults live here (one `default_*` function per key) so the reference file
+//! `conf/sidecar.yaml` and the code agree in one place.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The sections a file may hold, in the order they are documented.
+pub const SECTIONS: &[&str] = &[
+    "listen",
+    "threads",
+    "upstream",
+    "admin",
+    "sse",
+    "mutations",
+    "store",
+    "rollout",
+    "families",
+    "event_types",
+    "shutdown",
+    "logging",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// `host:port` of the legacy backend; a host name is resolved when the file is loaded.
+    pub address: String,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+    #[serde(default = "default_write_timeout_ms")]
+    pub write_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    /// Name of the environment variable that holds the admin bearer token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            token_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseFile {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_sse_path")]
+    pub path: String,
+    #[serde(default = "default_heartbeat_seconds")]
+    pub heartbeat_seconds: u64,
+    #[serde(default = "default_retry_min_ms")]
+    pub retry_min_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    #[serde(default = "default_max_topics")]
+    pub max_topics_per_stream: usize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: usize,
+    #[serde(default = "default_write_timeout_seconds")]
+    pub write_timeout_seconds: u64,
+    #[serde(default = "default_replay_max_events")]
+    pub replay_max_events: u64,
+}
+
+impl Default for SseFile {
+    fn default() -> Self {
+        // Deserializing an empty mapping applies every serde default above.
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("empty mapping"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MutationsFile {
+    #[serde(default = "default_capture_max_bytes")]
+    pub capture_max_bytes: usize,
+}
+
+impl Default for MutationsFile {
+    fn default() -> Self {
+        Self {
+            capture_max_bytes: default_capture_max_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    #[serde(default = "default_store_backend")]
+    pub backend: String,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "default_durability")]
+    pub durability: String,
+    #[serde(default)]
+    pub retention: RetentionFile,
+}
+
+impl Default for StoreFile {
+    fn default() -> Self {
+        Self {
+            backend: default_store_backend(),
+            path: None,
+            url: None,
+            durability: default_durability(),
+            retention: RetentionFile::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    #[serde(default = "default_max_events")]
+    pub max_events: u64,
+    #[serde(default = "default_max_age_seconds")]
+    pub max_age_seconds: u64,
+}
+
+impl Default for RetentionFile {
+    fn default() -> Self {
+        Self {
+            max_events: default_max_events(),
+            max_age_seconds: default_max_age_seconds(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutFile {
+    #[serde(default)]
+    pub phase: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyFile {
+    #[serde(default)]
+    pub phase: u32,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    #[serde(default)]
+    pub rules: Vec<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub event: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default = "default_rule_data")]
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub invalidate: Vec<Vec<serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypeFile {
+    pub family: String,
+    #[serde(default = "default_schema")]
+    pub schema: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    #[serde(default = "default_grace_period_seconds")]
+    pub grace_period_seconds: u64,
+    #[serde(default = "default_drain_window_seconds")]
+    pub drain_window_seconds: u64,
+}
+
+impl Default for ShutdownFile {
+    fn default() -> Self {
+        Self {
+            grace_period_seconds: default_grace_period_seconds(),
+            drain_window_seconds: default_drain_window_seconds(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingFile {
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LoggingFile {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+/// Families keyed by name, rules kept raw so each rule is deserialized (and reported) alone.
+pub type FamiliesFile = BTreeMap<String, serde_yaml::Value>;
+pub type EventTypesFile = BTreeMap<String, serde_yaml::Value>;
+
+pub fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+pub fn default_threads() -> usize {
+    2
+}
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_read_timeout_ms() -> u64 {
+    60_000
+}
+fn default_write_timeout_ms() -> u64 {
+    60_000
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_sse_path() -> String {
+    "/api/sse/events".into()
+}
+fn default_heartbeat_seconds() -> u64 {
+    15
+}
+fn default_retry_min_ms() -> u64 {
+    1_000
+}
+fn default_retry_max_ms() -> u64 {
+    5_000
+}
+fn default_max_topics() -> usize {
+    32
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_queue_max_bytes() -> usize {
+    256 * 1024
+}
+fn default_write_timeout_seconds() -> u64 {
+    10
+}
+fn default_replay_max_events() -> u64 {
+    1_000
+}
+fn default_capture_max_bytes() -> usize {
+    256 * 1024
+}
+fn default_store_backend() -> String {
+    "memory".into()
+}
+fn default_durability() -> String {
+    "relaxed".into()
+}
+fn default_max_events() -> u64 {
+    100_000
+}
+fn default_max_age_seconds() -> u64 {
+    86_400
+}
+fn default_mode() -> String {
+    "live".into()
+}
+fn default_priority() -> u8 {
+    5
+}
+fn default_rule_data() -> serde_json::Value {
+    serde_json::Value::String("response".into())
+}
+fn default_schema() -> serde_json::Value {
+    serde_json::json!({ "type": "object" })
+}
+fn default_grace_period_seconds() -> u64 {
+    5
+}
+fn default_drain_window_seconds() -> u64 {
+    5
+}
+fn default_log_format() -> String {
+    "human".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}

@@ -1,0 +1,218 @@
+//! The validated, immutable configuration. Built only by `validate`, shared as
+//! `Arc<Config>` through the reload handle; a request or stream never mutates it.
+
+use crate::events::route::RoutePattern;
+use crate::events::template::{StrTemplate, ValueTemplate};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Off,
+    Shadow,
+    Live,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Shadow => "shadow",
+            Mode::Live => "live",
+        }
+    }
+}
+
+/// What happens to a family's events right now, from its mode and the rollout phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Not derived at all (mode off, or the family's phase is not reached yet).
+    Off,
+    /// Derived, validated and counted, never delivered.
+    Shadow,
+    /// Derived, stored and delivered.
+    Live,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Off => "off",
+            Delivery::Shadow => "shadow",
+            Delivery::Live => "live",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub name: String,
+    pub phase: u32,
+    pub mode: Mode,
+    /// 0 (shed first) to 9 (shed last).
+    pub priority: u8,
+}
+
+#[derive(Debug, Clone)]
+pub enum DataSpec {
+    None,
+    Request,
+    Response,
+    Template(ValueTemplate),
+}
+
+/// One compiled mutation rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// `families.<family>.rules[<index>]`, for logs and problem reports.
+    pub location: String,
+    pub family: String,
+    pub pattern: RoutePattern,
+    pub event_type: String,
+    pub topics: Vec<StrTemplate>,
+    pub data: DataSpec,
+    pub invalidate: Vec<ValueTemplate>,
+}
+
+pub struct EventType {
+    pub name: String,
+    pub family: String,
+    pub schema: serde_json::Value,
+    pub validator: Arc<jsonschema::Validator>,
+}
+
+impl std::fmt::Debug for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventType")
+            .field("name", &self.name)
+            .field("family", &self.family)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// As written in the file, for reports.
+    pub address: String,
+    /// Resolved when the file was loaded (a lookup on the request path could block).
+    pub addr: SocketAddr,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token_env: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub enabled: bool,
+    pub path: String,
+    pub heartbeat: Duration,
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    pub max_topics_per_stream: usize,
+    pub max_connections: usize,
+    pub queue_max_bytes: usize,
+    pub write_timeout: Duration,
+    pub replay_max_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    Memory,
+    Sqlite { path: String },
+    Redis { url: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Relaxed,
+    Strict,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub backend: StoreBackend,
+    pub durability: Durability,
+    pub max_events: u64,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    pub grace_period_seconds: u64,
+    pub drain_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    /// First 12 hex digits of the file's SHA-256: the config version shown to operators.
+    pub version: String,
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub upstream: Upstream,
+    pub admin: Admin,
+    pub sse: Sse,
+    pub capture_max_bytes: usize,
+    pub store: Store,
+    pub rollout_phase: u32,
+    pub families: BTreeMap<String, Family>,
+    pub event_types: BTreeMap<String, EventType>,
+    pub rules: Vec<Rule>,
+    pub shutdown: Shutdown,
+    pub logging: Logging,
+}
+
+impl Config {
+    /// What happens to this family's events under this config.
+    pub fn delivery(&self, family: &str) -> Delivery {
+        match self.families.get(family) {
+            None => Delivery::Off,
+            Some(f) if f.phase > self.rollout_phase => Delivery::Off,
+            Some(f) => match f.mode {
+                Mode::Off => Delivery::Off,
+                Mode::Shadow => Delivery::Shadow,
+                Mode::Live => Delivery::Live,
+            },
+        }
+    }
+
+    /// The rules whose pattern matches this mutation and whose family is not off, with the
+    /// captured path parameters.
+    pub fn matching_rules<'a>(
+        &'a self,
+        method: &'a http::Method,
+        path: &'a str,
+    ) -> impl Iterator<Item = (usize, crate::events::route::Params)> + 'a {
+        self.rules.iter().enumerate().filter_map(move |(i, r)| {
+            if self.delivery(&r.family) == Delivery::Off {
+                return None;
+            }
+            r.pattern.matches(method, path).map(|p| (i, p))
+        })
+    }
+
+    /// Event type names, for the hello frame (clients register a listener per name).
+    pub fn type_names(&self) -> Vec<&str> {
+        self.event_types.keys().map(String::as_str).collect()
+    }
+}

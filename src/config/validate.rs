@@ -1,0 +1,729 @@
+//! Turns YAML text into a validated [`Config`], collecting every problem with its YAML path
+//! and a hint instead of stopping at the first. Each section, family, rule and event type is
+//! deserialized on its own so that one typo does not hide the rest. Never panics.
+
+use super::file::*;
+use super::model::*;
+use crate::events::route::RoutePattern;
+use crate::events::template::{Source, StrTemplate, ValueTemplate};
+use crate::events::types::is_valid_name;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// YAML path such as `families.cards.rules[0].topics[1]`, or `(file)`.
+    pub path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{} problem(s) in the config:\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> Vec<Problem> {
+        match self {
+            ConfigError::Io { path, source } => vec![Problem {
+                path: "(file)".into(),
+                message: format!("cannot read {path}: {source}"),
+                hint: Some("check the --config path and its permissions".into()),
+            }],
+            ConfigError::Invalid(p) => p.clone(),
+        }
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_str(&text)
+}
+
+struct Collector {
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+
+    /// Deserializes one section; a failure is reported at `path` and yields `None`.
+    fn section<T: DeserializeOwned>(&mut self, path: &str, v: &serde_yaml::Value) -> Option<T> {
+        match serde_yaml::from_value::<T>(v.clone()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let msg = e.to_string();
+                let hint = if msg.contains("unknown field") {
+                    Some("remove the key or fix its spelling; conf/sidecar.yaml lists every key")
+                } else if msg.contains("missing field") {
+                    Some("add the key; conf/sidecar.yaml shows an example")
+                } else {
+                    None
+                };
+                self.push(path, msg, hint);
+                None
+            }
+        }
+    }
+
+    fn addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
+        match s.to_socket_addrs() {
+            Ok(mut it) => match it.next() {
+                Some(a) => Some(a),
+                None => {
+                    self.push(path, format!("{s:?} resolves to no address"), None);
+                    None
+                }
+            },
+            Err(e) => {
+                self.push(
+                    path,
+                    format!("{s:?} is not a host:port address ({e})"),
+                    Some("write it like \"127.0.0.1:8080\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn range(&mut self, path: &str, v: u64, lo: u64, hi: u64) {
+        if v < lo || v > hi {
+            self.push(path, format!("{v} is out of range"), Some(&format!("use {lo} to {hi}")));
+        }
+    }
+}
+
+/// Validates YAML text into a [`Config`].
+pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
+    let mut c = Collector {
+        problems: Vec::new(),
+    };
+    let version = {
+        let digest = Sha256::digest(text.as_bytes());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let root: serde_yaml::Value = match serde_yaml::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            c.push("(file)", format!("not valid YAML: {e}"), None);
+            return Err(ConfigError::Invalid(c.problems));
+        }
+    };
+    let empty = serde_yaml::Mapping::new();
+    let map = match &root {
+        serde_yaml::Value::Mapping(m) => m,
+        serde_yaml::Value::Null => &empty,
+        _ => {
+            c.push(
+                "(file)",
+                "the top level must be a mapping of sections",
+                Some("see conf/sidecar.yaml"),
+            );
+            return Err(ConfigError::Invalid(c.problems));
+        }
+    };
+    let mut sections: BTreeMap<String, serde_yaml::Value> = BTreeMap::new();
+    for (k, v) in map {
+        match k.as_str() {
+            Some(name) if SECTIONS.contains(&name) => {
+                sections.insert(name.to_owned(), v.clone());
+            }
+            Some(name) => c.push(
+                name,
+                "unknown section",
+                Some(&format!("known sections: {}", SECTIONS.join(", "))),
+            ),
+            None => c.push("(file)", "section names must be strings", None),
+        }
+    }
+    let get = |name: &str| sections.get(name).filter(|v| !v.is_null());
+
+    // listen / threads
+    let listen_s = match get("listen") {
+        Some(v) => c.section::<String>("listen", v),
+        None => Some(default_listen()),
+    };
+    let listen = listen_s.and_then(|s| c.addr("listen", &s));
+    let threads = match get("threads") {
+        Some(v) => c.section::<usize>("threads", v),
+        None => Some(default_threads()),
+    };
+    if let Some(t) = threads {
+        c.range("threads", t as u64, 1, 256);
+    }
+
+    // upstream
+    let upstream = match get("upstream") {
+        Some(v) => c.section::<UpstreamFile>("upstream", v),
+        None => {
+            c.push(
+                "upstream",
+                "missing: the sidecar needs the backend's address",
+                Some("add `upstream: {address: \"127.0.0.1:3000\"}`"),
+            );
+            None
+        }
+    };
+    let upstream = upstream.and_then(|u| {
+        c.range("upstream.connect_timeout_ms", u.connect_timeout_ms, 1, 600_000);
+        c.range("upstream.read_timeout_ms", u.read_timeout_ms, 1, 86_400_000);
+        c.range("upstream.write_timeout_ms", u.write_timeout_ms, 1, 86_400_000);
+        let addr = c.addr("upstream.address", &u.address)?;
+        Some(Upstream {
+            address: u.address,
+            addr,
+            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+            read_timeout: Duration::from_millis(u.read_timeout_ms),
+            write_timeout: Duration::from_millis(u.write_timeout_ms),
+        })
+    });
+
+    // admin
+    let admin = get("admin")
+        .map(|v| c.section::<AdminFile>("admin", v))
+        .unwrap_or_else(|| Some(AdminFile::default()));
+    let admin = admin.and_then(|a| {
+        let listen = c.addr("admin.listen", &a.listen)?;
+        if let Some(env) = &a.token_env {
+            if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                c.push(
+                    "admin.token_env",
+                    format!("{env:?} is not an environment variable name"),
+                    Some("name the variable, e.g. SSE_ADMIN_TOKEN; never put the token itself here"),
+                );
+            }
+        }
+        Some(Admin {
+            listen,
+            token_env: a.token_env,
+        })
+    });
+
+    // sse
+    let sse = get("sse")
+        .map(|v| c.section::<SseFile>("sse", v))
+        .unwrap_or_else(|| Some(SseFile::default()));
+    let sse = sse.map(|s| {
+        if !s.path.starts_with('/') {
+            c.push("sse.path", "must start with '/'", None);
+        }
+        c.range("sse.heartbeat_seconds", s.heartbeat_seconds, 1, 300);
+        c.range("sse.retry_min_ms", s.retry_min_ms, 100, 600_000);
+        c.range("sse.retry_max_ms", s.retry_max_ms, 100, 600_000);
+        if s.retry_min_ms > s.retry_max_ms {
+            c.push(
+                "sse.retry_min_ms",
+                "is larger than sse.retry_max_ms",
+                Some("the retry range is [retry_min_ms, retry_max_ms]"),
+            );
+        }
+        c.range("sse.max_topics_per_stream", s.max_topics_per_stream as u64, 1, 1024);
+        c.range("sse.max_connections", s.max_connections as u64, 1, 10_000_000);
+        c.range("sse.queue_max_bytes", s.queue_max_bytes as u64, 4096, 1 << 30);
+        c.range("sse.write_timeout_seconds", s.write_timeout_seconds, 1, 3600);
+        c.range("sse.replay_max_events", s.replay_max_events, 1, 1_000_000);
+        Sse {
+            enabled: s.enabled,
+            path: s.path,
+            heartbeat: Duration::from_secs(s.heartbeat_seconds),
+            retry_min_ms: s.retry_min_ms,
+            retry_max_ms: s.retry_max_ms,
+            max_topics_per_stream: s.max_topics_per_stream,
+            max_connections: s.max_connections,
+            queue_max_bytes: s.queue_max_bytes,
+            write_timeout: Duration::from_secs(s.write_timeout_seconds),
+            replay_max_events: s.replay_max_events,
+        }
+    });
+
+    let mutations = get("mutations")
+        .map(|v| c.section::<MutationsFile>("mutations", v))
+        .unwrap_or_else(|| Some(MutationsFile::default()));
+    if let Some(m) = &mutations {
+        c.range("mutations.capture_max_bytes", m.capture_max_bytes as u64, 1024, 64 << 20);
+    }
+
+    // store
+    let store = get("store")
+        .map(|v| c.section::<StoreFile>("store", v))
+        .unwrap_or_else(|| Some(StoreFile::default()));
+    let store = store.and_then(|s| {
+        let backend = match s.backend.as_str() {
+            "memory" => Some(StoreBackend::Memory),
+            "sqlite" => Some(StoreBackend::Sqlite {
+                path: s.path.clone().unwrap_or_else(|| "data/events.db".into()),
+            }),
+            "redis" => match &s.url {
+                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                    Some(StoreBackend::Redis { url: u.clone() })
+                }
+                _ => {
+                    c.push(
+                        "store.url",
+                        "the redis backend needs a redis:// URL",
+                        Some("e.g. url: \"redis://127.0.0.1:6379/0\""),
+                    );
+                    None
+                }
+            },
+            other => {
+                c.push(
+                    "store.backend",
+                    format!("unknown backend {other:?}"),
+                    Some("use memory, sqlite or redis"),
+                );
+                None
+            }
+        };
+        let durability = match s.durability.as_str() {
+            "relaxed" => Durability::Relaxed,
+            "strict" => Durability::Strict,
+            other => {
+                c.push(
+                    "store.durability",
+                    format!("unknown durability {other:?}"),
+                    Some("use relaxed or strict"),
+                );
+                Durability::Relaxed
+            }
+        };
+        c.range("store.retention.max_events", s.retention.max_events, 1, 1 << 40);
+        c.range("store.retention.max_age_seconds", s.retention.max_age_seconds, 1, 365 * 86_400);
+        Some(Store {
+            backend: backend?,
+            durability,
+            max_events: s.retention.max_events,
+            max_age: Duration::from_secs(s.retention.max_age_seconds),
+        })
+    });
+
+    let rollout = get("rollout")
+        .map(|v| c.section::<RolloutFile>("rollout", v))
+        .unwrap_or_else(|| Some(RolloutFile::default()));
+
+    // event types (before families, so rules can refer to them)
+    let mut event_types = BTreeMap::new();
+    if let Some(v) = get("event_types") {
+        if let Some(types) = c.section::<EventTypesFile>("event_types", v) {
+            for (name, raw) in types {
+                let path = format!("event_types.{name}");
+                if !is_valid_name(&name) {
+                    c.push(
+                        &path,
+                        "event type names are 1-64 characters of A-Z a-z 0-9 _ . : -",
+                        None,
+                    );
+                }
+                let Some(t) = c.section::<EventTypeFile>(&path, &raw) else {
+                    continue;
+                };
+                match jsonschema::validator_for(&t.schema) {
+                    Ok(validator) => {
+                        event_types.insert(
+                            name.clone(),
+                            EventType {
+                                name,
+                                family: t.family,
+                                schema: t.schema,
+                                validator: Arc::new(validator),
+                            },
+                        );
+                    }
+                    Err(e) => c.push(
+                        format!("{path}.schema"),
+                        format!("not a valid JSON Schema: {e}"),
+                        Some("schemas follow JSON Schema 2020-12"),
+                    ),
+                }
+            }
+        }
+    }
+
+    // families and their rules
+    let mut families = BTreeMap::new();
+    let mut rules = Vec::new();
+    if let Some(v) = get("families") {
+        if let Some(fams) = c.section::<FamiliesFile>("families", v) {
+            for (name, raw) in fams {
+                let path = format!("families.{name}");
+                if !is_valid_name(&name) {
+                    c.push(
+                        &path,
+                        "family names are 1-64 characters of A-Z a-z 0-9 _ . : -",
+                        None,
+                    );
+                }
+                let Some(f) = c.section::<FamilyFile>(&path, &raw) else {
+                    continue;
+                };
+                let mode = match f.mode.as_str() {
+                    "off" => Mode::Off,
+                    "shadow" => Mode::Shadow,
+                    "live" => Mode::Live,
+                    other => {
+                        c.push(
+                            format!("{path}.mode"),
+                            format!("unknown mode {other:?}"),
+                            Some("use off, shadow or live"),
+                        );
+                        Mode::Off
+                    }
+                };
+                if f.priority > 9 {
+                    c.push(format!("{path}.priority"), "out of range", Some("use 0 (shed first) to 9"));
+                }
+                for (i, raw_rule) in f.rules.iter().enumerate() {
+                    let rpath = format!("{path}.rules[{i}]");
+                    if let Some(r) = c.section::<RuleFile>(&rpath, raw_rule) {
+                        if let Some(rule) = compile_rule(&mut c, &rpath, &name, r, &event_types) {
+                            rules.push(rule);
+                        }
+                    }
+                }
+                families.insert(
+                    name.clone(),
+                    Family {
+                        name,
+                        phase: f.phase,
+                        mode,
+                        priority: f.priority,
+                    },
+                );
+            }
+        }
+    }
+    for t in event_types.values() {
+        if !families.contains_key(&t.family) {
+            c.push(
+                format!("event_types.{}.family", t.name),
+                format!("family {:?} is not defined under families", t.family),
+                Some("add the family or fix the name"),
+            );
+        }
+    }
+
+    let shutdown = get("shutdown")
+        .map(|v| c.section::<ShutdownFile>("shutdown", v))
+        .unwrap_or_else(|| Some(ShutdownFile::default()));
+    if let Some(s) = &shutdown {
+        c.range("shutdown.grace_period_seconds", s.grace_period_seconds, 0, 3600);
+        c.range("shutdown.drain_window_seconds", s.drain_window_seconds, 0, 3600);
+    }
+    let logging = get("logging")
+        .map(|v| c.section::<LoggingFile>("logging", v))
+        .unwrap_or_else(|| Some(LoggingFile::default()));
+    let logging = logging.and_then(|l| {
+        let format = match l.format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                c.push("logging.format", format!("unknown format {other:?}"), Some("use human or json"));
+                return None;
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
+            c.push(
+                "logging.level",
+                format!("{:?} is not a log filter", l.level),
+                Some("use error, warn, info, debug, trace or a directive like sse_sidecar=debug"),
+            );
+        }
+        Some(Logging {
+            format,
+            level: l.level,
+        })
+    });
+
+    if !c.problems.is_empty() {
+        return Err(ConfigError::Invalid(c.problems));
+    }
+    // Every `None` above pushed a problem, so all parts are present here; the match keeps
+    // that argument explicit instead of unwrapping.
+    match (
+        listen, threads, upstream, admin, sse, mutations, store, rollout, shutdown, logging,
+    ) {
+        (
+            Some(listen),
+            Some(threads),
+            Some(upstream),
+            Some(admin),
+            Some(sse),
+            Some(mutations),
+            Some(store),
+            Some(rollout),
+            Some(shutdown),
+            Some(logging),
+        ) => Ok(Config {
+            version,
+            listen,
+            threads,
+            upstream,
+            admin,
+            sse,
+            capture_max_bytes: mutations.capture_max_bytes,
+            store,
+            rollout_phase: rollout.phase,
+            families,
+            event_types,
+            rules,
+            shutdown: Shutdown {
+                grace_period_seconds: shutdown.grace_period_seconds,
+                drain_window: Duration::from_secs(shutdown.drain_window_seconds),
+            },
+            logging,
+        }),
+        _ => Err(ConfigError::Invalid(vec![Problem {
+            path: "(file)".into(),
+            message: "incomplete configuration".into(),
+            hint: None,
+        }])),
+    }
+}
+
+fn compile_rule(
+    c: &mut Collector,
+    path: &str,
+    family: &str,
+    r: RuleFile,
+    event_types: &BTreeMap<String, EventType>,
+) -> Option<Rule> {
+    let before = c.problems.len();
+    let pattern = match RoutePattern::parse(&r.matches) {
+        Ok(p) => {
+            if !matches!(p.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
+                c.push(
+                    format!("{path}.match"),
+                    format!("{} is not a mutation", p.method),
+                    Some("rules watch POST, PUT, PATCH and DELETE"),
+                );
+            }
+            Some(p)
+        }
+        Err(e) => {
+            c.push(format!("{path}.match"), e, None);
+            None
+        }
+    };
+    match event_types.get(&r.event) {
+        None => c.push(
+            format!("{path}.event"),
+            format!("event type {:?} is not defined under event_types", r.event),
+            Some("add it to event_types with its family and schema"),
+        ),
+        Some(t) if t.family != family => c.push(
+            format!("{path}.event"),
+            format!(
+                "event type {:?} belongs to family {:?}, not {:?}",
+                r.event, t.family, family
+            ),
+            Some("move the rule to that family or change the type's family"),
+        ),
+        Some(_) => {}
+    }
+    let params: Vec<String> = pattern
+        .as_ref()
+        .map(|p| p.param_names().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let check_sources = |c: &mut Collector, at: &str, sources: Vec<&Source>| {
+        for s in sources {
+            if let Source::Param(p) = s {
+                if pattern.is_some() && !params.contains(p) {
+                    c.push(
+                        at,
+                        format!("{{{p}}} is not a parameter of the match pattern"),
+                        Some("use a {name} from `match`, or query./request./response./header."),
+                    );
+                }
+            }
+        }
+    };
+    if r.topics.is_empty() {
+        c.push(
+            format!("{path}.topics"),
+            "a rule needs at least one topic",
+            Some("e.g. topics: [\"board:{response.board_id}\"]"),
+        );
+    }
+    let mut topics = Vec::new();
+    for (i, t) in r.topics.iter().enumerate() {
+        let at = format!("{path}.topics[{i}]");
+        match StrTemplate::parse(t) {
+            Ok(tpl) => {
+                check_sources(c, &at, tpl.sources().collect());
+                topics.push(tpl);
+            }
+            Err(e) => c.push(at, e, None),
+        }
+    }
+    let data = match &r.data {
+        serde_json::Value::String(s) if s == "none" => DataSpec::None,
+        serde_json::Value::String(s) if s == "request" => DataSpec::Request,
+        serde_json::Value::String(s) if s == "response" => DataSpec::Response,
+        v @ serde_json::Value::Object(_) => match ValueTemplate::parse(v) {
+            Ok(t) => {
+                check_sources(c, &format!("{path}.data"), t.sources());
+                DataSpec::Template(t)
+            }
+            Err(e) => {
+                c.push(format!("{path}.data"), e, None);
+                DataSpec::None
+            }
+        },
+        _ => {
+            c.push(
+                format!("{path}.data"),
+                "must be none, request, response or a mapping template",
+                Some("e.g. data: {card: \"{id}\", title: \"{response.title}\"}"),
+            );
+            DataSpec::None
+        }
+    };
+    let mut invalidate = Vec::new();
+    for (i, key) in r.invalidate.iter().enumerate() {
+        let at = format!("{path}.invalidate[{i}]");
+        if key.is_empty() {
+            c.push(&at, "a query key needs at least one element", Some("e.g. [\"cards\", \"{id}\"]"));
+            continue;
+        }
+        match ValueTemplate::parse(&serde_json::Value::Array(key.clone())) {
+            Ok(t) => {
+                check_sources(c, &at, t.sources());
+                invalidate.push(t);
+            }
+            Err(e) => c.push(at, e, None),
+        }
+    }
+    if c.problems.len() > before {
+        return None;
+    }
+    Some(Rule {
+        location: path.to_owned(),
+        family: family.to_owned(),
+        pattern: pattern?,
+        event_type: r.event,
+        topics,
+        data,
+        invalidate,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+upstream: {address: "127.0.0.1:3000"}
+rollout: {phase: 3}
+families:
+  cards:
+    phase: 3
+    mode: live
+    rules:
+      - match: "PATCH /api/cards/{id}"
+        event: card.updated
+        topics: ["board:{response.board_id}", "card:{id}"]
+        invalidate: [["cards", "{id}"]]
+  ui: {phase: 4, mode: live}
+event_types:
+  card.updated:
+    family: cards
+    schema: {type: object, required: [id]}
+"#;
+
+    #[test]
+    fn a_good_file_validates() {
+        let cfg = parse_str(GOOD).expect("valid");
+        assert_eq!(cfg.rules.len(), 1);
+        assert_eq!(cfg.delivery("cards"), Delivery::Live);
+        assert_eq!(cfg.delivery("ui"), Delivery::Off, "phase 4 not reached");
+        assert_eq!(cfg.delivery("nope"), Delivery::Off);
+        assert_eq!(cfg.version.len(), 12);
+        let m: Vec<_> = cfg
+            .matching_rules(&http::Method::PATCH, "/api/cards/9")
+            .collect();
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let bad = r#"
+upstream: {address: "nowhere"}
+sse: {heartbeat_seconds: 0, bogus: 1}
+store: {backend: mongo}
+colour: blue
+families:
+  cards:
+    mode: sometimes
+    rules:
+      - match: "GET /api/cards/{id}"
+        event: card.unknown
+        topics: ["board:{board}"]
+      - match: "PATCH /api/cards/{id}"
+        event: card.updated
+        topics: ["card:{id"]
+        data: 5
+event_types:
+  card.updated: {family: cards, schema: {type: 12}}
+  other: {family: ghosts}
+"#;
+        let err = parse_str(bad).expect_err("invalid");
+        let paths: Vec<String> = err.problems().into_iter().map(|p| p.path).collect();
+        for expected in [
+            "upstream.address",
+            "sse",
+            "store.backend",
+            "colour",
+            "families.cards.mode",
+            "families.cards.rules[0].match",
+            "families.cards.rules[0].event",
+            "families.cards.rules[0].topics[0]",
+            "families.cards.rules[1].topics[0]",
+            "families.cards.rules[1].data",
+            "event_types.card.updated.schema",
+            "event_types.other.family",
+        ] {
+            assert!(paths.iter().any(|p| p == expected), "missing {expected} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for text in ["", "[]", "- 1", ":", "upstream: 5", "families: [1]", "\0\u{7f}", "a: &x [*x]"] {
+            let _ = parse_str(text);
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! The hub: one sequencer task takes published events from a bounded queue, appends them to
+//! the log in batches (which assigns ids in order), then fans each stored frame out to the
+//! subscribers of its topics. A frame is encoded once and shared (`Bytes`) by every
+//! subscriber. Each subscriber has its own queue bounded in bytes; overflowing it marks the
+//! subscriber as a slow consumer, whose stream then closes so the client resumes from its
+//! last id: nothing is dropped silently.
+//!
+//! Replay-then-live without gaps or duplicates: `subscribe` registers under the registry's
+//! write lock and returns the sequence number fanned out last; fan-out holds the read lock
+//! for a whole batch, so every event after that number reaches the new queue and every event
+//! up to it is in the log for replay.
+
+use crate::events::Event;
+use crate::metrics::Metrics;
+use crate::store::{EventLog, StoredEvent};
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// Most events the sequencer appends in one batch.
+const MAX_BATCH: usize = 512;
+
+/// A frame waiting in a subscriber's queue.
+pub struct QueuedFrame {
+    pub bytes: Bytes,
+    /// When the event was derived (ms since the Unix epoch), for the latency histogram.
+    pub ts_ms: u64,
+    pub seq: u64,
+}
+
+#[derive(Default)]
+struct SubQueue {
+    frames: VecDeque<QueuedFrame>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+/// One open stream's mailbox.
+pub struct Subscriber {
+    pub id: u64,
+    pub topics: Vec<String>,
+    max_bytes: usize,
+    queue: Mutex<SubQueue>,
+    pub notify: Notify,
+    closed: AtomicBool,
+}
+
+/// What a stream takes from its queue.
+pub enum Drained {
+    Frames(Vec<QueuedFrame>),
+    Overflowed,
+}
+
+impl Subscriber {
+    fn push(&self, stored: &StoredEvent, global_bytes: &AtomicUsize) -> bool {
+        let len = stored.frame.len();
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.overflowed {
+            return false;
+        }
+        if q.bytes + len > self.max_bytes {
+            q.overflowed = true;
+            global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
+            q.bytes = 0;
+            q.frames = VecDeque::new();
+        } else {
+            q.bytes += len;
+            global_bytes.fetch_add(len, Ordering::Relaxed);
+            q.frames.push_back(QueuedFrame {
+                bytes: stored.frame.clone(),
+                ts_ms: stored.event.ts,
+                seq: stored.seq,
+            });
+        }
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Takes everything queued.
+    pub fn drain(&self, global_bytes: &AtomicUsize) -> Drained {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.overflowed {
+            return Drained::Overflowed;
+        }
+        global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
+        q.bytes = 0;
+        Drained::Frames(std::mem::take(&mut q.frames).into())
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    by_topic: HashMap<String, Vec<Arc<Subscriber>>>,
+    count: usize,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("the hub's queue is full")]
+    Full,
+    #[error("the hub is shut down")]
+    Closed,
+    #[error("{0}")]
+    Store(String),
+}
+
+struct Publish {
+    event: Event,
+    done: Option<oneshot::Sender<Result<String, HubError>>>,
+}
+
+pub struct Hub {
+    log: Arc<dyn EventLog>,
+    tx: mpsc::Sender<Publish>,
+    rx: Mutex<Option<mpsc::Receiver<Publish>>>,
+    registry: RwLock<Registry>,
+    fanned: AtomicU64,
+    next_sub: AtomicU64,
+    /// Bytes queued across all subscribers.
+    pub queued_bytes: AtomicUsize,
+    metrics: Arc<Metrics>,
+    /// Head sequence, published for streams and status (changes after each batch).
+    head_tx: watch::Sender<u64>,
+}
+
+/// Removes its subscriber from the hub when the stream ends, however it ends.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    pub sub: Arc<Subscriber>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.sub.closed.store(true, Ordering::Relaxed);
+        self.hub.unsubscribe(&self.sub);
+        let _ = self.sub.drain(&self.hub.queued_bytes);
+    }
+}
+
+impl Hub {
+    pub fn new(log: Arc<dyn EventLog>, queue_capacity: usize, metrics: Arc<Metrics>) -> Arc<Hub> {
+        let (tx, rx) = mpsc::channel(queue_capacity.max(1));
+        let head = log.head();
+        Arc::new(Hub {
+            fanned: AtomicU64::new(head),
+            log,
+            tx,
+            rx: Mutex::new(Some(rx)),
+            registry: RwLock::new(Registry::default()),
+            next_sub: AtomicU64::new(1),
+            queued_bytes: AtomicUsize::new(0),
+            metrics,
+            head_tx: watch::channel(head).0,
+        })
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    pub fn epoch(&self) -> &str {
+        self.log.epoch()
+    }
+
+    /// The last sequence number fanned out.
+    pub fn head(&self) -> u64 {
+        self.fanned.load(Ordering::Acquire)
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.registry.read().unwrap_or_else(|e| e.into_inner()).count
+    }
+
+    /// Queues an event without waiting. `done` receives its id once stored.
+    pub fn try_publish(
+        &self,
+        event: Event,
+        done: Option<oneshot::Sender<Result<String, HubError>>>,
+    ) -> Result<(), HubError> {
+        self.tx.try_send(Publish { event, done }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => HubError::Full,
+            mpsc::error::TrySendError::Closed(_) => HubError::Closed,
+        })
+    }
+
+    /// Publishes and waits until the event is stored and fanned out; returns its id.
+    pub async fn publish(&self, event: Event) -> Result<String, HubError> {
+        let (tx, rx) = oneshot::channel();
+        self.try_publish(event, Some(tx))?;
+        rx.await.map_err(|_| HubError::Closed)?
+    }
+
+    /// Registers a subscriber for `topics`; returns it with the last sequence already fanned
+    /// out (replay covers up to it, the queue everything after).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        topics: Vec<String>,
+        max_queue_bytes: usize,
+    ) -> (Subscription, u64) {
+        let sub = Arc::new(Subscriber {
+            id: self.next_sub.fetch_add(1, Ordering::Relaxed),
+            topics,
+            max_bytes: max_queue_bytes,
+            queue: Mutex::new(SubQueue::default()),
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        for t in &sub.topics {
+            reg.by_topic.entry(t.clone()).or_default().push(sub.clone());
+        }
+        reg.count += 1;
+        let fanned = self.fanned.load(Ordering::Acquire);
+        drop(reg);
+        (
+            Subscription {
+                hub: self.clone(),
+                sub,
+            },
+            fanned,
+        )
+    }
+
+    fn unsubscribe(&self, sub: &Arc<Subscriber>) {
+        let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        for t in &sub.topics {
+            if let Some(list) = reg.by_topic.get_mut(t) {
+                list.retain(|s| s.id != sub.id);
+                if list.is_empty() {
+                    reg.by_topic.remove(t);
+                }
+            }
+        }
+        reg.count = reg.count.saturating_sub(1);
+    }
+
+    /// A receiver that changes whenever the head moves.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.head_tx.subscribe()
+    }
+
+    /// The sequencer: runs until `shutdown` turns true and the queue is drained.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut rx) = rx else {
+            tracing::error!("hub sequencer started twice");
+            return;
+        };
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { rx.close(); }
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.process(&mut batch).await;
+        }
+    }
+
+    async fn process(&self, batch: &mut Vec<Publish>) {
+        let (events, dones): (Vec<Event>, Vec<_>) =
+            batch.drain(..).map(|p| (p.event, p.done)).unzip();
+        let families: Vec<String> = events.iter().map(|e| e.family.clone()).collect();
+        let started = std::time::Instant::now();
+        let result = self.log.append(events).await;
+        self.metrics
+            .store_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(stored) => {
+                self.metrics.store_appends_total.inc_by(stored.len() as u64);
+                self.fan_out(&stored);
+                for (s, done) in stored.iter().zip(dones) {
+                    if let Some(done) = done {
+                        let _ = done.send(Ok(s.event.id.clone()));
+                    }
+                }
+            }
+            Err(e) => {
+                self.metrics.store_errors_total.inc();
+                tracing::error!(error = %e, events = families.len(), "event log append failed");
+                for (family, done) in families.iter().zip(dones) {
+                    self.metrics
+                        .events_rejected_total
+                        .with_label_values(&[family.as_str(), "store_error"])
+                        .inc();
+                    if let Some(done) = done {
+                        let _ = done.send(Err(HubError::Store(e.to_string())));
+                    }
+                }
+            }
+        }
+    }
+
+    fn fan_out(&self, stored: &[Arc<StoredEvent>]) {
+        let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        let mut seen = HashSet::new();
+        for s in stored {
+            let mut delivered = 0u64;
+            if s.event.topics.len() == 1 {
+                if let Some(subs) = reg.by_topic.get(&s.event.topics[0]) {
+                    for sub in subs {
+                        delivered += sub.push(s, &self.queued_bytes) as u64;
+                    }
+                }
+            } else {
+                seen.clear();
+                for t in &s.event.topics {
+                    if let Some(subs) = reg.by_topic.get(t) {
+                        for sub in subs {
+                            if seen.insert(sub.id) {
+                                delivered += sub.push(s, &self.queued_bytes) as u64;
+                            }
+                        }
+                    }
+                }
+            }
+            self.fanned.store(s.seq, Ordering::Release);
+            self.metrics
+                .events_published_total
+                .with_label_values(&[s.event.family.as_str()])
+                .inc();
+            if delivered > 0 {
+                self.metrics
+                    .events_delivered_total
+                    .with_label_values(&[s.event.family.as_str(), s.event.event_type.as_str()])
+                    .inc_by(delivered);
+            }
+        }
+        drop(reg);
+        self.metrics
+            .queued_bytes
+            .set(self.queued_bytes.load(Ordering::Relaxed) as i64);
+        if let Some(last) = stored.last() {
+            self.head_tx.send_replace(last.seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryLog;
+    use std::time::Duration;
+
+    fn ev(topics: &[&str]) -> Event {
+        Event {
+            id: String::new(),
+            event_type: "t".into(),
+            family: "f".into(),
+            topics: topics.iter().map(|s| s.to_string()).collect(),
+            ts: crate::events::types::now_ms(),
+            origin: Default::default(),
+            data: serde_json::json!({}),
+            invalidate: vec![],
+        }
+    }
+
+    fn seqs(d: Drained) -> Vec<u64> {
+        match d {
+            Drained::Frames(f) => f.iter().map(|f| f.seq).collect(),
+            Drained::Overflowed => panic!("overflowed"),
+        }
+    }
+
+    #[tokio::test]
+    async fn fans_out_by_topic_once_per_subscriber() {
+        let log = Arc::new(MemoryLog::new(100, Duration::from_secs(60)));
+        let hub = Hub::new(log, 16, Arc::new(Metrics::new()));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(hub.clone().run(stop_rx));
+        let (a, at) = hub.subscribe(vec!["x".into(), "y".into()], 1 << 20);
+        let (b, _) = hub.subscribe(vec!["y".into()], 1 << 20);
+        assert_eq!(at, 0);
+        hub.publish(ev(&["x", "y"])).await.expect("publish");
+        hub.publish(ev(&["z"])).await.expect("publish");
+        let id = hub.publish(ev(&["y"])).await.expect("publish");
+        assert!(id.ends_with("-3"));
+        assert_eq!(seqs(a.sub.drain(&hub.queued_bytes)), vec![1, 3]);
+        assert_eq!(seqs(b.sub.drain(&hub.queued_bytes)), vec![1, 3]);
+        assert_eq!(hub.subscriber_count(), 2);
+        drop(a);
+        assert_eq!(hub.subscriber_count(), 1);
+        assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_marks_a_slow_consumer() {
+        let log = Arc::new(MemoryLog::new(100, Duration::from_secs(60)));
+        let hub = Hub::new(log, 16, Arc::new(Metrics::new()));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(hub.clone().run(stop_rx));
+        let (slow, _) = hub.subscribe(vec!["x".into()], 200);
+        for _ in 0..5 {
+            hub.publish(ev(&["x"])).await.expect("publish");
+        }
+        assert!(matches!(slow.sub.drain(&hub.queued_bytes), Drained::Overflowed));
+        assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,25 @@
+//! sse-sidecar: a Pingora reverse proxy that forwards every request to an unchanged legacy
+//! backend and, from the mutations it sees succeed, derives typed events that it serves to
+//! browsers over one multiplexed Server-Sent Events stream.
+//!
+//! The crate is a library plus a thin binary (`src/main.rs`); integration tests start the
+//! binary. Module map:
+//! - [`config`]: YAML file types, validation with YAML paths, the validated model, diffs.
+//! - [`reload`]: the hot-reload handle (ArcSwap), file watch and SIGHUP.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation: classify, capture, forward.
+//! - [`events`]: ids, topics, templates, derivation, schema registry, the fan-out hub.
+//! - [`store`]: the `EventLog` trait and its backends.
+//! - [`sse`]: frame encoding and the stream handler.
+//! - [`admin`]: metrics, health and admin endpoints.
+//! - [`app`]: the composition root that wires everything into a Pingora server.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod events;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod sse;
+pub mod state;
+pub mod store;

@@ -1,0 +1,92 @@
+//! The `sse-sidecar` binary: parse the command line, set up logging, load the config, run.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sse_sidecar::config::{self, model::LogFormat};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "sse-sidecar",
+    version,
+    about = "Real-time Server-Sent Events in front of an unchanged legacy web app"
+)]
+struct Cli {
+    /// The YAML config file.
+    #[arg(long, short, global = true, env = "SSE_SIDECAR_CONFIG", default_value = "conf/sidecar.yaml")]
+    config: PathBuf,
+    /// Log format (overrides logging.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<Format>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config file: print every problem with its YAML path; exit 1 if any.
+    Check,
+    /// Run the sidecar (the default).
+    Run,
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = config::load_file(&cli.config);
+    if let Some(Command::Check) = cli.command {
+        return match loaded {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK (version {}, {} families, {} rules, {} event types)",
+                    cli.config.display(),
+                    cfg.version,
+                    cfg.families.len(),
+                    cfg.rules.len(),
+                    cfg.event_types.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", cli.config.display());
+                ExitCode::from(1)
+            }
+        };
+    }
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("sse-sidecar: cannot start: {}: {e}", cli.config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let format = match cli.log_format {
+        Some(Format::Json) => LogFormat::Json,
+        Some(Format::Human) => LogFormat::Human,
+        None => cfg.logging.format,
+    };
+    init_logging(format, &cfg.logging.level);
+    match sse_sidecar::app::run(cli.config.clone(), cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sse-sidecar: cannot start: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The project's own Prometheus registry and every series it exports. Names follow the
+//! Prometheus conventions (`_total` counters, base units in the name). Labels never carry
+//! request data beyond configured names (family, type, reason, status class).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub sse_connections: IntGauge,
+    pub sse_handshakes_total: IntCounterVec,
+    pub events_derived_total: IntCounterVec,
+    pub events_shadow_total: IntCounterVec,
+    pub events_rejected_total: IntCounterVec,
+    pub events_delivered_total: IntCounterVec,
+    pub events_published_total: IntCounterVec,
+    pub delivery_latency_seconds: Histogram,
+    pub replay_events_total: IntCounter,
+    pub resets_total: IntCounterVec,
+    pub queued_bytes: IntGauge,
+    pub stream_closes_total: IntCounterVec,
+    pub config_reloads_total: IntCounterVec,
+    pub kill_switch: IntGauge,
+    pub family_delivery: IntGaugeVec,
+    pub passthrough_requests_total: IntCounterVec,
+    pub passthrough_duration_seconds: HistogramVec,
+    pub upstream_errors_total: IntCounterVec,
+    pub store_appends_total: IntCounter,
+    pub store_errors_total: IntCounter,
+    pub store_commit_seconds: Histogram,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    register(r, c)
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    // Registration only fails on duplicate names, a programming error caught by the tests.
+    if let Err(e) = r.register(Box::new(c.clone())) {
+        panic!("metric registration: {e}");
+    }
+    c
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+impl Metrics {
+    /// Builds the registry. Runs once at start, never on a request path.
+    pub fn new() -> Metrics {
+        let r = Registry::new_custom(Some("sse_sidecar".into()), None)
+            .unwrap_or_else(|e| panic!("registry: {e}"));
+        let gauge = |name: &str, help: &str| {
+            register(
+                &r,
+                IntGauge::new(name, help).unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
+        };
+        let hist = |name: &str, help: &str, buckets: &[f64]| {
+            register(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                    .unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
+        };
+        Metrics {
+            sse_connections: gauge("sse_connections", "Open SSE streams."),
+            sse_handshakes_total: counter_vec(
+                &r,
+                "sse_handshakes_total",
+                "Stream requests by outcome (accepted, disabled, bad_request, overloaded, ...).",
+                &["outcome"],
+            ),
+            events_derived_total: counter_vec(
+                &r,
+                "events_derived_total",
+                "Events derived from confirmed mutations or published, by family and type.",
+                &["family", "type"],
+            ),
+            events_shadow_total: counter_vec(
+                &r,
+                "events_shadow_total",
+                "Events derived and validated in shadow mode (never delivered).",
+                &["family", "type"],
+            ),
+            events_rejected_total: counter_vec(
+                &r,
+                "events_rejected_total",
+                "Events dropped before delivery, by family and reason.",
+                &["family", "reason"],
+            ),
+            events_delivered_total: counter_vec(
+                &r,
+                "events_delivered_total",
+                "Event frames queued to subscribers, by family and type.",
+                &["family", "type"],
+            ),
+            events_published_total: counter_vec(
+                &r,
+                "events_published_total",
+                "Events appended to the log and fanned out, by family.",
+                &["family"],
+            ),
+            delivery_latency_seconds: hist(
+                "delivery_latency_seconds",
+                "From the mutation's upstream answer to the frame written to a stream.",
+                LATENCY_BUCKETS,
+            ),
+            replay_events_total: register(
+                &r,
+                IntCounter::new("replay_events_total", "Events sent by Last-Event-ID replay.")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            resets_total: counter_vec(
+                &r,
+                "resets_total",
+                "Reset frames sent, by reason.",
+                &["reason"],
+            ),
+            queued_bytes: gauge("queued_bytes", "Bytes queued for all streams."),
+            stream_closes_total: counter_vec(
+                &r,
+                "stream_closes_total",
+                "Streams ended, by reason (client_gone, slow_consumer, kill_switch, ...).",
+                &["reason"],
+            ),
+            config_reloads_total: counter_vec(
+                &r,
+                "config_reloads_total",
+                "Config reloads by outcome (applied, rejected, unchanged).",
+                &["outcome"],
+            ),
+            kill_switch: gauge("kill_switch", "1 while SSE is switched off (clients poll)."),
+            family_delivery: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "family_delivery",
+                        "Each family's delivery: 0 off, 1 shadow, 2 live.",
+                    ),
+                    &["family"],
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            passthrough_requests_total: counter_vec(
+                &r,
+                "passthrough_requests_total",
+                "Forwarded requests by status class.",
+                &["class"],
+            ),
+            passthrough_duration_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "passthrough_duration_seconds",
+                        "Forwarded request duration by status class.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["class"],
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            upstream_errors_total: counter_vec(
+                &r,
+                "upstream_errors_total",
+                "Requests that could not be forwarded, by kind.",
+                &["kind"],
+            ),
+            store_appends_total: register(
+                &r,
+                IntCounter::new("store_appends_total", "Events appended to the log.")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            store_errors_total: register(
+                &r,
+                IntCounter::new("store_errors_total", "Failed log appends or reads.")
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            store_commit_seconds: hist(
+                "store_commit_seconds",
+                "Time to append one batch to the log.",
+                LATENCY_BUCKETS,
+            ),
+            registry: r,
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_prometheus_text() {
+        let m = super::Metrics::new();
+        m.sse_handshakes_total.with_label_values(&["accepted"]).inc();
+        let text = m.render();
+        assert!(text.contains("sse_sidecar_sse_handshakes_total{outcome=\"accepted\"} 1"));
+    }
+}

@@ -1,0 +1,405 @@
+//! The Pingora `ProxyHttp` implementation. Each phase is a few lines over pure functions:
+//! `request_filter` serves the sidecar's own paths or classifies a mutation; the body
+//! filters capture (bounded) what a matched mutation sends and receives while it streams
+//! unchanged; when the upstream has answered 2xx and its body has ended, the rule derives an
+//! event that goes to the hub. Everything else is forwarded byte for byte.
+
+use crate::config::{Config, Delivery};
+use crate::events::derive::derive;
+use crate::events::route::{parse_query, Params};
+use crate::events::template::{Body, Inputs};
+use crate::events::types::{sanitize_origin_id, EventId, Origin};
+use crate::sse::{self, Own};
+use crate::state::State;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Request headers never forwarded (hop-by-hop; `connection`/`upgrade` are handled by
+/// Pingora itself).
+const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"];
+
+/// Header names a template may never read: credentials must not end up in events.
+pub const SECRET_HEADERS: &[&str] = &["cookie", "authorization", "proxy-authorization"];
+
+pub struct Proxy {
+    pub state: Arc<State>,
+}
+
+/// What a matched mutation keeps while it streams through.
+pub struct Capture {
+    rules: Vec<(usize, Params)>,
+    query: Vec<(String, String)>,
+    headers: Vec<(String, String)>,
+    origin: Origin,
+    cap: usize,
+    req: BytesMut,
+    req_over: bool,
+    resp: BytesMut,
+    resp_over: bool,
+    derived: bool,
+}
+
+fn append_capped(buf: &mut BytesMut, over: &mut bool, chunk: &[u8], cap: usize) {
+    if *over {
+        return;
+    }
+    if buf.len() + chunk.len() > cap {
+        *over = true;
+        *buf = BytesMut::new();
+    } else {
+        buf.extend_from_slice(chunk);
+    }
+}
+
+#[derive(Default)]
+pub struct Ctx {
+    cfg: Option<Arc<Config>>,
+    started: Option<Instant>,
+    capture: Option<Box<Capture>>,
+    status: u16,
+    head_at_forward: Option<String>,
+    upstream_error: Option<&'static str>,
+    own: bool,
+}
+
+/// The status class label for metrics.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "error",
+    }
+}
+
+fn is_mutation(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH | http::Method::DELETE
+    )
+}
+
+impl Proxy {
+    fn start_capture(&self, cfg: &Config, req: &RequestHeader) -> Option<Box<Capture>> {
+        if !is_mutation(&req.method) || !self.state.mode().is_enabled() {
+            return None;
+        }
+        let rules: Vec<(usize, Params)> = cfg.matching_rules(&req.method, req.uri.path()).collect();
+        if rules.is_empty() {
+            return None;
+        }
+        let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let headers = req
+            .headers
+            .iter()
+            .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        Some(Box::new(Capture {
+            rules,
+            query: parse_query(req.uri.query().unwrap_or("")),
+            headers,
+            origin: Origin {
+                client: sanitize_origin_id(header("x-client-id")),
+                mutation: sanitize_origin_id(header("x-mutation-id")),
+            },
+            cap: cfg.capture_max_bytes,
+            req: BytesMut::new(),
+            req_over: false,
+            resp: BytesMut::new(),
+            resp_over: false,
+            derived: false,
+        }))
+    }
+
+    /// Derives and publishes the events of a confirmed mutation (upstream 2xx, body ended).
+    fn derive_events(&self, ctx: &mut Ctx) {
+        let (Some(cfg), Some(cap)) = (ctx.cfg.clone(), ctx.capture.as_mut()) else {
+            return;
+        };
+        if cap.derived || !(200..300).contains(&ctx.status) {
+            return;
+        }
+        cap.derived = true;
+        // The family's delivery is read from the config in force now, so a family switched
+        // off mid-request emits nothing.
+        let now = self.state.config();
+        if !self.state.mode().is_enabled() {
+            return;
+        }
+        let request = Body::from_capture(&cap.req, cap.req_over);
+        let response = Body::from_capture(&cap.resp, cap.resp_over);
+        let metrics = &self.state.metrics;
+        for (idx, params) in &cap.rules {
+            let Some(rule) = cfg.rules.get(*idx) else { continue };
+            let delivery = now.delivery(&rule.family);
+            if delivery == Delivery::Off {
+                continue;
+            }
+            let inputs = Inputs {
+                params,
+                query: &cap.query,
+                headers: &cap.headers,
+                request: &request,
+                response: &response,
+            };
+            match derive(&now, rule, &inputs, cap.origin.clone()) {
+                Ok(event) => {
+                    metrics
+                        .events_derived_total
+                        .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
+                        .inc();
+                    if delivery == Delivery::Shadow {
+                        metrics
+                            .events_shadow_total
+                            .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
+                            .inc();
+                        continue;
+                    }
+                    let family = event.family.clone();
+                    if let Err(e) = self.state.hub.try_publish(event, None) {
+                        metrics
+                            .events_rejected_total
+                            .with_label_values(&[family.as_str(), "hub_queue_full"])
+                            .inc();
+                        tracing::warn!(rule = %rule.location, error = %e, "event dropped: hub queue full");
+                    }
+                }
+                Err(e) => {
+                    metrics
+                        .events_rejected_total
+                        .with_label_values(&[rule.family.as_str(), e.reason()])
+                        .inc();
+                    tracing::warn!(rule = %rule.location, reason = e.reason(), error = %e,
+                        "no event derived from a confirmed mutation");
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.started = Some(Instant::now());
+        let cfg = self.state.config();
+        let own = sse::classify(&cfg.sse.path, session.req_header().uri.path());
+        if let Some(own) = own {
+            ctx.own = true;
+            match own {
+                Own::Stream => sse::stream::serve(&self.state, session).await?,
+                Own::Status => sse::serve_status(&self.state, session).await?,
+                Own::Client | Own::ReactQuery => sse::serve_module(session, own).await?,
+            }
+            return Ok(true);
+        }
+        ctx.capture = self.start_capture(&cfg, session.req_header());
+        if session.req_header().method == http::Method::GET {
+            ctx.head_at_forward =
+                Some(EventId::new(self.state.hub.epoch(), self.state.hub.head()).to_string());
+        }
+        ctx.cfg = Some(cfg);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let cfg = match &ctx.cfg {
+            Some(c) => c.clone(),
+            None => self.state.config(),
+        };
+        let up = &cfg.upstream;
+        let mut peer = HttpPeer::new(up.addr, false, String::new());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(up.read_timeout);
+        peer.options.write_timeout = Some(up.write_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        for h in HOP_BY_HOP {
+            upstream_request.remove_header(*h);
+        }
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = addr.ip().to_string();
+            let xff = match upstream_request
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip,
+            };
+            upstream_request.insert_header("x-forwarded-for", xff)?;
+        }
+        if upstream_request.headers.get("x-forwarded-proto").is_none() {
+            upstream_request.insert_header("x-forwarded-proto", "http")?;
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(cap), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) {
+            let limit = cap.cap;
+            append_capped(&mut cap.req, &mut cap.req_over, chunk, limit);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if status >= 200 {
+            ctx.status = status;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(head) = ctx.head_at_forward.take() {
+            upstream_response.insert_header("x-sse-head", head)?;
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        if let Some(cap) = ctx.capture.as_mut() {
+            if let Some(chunk) = body.as_ref() {
+                let limit = cap.cap;
+                append_capped(&mut cap.resp, &mut cap.resp_over, chunk, limit);
+            }
+            if end_of_stream {
+                self.derive_events(ctx);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (code, kind, text) = match e.etype() {
+            ErrorType::HTTPStatus(code) => (*code, "status", ""),
+            ErrorType::ConnectTimedout => (504, "connect_timeout", "upstream connect timed out"),
+            ErrorType::ConnectRefused => (502, "connect_refused", "upstream refused the connection"),
+            ErrorType::ConnectNoRoute => (502, "connect_no_route", "no route to the upstream"),
+            ErrorType::ReadTimedout if e.esource() == &ErrorSource::Upstream => {
+                (504, "read_timeout", "upstream did not answer in time")
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, "upstream_error", "upstream failed"),
+                ErrorSource::Downstream => (0, "downstream_error", ""),
+                _ => (500, "internal", "internal error"),
+            },
+        };
+        ctx.upstream_error = Some(kind);
+        if kind != "downstream_error" {
+            self.state
+                .metrics
+                .upstream_errors_total
+                .with_label_values(&[kind])
+                .inc();
+        }
+        if code > 0 {
+            let body = if text.is_empty() {
+                Bytes::new()
+            } else {
+                Bytes::from(format!("{code} {text}\n"))
+            };
+            if let Err(err) =
+                sse::respond(session, code, "text/plain; charset=utf-8", &[], body).await
+            {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.own {
+            return;
+        }
+        // Bodyless 2xx answers (204, HEAD, content-length: 0) may end without a body chunk.
+        if e.is_none() && ctx.capture.as_ref().is_some_and(|c| !c.derived) {
+            self.derive_events(ctx);
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let class = status_class(status);
+        let m = &self.state.metrics;
+        m.passthrough_requests_total.with_label_values(&[class]).inc();
+        if let Some(start) = ctx.started {
+            m.passthrough_duration_seconds
+                .with_label_values(&[class])
+                .observe(start.elapsed().as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_is_bounded() {
+        let mut buf = BytesMut::new();
+        let mut over = false;
+        append_capped(&mut buf, &mut over, b"12345", 8);
+        assert_eq!(&buf[..], b"12345");
+        append_capped(&mut buf, &mut over, b"6789", 8);
+        assert!(over);
+        assert!(buf.is_empty());
+        append_capped(&mut buf, &mut over, b"1", 8);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(502), "5xx");
+        assert_eq!(status_class(0), "error");
+    }
+}

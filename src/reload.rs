@@ -1,0 +1,195 @@
+//! The hot-reload handle: the current config behind an `ArcSwap` (one `load_full()` per
+//! request), a change signal for long-lived streams, and a bounded history of reloads.
+//! Triggers: file watch (inotify via `notify`, watching the directory so editors that
+//! replace the file are seen), SIGHUP, and the admin API. A reload validates the whole
+//! file first; a bad file changes nothing.
+
+use crate::config::{self, diff, Config, Problem};
+use arc_swap::ArcSwap;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// How many reload records are kept for the status endpoint.
+const HISTORY: usize = 20;
+
+#[derive(Debug, Clone)]
+pub enum ReloadOutcome {
+    Applied {
+        version: String,
+        /// Changed keys that only take effect after a restart (reported, not applied).
+        restart_required: Vec<&'static str>,
+    },
+    Unchanged,
+    Rejected(Vec<Problem>),
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadRecord {
+    pub at_ms: u64,
+    pub trigger: String,
+    pub outcome: String,
+    pub version: String,
+    pub problems: Vec<String>,
+    pub restart_required: Vec<String>,
+}
+
+pub struct ReloadHandle {
+    path: PathBuf,
+    current: ArcSwap<Config>,
+    generation: watch::Sender<u64>,
+    history: Mutex<VecDeque<ReloadRecord>>,
+    loaded_at_ms: Mutex<u64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ReloadHandle {
+    pub fn new(path: PathBuf, initial: Config) -> ReloadHandle {
+        ReloadHandle {
+            path,
+            current: ArcSwap::from_pointee(initial),
+            generation: watch::channel(0).0,
+            history: Mutex::new(VecDeque::new()),
+            loaded_at_ms: Mutex::new(now_ms()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The config in force. Take it once per request; never hold it across hours.
+    pub fn current(&self) -> Arc<Config> {
+        self.current.load_full()
+    }
+
+    /// Changes whenever a new config is applied.
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn loaded_at_ms(&self) -> u64 {
+        *self.loaded_at_ms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn history(&self) -> Vec<ReloadRecord> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn record(&self, r: ReloadRecord) {
+        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() >= HISTORY {
+            h.pop_front();
+        }
+        h.push_back(r);
+    }
+
+    /// Reads, validates and (if valid and different) applies the file.
+    pub fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let old = self.current();
+        let outcome = match config::load_file(&self.path) {
+            Err(e) => ReloadOutcome::Rejected(e.problems()),
+            Ok(new) if new.version == old.version => ReloadOutcome::Unchanged,
+            Ok(mut new) => {
+                let restart_required = diff::restart_required(&old, &new);
+                diff::keep_restart_fields(&old, &mut new);
+                let version = new.version.clone();
+                self.current.store(Arc::new(new));
+                *self.loaded_at_ms.lock().unwrap_or_else(|e| e.into_inner()) = now_ms();
+                self.generation.send_modify(|g| *g += 1);
+                ReloadOutcome::Applied {
+                    version,
+                    restart_required,
+                }
+            }
+        };
+        match &outcome {
+            ReloadOutcome::Applied {
+                version,
+                restart_required,
+            } => {
+                if restart_required.is_empty() {
+                    tracing::info!(%trigger, %version, "config reloaded");
+                } else {
+                    tracing::warn!(%trigger, %version, restart_required = ?restart_required,
+                        "config reloaded; these changes need a restart and were not applied");
+                }
+                self.record(ReloadRecord {
+                    at_ms: now_ms(),
+                    trigger: trigger.into(),
+                    outcome: "applied".into(),
+                    version: version.clone(),
+                    problems: vec![],
+                    restart_required: restart_required.iter().map(|s| s.to_string()).collect(),
+                });
+            }
+            ReloadOutcome::Unchanged => {
+                tracing::debug!(%trigger, "config unchanged");
+            }
+            ReloadOutcome::Rejected(problems) => {
+                tracing::error!(%trigger, problems = problems.len(),
+                    "config rejected; the previous config keeps running");
+                for p in problems {
+                    tracing::error!(%trigger, "config problem: {p}");
+                }
+                self.record(ReloadRecord {
+                    at_ms: now_ms(),
+                    trigger: trigger.into(),
+                    outcome: "rejected".into(),
+                    version: old.version.clone(),
+                    problems: problems.iter().map(|p| p.to_string()).collect(),
+                    restart_required: vec![],
+                });
+            }
+        }
+        outcome
+    }
+}
+
+/// Watches the config file's directory and sends a tick for each change to the file. The
+/// watcher lives as long as the returned guard.
+pub fn watch_file(
+    path: &Path,
+    tx: mpsc::Sender<()>,
+) -> Result<notify::RecommendedWatcher, notify::Error> {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let file_name = path.file_name().map(|n| n.to_os_string());
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let Ok(ev) = res else { return };
+            if matches!(ev.kind, EventKind::Access(_)) {
+                return;
+            }
+            let ours = ev
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
+            if ours {
+                // A full channel already holds a pending tick: nothing is lost.
+                let _ = tx.try_send(());
+            }
+        })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Debounce for file events: editors write in several steps.
+pub const DEBOUNCE: Duration = Duration::from_millis(60);

@@ -1,0 +1,514 @@
+//! `GET /api/sse/events?topics=a,b`: one multiplexed stream per browser.
+//!
+//! Life of a stream: refusals first (kill switch → 204, draining or full → 503 with
+//! Retry-After, bad topics → 400); then the response head, `retry:` and `hello`; then
+//! subscribe-then-replay (Last-Event-ID header, else `?lastEventId=`) or an explicit `reset`
+//! when replay cannot cover the gap; then live frames (batched into one write when several
+//! are queued) and visible heartbeats until the client leaves, the queue overflows (slow
+//! consumer), the kill switch fires (`control {mode: "polling"}`) or the sidecar drains
+//! (`control {mode: "reconnect"}` with a jittered retry).
+//!
+//! The stream never lives on the config snapshot it started with: it re-reads the reload
+//! handle when the config changes.
+
+use super::encode;
+use crate::config::{Config, Delivery};
+use crate::events::hub::Drained;
+use crate::events::route::parse_query;
+use crate::events::types::{now_ms, EventId, Topic};
+use crate::state::State;
+use crate::store::ReadAfter;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most bytes written in one replay chunk.
+const REPLAY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Why a stream request was refused before it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    BadTopics(String),
+}
+
+/// Parses `topics=a,b` (comma-separated, repeated parameters allowed) into sorted, unique,
+/// valid topics.
+pub fn parse_topics(query: &[(String, String)], max: usize) -> Result<Vec<String>, Refusal> {
+    let mut set = BTreeSet::new();
+    for (k, v) in query {
+        if k != "topics" && k != "topic" {
+            continue;
+        }
+        for raw in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let t = Topic::parse(raw).map_err(|e| Refusal::BadTopics(e.to_string()))?;
+            set.insert(t.as_str().to_owned());
+            if set.len() > max {
+                return Err(Refusal::BadTopics(format!(
+                    "more than {max} topics in one stream"
+                )));
+            }
+        }
+    }
+    if set.is_empty() {
+        return Err(Refusal::BadTopics(
+            "no topics: ask for ?topics=a,b (1-128 characters of A-Z a-z 0-9 _ . : - each)"
+                .into(),
+        ));
+    }
+    Ok(set.into_iter().collect())
+}
+
+/// What to do with a client's last event id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// No id: start live.
+    Fresh,
+    /// Replay events after this sequence number.
+    After(u64),
+    /// Replay cannot help: tell the client to refetch.
+    Reset(&'static str),
+}
+
+/// Decides how to resume from a client's id, given the log's epoch, the sequence fanned out
+/// when the stream subscribed, and the replay cap.
+///
+/// `floor` is the first sequence number after SSE was last switched back on: an id before it
+/// may have missed changes made while SSE was off (they were never recorded).
+pub fn plan_resume(
+    last_id: Option<&str>,
+    epoch: &str,
+    fanned: u64,
+    cap: u64,
+    floor: u64,
+) -> Resume {
+    let Some(raw) = last_id.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Resume::Fresh;
+    };
+    let Ok(id) = EventId::parse(raw) else {
+        return Resume::Reset("malformed_id");
+    };
+    if id.epoch != epoch {
+        return Resume::Reset("unknown_epoch");
+    }
+    if id.seq > fanned {
+        return Resume::Reset("future_id");
+    }
+    if id.seq < floor {
+        return Resume::Reset("sse_was_off");
+    }
+    if fanned - id.seq > cap {
+        return Resume::Reset("too_far_behind");
+    }
+    Resume::After(id.seq)
+}
+
+/// A retry delay drawn uniformly from `[min, max]` ms, so clients do not return together.
+pub fn jittered_retry(min_ms: u64, max_ms: u64) -> u64 {
+    if max_ms <= min_ms {
+        return min_ms;
+    }
+    rand::random_range(min_ms..=max_ms)
+}
+
+/// Families whose events this stream should poll for instead (not live right now).
+fn polling_families(cfg: &Config) -> Vec<String> {
+    cfg.families
+        .keys()
+        .filter(|f| cfg.delivery(f) != Delivery::Live)
+        .cloned()
+        .collect()
+}
+
+async fn refuse(
+    state: &State,
+    session: &mut Session,
+    status: u16,
+    outcome: &str,
+    retry_after: Option<u64>,
+    body: String,
+) -> pingora::Result<()> {
+    state
+        .metrics
+        .sse_handshakes_total
+        .with_label_values(&[outcome])
+        .inc();
+    let mut headers = Vec::new();
+    if let Some(s) = retry_after {
+        headers.push(("retry-after", s.to_string()));
+    }
+    super::respond(
+        session,
+        status,
+        "text/plain; charset=utf-8",
+        &headers,
+        Bytes::from(body),
+    )
+    .await
+}
+
+/// Decrements the connection count however the stream ends.
+struct ConnGuard<'a>(&'a State);
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.sse_connections.dec();
+    }
+}
+
+enum Step {
+    Frames,
+    Heartbeat,
+    ModeChanged,
+    ConfigChanged,
+    Drain,
+    ClientGone,
+}
+
+/// Serves one stream request to its end.
+pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result<()> {
+    let cfg = state.config();
+    if let crate::state::SseMode::Disabled { .. } = state.mode() {
+        // 204 makes EventSource stop for good; the client module then polls.
+        return refuse(state, session, 204, "disabled", None, String::new()).await;
+    }
+    let retry_after = cfg.sse.retry_max_ms.div_ceil(1000).max(1);
+    if state.is_draining() {
+        return refuse(
+            state,
+            session,
+            503,
+            "draining",
+            Some(retry_after),
+            "draining: reconnect to another instance or retry later\n".into(),
+        )
+        .await;
+    }
+    let query = parse_query(session.req_header().uri.query().unwrap_or(""));
+    let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
+        Ok(t) => t,
+        Err(Refusal::BadTopics(msg)) => {
+            return refuse(state, session, 400, "bad_topics", None, format!("{msg}\n")).await;
+        }
+    };
+    if state.connections.fetch_add(1, Ordering::Relaxed) >= cfg.sse.max_connections {
+        state.connections.fetch_sub(1, Ordering::Relaxed);
+        return refuse(
+            state,
+            session,
+            503,
+            "overloaded",
+            Some(retry_after),
+            "too many open streams; retry later\n".into(),
+        )
+        .await;
+    }
+    state.metrics.sse_connections.inc();
+    let _conn = ConnGuard(state);
+    let last_id = session
+        .req_header()
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            query
+                .iter()
+                .find(|(k, _)| k == "lastEventId")
+                .map(|(_, v)| v.clone())
+        });
+
+    let mut resp = ResponseHeader::build(200, Some(5))?;
+    resp.insert_header("content-type", "text/event-stream")?;
+    resp.insert_header("cache-control", "no-cache")?;
+    resp.insert_header("x-accel-buffering", "no")?;
+    resp.insert_header("transfer-encoding", "chunked")?;
+    session.set_write_timeout(Some(cfg.sse.write_timeout));
+    session.write_response_header(Box::new(resp), false).await?;
+    state
+        .metrics
+        .sse_handshakes_total
+        .with_label_values(&["accepted"])
+        .inc();
+
+    // Subscribe before replaying, so nothing falls between the two.
+    let (subscription, fanned) = state.hub.subscribe(topics.clone(), cfg.sse.queue_max_bytes);
+    let epoch = state.hub.epoch().to_owned();
+    let head_id = EventId::new(&epoch, fanned).to_string();
+    let mut preamble = BytesMut::new();
+    preamble.extend_from_slice(&encode::retry(jittered_retry(
+        cfg.sse.retry_min_ms,
+        cfg.sse.retry_max_ms,
+    )));
+    preamble.extend_from_slice(&encode::control_frame(
+        "hello",
+        &json!({
+            "epoch": epoch,
+            "head": head_id,
+            "topics": topics,
+            "denied": [],
+            "heartbeat_ms": cfg.sse.heartbeat.as_millis() as u64,
+            "types": cfg.type_names(),
+            "polling_families": polling_families(&cfg),
+        }),
+    ));
+    session
+        .write_response_body(Some(preamble.freeze()), false)
+        .await?;
+
+    let floor = state.resume_floor.load(Ordering::Acquire);
+    match plan_resume(last_id.as_deref(), &epoch, fanned, cfg.sse.replay_max_events, floor) {
+        Resume::Fresh => {}
+        Resume::Reset(reason) => send_reset(state, session, reason, &head_id).await?,
+        Resume::After(after) => {
+            replay(state, session, &topics, after, fanned, &head_id).await?;
+        }
+    }
+
+    let mut mode_rx = state.watch_mode();
+    let mut cfg_rx = state.reload.watch();
+    let mut drain_rx = state.draining.subscribe();
+    let mut last_polling = polling_families(&cfg);
+    let heartbeat = cfg.sse.heartbeat;
+    drop(cfg);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sub = subscription.sub.clone();
+    let close_reason: &str;
+    loop {
+        if *drain_rx.borrow() {
+            close_reason = drain(state, session).await;
+            break;
+        }
+        let step = tokio::select! {
+            biased;
+            _ = drain_rx.changed() => Step::Drain,
+            _ = mode_rx.changed() => Step::ModeChanged,
+            _ = sub.notify.notified() => Step::Frames,
+            _ = cfg_rx.changed() => Step::ConfigChanged,
+            _ = ticker.tick() => Step::Heartbeat,
+            _ = session.read_body_or_idle(true) => Step::ClientGone,
+        };
+        match step {
+            Step::Frames => match sub.drain(&state.hub.queued_bytes) {
+                Drained::Overflowed => {
+                    close_reason = "slow_consumer";
+                    tracing::debug!(subscriber = sub.id, "slow consumer: queue overflowed, closing");
+                    break;
+                }
+                Drained::Frames(frames) if frames.is_empty() => {}
+                Drained::Frames(frames) => {
+                    let now = now_ms();
+                    for f in &frames {
+                        state
+                            .metrics
+                            .delivery_latency_seconds
+                            .observe(now.saturating_sub(f.ts_ms) as f64 / 1000.0);
+                    }
+                    let body = if frames.len() == 1 {
+                        frames[0].bytes.clone()
+                    } else {
+                        let mut buf =
+                            BytesMut::with_capacity(frames.iter().map(|f| f.bytes.len()).sum());
+                        for f in &frames {
+                            buf.extend_from_slice(&f.bytes);
+                        }
+                        buf.freeze()
+                    };
+                    if session.write_response_body(Some(body), false).await.is_err() {
+                        close_reason = "write_error";
+                        break;
+                    }
+                }
+            },
+            Step::Heartbeat => {
+                let frame = encode::control_frame(
+                    "heartbeat",
+                    &json!({ "head": EventId::new(&epoch, state.hub.head()).to_string() }),
+                );
+                if session.write_response_body(Some(frame), false).await.is_err() {
+                    close_reason = "write_error";
+                    break;
+                }
+            }
+            Step::ModeChanged => {
+                if let crate::state::SseMode::Disabled { reason } = state.mode() {
+                    let frame = encode::control_frame(
+                        "control",
+                        &json!({ "mode": "polling", "reason": reason }),
+                    );
+                    let _ = session.write_response_body(Some(frame), false).await;
+                    close_reason = "kill_switch";
+                    break;
+                }
+            }
+            Step::ConfigChanged => {
+                let now_polling = polling_families(&state.config());
+                if now_polling != last_polling {
+                    let frame = encode::control_frame(
+                        "control",
+                        &json!({ "mode": "polling", "reason": "rollout", "families": now_polling }),
+                    );
+                    last_polling = now_polling;
+                    if session.write_response_body(Some(frame), false).await.is_err() {
+                        close_reason = "write_error";
+                        break;
+                    }
+                }
+            }
+            Step::Drain => {
+                close_reason = drain(state, session).await;
+                break;
+            }
+            Step::ClientGone => {
+                close_reason = "client_gone";
+                break;
+            }
+        }
+    }
+    state
+        .metrics
+        .stream_closes_total
+        .with_label_values(&[close_reason])
+        .inc();
+    drop(subscription);
+    // End the chunked body cleanly; the client may already be gone.
+    let _ = session.write_response_body(None, true).await;
+    Ok(())
+}
+
+async fn drain(state: &State, session: &mut Session) -> &'static str {
+    let cfg = state.config();
+    let window = cfg.shutdown.drain_window.as_millis() as u64;
+    let retry_ms = jittered_retry(cfg.sse.retry_min_ms, cfg.sse.retry_min_ms + window);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&encode::retry(retry_ms));
+    buf.extend_from_slice(&encode::control_frame(
+        "control",
+        &json!({ "mode": "reconnect", "reason": "draining", "retry_ms": retry_ms }),
+    ));
+    let _ = session.write_response_body(Some(buf.freeze()), false).await;
+    "draining"
+}
+
+async fn send_reset(
+    state: &State,
+    session: &mut Session,
+    reason: &'static str,
+    head: &str,
+) -> pingora::Result<()> {
+    state.metrics.resets_total.with_label_values(&[reason]).inc();
+    let frame = encode::control_frame("reset", &json!({ "reason": reason, "head": head }));
+    session.write_response_body(Some(frame), false).await
+}
+
+/// Sends the events of `topics` with `after < seq <= fanned`, or a reset when the log no
+/// longer holds them.
+async fn replay(
+    state: &State,
+    session: &mut Session,
+    topics: &[String],
+    after: u64,
+    fanned: u64,
+    head: &str,
+) -> pingora::Result<()> {
+    let mut cursor = after;
+    let mut buf = BytesMut::new();
+    let mut sent = 0u64;
+    while cursor < fanned {
+        let want = (fanned - cursor).min(1024) as usize;
+        let read = tokio::time::timeout(
+            Duration::from_secs(5),
+            state.hub.log().read_after(cursor, want),
+        )
+        .await;
+        let events = match read {
+            Ok(Ok(ReadAfter::Events(v))) => v,
+            Ok(Ok(ReadAfter::Evicted { .. })) => {
+                return send_reset(state, session, "evicted", head).await;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "replay read failed; sending reset");
+                return send_reset(state, session, "store_unavailable", head).await;
+            }
+            Err(_) => return send_reset(state, session, "store_timeout", head).await,
+        };
+        if events.is_empty() {
+            break;
+        }
+        for e in events {
+            if e.seq > fanned {
+                cursor = fanned;
+                break;
+            }
+            cursor = e.seq;
+            if e.event.topics.iter().any(|t| topics.binary_search(t).is_ok()) {
+                buf.extend_from_slice(&e.frame);
+                sent += 1;
+                if buf.len() >= REPLAY_CHUNK_BYTES {
+                    session
+                        .write_response_body(Some(buf.split().freeze()), false)
+                        .await?;
+                }
+            }
+        }
+    }
+    if !buf.is_empty() {
+        session.write_response_body(Some(buf.freeze()), false).await?;
+    }
+    state.metrics.replay_events_total.inc_by(sent);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Vec<(String, String)> {
+        parse_query(s)
+    }
+
+    #[test]
+    fn topics_are_parsed_sorted_and_limited() {
+        assert_eq!(
+            parse_topics(&q("topics=b,a,b"), 5),
+            Ok(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            parse_topics(&q("topics=a%2Cc&topics=board:1"), 5),
+            Ok(vec!["a".to_string(), "board:1".to_string(), "c".to_string()])
+        );
+        assert!(parse_topics(&q("topics=a,b,c"), 2).is_err());
+        assert!(parse_topics(&q("topics="), 2).is_err());
+        assert!(parse_topics(&q(""), 2).is_err());
+        assert!(parse_topics(&q("topics=a%0Ab"), 2).is_err());
+    }
+
+    #[test]
+    fn resume_plans_cover_every_case() {
+        assert_eq!(plan_resume(None, "ep", 10, 5, 0), Resume::Fresh);
+        assert_eq!(plan_resume(Some(""), "ep", 10, 5, 0), Resume::Fresh);
+        assert_eq!(plan_resume(Some("garbage"), "ep", 10, 5, 0), Resume::Reset("malformed_id"));
+        assert_eq!(plan_resume(Some("other-3"), "ep", 10, 5, 0), Resume::Reset("unknown_epoch"));
+        assert_eq!(plan_resume(Some("ep-11"), "ep", 10, 5, 0), Resume::Reset("future_id"));
+        assert_eq!(plan_resume(Some("ep-4"), "ep", 10, 5, 0), Resume::Reset("too_far_behind"));
+        assert_eq!(plan_resume(Some("ep-5"), "ep", 10, 5, 0), Resume::After(5));
+        assert_eq!(plan_resume(Some("ep-10"), "ep", 10, 5, 0), Resume::After(10));
+        assert_eq!(plan_resume(Some("ep-7"), "ep", 10, 5, 8), Resume::Reset("sse_was_off"));
+        assert_eq!(plan_resume(Some("ep-8"), "ep", 10, 5, 8), Resume::After(8));
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let r = jittered_retry(1000, 5000);
+            assert!((1000..=5000).contains(&r));
+        }
+        assert_eq!(jittered_retry(7, 7), 7);
+    }
+}

@@ -1,0 +1,177 @@
+//! Runtime handles shared by every request and background task: the reload handle, the hub,
+//! metrics, the effective SSE mode (kill switch), the drain signal and connection counters.
+//! The only place with atomics and locks besides the hub; the proxy holds `Arc<State>`.
+
+use crate::config::{Config, Delivery};
+use crate::events::hub::Hub;
+use crate::metrics::Metrics;
+use crate::reload::{ReloadHandle, ReloadOutcome};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Whether streams may run, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SseMode {
+    Enabled,
+    Disabled { reason: String },
+}
+
+impl SseMode {
+    pub fn is_enabled(&self) -> bool {
+        matches!(self, SseMode::Enabled)
+    }
+}
+
+pub struct State {
+    pub reload: ReloadHandle,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    /// `DISABLE_SSE_SYSTEM=true` at start: pure pass-through whatever the file says.
+    pub env_disabled: bool,
+    /// Kill switch thrown from the admin API, with its reason; survives reloads.
+    pub admin_kill: Mutex<Option<String>>,
+    mode_tx: watch::Sender<SseMode>,
+    /// Turns true when the server starts draining (SIGTERM).
+    pub draining: watch::Sender<bool>,
+    pub connections: AtomicUsize,
+    /// Ids before this sequence number were issued before SSE was last switched back on;
+    /// resuming from them gets a reset (changes made while off were never recorded).
+    pub resume_floor: AtomicU64,
+    pub started: Instant,
+}
+
+impl State {
+    pub fn new(
+        reload: ReloadHandle,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+        env_disabled: bool,
+    ) -> Arc<State> {
+        let state = Arc::new(State {
+            reload,
+            hub,
+            metrics,
+            env_disabled,
+            admin_kill: Mutex::new(None),
+            mode_tx: watch::channel(SseMode::Enabled).0,
+            draining: watch::channel(false).0,
+            connections: AtomicUsize::new(0),
+            resume_floor: AtomicU64::new(0),
+            started: Instant::now(),
+        });
+        state.refresh_mode();
+        state
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.reload.current()
+    }
+
+    pub fn mode(&self) -> SseMode {
+        self.mode_tx.borrow().clone()
+    }
+
+    pub fn watch_mode(&self) -> watch::Receiver<SseMode> {
+        self.mode_tx.subscribe()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Recomputes the effective mode from the environment, the admin kill switch and the
+    /// config; open streams see the change through `watch_mode`.
+    pub fn refresh_mode(&self) {
+        let cfg = self.config();
+        let admin = self
+            .admin_kill
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mode = if self.env_disabled {
+            SseMode::Disabled {
+                reason: "DISABLE_SSE_SYSTEM".into(),
+            }
+        } else if let Some(reason) = admin {
+            SseMode::Disabled { reason }
+        } else if !cfg.sse.enabled {
+            SseMode::Disabled {
+                reason: "config".into(),
+            }
+        } else {
+            SseMode::Enabled
+        };
+        self.metrics
+            .kill_switch
+            .set(i64::from(!mode.is_enabled()));
+        for name in cfg.families.keys() {
+            let v = match cfg.delivery(name) {
+                Delivery::Off => 0,
+                Delivery::Shadow => 1,
+                Delivery::Live => 2,
+            };
+            self.metrics
+                .family_delivery
+                .with_label_values(&[name.as_str()])
+                .set(v);
+        }
+        self.mode_tx.send_if_modified(|m| {
+            if *m == mode {
+                return false;
+            }
+            match &mode {
+                SseMode::Enabled => {
+                    tracing::info!("SSE switched on: clients may stream");
+                    self.mark_resumed();
+                }
+                SseMode::Disabled { reason } => {
+                    tracing::warn!(%reason, "SSE switched off: every client goes back to polling")
+                }
+            }
+            *m = mode.clone();
+            true
+        });
+    }
+
+    /// SSE came back on: ids issued before now cannot vouch for the time SSE was off. A
+    /// marker with no topics moves the head so that new ids start after the floor.
+    fn mark_resumed(&self) {
+        let head = self.hub.head();
+        self.resume_floor.store(head + 1, Ordering::Release);
+        let marker = crate::events::Event {
+            id: String::new(),
+            event_type: "sse.resumed".into(),
+            family: "_system".into(),
+            topics: vec![],
+            ts: crate::events::types::now_ms(),
+            origin: Default::default(),
+            data: serde_json::json!({}),
+            invalidate: vec![],
+        };
+        if self.hub.try_publish(marker, None).is_err() {
+            tracing::warn!("could not queue the resume marker; clients resuming get a reset");
+        }
+    }
+
+    /// Reloads the config file and applies the result.
+    pub fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let outcome = self.reload.reload(trigger);
+        let label = match &outcome {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Rejected(_) => "rejected",
+        };
+        self.metrics
+            .config_reloads_total
+            .with_label_values(&[label])
+            .inc();
+        self.refresh_mode();
+        outcome
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,58 @@
+//! The event log: the ordered, replayable record of every delivered event. `EventLog` is the
+//! interface the hub and the stream handler use; `memory` keeps a bounded ring in RAM.
+
+pub mod memory;
+
+use crate::events::Event;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// An event with its position and its encoded SSE frame (encoded once, shared by every
+/// subscriber and every replay from memory).
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Event,
+    pub frame: Bytes,
+}
+
+impl StoredEvent {
+    pub fn new(seq: u64, event: Event) -> Arc<StoredEvent> {
+        let frame = crate::sse::encode::event_frame(&event);
+        Arc::new(StoredEvent { seq, event, frame })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    #[error("event store write failed: {0}")]
+    Write(String),
+}
+
+/// What a replay read found.
+#[derive(Debug)]
+pub enum ReadAfter {
+    /// Events with `seq > after`, in order (at most the limit asked for).
+    Events(Vec<Arc<StoredEvent>>),
+    /// Events after `after` were already removed by retention: replay cannot cover the gap.
+    Evicted { oldest: u64 },
+}
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// The log's epoch: ids from another epoch cannot be resumed.
+    fn epoch(&self) -> &str;
+    /// The last assigned sequence number (0 when empty).
+    fn head(&self) -> u64;
+    /// Appends events in order, assigning ids; returns them stored.
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, StoreError>;
+    /// Reads up to `limit` events after `after`.
+    async fn read_after(&self, after: u64, limit: usize) -> Result<ReadAfter, StoreError>;
+    /// Whether the store can be written right now (for readiness).
+    fn healthy(&self) -> bool {
+        true
+    }
+}
