@@ -1,0 +1,945 @@
+/**
+ * sse-sidecar browser client — dependency-free ES module (no build step).
+ *
+ * Served by the sidecar at `/api/sse/client.js`:
+ *
+ * ```html
+ * <script type="module">
+ *   import { createSseClient } from '/api/sse/client.js';
+ *   const sse = createSseClient({ topics: ['board:42'] });
+ *   sse.onEvent((event) => console.log(event.type, event.data));
+ * </script>
+ * ```
+ *
+ * What it owns:
+ * - one supervised EventSource per browser+origin (leader tab), native auto-retry never used;
+ * - the state machine connecting → live → recovering → polling → stopped, every change observable;
+ * - reconnects with the last event id (`?lastEventId=`), full-jitter exponential backoff,
+ *   `Retry-After` honoured, `/api/sse/status` asked after every failure (native EventSource
+ *   cannot see the HTTP status of a refusal), periodic status probes while polling;
+ * - frozen-stream detection (no frame for 2 × heartbeat_ms);
+ * - `control` (polling / per-family polling / reconnect) and `reset` frames;
+ * - a `fetch` wrapper that tags mutations with `X-Client-Id` / `X-Mutation-Id` so the tab can
+ *   recognise its own echoes (`isOwnEcho`);
+ * - cross-tab sharing (Web Locks leader election + BroadcastChannel relay), with graceful
+ *   fallback to one stream per tab when those APIs are missing.
+ *
+ * Wire contract: see ARCHITECTURE.md §2 and clients/js/README.md.
+ *
+ * @module sse-client
+ */
+
+/**
+ * Connection state of a client.
+ * - `connecting`: opening the stream (or waiting for the leader tab's stream);
+ * - `live`: stream open, `hello` received — events flow (see also `pollingFamilies`);
+ * - `recovering`: stream lost/refused, retrying with backoff — the app must poll meanwhile;
+ * - `polling`: the server asked for polling (kill switch, 204, overload…) — the app polls,
+ *   the client probes `/api/sse/status` and comes back by itself;
+ * - `stopped`: `close()` was called.
+ * @typedef {'connecting'|'live'|'recovering'|'polling'|'stopped'} SseState
+ */
+
+/**
+ * Extra information passed with each state change.
+ * @typedef {object} SseStateInfo
+ * @property {string} [reason] Why the state was entered (e.g. `hello`, `stream-lost`,
+ *   `handshake-failed`, `stalled`, `connect-timeout`, `status-polling`, a server `reason`).
+ * @property {string[]} pollingFamilies Families that must be polled even while live.
+ * @property {'solo'|'leader'|'follower'} role This tab's role in cross-tab sharing.
+ * @property {string} [epoch] From `hello` (when live).
+ * @property {string} [head] From `hello` (when live).
+ * @property {string[]} [topics] Topics granted by the server (when live).
+ * @property {string[]} [denied] Topics refused by the server (when live).
+ * @property {number} [heartbeatMs] Heartbeat period announced by the server (when live).
+ * @property {number} [retryInMs] Delay before the next connection attempt, when known.
+ */
+
+/**
+ * A domain event as carried in the `data:` of an event frame.
+ * @typedef {object} SseEvent
+ * @property {string} id Opaque event id.
+ * @property {string} type Event type name, e.g. `card.updated`.
+ * @property {string} family Rollout family, e.g. `cards`.
+ * @property {string[]} topics Topics the event was published to.
+ * @property {string|number} ts Timestamp set by the sidecar.
+ * @property {{client?: string|null, mutation?: string|null}} origin Who caused it.
+ * @property {*} data Event payload (validated by the sidecar against the type's schema).
+ * @property {Array<Array<*>>} invalidate Query keys the event makes stale.
+ */
+
+/**
+ * Payload of a `control` frame.
+ * @typedef {object} SseControl
+ * @property {'polling'|'reconnect'|string} mode
+ * @property {string} [reason]
+ * @property {string[]} [families] With mode `polling`: only these families are polled.
+ * @property {number} [retry_ms] With mode `reconnect` (or `polling`): wait this long first.
+ * @property {string[]} [revoked] Topics whose authorization was revoked.
+ */
+
+/**
+ * Payload of a `reset` frame: the client missed events it cannot get back.
+ * The app must refetch everything it shows, then continue (the stream goes on).
+ * @typedef {object} SseReset
+ * @property {string} [reason]
+ * @property {string} [head]
+ */
+
+/**
+ * Options of {@link createSseClient}. Every function option is injectable for tests.
+ * @typedef {object} SseClientOptions
+ * @property {string} [url='/api/sse/events'] Stream URL.
+ * @property {string} [statusUrl='/api/sse/status'] Status URL.
+ * @property {string[]} [topics=[]] Topics this tab wants.
+ * @property {boolean} [withCredentials=false] Passed to EventSource (cross-origin cookies);
+ *   status requests then use `credentials: 'include'`.
+ * @property {{baseMs?: number, maxMs?: number}} [backoff] Full-jitter exponential backoff:
+ *   delay = random(0, min(maxMs, baseMs · 2^attempt)); defaults 500 / 30000.
+ * @property {number} [probeIntervalMs=15000] Status probe period while polling (±25 % jitter).
+ * @property {number} [connectTimeoutMs=20000] Give up on a connection without `hello` after this.
+ * @property {number} [stableMs=5000] A connection live this long resets the backoff attempts.
+ * @property {boolean} [shareAcrossTabs=true] One stream per browser+origin (needs
+ *   `navigator.locks` and `BroadcastChannel`; falls back to one stream per tab).
+ * @property {string} [channelName='sse-sidecar'] Lock and BroadcastChannel name.
+ * @property {string} [clientId] Override the per-tab client id.
+ * @property {string|null} [lastEventId=null] Resume from this id on the first connection.
+ * @property {typeof EventSource} [EventSource=globalThis.EventSource]
+ * @property {typeof fetch} [fetch=globalThis.fetch]
+ * @property {() => number} [now=Date.now]
+ * @property {() => number} [random=Math.random]
+ * @property {(fn: () => void, ms: number) => *} [setTimeout]
+ * @property {(handle: *) => void} [clearTimeout]
+ * @property {{request: Function}|null} [locks=globalThis.navigator?.locks]
+ * @property {typeof BroadcastChannel|null} [BroadcastChannel=globalThis.BroadcastChannel]
+ * @property {{addEventListener: Function, removeEventListener: Function}|null} [lifecycleTarget=globalThis]
+ *   Where `pagehide`/`pageshow` are listened for (the window).
+ * @property {(error: unknown) => void} [onListenerError] Called when a listener throws
+ *   (default: `globalThis.reportError` or `console.error`).
+ */
+
+/**
+ * The client returned by {@link createSseClient}.
+ * @typedef {object} SseClient
+ * @property {SseState} state Current state.
+ * @property {SseStateInfo} info Information of the last state change.
+ * @property {string[]} pollingFamilies Families to poll even while live (copy).
+ * @property {string|null} lastEventId Last event id seen by this tab (or relayed to it).
+ * @property {string} clientId Random id of this tab, stable for the tab's life.
+ * @property {string[]} topics Topics this tab asked for.
+ * @property {'solo'|'leader'|'follower'} role Cross-tab role.
+ * @property {(fn: (state: SseState, info: SseStateInfo) => void) => () => void} onStateChange
+ * @property {(fn: (event: SseEvent) => void) => () => void} onEvent Domain events only.
+ * @property {(fn: (reset: SseReset) => void) => () => void} onReset
+ * @property {(fn: (control: SseControl) => void) => () => void} onControl
+ * @property {(family?: string) => boolean} isLive True when live and `family` is not polled.
+ * @property {(event: SseEvent) => boolean} isOwnEcho True for events caused by this tab.
+ * @property {(input: RequestInfo|URL, init?: RequestInit) => Promise<Response>} fetch
+ *   `fetch` adding `X-Client-Id` and a fresh `X-Mutation-Id`.
+ * @property {(topics: string[]) => void} setTopics Change the topics this tab wants.
+ * @property {() => void} close Stop for good (state `stopped`), releasing lock and channel.
+ */
+
+const RESERVED = new Set(['hello', 'heartbeat', 'control', 'reset', 'message', 'open', 'error']);
+const PROTOCOL = 1;
+const MAX_SEEN_IDS = 1000;
+const MAX_MUTATIONS = 500;
+const MUTATION_TTL_MS = 5 * 60 * 1000;
+
+/** @returns {string} a random id (UUID when available). */
+function randomId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  if (c && typeof c.getRandomValues === 'function') {
+    const bytes = c.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+  }
+  return Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
+}
+
+let tabClientId = null;
+/** The client id of this tab (this module instance): random, stable for the page's life. */
+function getTabClientId() {
+  if (!tabClientId) tabClientId = randomId();
+  return tabClientId;
+}
+
+function uniqSorted(list) {
+  if (!Array.isArray(list)) return [];
+  return [...new Set(list.filter((t) => typeof t === 'string' && t !== ''))].sort();
+}
+
+function sameList(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function parseObject(text) {
+  if (typeof text !== 'string') return null;
+  try {
+    const value = JSON.parse(text);
+    return value && typeof value === 'object' && !Array.isArray(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function nonNegative(n) {
+  return typeof n === 'number' && Number.isFinite(n) && n >= 0 ? n : null;
+}
+
+/** `Retry-After` header → milliseconds (delta-seconds or HTTP date). */
+function parseRetryAfterMs(value, nowMs) {
+  if (value == null || value === '') return 0;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const date = Date.parse(value);
+  return Number.isFinite(date) ? Math.max(0, date - nowMs) : 0;
+}
+
+/**
+ * The stream supervisor: owns one EventSource at a time and the retry/probe timers.
+ * It knows nothing about tabs; it reports through `hooks`.
+ * @private
+ */
+function createStream(cfg, hooks) {
+  let es = null;
+  let stopped = true;
+  let gen = 0; // invalidates pending async work (status requests) on every transition
+  let retryTimer = null;
+  let connectTimer = null;
+  let watchdogTimer = null;
+  let attempt = 0;
+  let heartbeatMs = 0;
+  let lastFrameAt = 0;
+  let liveSince = 0;
+  let connectedTopics = [];
+  let registerOnSource = null;
+  const types = new Set();
+
+  const clear = (handle) => {
+    if (handle != null) cfg.clearTimeout(handle);
+    return null;
+  };
+
+  function closeSource() {
+    connectTimer = clear(connectTimer);
+    watchdogTimer = clear(watchdogTimer);
+    registerOnSource = null;
+    if (es) {
+      const source = es;
+      es = null;
+      try {
+        source.close();
+      } catch {
+        /* ignore */
+      }
+    }
+  }
+
+  function clearAll() {
+    closeSource();
+    retryTimer = clear(retryTimer);
+  }
+
+  function backoffDelay() {
+    const cap = Math.min(cfg.maxMs, cfg.baseMs * 2 ** attempt);
+    attempt = Math.min(attempt + 1, 30);
+    return Math.floor(cfg.random() * cap);
+  }
+
+  function buildUrl(topics, lastId) {
+    let url = cfg.url + (cfg.url.includes('?') ? '&' : '?');
+    url += 'topics=' + topics.map(encodeURIComponent).join(',');
+    if (lastId != null && lastId !== '') url += '&lastEventId=' + encodeURIComponent(lastId);
+    return url;
+  }
+
+  function frame() {
+    lastFrameAt = cfg.now();
+  }
+
+  function armWatchdog(delay) {
+    watchdogTimer = clear(watchdogTimer);
+    if (!heartbeatMs) return;
+    watchdogTimer = cfg.setTimeout(() => {
+      watchdogTimer = null;
+      const idle = cfg.now() - lastFrameAt;
+      const limit = 2 * heartbeatMs;
+      if (idle >= limit) fail('stalled');
+      else armWatchdog(limit - idle);
+    }, delay == null ? 2 * heartbeatMs : delay);
+  }
+
+  /** Open a new EventSource (closing the current one). `silent` keeps a live state. */
+  function connect(reason, silent = false) {
+    if (stopped) return;
+    clearAll();
+    gen++;
+    connectedTopics = hooks.topics();
+    if (!silent || !liveSince) {
+      liveSince = 0;
+      hooks.state('connecting', { reason });
+    }
+    const ES = cfg.EventSource;
+    if (typeof ES !== 'function') {
+      liveSince = 0;
+      hooks.state('polling', { reason: 'unsupported' });
+      return;
+    }
+    let source;
+    try {
+      source = new ES(
+        buildUrl(connectedTopics, hooks.lastEventId()),
+        cfg.withCredentials ? { withCredentials: true } : undefined,
+      );
+    } catch {
+      fail('handshake-failed');
+      return;
+    }
+    es = source;
+    let helloSeen = false;
+    const registered = new Set();
+    const listen = (name, fn) => {
+      if (registered.has(name)) return;
+      registered.add(name);
+      source.addEventListener(name, (ev) => {
+        if (es === source && !stopped) fn(ev);
+      });
+    };
+    registerOnSource = (name) => {
+      if (!RESERVED.has(name)) listen(name, onDomain);
+    };
+    listen('error', () => fail(helloSeen ? 'stream-lost' : 'handshake-failed'));
+    listen('hello', (ev) => {
+      helloSeen = true;
+      onHello(ev);
+    });
+    listen('heartbeat', frame);
+    listen('control', onControl);
+    listen('reset', onReset);
+    listen('message', onDomain);
+    for (const name of types) registerOnSource(name);
+    if (cfg.connectTimeoutMs > 0) {
+      connectTimer = cfg.setTimeout(() => {
+        connectTimer = null;
+        fail('connect-timeout');
+      }, cfg.connectTimeoutMs);
+    }
+  }
+
+  function onHello(ev) {
+    const hello = parseObject(ev.data);
+    if (!hello) {
+      fail('bad-hello');
+      return;
+    }
+    connectTimer = clear(connectTimer);
+    frame();
+    heartbeatMs = nonNegative(hello.heartbeat_ms) || 0;
+    if (Array.isArray(hello.types)) {
+      for (const name of hello.types) {
+        if (typeof name === 'string' && name) {
+          types.add(name);
+          if (registerOnSource) registerOnSource(name);
+        }
+      }
+    }
+    liveSince = cfg.now();
+    hooks.hello(hello);
+    hooks.state('live', {
+      reason: 'hello',
+      epoch: hello.epoch,
+      head: hello.head,
+      topics: Array.isArray(hello.topics) ? hello.topics : connectedTopics,
+      denied: Array.isArray(hello.denied) ? hello.denied : [],
+      heartbeatMs,
+    });
+    armWatchdog();
+  }
+
+  function onDomain(ev) {
+    frame();
+    const event = parseObject(ev.data);
+    if (!event) return;
+    const id = ev.lastEventId || (event.id != null ? String(event.id) : null);
+    hooks.event(event, id);
+  }
+
+  function onReset(ev) {
+    frame();
+    hooks.reset(parseObject(ev.data) || {});
+  }
+
+  function onControl(ev) {
+    frame();
+    const control = parseObject(ev.data);
+    if (!control) return;
+    hooks.control(control);
+    if (control.mode === 'polling') {
+      if (Array.isArray(control.families)) {
+        hooks.families(uniqSorted(control.families), control.reason);
+      } else {
+        enterPolling(control.reason || 'server', nonNegative(control.retry_ms) || 0);
+      }
+    } else if (control.mode === 'reconnect') {
+      closeSource();
+      liveSince = 0;
+      attempt = 0;
+      const explicit = nonNegative(control.retry_ms);
+      const delay = explicit != null ? explicit : backoffDelay();
+      gen++;
+      hooks.state('recovering', { reason: control.reason || 'reconnect', retryInMs: delay });
+      retryTimer = cfg.setTimeout(() => {
+        retryTimer = null;
+        connect('server-reconnect');
+      }, delay);
+    } else if ((control.mode === 'sse' || control.mode === 'live') && Array.isArray(control.families)) {
+      hooks.familiesLive(uniqSorted(control.families), control.reason);
+    }
+  }
+
+  /** Ask the status endpoint; never rejects. */
+  async function askStatus() {
+    const f = cfg.fetch;
+    if (typeof f !== 'function') return { mode: null, retryAfterMs: 0 };
+    try {
+      const res = await f(cfg.statusUrl, {
+        credentials: cfg.withCredentials ? 'include' : 'same-origin',
+        cache: 'no-store',
+        headers: { accept: 'application/json' },
+      });
+      const header = res && res.headers && typeof res.headers.get === 'function'
+        ? res.headers.get('retry-after')
+        : null;
+      let retryAfterMs = parseRetryAfterMs(header, Date.now());
+      if (!res || !res.ok) return { mode: null, retryAfterMs };
+      let body = null;
+      try {
+        body = await res.json();
+      } catch {
+        body = null;
+      }
+      const seconds = body ? nonNegative(body.retry_after) : null;
+      if (seconds != null) retryAfterMs = Math.max(retryAfterMs, seconds * 1000);
+      const mode = body && (body.mode === 'polling' || body.mode === 'sse') ? body.mode : null;
+      return { mode, retryAfterMs, reason: body && body.reason };
+    } catch {
+      return { mode: null, retryAfterMs: 0 };
+    }
+  }
+
+  function fail(reason) {
+    if (stopped) return;
+    if (liveSince && cfg.now() - liveSince >= cfg.stableMs) attempt = 0;
+    clearAll();
+    liveSince = 0;
+    const myGen = ++gen;
+    hooks.state('recovering', { reason });
+    askStatus().then((status) => {
+      if (myGen !== gen || stopped) return;
+      if (status.mode === 'polling') {
+        enterPolling(status.reason || 'status-polling', status.retryAfterMs);
+        return;
+      }
+      const delay = Math.max(backoffDelay(), status.retryAfterMs);
+      hooks.retryIn(delay);
+      retryTimer = cfg.setTimeout(() => {
+        retryTimer = null;
+        connect('retry');
+      }, delay);
+    });
+  }
+
+  function enterPolling(reason, minDelayMs) {
+    clearAll();
+    liveSince = 0;
+    attempt = 0;
+    gen++;
+    hooks.state('polling', { reason });
+    scheduleProbe(minDelayMs);
+  }
+
+  function scheduleProbe(minDelayMs) {
+    const jittered = Math.round(cfg.probeIntervalMs * (0.75 + 0.5 * cfg.random()));
+    const delay = Math.max(minDelayMs || 0, jittered);
+    retryTimer = cfg.setTimeout(() => {
+      retryTimer = null;
+      probe();
+    }, delay);
+  }
+
+  function probe() {
+    const myGen = ++gen;
+    askStatus().then((status) => {
+      if (myGen !== gen || stopped) return;
+      if (status.mode === 'sse') connect('probe');
+      else scheduleProbe(status.retryAfterMs);
+    });
+  }
+
+  return {
+    start() {
+      if (!stopped) return;
+      stopped = false;
+      attempt = 0;
+      connect('start');
+    },
+    stop() {
+      stopped = true;
+      gen++;
+      clearAll();
+      liveSince = 0;
+    },
+    /** Topics wanted changed: reconnect if the open/opening stream lacks some (or `always`). */
+    refreshTopics(always) {
+      if (stopped || !es) return;
+      const wanted = hooks.topics();
+      const grew = wanted.some((t) => !connectedTopics.includes(t));
+      if (grew || (always && !sameList(wanted, connectedTopics))) connect('topics-changed', true);
+    },
+    get running() {
+      return !stopped;
+    },
+  };
+}
+
+/**
+ * Create a client: connects immediately (state `connecting`).
+ * @param {SseClientOptions} [options]
+ * @returns {SseClient}
+ */
+export function createSseClient(options = {}) {
+  const o = options || {};
+  const backoff = o.backoff || {};
+  const rawSetTimeout = o.setTimeout || globalThis.setTimeout;
+  const rawClearTimeout = o.clearTimeout || globalThis.clearTimeout;
+  const rawFetch = o.fetch !== undefined ? o.fetch : globalThis.fetch;
+  const rawNow = o.now || Date.now;
+  const rawRandom = o.random || Math.random;
+  const cfg = {
+    url: o.url || '/api/sse/events',
+    statusUrl: o.statusUrl || '/api/sse/status',
+    withCredentials: !!o.withCredentials,
+    baseMs: nonNegative(backoff.baseMs) ?? 500,
+    maxMs: nonNegative(backoff.maxMs) ?? 30000,
+    probeIntervalMs: nonNegative(o.probeIntervalMs) ?? 15000,
+    connectTimeoutMs: nonNegative(o.connectTimeoutMs) ?? 20000,
+    stableMs: nonNegative(o.stableMs) ?? 5000,
+    EventSource: o.EventSource !== undefined ? o.EventSource : globalThis.EventSource,
+    // Called as plain functions: browsers throw "Illegal invocation" for window methods
+    // called with another `this`.
+    fetch: typeof rawFetch === 'function' ? (input, init) => rawFetch(input, init) : null,
+    now: () => rawNow(),
+    random: () => rawRandom(),
+    setTimeout: (fn, ms) => rawSetTimeout(fn, ms),
+    clearTimeout: (handle) => rawClearTimeout(handle),
+  };
+  const channelName = o.channelName || 'sse-sidecar';
+  const locks = o.locks !== undefined ? o.locks : globalThis.navigator && globalThis.navigator.locks;
+  const BC = o.BroadcastChannel !== undefined ? o.BroadcastChannel : globalThis.BroadcastChannel;
+  const lifecycle = o.lifecycleTarget !== undefined
+    ? o.lifecycleTarget
+    : typeof globalThis.addEventListener === 'function' ? globalThis : null;
+  const reportListenerError = o.onListenerError
+    || ((err) => (typeof globalThis.reportError === 'function' ? globalThis.reportError(err) : console.error(err)));
+
+  const clientId = o.clientId || getTabClientId();
+  const instanceId = randomId();
+  const shared = o.shareAcrossTabs !== false
+    && !!locks && typeof locks.request === 'function' && typeof BC === 'function';
+
+  /** @type {SseState} */
+  let state = 'connecting';
+  /** @type {SseStateInfo} */
+  let info = { reason: 'start', pollingFamilies: [], role: shared ? 'follower' : 'solo' };
+  let pollingFamilies = [];
+  let lastEventId = o.lastEventId != null ? String(o.lastEventId) : null;
+  let ownTopics = uniqSorted(o.topics);
+  /** @type {'solo'|'leader'|'follower'} */
+  let role = shared ? 'follower' : 'solo';
+  let closed = false;
+  let suspended = false;
+  let channel = null;
+  let leaderId = null;
+  let releaseLock = null;
+  let lockAbort = null;
+  const peers = new Map(); // other tabs: instanceId → topics
+  const seenIds = new Set();
+  const mutations = new Map(); // mutation id → time sent
+
+  const listeners = {
+    state: new Set(),
+    event: new Set(),
+    reset: new Set(),
+    control: new Set(),
+  };
+
+  function emit(kind, ...args) {
+    for (const fn of [...listeners[kind]]) {
+      try {
+        fn(...args);
+      } catch (err) {
+        try {
+          reportListenerError(err);
+        } catch {
+          /* ignore */
+        }
+      }
+    }
+  }
+
+  function subscribe(kind, fn) {
+    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    listeners[kind].add(fn);
+    return () => listeners[kind].delete(fn);
+  }
+
+  function post(message) {
+    if (!channel || closed) return;
+    try {
+      channel.postMessage({ v: PROTOCOL, from: instanceId, ...message });
+    } catch {
+      /* channel closed or payload not cloneable: nothing useful to do */
+    }
+  }
+
+  function relay(message) {
+    if (role === 'leader') post(message);
+  }
+
+  function snapshot() {
+    const { role: _role, ...rest } = info;
+    return { t: 'state', state, info: rest, pollingFamilies, lastEventId };
+  }
+
+  /** Apply a state (local or mirrored); notify listeners when the mode changed. */
+  function applyState(next, extra) {
+    if (closed && next !== 'stopped') return;
+    const changed = next !== state || !sameList(pollingFamilies, info.pollingFamilies || []);
+    state = next;
+    info = { ...(extra || {}), pollingFamilies: pollingFamilies.slice(), role };
+    relay(snapshot());
+    if (changed) emit('state', state, info);
+  }
+
+  function setLastEventId(id) {
+    if (id != null && id !== '') lastEventId = String(id);
+  }
+
+  function wantsEvent(event) {
+    // A solo stream is filtered by the server; a shared stream carries the union of all tabs'
+    // topics, so each tab only delivers what it asked for.
+    if (role === 'solo' || !ownTopics.length || !Array.isArray(event.topics)) return true;
+    return event.topics.some((topic) => ownTopics.some((mine) => (
+      mine === topic || (mine.endsWith('*') && String(topic).startsWith(mine.slice(0, -1)))
+    )));
+  }
+
+  function deliverEvent(event, id) {
+    if (id != null) {
+      if (seenIds.has(id)) return;
+      seenIds.add(id);
+      if (seenIds.size > MAX_SEEN_IDS) seenIds.delete(seenIds.values().next().value);
+      setLastEventId(id);
+    }
+    if (wantsEvent(event)) emit('event', event);
+  }
+
+  function setFamilies(list, reason) {
+    pollingFamilies = list;
+    applyState(state, { ...info, reason: reason || 'families' });
+  }
+
+  function unionTopics() {
+    const all = new Set(ownTopics);
+    if (role === 'leader') for (const topics of peers.values()) for (const t of topics) all.add(t);
+    return [...all].sort();
+  }
+
+  const stream = createStream(cfg, {
+    topics: unionTopics,
+    lastEventId: () => lastEventId,
+    state: (next, extra) => applyState(next, extra),
+    retryIn: (ms) => {
+      info = { ...info, retryInMs: ms };
+      relay(snapshot());
+    },
+    hello: (hello) => {
+      if (lastEventId == null && hello.head != null) setLastEventId(hello.head);
+      if (Array.isArray(hello.polling_families)) pollingFamilies = uniqSorted(hello.polling_families);
+    },
+    event: (event, id) => {
+      deliverEvent(event, id);
+      relay({ t: 'event', event, id });
+    },
+    reset: (reset) => {
+      // After a reset the app refetches everything, so the server's head is a safe resume
+      // point: a reconnect before the next event would otherwise trigger another reset.
+      if (reset.head != null) setLastEventId(reset.head);
+      relay({ t: 'reset', reset, lastEventId });
+      emit('reset', reset);
+    },
+    control: (control) => {
+      if (Array.isArray(control.revoked) && control.revoked.length) {
+        const revoked = control.revoked;
+        info = {
+          ...info,
+          topics: (info.topics || []).filter((t) => !revoked.includes(t)),
+          denied: uniqSorted([...(info.denied || []), ...revoked]),
+        };
+      }
+      relay({ t: 'control', control });
+      emit('control', control);
+    },
+    families: (list, reason) => setFamilies(list, reason),
+    familiesLive: (list, reason) => setFamilies(pollingFamilies.filter((f) => !list.includes(f)), reason),
+  });
+
+  // ---- cross-tab -------------------------------------------------------------------------
+
+  function becomeLeader() {
+    // Holding the lock proves the previous leader is gone (closed, hidden or crashed):
+    // drop its topics even if its `bye` has not arrived yet.
+    if (leaderId && leaderId !== instanceId) peers.delete(leaderId);
+    role = 'leader';
+    leaderId = instanceId;
+    post({ t: 'leader', topics: ownTopics });
+    stream.start();
+  }
+
+  function campaign() {
+    lockAbort = typeof AbortController === 'function' ? new AbortController() : null;
+    const opts = lockAbort ? { signal: lockAbort.signal } : {};
+    let request;
+    try {
+      request = locks.request(channelName, opts, () => {
+        if (closed || suspended) return undefined;
+        lockAbort = null;
+        return new Promise((resolve) => {
+          releaseLock = () => {
+            releaseLock = null;
+            resolve();
+          };
+          becomeLeader();
+        });
+      });
+    } catch {
+      request = null;
+    }
+    if (request && typeof request.catch === 'function') request.catch(() => {});
+  }
+
+  function resign() {
+    if (lockAbort) {
+      try {
+        lockAbort.abort();
+      } catch {
+        /* ignore */
+      }
+      lockAbort = null;
+    }
+    if (role === 'leader') {
+      stream.stop();
+      role = 'follower';
+    }
+    if (releaseLock) releaseLock();
+  }
+
+  function onMessage(ev) {
+    const m = ev && ev.data;
+    if (!m || m.v !== PROTOCOL || m.from === instanceId || closed || suspended) return;
+    if (m.to && m.to !== instanceId) return;
+    switch (m.t) {
+      case 'join':
+      case 'topics':
+      case 'peer':
+      case 'leader': {
+        peers.set(m.from, uniqSorted(m.topics));
+        if (m.t === 'leader') leaderId = m.from;
+        if (m.t === 'join' || m.t === 'leader') post({ t: 'peer', topics: ownTopics, to: m.from });
+        if (role === 'leader') {
+          if (m.t === 'join') post({ ...snapshot(), to: m.from });
+          stream.refreshTopics(false);
+        }
+        break;
+      }
+      case 'bye':
+        peers.delete(m.from);
+        if (m.from === leaderId) {
+          leaderId = null;
+          if (role === 'follower') applyState('connecting', { reason: 'leader-left' });
+        }
+        break;
+      case 'state':
+        if (role === 'leader') break;
+        leaderId = m.from;
+        setLastEventId(m.lastEventId);
+        pollingFamilies = uniqSorted(m.pollingFamilies);
+        applyState(m.state, m.info);
+        break;
+      case 'event':
+        if (role !== 'leader' && m.event) deliverEvent(m.event, m.id);
+        break;
+      case 'reset':
+        if (role === 'leader') break;
+        setLastEventId(m.lastEventId);
+        emit('reset', m.reset || {});
+        break;
+      case 'control':
+        if (role !== 'leader' && m.control) emit('control', m.control);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function join() {
+    post({ t: 'join', topics: ownTopics });
+    campaign();
+  }
+
+  // ---- page lifecycle: a page entering the bfcache (`pagehide`) or being frozen (`freeze`)
+  // gives up its stream and the leadership, so another tab can take over at once; it comes
+  // back on `pageshow` (persisted) / `resume`.
+
+  function onSuspend() {
+    if (closed || suspended) return;
+    suspended = true;
+    if (shared) {
+      post({ t: 'bye' });
+      resign();
+    } else {
+      stream.stop();
+    }
+  }
+
+  function onResume() {
+    if (closed || !suspended) return;
+    suspended = false;
+    peers.clear();
+    leaderId = null;
+    applyState('connecting', { reason: 'resumed' });
+    if (shared) join();
+    else stream.start();
+  }
+
+  function onPageShow(ev) {
+    if (ev && ev.persisted) onResume();
+  }
+
+  const lifecycleHandlers = [
+    ['pagehide', onSuspend],
+    ['freeze', onSuspend],
+    ['pageshow', onPageShow],
+    ['resume', onResume],
+  ];
+  if (lifecycle) for (const [name, fn] of lifecycleHandlers) lifecycle.addEventListener(name, fn);
+
+  // ---- start -----------------------------------------------------------------------------
+
+  if (shared) {
+    channel = new BC(channelName);
+    if (typeof channel.addEventListener === 'function') channel.addEventListener('message', onMessage);
+    else channel.onmessage = onMessage;
+    join();
+  } else {
+    stream.start();
+  }
+
+  // ---- echo detection / fetch helper -------------------------------------------------------
+
+  function rememberMutation(id) {
+    const t = cfg.now();
+    mutations.set(id, t);
+    for (const [key, at] of mutations) {
+      if (mutations.size <= MAX_MUTATIONS && t - at <= MUTATION_TTL_MS) break;
+      mutations.delete(key);
+    }
+  }
+
+  function sseFetch(input, init) {
+    if (!cfg.fetch) return Promise.reject(new TypeError('fetch is not available'));
+    const request = typeof Request === 'function' && input instanceof Request ? input : null;
+    const source = init && init.headers != null ? init.headers : request ? request.headers : undefined;
+    let headers;
+    let mutationId;
+    if (typeof Headers === 'function') {
+      headers = new Headers(source);
+      headers.set('X-Client-Id', clientId);
+      if (!headers.has('X-Mutation-Id')) headers.set('X-Mutation-Id', randomId());
+      mutationId = headers.get('X-Mutation-Id');
+    } else {
+      headers = { ...(source || {}) };
+      headers['X-Client-Id'] = clientId;
+      if (!headers['X-Mutation-Id']) headers['X-Mutation-Id'] = randomId();
+      mutationId = headers['X-Mutation-Id'];
+    }
+    // Remember before sending: the echo can arrive on the stream before the response.
+    rememberMutation(mutationId);
+    return cfg.fetch(input, { ...(init || {}), headers });
+  }
+
+  /** @type {SseClient} */
+  const client = {
+    get state() {
+      return state;
+    },
+    get info() {
+      return info;
+    },
+    get pollingFamilies() {
+      return pollingFamilies.slice();
+    },
+    get lastEventId() {
+      return lastEventId;
+    },
+    get clientId() {
+      return clientId;
+    },
+    get topics() {
+      return ownTopics.slice();
+    },
+    get role() {
+      return role;
+    },
+    onStateChange: (fn) => subscribe('state', fn),
+    onEvent: (fn) => subscribe('event', fn),
+    onReset: (fn) => subscribe('reset', fn),
+    onControl: (fn) => subscribe('control', fn),
+    isLive(family) {
+      return state === 'live' && (family == null || !pollingFamilies.includes(family));
+    },
+    isOwnEcho(event) {
+      const origin = event && event.origin;
+      if (!origin) return false;
+      if (origin.client != null && origin.client === clientId) return true;
+      return origin.mutation != null && mutations.has(origin.mutation);
+    },
+    fetch: sseFetch,
+    setTopics(topics) {
+      const next = uniqSorted(topics);
+      if (closed || sameList(next, ownTopics)) return;
+      ownTopics = next;
+      if (role === 'follower') post({ t: 'topics', topics: ownTopics });
+      else if (!suspended) stream.refreshTopics(role === 'solo');
+    },
+    close() {
+      if (closed) return;
+      stream.stop();
+      if (shared) {
+        post({ t: 'bye' });
+        resign();
+        try {
+          channel.close();
+        } catch {
+          /* ignore */
+        }
+      }
+      if (lifecycle) for (const [name, fn] of lifecycleHandlers) lifecycle.removeEventListener(name, fn);
+      applyState('stopped', { reason: 'closed' });
+      closed = true;
+      channel = null;
+    },
+  };
+  return client;
+}

@@ -1,0 +1,661 @@
+// app.js: the legacy app's demo page. It uses no framework and needs no build step.
+//
+// The legacy behaviour: each of the five lists (cards, messages, who's online, recent
+// activity, click counts) has its own timer and POLLS its GET endpoint every 3 s.
+//
+// The upgrade: when sse-sidecar is in front of the app, `/api/sse/client.js` exists. The page
+// imports it, subscribes to its topics, and while the client's state is 'live' it stops
+// every polling timer and refetches a list only when an event says that list changed. In
+// any other state ('connecting', 'recovering', 'polling', 'stopped') polling runs. When the
+// sidecar keeps a family on polling while live (client.isLive(family) is false), that
+// family's list keeps its timer. Without the sidecar the import fails (one 404 in the
+// network log) and the page just polls.
+//
+// Query parameters (for demos and tests): ?poll_ms=N changes the polling period (>= 200).
+
+const query = new URLSearchParams(location.search);
+const POLL_MS = (() => {
+  const n = Number(query.get('poll_ms'));
+  return Number.isFinite(n) && n >= 200 ? n : 3000;
+})();
+
+const BOARD_ID = '1';
+const CONVERSATION_ID = 'general';
+const PAGE = `/boards/${BOARD_ID}`; // what the activity tracker reports as "the page"
+const TOPICS = [`board:${BOARD_ID}`, `conversation:${CONVERSATION_ID}`, 'presence', 'activity', 'ui'];
+const COLUMNS = [
+  ['todo', 'To do'],
+  ['doing', 'Doing'],
+  ['done', 'Done'],
+];
+const SESSION_KEY = 'legacy-app-session'; // sessionStorage: {id, user} of this tab's session
+
+const $ = (id) => document.getElementById(id);
+
+/** Builds an element. Text always goes through text nodes, never innerHTML. */
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith('on')) node.addEventListener(name.slice(2), value);
+    else if (name === 'value') node.value = value;
+    else node.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+// ---------------------------------------------------------------------------------------
+// Page state
+// ---------------------------------------------------------------------------------------
+
+const me = { user: null, sessionId: null };
+/** The sse-sidecar browser client, when the sidecar is there. */
+let client = null;
+/** The client's state, or 'no-sidecar' when the import failed. */
+let connection = 'connecting';
+let pollCount = 0; // GET requests sent by the polling timers (shown in the footer)
+
+// ---------------------------------------------------------------------------------------
+// Talking to the backend
+// ---------------------------------------------------------------------------------------
+
+/** Shows (or clears, with null) the single error line in the footer. */
+function showError(message) {
+  const node = $('error');
+  node.textContent = message || '';
+  node.hidden = !message;
+}
+
+/**
+ * Sends a mutation. With the sidecar it goes through client.fetch, which adds the
+ * X-Client-Id / X-Mutation-Id headers so the resulting event names its origin.
+ */
+async function send(method, url, body) {
+  const init = { method, headers: { accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  const res = await (client ? client.fetch(url, init) : fetch(url, init));
+  const data = await res.json().catch(() => null);
+  if (!res.ok) throw new Error(`${method} ${url}: ${(data && data.error) || `HTTP ${res.status}`}`);
+  return data;
+}
+
+async function getJson(url) {
+  const res = await fetch(url, { headers: { accept: 'application/json' } });
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    const err = new Error(`GET ${url}: ${(data && data.error) || `HTTP ${res.status}`}`);
+    err.status = res.status;
+    throw err;
+  }
+  return data;
+}
+
+/** Runs a user action; shows its error instead of throwing (no console errors). */
+async function attempt(action) {
+  try {
+    await action();
+    showError(null);
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The five polled lists
+// ---------------------------------------------------------------------------------------
+
+/**
+ * name -> {family, url, render, timer, inFlight, again, lastText, lastData}. A list is
+ * fetched at most once at a time; a refresh asked for while one is in flight runs once
+ * afterwards. `family` is the sidecar event family whose events change the list.
+ */
+const lists = {
+  cards: { family: 'cards', url: `/api/boards/${BOARD_ID}/cards`, render: renderCards },
+  messages: { family: 'conversations', url: `/api/conversations/${CONVERSATION_ID}/messages`, render: renderMessages },
+  online: { family: 'sessions', url: '/api/sessions', render: renderOnline },
+  activity: { family: 'tracking', url: '/api/activity', render: renderActivity },
+  clicks: { family: 'ui', url: '/api/ui/clicks/summary', render: renderClicks },
+};
+for (const list of Object.values(lists)) {
+  Object.assign(list, { timer: null, inFlight: false, again: false, lastText: null, lastData: null });
+}
+
+/** Fetches one list and re-renders it when its JSON changed. `why` is 'poll' for timers. */
+async function refresh(name, why = 'refresh') {
+  const list = lists[name];
+  if (list.inFlight) {
+    list.again = true;
+    return;
+  }
+  list.inFlight = true;
+  if (why === 'poll') $('poll-count').textContent = String(++pollCount);
+  try {
+    const res = await fetch(list.url, { headers: { accept: 'application/json' } });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`GET ${list.url}: HTTP ${res.status}`);
+    if (text !== list.lastText) {
+      list.lastText = text;
+      list.lastData = JSON.parse(text);
+      list.render(list.lastData);
+    }
+  } catch (e) {
+    showError(e.message);
+  } finally {
+    list.inFlight = false;
+    if (list.again) {
+      list.again = false;
+      refresh(name);
+    }
+  }
+}
+
+function refreshAll(why) {
+  return Promise.all(Object.keys(lists).map((name) => refresh(name, why)));
+}
+
+/**
+ * Is this list kept fresh by the event stream? Only while the client is 'live', and, when
+ * the sidecar asks for one family to be polled even while live (client.isLive(family) is
+ * false), not for that family's list.
+ */
+function isListLive(list) {
+  if (!client || connection !== 'live') return false;
+  return typeof client.isLive === 'function' ? client.isLive(list.family) : true;
+}
+
+/**
+ * Starts or stops the 3 s timer of each list (the legacy polling) to match the connection.
+ * A list whose timer starts again is refetched at once: it may have missed changes.
+ */
+function updatePolling() {
+  for (const [name, list] of Object.entries(lists)) {
+    const poll = !isListLive(list);
+    if (poll && !list.timer) {
+      list.timer = setInterval(() => refresh(name, 'poll'), POLL_MS);
+      if (document.body.dataset.ready === 'true') refresh(name, 'catch-up');
+    }
+    if (!poll && list.timer) {
+      clearInterval(list.timer);
+      list.timer = null;
+    }
+  }
+  const polled = Object.keys(lists).filter((name) => lists[name].timer !== null);
+  $('mode-note').textContent =
+    polled.length === 0
+      ? 'Live: updates arrive as Server-Sent Events, polling is paused.'
+      : polled.length === Object.keys(lists).length
+        ? `Polling every ${POLL_MS / 1000} s.`
+        : `Live, but still polling ${polled.join(', ')} every ${POLL_MS / 1000} s.`;
+}
+const isPolling = () => Object.values(lists).some((l) => l.timer !== null);
+
+// Several events in a row (a batch) cause one refetch per affected list.
+const pending = new Set();
+let flushTimer = null;
+function scheduleRefresh(names) {
+  for (const n of names) pending.add(n);
+  if (flushTimer === null) {
+    flushTimer = setTimeout(() => {
+      flushTimer = null;
+      const names = [...pending];
+      pending.clear();
+      for (const n of names) refresh(n, 'event');
+    }, 25);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------------
+
+let editingCardId = null; // the card whose title is being edited: kept across re-renders
+
+function renderCards(data) {
+  const container = $('cards');
+  const cards = data.cards || [];
+  if (editingCardId && !cards.some((c) => c.id === editingCardId)) editingCardId = null;
+  const editingNode = editingCardId
+    ? container.querySelector(`[data-card-id="${CSS.escape(editingCardId)}"]`)
+    : null;
+  container.replaceChildren(
+    ...COLUMNS.map(([column, label]) => {
+      const inColumn = cards.filter((c) => c.column === column);
+      return h(
+        'div',
+        { class: 'column', 'data-column': column },
+        h('h3', {}, `${label} · ${inColumn.length}`),
+        h('ul', {}, inColumn.map((c) => (c.id === editingCardId && editingNode ? editingNode : cardNode(c)))),
+      );
+    }),
+  );
+}
+
+function cardNode(card) {
+  const move = h(
+    'select',
+    {
+      'data-testid': 'card-move',
+      'aria-label': `Move "${card.title}"`,
+      onchange: () => attempt(async () => {
+        await send('PATCH', `/api/cards/${encodeURIComponent(card.id)}`, { column: move.value });
+        await refresh('cards');
+      }),
+    },
+    COLUMNS.map(([value, label]) => h('option', { value, selected: value === card.column }, label)),
+  );
+  return h(
+    'li',
+    { class: 'card', 'data-testid': 'card', 'data-card-id': card.id, 'data-column': card.column },
+    h('span', { class: 'title', 'data-testid': 'card-title' }, card.title),
+    h(
+      'div',
+      { class: 'actions' },
+      move,
+      h('button', { type: 'button', class: 'secondary small', 'data-testid': 'card-rename', onclick: () => startRename(card) }, 'Rename'),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'danger small',
+          'data-testid': 'card-delete',
+          onclick: () => attempt(async () => {
+            await send('DELETE', `/api/cards/${encodeURIComponent(card.id)}`);
+            await refresh('cards');
+          }),
+        },
+        'Delete',
+      ),
+    ),
+  );
+}
+
+/** Swaps a card's title for an input; Enter or Save sends PATCH {title}, Escape cancels. */
+function startRename(card) {
+  const node = $('cards').querySelector(`[data-card-id="${CSS.escape(card.id)}"]`);
+  if (!node) return;
+  editingCardId = card.id;
+  const finish = () => {
+    editingCardId = null;
+    if (lists.cards.lastData) renderCards(lists.cards.lastData);
+  };
+  const save = () => attempt(async () => {
+    const title = input.value;
+    if (title.trim() && title !== card.title) {
+      await send('PATCH', `/api/cards/${encodeURIComponent(card.id)}`, { title });
+    }
+    finish();
+    await refresh('cards');
+  });
+  const input = h('input', {
+    class: 'rename',
+    'data-testid': 'card-rename-input',
+    value: card.title,
+    maxlength: 500,
+    'aria-label': 'New title',
+    onkeydown: (e) => {
+      if (e.key === 'Enter') save();
+      if (e.key === 'Escape') finish();
+    },
+  });
+  node.replaceChildren(
+    input,
+    h(
+      'div',
+      { class: 'actions' },
+      h('button', { type: 'button', class: 'small', 'data-testid': 'card-rename-save', onclick: save }, 'Save'),
+      h('button', { type: 'button', class: 'secondary small', onclick: finish }, 'Cancel'),
+    ),
+  );
+  input.focus();
+  input.select();
+}
+
+function renderMessages(data) {
+  const list = $('messages');
+  const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.replaceChildren(
+    ...(data.messages || []).map((m) =>
+      h(
+        'li',
+        { 'data-testid': 'message', 'data-message-id': m.id },
+        h('div', { class: 'meta' }, `${m.author} · ${time(m.at)}`),
+        h('div', { class: 'text', 'data-testid': 'message-text' }, m.text),
+      ),
+    ),
+  );
+  if (nearBottom) list.scrollTop = list.scrollHeight;
+}
+
+function renderOnline(data) {
+  // One line per user, however many tabs (sessions) they have open.
+  const perUser = new Map();
+  for (const s of data.sessions || []) perUser.set(s.user, (perUser.get(s.user) || 0) + 1);
+  const items = [...perUser].map(([user, n]) =>
+    h(
+      'li',
+      { 'data-testid': 'online-user', 'data-user': user },
+      h('span', { class: 'online-dot' }),
+      user,
+      user === me.user ? h('span', { class: 'muted' }, ' (you)') : null,
+      n > 1 ? h('span', { class: 'muted' }, ` · ${n} tabs`) : null,
+    ),
+  );
+  $('online').replaceChildren(...(items.length ? items : [h('li', { class: 'muted' }, 'nobody')]));
+}
+
+function renderActivity(data) {
+  const items = (data.activity || [])
+    .slice()
+    .reverse() // newest first
+    .map((a) => h('li', { 'data-testid': 'activity-item' }, `${a.user} is on ${a.page} `, h('span', { class: 'muted' }, time(a.at))));
+  $('activity').replaceChildren(...(items.length ? items : [h('li', { class: 'muted' }, 'no activity yet')]));
+}
+
+function renderClicks(data) {
+  const entries = Object.entries(data.counts || {});
+  $('clicks').replaceChildren(
+    ...(entries.length
+      ? entries.map(([button, n]) => h('li', { 'data-testid': 'click-count', 'data-button': button }, `${button}: ${n}`))
+      : [h('li', { class: 'muted' }, 'no clicks yet')]),
+  );
+}
+
+// ---------------------------------------------------------------------------------------
+// Status badge and the sidecar client
+// ---------------------------------------------------------------------------------------
+
+const BADGES = {
+  live: ['live', 'badge-live'],
+  polling: ['polling', 'badge-polling'],
+  stopped: ['polling', 'badge-polling'],
+  connecting: ['connecting…', 'badge-connecting'],
+  recovering: ['reconnecting…', 'badge-connecting'],
+  'no-sidecar': ['polling (no sidecar)', 'badge-polling'],
+};
+
+function renderBadge() {
+  const [text, cls] = BADGES[connection] || [String(connection), 'badge-connecting'];
+  const badge = $('status-badge');
+  badge.textContent = text;
+  badge.className = `badge ${cls}`;
+  badge.dataset.state = connection;
+}
+
+/**
+ * The client's state changed (or the families it polls while live): 'live' stops the
+ * timers, any other state runs them.
+ */
+function onConnectionState(state) {
+  const wasLive = connection === 'live';
+  connection = state;
+  renderBadge();
+  updatePolling();
+  // Catch up once: what changed between the last poll and the stream going live.
+  if (state === 'live' && !wasLive) refreshAll('catch-up');
+}
+
+// Which lists an event touches: from its invalidate keys, its family and its topics.
+const FAMILY_LISTS = {
+  sessions: ['online'],
+  tracking: ['activity'],
+  cards: ['cards'],
+  ui: ['clicks'],
+  conversations: ['messages'],
+};
+const KEY_LISTS = {
+  cards: 'cards', card: 'cards', boards: 'cards', board: 'cards',
+  messages: 'messages', message: 'messages', conversations: 'messages', conversation: 'messages',
+  sessions: 'online', session: 'online', presence: 'online', online: 'online',
+  activity: 'activity', tracking: 'activity',
+  ui: 'clicks', clicks: 'clicks', click: 'clicks',
+};
+
+function listsForEvent(event) {
+  const names = new Set();
+  for (const key of event.invalidate || []) {
+    const head = Array.isArray(key) ? key[0] : key;
+    const name = KEY_LISTS[String(head).toLowerCase()];
+    if (name) names.add(name);
+  }
+  for (const name of FAMILY_LISTS[event.family] || []) names.add(name);
+  for (const topic of event.topics || []) {
+    const name = KEY_LISTS[String(topic).split(':')[0].toLowerCase()];
+    if (name) names.add(name);
+  }
+  // An event we cannot place: refetch everything rather than miss a change.
+  return names.size ? [...names] : Object.keys(lists);
+}
+
+function onSseEvent(event) {
+  if (!event || event.type === 'heartbeat' || event.type === 'hello' || event.type === 'control') return;
+  if (event.type === 'reset') {
+    refreshAll('reset');
+    return;
+  }
+  scheduleRefresh(listsForEvent(event));
+}
+
+/** Loads the sidecar's client module if the sidecar is there; otherwise keeps polling. */
+async function connectSidecar() {
+  let mod;
+  try {
+    mod = await import('/api/sse/client.js');
+  } catch {
+    connection = 'no-sidecar';
+    renderBadge();
+    console.info('legacy app: no sse-sidecar in front (no /api/sse/client.js), polling every', POLL_MS, 'ms');
+    return;
+  }
+  try {
+    client = mod.createSseClient({ topics: TOPICS });
+    client.onStateChange(onConnectionState);
+    client.onEvent(onSseEvent);
+    client.onReset(() => refreshAll('reset'));
+    if (typeof client.state === 'string') onConnectionState(client.state);
+  } catch (e) {
+    client = null;
+    connection = 'no-sidecar';
+    renderBadge();
+    console.warn('legacy app: the sse client could not start, polling instead:', e);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions, activity tracking, and the forms
+// ---------------------------------------------------------------------------------------
+
+function cookieUser() {
+  for (const part of document.cookie.split(';')) {
+    const [name, ...rest] = part.trim().split('=');
+    if (name === 'user' && rest.length) return decodeURIComponent(rest.join('='));
+  }
+  return null;
+}
+
+function savedSession() {
+  try {
+    return JSON.parse(sessionStorage.getItem(SESSION_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
+function saveSession(session) {
+  try {
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify({ id: session.id, user: session.user }));
+  } catch {
+    /* storage unavailable: a new session per page load, that is all */
+  }
+}
+
+/**
+ * Makes sure this tab has a session. Reuses the tab's session while the server still
+ * knows it; without a `user` cookie the page signs in as alice.
+ */
+async function ensureSession() {
+  const user = cookieUser() || 'alice';
+  const saved = savedSession();
+  if (saved && saved.user === user && cookieUser() === user) {
+    const { sessions } = await getJson('/api/sessions');
+    if (sessions.some((s) => s.id === saved.id)) return saved;
+  }
+  const session = await send('POST', '/api/sessions', { user });
+  saveSession(session);
+  return session;
+}
+
+/**
+ * Another user picked: start their session (sets the cookie), end ours, and reload so
+ * every request, the event stream included, carries the new identity.
+ */
+async function switchUser(user) {
+  await attempt(async () => {
+    const session = await send('POST', '/api/sessions', { user });
+    if (me.sessionId) await send('DELETE', `/api/sessions/${encodeURIComponent(me.sessionId)}`).catch(() => {});
+    saveSession(session);
+    location.reload();
+  });
+}
+
+/** The SessionTracker flavour: report "I am on this page" (on load and when shown again). */
+let lastTracked = 0;
+async function trackActivity() {
+  if (!me.sessionId || Date.now() - lastTracked < 10_000) return;
+  lastTracked = Date.now();
+  await attempt(async () => {
+    await send('PUT', `/api/sessions/${encodeURIComponent(me.sessionId)}/activity`, { page: PAGE });
+    await refresh('activity');
+  });
+}
+
+async function renderUserPicker() {
+  let users = ['alice', 'bob', 'carol'];
+  try {
+    users = (await getJson('/api/users')).users;
+  } catch {
+    /* keep the default three */
+  }
+  if (me.user && !users.includes(me.user)) users = [...users, me.user];
+  const picker = $('user-picker');
+  picker.replaceChildren(...users.map((u) => h('option', { value: u, selected: u === me.user }, u)));
+  picker.addEventListener('change', () => switchUser(picker.value));
+}
+
+/**
+ * Board 1 is for its members; say so when the current user is not one. (GET /api/boards
+ * lists the visible boards; asking GET /api/boards/1 would log a 403 in the console.)
+ */
+async function checkBoardAccess() {
+  const note = $('board-note');
+  try {
+    const { boards } = await getJson('/api/boards');
+    const board = boards.find((b) => b.id === BOARD_ID);
+    if (board) {
+      $('board-title').textContent = `Board ${board.id}: ${board.name}`;
+      note.hidden = true;
+    } else {
+      note.textContent = `${me.user || 'You'} is not a member of board ${BOARD_ID}: its live updates are not sent to you.`;
+      note.hidden = false;
+    }
+  } catch (e) {
+    note.textContent = e.message;
+    note.hidden = false;
+  }
+}
+
+function wireForms() {
+  $('card-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const input = $('card-title');
+    const title = input.value;
+    if (!title.trim()) return;
+    attempt(async () => {
+      await send('POST', `/api/boards/${BOARD_ID}/cards`, { title, column: $('card-column').value });
+      input.value = '';
+      await refresh('cards');
+    });
+  });
+
+  const form = $('message-form');
+  const text = $('message-text');
+  const button = form.querySelector('button');
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    if (!text.value.trim() || button.disabled) return;
+    button.disabled = true;
+    attempt(async () => {
+      await send('POST', `/api/conversations/${CONVERSATION_ID}/messages`, {
+        author: me.user || undefined,
+        text: text.value,
+      });
+      text.value = '';
+      await refresh('messages');
+    }).finally(() => {
+      button.disabled = false;
+    });
+  });
+  // Enter sends, Shift+Enter is a new line.
+  text.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+
+  for (const button of document.querySelectorAll('button.track')) {
+    button.addEventListener('click', () =>
+      attempt(async () => {
+        await send('POST', '/api/ui/clicks', { button: button.dataset.button, page: PAGE });
+        await refresh('clicks');
+      }),
+    );
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') trackActivity();
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Start
+// ---------------------------------------------------------------------------------------
+
+async function start() {
+  renderBadge();
+  wireForms();
+  try {
+    const session = await ensureSession();
+    me.user = session.user;
+    me.sessionId = session.id;
+  } catch (e) {
+    showError(`could not start a session: ${e.message}`);
+    me.user = cookieUser();
+  }
+  await Promise.all([renderUserPicker(), checkBoardAccess(), refreshAll('initial')]);
+  updatePolling(); // the legacy behaviour: poll, until the sidecar says 'live'
+  await connectSidecar();
+  await trackActivity();
+  document.body.dataset.ready = 'true';
+}
+
+// For tests and the curious: a read-only view of what the page is doing.
+window.legacyApp = {
+  get connection() { return connection; },
+  get polling() { return isPolling(); },
+  get pollCount() { return pollCount; },
+  get user() { return me.user; },
+  get sessionId() { return me.sessionId; },
+  get client() { return client; },
+  pollMs: POLL_MS,
+  refreshAll: () => refreshAll('manual'),
+};
+
+start();
