@@ -26,14 +26,21 @@ const HUB_QUEUE: usize = 65_536;
 pub enum StartError {
     #[error("{0}")]
     Store(String),
-    #[error("admin.listen is {addr}, which is not a loopback address, and no token is set: {hint}")]
+    #[error(
+        "admin.listen is {addr}, which is not a loopback address, and no token is set: {hint}"
+    )]
     AdminUnprotected { addr: String, hint: String },
 }
 
 /// Whether `DISABLE_SSE_SYSTEM` asks for pure pass-through.
 pub fn env_disabled() -> bool {
     std::env::var("DISABLE_SSE_SYSTEM")
-        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
         .unwrap_or(false)
 }
 

@@ -13,7 +13,13 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// The YAML config file.
-    #[arg(long, short, global = true, env = "SSE_SIDECAR_CONFIG", default_value = "conf/sidecar.yaml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "SSE_SIDECAR_CONFIG",
+        default_value = "conf/sidecar.yaml"
+    )]
     config: PathBuf,
     /// Log format (overrides logging.format).
     #[arg(long, global = true, value_enum)]
@@ -40,7 +46,9 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),

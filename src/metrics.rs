@@ -113,8 +113,11 @@ impl Metrics {
             ),
             replay_events_total: register(
                 &r,
-                IntCounter::new("replay_events_total", "Events sent by Last-Event-ID replay.")
-                    .unwrap_or_else(|e| panic!("{e}")),
+                IntCounter::new(
+                    "replay_events_total",
+                    "Events sent by Last-Event-ID replay.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
             ),
             resets_total: counter_vec(
                 &r,
@@ -212,7 +215,9 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = super::Metrics::new();
-        m.sse_handshakes_total.with_label_values(&["accepted"]).inc();
+        m.sse_handshakes_total
+            .with_label_values(&["accepted"])
+            .inc();
         let text = m.render();
         assert!(text.contains("sse_sidecar_sse_handshakes_total{outcome=\"accepted\"} 1"));
     }

@@ -172,21 +172,20 @@ pub fn watch_file(
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let Ok(ev) = res else { return };
-            if matches!(ev.kind, EventKind::Access(_)) {
-                return;
-            }
-            let ours = ev
-                .paths
-                .iter()
-                .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
-            if ours {
-                // A full channel already holds a pending tick: nothing is lost.
-                let _ = tx.try_send(());
-            }
-        })?;
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(ev) = res else { return };
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return;
+        }
+        let ours = ev
+            .paths
+            .iter()
+            .any(|p| p.file_name().map(|n| n.to_os_string()) == file_name);
+        if ours {
+            // A full channel already holds a pending tick: nothing is lost.
+            let _ = tx.try_send(());
+        }
+    })?;
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }

@@ -103,9 +103,7 @@ impl State {
         } else {
             SseMode::Enabled
         };
-        self.metrics
-            .kill_switch
-            .set(i64::from(!mode.is_enabled()));
+        self.metrics.kill_switch.set(i64::from(!mode.is_enabled()));
         for name in cfg.families.keys() {
             let v = match cfg.delivery(name) {
                 Delivery::Off => 0,

@@ -36,7 +36,9 @@ async fn both(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_is_byte_identical() {
     let backend = echo::start().await;
-    let sc = Sidecar::start(CONFIG, &backend.to_string()).await.expect("sidecar");
+    let sc = Sidecar::start(CONFIG, &backend.to_string())
+        .await
+        .expect("sidecar");
     let client = reqwest::Client::new();
     let direct = |p: &str| format!("http://{backend}{p}");
 
@@ -47,47 +49,106 @@ async fn passthrough_is_byte_identical() {
         let path = "/echo/a/b?x=1&y=%20z";
         let (d, p) = both(&client, m, &direct(path), &sc.url(path), body.clone()).await;
         assert_eq!(d.status(), p.status(), "{method} status");
-        for h in ["x-echo-method", "x-echo-uri", "x-echo-custom", "x-echo-len", "content-type", "set-cookie"] {
-            assert_eq!(d.headers().get(h), p.headers().get(h), "{method} header {h}");
+        for h in [
+            "x-echo-method",
+            "x-echo-uri",
+            "x-echo-custom",
+            "x-echo-len",
+            "content-type",
+            "set-cookie",
+        ] {
+            assert_eq!(
+                d.headers().get(h),
+                p.headers().get(h),
+                "{method} header {h}"
+            );
         }
-        assert_eq!(p.headers()["x-echo-xff"], "127.0.0.1", "X-Forwarded-For added");
+        assert_eq!(
+            p.headers()["x-echo-xff"],
+            "127.0.0.1",
+            "X-Forwarded-For added"
+        );
         assert_eq!(p.headers()["x-echo-xfp"], "http", "X-Forwarded-Proto added");
         assert!(p.headers().get("x-sse-head").is_some() == (method == "GET"));
-        assert_eq!(d.bytes().await.expect("body"), p.bytes().await.expect("body"), "{method} body");
+        assert_eq!(
+            d.bytes().await.expect("body"),
+            p.bytes().await.expect("body"),
+            "{method} body"
+        );
     }
 
     // 5 MB both ways.
     let big = echo::pattern(5 * 1024 * 1024);
-    let (d, p) = both(&client, reqwest::Method::POST, &direct("/echo"), &sc.url("/echo"), Some(big.clone())).await;
+    let (d, p) = both(
+        &client,
+        reqwest::Method::POST,
+        &direct("/echo"),
+        &sc.url("/echo"),
+        Some(big.clone()),
+    )
+    .await;
     assert_eq!(p.status(), 200);
-    let (db, pb) = (d.bytes().await.expect("body"), p.bytes().await.expect("body"));
+    let (db, pb) = (
+        d.bytes().await.expect("body"),
+        p.bytes().await.expect("body"),
+    );
     assert_eq!(pb.len(), big.len());
     assert!(db == pb && pb == big, "5 MB upload echoed intact");
-    let p = client.get(sc.url("/blob/5242880")).send().await.expect("download");
-    assert_eq!(p.bytes().await.expect("body").as_ref(), echo::pattern(5_242_880).as_slice());
+    let p = client
+        .get(sc.url("/blob/5242880"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(
+        p.bytes().await.expect("body").as_ref(),
+        echo::pattern(5_242_880).as_slice()
+    );
 
     // A chunked upload (no content-length) and a chunked download.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..20).map(|i| Ok(vec![b'a' + (i % 26) as u8; 10_000])).collect();
-    let expected: Vec<u8> = chunks.iter().flat_map(|c| c.as_ref().expect("chunk").clone()).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20)
+        .map(|i| Ok(vec![b'a' + (i % 26) as u8; 10_000]))
+        .collect();
+    let expected: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.as_ref().expect("chunk").clone())
+        .collect();
     let p = client
         .post(sc.url("/echo/chunked"))
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .expect("chunked upload");
     assert_eq!(p.status(), 200);
     assert_eq!(p.bytes().await.expect("body").as_ref(), expected.as_slice());
     let d = client.get(direct("/chunked")).send().await.expect("direct");
-    let p = client.get(sc.url("/chunked")).send().await.expect("proxied");
-    assert_eq!(d.bytes().await.expect("body"), p.bytes().await.expect("body"));
+    let p = client
+        .get(sc.url("/chunked"))
+        .send()
+        .await
+        .expect("proxied");
+    assert_eq!(
+        d.bytes().await.expect("body"),
+        p.bytes().await.expect("body")
+    );
 
     // 4xx and 5xx come back as they are.
     for code in [400u16, 404, 409, 422, 500, 503] {
         let path = format!("/status/{code}");
-        let (d, p) = both(&client, reqwest::Method::POST, &direct(&path), &sc.url(&path), Some(b"{}".to_vec())).await;
+        let (d, p) = both(
+            &client,
+            reqwest::Method::POST,
+            &direct(&path),
+            &sc.url(&path),
+            Some(b"{}".to_vec()),
+        )
+        .await;
         assert_eq!(p.status().as_u16(), code);
-        assert_eq!(d.bytes().await.expect("body"), p.bytes().await.expect("body"));
+        assert_eq!(
+            d.bytes().await.expect("body"),
+            p.bytes().await.expect("body")
+        );
     }
 }
 
@@ -98,20 +159,30 @@ async fn upstream_down_gives_502_and_the_stream_side_keeps_working() {
     let r = reqwest::get(sc.url("/anything")).await.expect("request");
     assert_eq!(r.status(), 502);
     let text = r.text().await.expect("body");
-    assert!(text.contains("upstream"), "short plain-text reason: {text:?}");
+    assert!(
+        text.contains("upstream"),
+        "short plain-text reason: {text:?}"
+    );
     let mut s = common::SseClient::connect(&sc.url("/api/sse/events?topics=a"), None)
         .await
         .expect("stream");
     assert_eq!(s.status, 200);
-    s.next_of("hello", Duration::from_secs(5)).await.expect("hello");
-    let m = sc.metric("sse_sidecar_upstream_errors_total{kind=\"connect_refused\"}").await.expect("metrics");
+    s.next_of("hello", Duration::from_secs(5))
+        .await
+        .expect("hello");
+    let m = sc
+        .metric("sse_sidecar_upstream_errors_total{kind=\"connect_refused\"}")
+        .await
+        .expect("metrics");
     assert!(m >= 1.0, "upstream error counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_times_out_with_504() {
     let backend = echo::start().await;
-    let sc = Sidecar::start(CONFIG, &backend.to_string()).await.expect("sidecar");
+    let sc = Sidecar::start(CONFIG, &backend.to_string())
+        .await
+        .expect("sidecar");
     let r = reqwest::get(sc.url("/slow/5000")).await.expect("request");
     assert_eq!(r.status(), 504, "read_timeout_ms 3000 < 5 s");
     let r = reqwest::get(sc.url("/slow/10")).await.expect("request");

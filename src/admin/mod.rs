@@ -4,7 +4,7 @@
 //! health checks wants `Authorization: Bearer <token>`.
 
 use crate::events::derive::validate;
-use crate::events::types::{now_ms, EventId, Event, Topic};
+use crate::events::types::{now_ms, Event, EventId, Topic};
 use crate::reload::ReloadOutcome;
 use crate::sse::respond;
 use crate::state::State;
@@ -147,7 +147,11 @@ impl Admin {
             }
         };
         let cfg = self.state.config();
-        let Some(family) = cfg.event_types.get(&req.event_type).map(|t| t.family.clone()) else {
+        let Some(family) = cfg
+            .event_types
+            .get(&req.event_type)
+            .map(|t| t.family.clone())
+        else {
             return json_response(
                 session,
                 422,
@@ -330,7 +334,10 @@ impl ProxyHttp for Admin {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Error::e_explain(ErrorType::InternalError, "the admin listener has no upstream")
+        Error::e_explain(
+            ErrorType::InternalError,
+            "the admin listener has no upstream",
+        )
     }
 }
 

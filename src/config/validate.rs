@@ -122,7 +122,11 @@ impl Collector {
 
     fn range(&mut self, path: &str, v: u64, lo: u64, hi: u64) {
         if v < lo || v > hi {
-            self.push(path, format!("{v} is out of range"), Some(&format!("use {lo} to {hi}")));
+            self.push(
+                path,
+                format!("{v} is out of range"),
+                Some(&format!("use {lo} to {hi}")),
+            );
         }
     }
 }
@@ -134,7 +138,11 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     };
     let version = {
         let digest = Sha256::digest(text.as_bytes());
-        digest.iter().take(6).map(|b| format!("{b:02x}")).collect::<String>()
+        digest
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     let root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
@@ -199,9 +207,19 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         }
     };
     let upstream = upstream.and_then(|u| {
-        c.range("upstream.connect_timeout_ms", u.connect_timeout_ms, 1, 600_000);
+        c.range(
+            "upstream.connect_timeout_ms",
+            u.connect_timeout_ms,
+            1,
+            600_000,
+        );
         c.range("upstream.read_timeout_ms", u.read_timeout_ms, 1, 86_400_000);
-        c.range("upstream.write_timeout_ms", u.write_timeout_ms, 1, 86_400_000);
+        c.range(
+            "upstream.write_timeout_ms",
+            u.write_timeout_ms,
+            1,
+            86_400_000,
+        );
         let addr = c.addr("upstream.address", &u.address)?;
         Some(Upstream {
             address: u.address,
@@ -223,7 +241,9 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 c.push(
                     "admin.token_env",
                     format!("{env:?} is not an environment variable name"),
-                    Some("name the variable, e.g. SSE_ADMIN_TOKEN; never put the token itself here"),
+                    Some(
+                        "name the variable, e.g. SSE_ADMIN_TOKEN; never put the token itself here",
+                    ),
                 );
             }
         }
@@ -251,10 +271,30 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 Some("the retry range is [retry_min_ms, retry_max_ms]"),
             );
         }
-        c.range("sse.max_topics_per_stream", s.max_topics_per_stream as u64, 1, 1024);
-        c.range("sse.max_connections", s.max_connections as u64, 1, 10_000_000);
-        c.range("sse.queue_max_bytes", s.queue_max_bytes as u64, 4096, 1 << 30);
-        c.range("sse.write_timeout_seconds", s.write_timeout_seconds, 1, 3600);
+        c.range(
+            "sse.max_topics_per_stream",
+            s.max_topics_per_stream as u64,
+            1,
+            1024,
+        );
+        c.range(
+            "sse.max_connections",
+            s.max_connections as u64,
+            1,
+            10_000_000,
+        );
+        c.range(
+            "sse.queue_max_bytes",
+            s.queue_max_bytes as u64,
+            4096,
+            1 << 30,
+        );
+        c.range(
+            "sse.write_timeout_seconds",
+            s.write_timeout_seconds,
+            1,
+            3600,
+        );
         c.range("sse.replay_max_events", s.replay_max_events, 1, 1_000_000);
         Sse {
             enabled: s.enabled,
@@ -274,7 +314,12 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         .map(|v| c.section::<MutationsFile>("mutations", v))
         .unwrap_or_else(|| Some(MutationsFile::default()));
     if let Some(m) = &mutations {
-        c.range("mutations.capture_max_bytes", m.capture_max_bytes as u64, 1024, 64 << 20);
+        c.range(
+            "mutations.capture_max_bytes",
+            m.capture_max_bytes as u64,
+            1024,
+            64 << 20,
+        );
     }
 
     // store
@@ -321,8 +366,18 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 Durability::Relaxed
             }
         };
-        c.range("store.retention.max_events", s.retention.max_events, 1, 1 << 40);
-        c.range("store.retention.max_age_seconds", s.retention.max_age_seconds, 1, 365 * 86_400);
+        c.range(
+            "store.retention.max_events",
+            s.retention.max_events,
+            1,
+            1 << 40,
+        );
+        c.range(
+            "store.retention.max_age_seconds",
+            s.retention.max_age_seconds,
+            1,
+            365 * 86_400,
+        );
         Some(Store {
             backend: backend?,
             durability,
@@ -404,7 +459,11 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                     }
                 };
                 if f.priority > 9 {
-                    c.push(format!("{path}.priority"), "out of range", Some("use 0 (shed first) to 9"));
+                    c.push(
+                        format!("{path}.priority"),
+                        "out of range",
+                        Some("use 0 (shed first) to 9"),
+                    );
                 }
                 for (i, raw_rule) in f.rules.iter().enumerate() {
                     let rpath = format!("{path}.rules[{i}]");
@@ -440,8 +499,18 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         .map(|v| c.section::<ShutdownFile>("shutdown", v))
         .unwrap_or_else(|| Some(ShutdownFile::default()));
     if let Some(s) = &shutdown {
-        c.range("shutdown.grace_period_seconds", s.grace_period_seconds, 0, 3600);
-        c.range("shutdown.drain_window_seconds", s.drain_window_seconds, 0, 3600);
+        c.range(
+            "shutdown.grace_period_seconds",
+            s.grace_period_seconds,
+            0,
+            3600,
+        );
+        c.range(
+            "shutdown.drain_window_seconds",
+            s.drain_window_seconds,
+            0,
+            3600,
+        );
     }
     let logging = get("logging")
         .map(|v| c.section::<LoggingFile>("logging", v))
@@ -451,7 +520,11 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
             other => {
-                c.push("logging.format", format!("unknown format {other:?}"), Some("use human or json"));
+                c.push(
+                    "logging.format",
+                    format!("unknown format {other:?}"),
+                    Some("use human or json"),
+                );
                 return None;
             }
         };
@@ -616,7 +689,11 @@ fn compile_rule(
     for (i, key) in r.invalidate.iter().enumerate() {
         let at = format!("{path}.invalidate[{i}]");
         if key.is_empty() {
-            c.push(&at, "a query key needs at least one element", Some("e.g. [\"cards\", \"{id}\"]"));
+            c.push(
+                &at,
+                "a query key needs at least one element",
+                Some("e.g. [\"cards\", \"{id}\"]"),
+            );
             continue;
         }
         match ValueTemplate::parse(&serde_json::Value::Array(key.clone())) {
@@ -716,13 +793,25 @@ event_types:
             "event_types.card.updated.schema",
             "event_types.other.family",
         ] {
-            assert!(paths.iter().any(|p| p == expected), "missing {expected} in {paths:?}");
+            assert!(
+                paths.iter().any(|p| p == expected),
+                "missing {expected} in {paths:?}"
+            );
         }
     }
 
     #[test]
     fn garbage_never_panics() {
-        for text in ["", "[]", "- 1", ":", "upstream: 5", "families: [1]", "\0\u{7f}", "a: &x [*x]"] {
+        for text in [
+            "",
+            "[]",
+            "- 1",
+            ":",
+            "upstream: 5",
+            "families: [1]",
+            "\0\u{7f}",
+            "a: &x [*x]",
+        ] {
             let _ = parse_str(text);
         }
     }

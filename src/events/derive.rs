@@ -71,10 +71,7 @@ pub fn derive(
     Ok(event)
 }
 
-fn body_value(
-    b: &super::template::Body,
-    which: &'static str,
-) -> Result<Value, FillError> {
+fn body_value(b: &super::template::Body, which: &'static str) -> Result<Value, FillError> {
     use super::template::Body;
     match b {
         Body::Json(v) => Ok(v.clone()),
@@ -150,25 +147,53 @@ event_types:
 
     #[test]
     fn derives_a_full_event() {
-        let ev = run(0, id("7"), Body::Empty, Body::Json(json!({"id": "7", "board_id": 1})))
-            .expect("derived");
-        assert_eq!(ev.topics, vec!["board:1", "card:7"], "deduplicated, in order");
-        assert_eq!(ev.invalidate, vec![json!(["cards", 1]), json!(["card", "7"])]);
+        let ev = run(
+            0,
+            id("7"),
+            Body::Empty,
+            Body::Json(json!({"id": "7", "board_id": 1})),
+        )
+        .expect("derived");
+        assert_eq!(
+            ev.topics,
+            vec!["board:1", "card:7"],
+            "deduplicated, in order"
+        );
+        assert_eq!(
+            ev.invalidate,
+            vec![json!(["cards", 1]), json!(["card", "7"])]
+        );
         assert_eq!(ev.data, json!({"id": "7", "board_id": 1}));
     }
 
     #[test]
     fn schema_failures_and_bad_topics_are_refused() {
-        let e = run(0, id("7"), Body::Empty, Body::Json(json!({"id": 7, "board_id": 1})))
-            .expect_err("schema");
+        let e = run(
+            0,
+            id("7"),
+            Body::Empty,
+            Body::Json(json!({"id": 7, "board_id": 1})),
+        )
+        .expect_err("schema");
         assert_eq!(e.reason(), "schema_invalid");
-        let e = run(0, id("7"), Body::Empty, Body::Json(json!({"id": "7", "board_id": "a b"})))
-            .expect_err("topic");
+        let e = run(
+            0,
+            id("7"),
+            Body::Empty,
+            Body::Json(json!({"id": "7", "board_id": "a b"})),
+        )
+        .expect_err("topic");
         assert_eq!(e.reason(), "invalid_topic");
-        let e = run(1, id("7"), Body::Json(json!({"name": "x"})), Body::Empty).expect_err("missing");
+        let e =
+            run(1, id("7"), Body::Json(json!({"name": "x"})), Body::Empty).expect_err("missing");
         assert_eq!(e.reason(), "template_missing_field");
-        let ev = run(1, id("7"), Body::Json(json!({"name": "x", "text": "a\nb"})), Body::Empty)
-            .expect("derived");
+        let ev = run(
+            1,
+            id("7"),
+            Body::Json(json!({"name": "x", "text": "a\nb"})),
+            Body::Empty,
+        )
+        .expect("derived");
         assert_eq!(ev.data, json!({"card": "7", "note": "a\nb"}));
     }
 }

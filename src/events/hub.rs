@@ -172,7 +172,10 @@ impl Hub {
     }
 
     pub fn subscriber_count(&self) -> usize {
-        self.registry.read().unwrap_or_else(|e| e.into_inner()).count
+        self.registry
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .count
     }
 
     /// Queues an event without waiting. `done` receives its id once stored.
@@ -181,10 +184,12 @@ impl Hub {
         event: Event,
         done: Option<oneshot::Sender<Result<String, HubError>>>,
     ) -> Result<(), HubError> {
-        self.tx.try_send(Publish { event, done }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => HubError::Full,
-            mpsc::error::TrySendError::Closed(_) => HubError::Closed,
-        })
+        self.tx
+            .try_send(Publish { event, done })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => HubError::Full,
+                mpsc::error::TrySendError::Closed(_) => HubError::Closed,
+            })
     }
 
     /// Publishes and waits until the event is stored and fanned out; returns its id.
@@ -408,7 +413,10 @@ mod tests {
         for _ in 0..5 {
             hub.publish(ev(&["x"])).await.expect("publish");
         }
-        assert!(matches!(slow.sub.drain(&hub.queued_bytes), Drained::Overflowed));
+        assert!(matches!(
+            slow.sub.drain(&hub.queued_bytes),
+            Drained::Overflowed
+        ));
         assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
     }
 }

@@ -52,10 +52,7 @@ impl RoutePattern {
                 let name = inner
                     .strip_suffix('}')
                     .ok_or_else(|| format!("segment {seg:?} opens '{{' without closing it"))?;
-                if name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
                 {
                     return Err(format!(
                         "parameter {{{name}}} must be letters, digits or '_'"

@@ -172,7 +172,9 @@ impl FillError {
 impl StrTemplate {
     pub fn parse(s: &str) -> Result<StrTemplate, String> {
         if s.len() > MAX_TEMPLATE_LEN {
-            return Err(format!("template longer than {MAX_TEMPLATE_LEN} characters"));
+            return Err(format!(
+                "template longer than {MAX_TEMPLATE_LEN} characters"
+            ));
         }
         let mut pieces = Vec::new();
         let mut lit = String::new();
@@ -203,7 +205,11 @@ impl StrTemplate {
                     }
                     pieces.push(Piece::Var(Source::parse(inner.trim())?));
                 }
-                '}' => return Err(format!("unmatched '}}' in {s:?} (write '}}}}' for a brace)")),
+                '}' => {
+                    return Err(format!(
+                        "unmatched '}}' in {s:?} (write '}}}}' for a brace)"
+                    ))
+                }
                 c => lit.push(c),
             }
         }
@@ -277,7 +283,9 @@ impl ValueTemplate {
             ValueTemplate::Exact(s) => out.push(s),
             ValueTemplate::Str(t) => out.extend(t.sources()),
             ValueTemplate::Array(items) => items.iter().for_each(|i| i.collect_sources(out)),
-            ValueTemplate::Object(fields) => fields.iter().for_each(|(_, v)| v.collect_sources(out)),
+            ValueTemplate::Object(fields) => {
+                fields.iter().for_each(|(_, v)| v.collect_sources(out))
+            }
             ValueTemplate::Const(_) => {}
         }
     }
@@ -394,14 +402,19 @@ mod tests {
         let t = StrTemplate::parse("board:{response.board_id}:{id}:{query.page}:{header.X-Tenant}:{request.n}:{response.ok}")
             .expect("valid");
         assert_eq!(t.render(&i).expect("fills"), "board:42:7:2:acme:3:true");
-        let v = ValueTemplate::parse(&json!({"card": "{id}", "tags": "{response.tags}", "x": "#{response.tags.1}", "k": 1}))
-            .expect("valid");
+        let v = ValueTemplate::parse(
+            &json!({"card": "{id}", "tags": "{response.tags}", "x": "#{response.tags.1}", "k": 1}),
+        )
+        .expect("valid");
         assert_eq!(
             v.render(&i).expect("fills"),
             json!({"card": "7", "tags": ["a", "b"], "x": "#b", "k": 1})
         );
         assert_eq!(
-            StrTemplate::parse("{{literal}}").expect("valid").render(&i).expect("fills"),
+            StrTemplate::parse("{{literal}}")
+                .expect("valid")
+                .render(&i)
+                .expect("fills"),
             "{literal}"
         );
     }
@@ -412,19 +425,48 @@ mod tests {
         let resp = Body::Json(json!({"obj": {"a": 1}, "nil": null}));
         let i = inputs(&params, &Body::NotJson, &resp, &[], &[]);
         let render = |s: &str| StrTemplate::parse(s).expect("valid").render(&i);
-        assert_eq!(render("{response.missing}").map_err(|e| e.reason()), Err("template_missing_field"));
-        assert_eq!(render("{response.nil}").map_err(|e| e.reason()), Err("template_missing_field"));
-        assert_eq!(render("{response.obj}").map_err(|e| e.reason()), Err("template_not_scalar"));
-        assert_eq!(render("{request.a}").map_err(|e| e.reason()), Err("body_not_json"));
-        assert_eq!(render("{id}").map_err(|e| e.reason()), Err("template_missing_field"));
+        assert_eq!(
+            render("{response.missing}").map_err(|e| e.reason()),
+            Err("template_missing_field")
+        );
+        assert_eq!(
+            render("{response.nil}").map_err(|e| e.reason()),
+            Err("template_missing_field")
+        );
+        assert_eq!(
+            render("{response.obj}").map_err(|e| e.reason()),
+            Err("template_not_scalar")
+        );
+        assert_eq!(
+            render("{request.a}").map_err(|e| e.reason()),
+            Err("body_not_json")
+        );
+        assert_eq!(
+            render("{id}").map_err(|e| e.reason()),
+            Err("template_missing_field")
+        );
         let big = inputs(&params, &Body::TooLarge, &Body::Empty, &[], &[]);
         let t = StrTemplate::parse("{request.a}").expect("valid");
-        assert_eq!(t.render(&big).map_err(|e| e.reason()), Err("body_over_capture_limit"));
+        assert_eq!(
+            t.render(&big).map_err(|e| e.reason()),
+            Err("body_over_capture_limit")
+        );
     }
 
     #[test]
     fn refuses_bad_templates() {
-        for bad in ["{", "}", "{a", "{a b}", "{query}", "{header}", "{request.}", "{x.y}", "{re{x}}", "{header.Cookie}"] {
+        for bad in [
+            "{",
+            "}",
+            "{a",
+            "{a b}",
+            "{query}",
+            "{header}",
+            "{request.}",
+            "{x.y}",
+            "{re{x}}",
+            "{header.Cookie}",
+        ] {
             assert!(StrTemplate::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -434,6 +476,9 @@ mod tests {
         assert_eq!(Body::from_capture(b"", false), Body::Empty);
         assert_eq!(Body::from_capture(b"{", false), Body::NotJson);
         assert_eq!(Body::from_capture(b"{}", true), Body::TooLarge);
-        assert_eq!(Body::from_capture(b"{\"a\":1}", false), Body::Json(json!({"a": 1})));
+        assert_eq!(
+            Body::from_capture(b"{\"a\":1}", false),
+            Body::Json(json!({"a": 1}))
+        );
     }
 }

@@ -120,8 +120,7 @@ impl EventId {
 pub fn is_valid_epoch(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
 }
 
@@ -184,7 +183,16 @@ mod tests {
     fn event_ids_round_trip_and_refuse_garbage() {
         let id = EventId::new("00ab12cd34ef", 42);
         assert_eq!(EventId::parse(&id.to_string()), Ok(id));
-        for bad in ["", "x", "-1", "abc-", "ABC-1", "abc-1x", "abc--1", "abc-99999999999999999999999"] {
+        for bad in [
+            "",
+            "x",
+            "-1",
+            "abc-",
+            "ABC-1",
+            "abc-1x",
+            "abc--1",
+            "abc-99999999999999999999999",
+        ] {
             assert!(EventId::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert_eq!(EventId::parse(&"a".repeat(65)), Err(EventIdError::TooLong));

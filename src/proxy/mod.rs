@@ -138,7 +138,9 @@ impl Proxy {
         let response = Body::from_capture(&cap.resp, cap.resp_over);
         let metrics = &self.state.metrics;
         for (idx, params) in &cap.rules {
-            let Some(rule) = cfg.rules.get(*idx) else { continue };
+            let Some(rule) = cfg.rules.get(*idx) else {
+                continue;
+            };
             let delivery = now.delivery(&rule.family);
             if delivery == Delivery::Off {
                 continue;
@@ -319,7 +321,9 @@ impl ProxyHttp for Proxy {
         let (code, kind, text) = match e.etype() {
             ErrorType::HTTPStatus(code) => (*code, "status", ""),
             ErrorType::ConnectTimedout => (504, "connect_timeout", "upstream connect timed out"),
-            ErrorType::ConnectRefused => (502, "connect_refused", "upstream refused the connection"),
+            ErrorType::ConnectRefused => {
+                (502, "connect_refused", "upstream refused the connection")
+            }
             ErrorType::ConnectNoRoute => (502, "connect_no_route", "no route to the upstream"),
             ErrorType::ReadTimedout if e.esource() == &ErrorSource::Upstream => {
                 (504, "read_timeout", "upstream did not answer in time")
@@ -370,7 +374,9 @@ impl ProxyHttp for Proxy {
             .unwrap_or(0);
         let class = status_class(status);
         let m = &self.state.metrics;
-        m.passthrough_requests_total.with_label_values(&[class]).inc();
+        m.passthrough_requests_total
+            .with_label_values(&[class])
+            .inc();
         if let Some(start) = ctx.started {
             m.passthrough_duration_seconds
                 .with_label_values(&[class])

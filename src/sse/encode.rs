@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn frames_are_well_formed() {
         let f = frame(Some("ab-1"), "card.updated", "{\"a\":1}");
-        assert_eq!(&f[..], b"id: ab-1\nevent: card.updated\ndata: {\"a\":1}\n\n");
+        assert_eq!(
+            &f[..],
+            b"id: ab-1\nevent: card.updated\ndata: {\"a\":1}\n\n"
+        );
     }
 
     #[test]

@@ -108,7 +108,10 @@ fn etag_of(text: &str) -> String {
     let d = Sha256::digest(text.as_bytes());
     format!(
         "\"{}\"",
-        d.iter().take(8).map(|b| format!("{b:02x}")).collect::<String>()
+        d.iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     )
 }
 
@@ -153,7 +156,10 @@ mod tests {
         assert_eq!(classify(p, "/api/sse/events"), Some(Own::Stream));
         assert_eq!(classify(p, "/api/sse/status"), Some(Own::Status));
         assert_eq!(classify(p, "/api/sse/client.js"), Some(Own::Client));
-        assert_eq!(classify(p, "/api/sse/react-query.js"), Some(Own::ReactQuery));
+        assert_eq!(
+            classify(p, "/api/sse/react-query.js"),
+            Some(Own::ReactQuery)
+        );
         assert_eq!(classify(p, "/api/sse/other"), None);
         assert_eq!(classify(p, "/api/cards"), None);
         assert_eq!(classify(p, "/api/sse/events/x"), None);

@@ -56,8 +56,7 @@ pub fn parse_topics(query: &[(String, String)], max: usize) -> Result<Vec<String
     }
     if set.is_empty() {
         return Err(Refusal::BadTopics(
-            "no topics: ask for ?topics=a,b (1-128 characters of A-Z a-z 0-9 _ . : - each)"
-                .into(),
+            "no topics: ask for ?topics=a,b (1-128 characters of A-Z a-z 0-9 _ . : - each)".into(),
         ));
     }
     Ok(set.into_iter().collect())
@@ -262,7 +261,13 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         .await?;
 
     let floor = state.resume_floor.load(Ordering::Acquire);
-    match plan_resume(last_id.as_deref(), &epoch, fanned, cfg.sse.replay_max_events, floor) {
+    match plan_resume(
+        last_id.as_deref(),
+        &epoch,
+        fanned,
+        cfg.sse.replay_max_events,
+        floor,
+    ) {
         Resume::Fresh => {}
         Resume::Reset(reason) => send_reset(state, session, reason, &head_id).await?,
         Resume::After(after) => {
@@ -274,6 +279,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
     let mut cfg_rx = state.reload.watch();
     let mut drain_rx = state.draining.subscribe();
     let mut last_polling = polling_families(&cfg);
+    let types: Vec<String> = cfg.type_names().iter().map(|t| t.to_string()).collect();
     let heartbeat = cfg.sse.heartbeat;
     drop(cfg);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -298,7 +304,10 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
             Step::Frames => match sub.drain(&state.hub.queued_bytes) {
                 Drained::Overflowed => {
                     close_reason = "slow_consumer";
-                    tracing::debug!(subscriber = sub.id, "slow consumer: queue overflowed, closing");
+                    tracing::debug!(
+                        subscriber = sub.id,
+                        "slow consumer: queue overflowed, closing"
+                    );
                     break;
                 }
                 Drained::Frames(frames) if frames.is_empty() => {}
@@ -320,7 +329,11 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                         }
                         buf.freeze()
                     };
-                    if session.write_response_body(Some(body), false).await.is_err() {
+                    if session
+                        .write_response_body(Some(body), false)
+                        .await
+                        .is_err()
+                    {
                         close_reason = "write_error";
                         break;
                     }
@@ -331,7 +344,11 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                     "heartbeat",
                     &json!({ "head": EventId::new(&epoch, state.hub.head()).to_string() }),
                 );
-                if session.write_response_body(Some(frame), false).await.is_err() {
+                if session
+                    .write_response_body(Some(frame), false)
+                    .await
+                    .is_err()
+                {
                     close_reason = "write_error";
                     break;
                 }
@@ -348,14 +365,31 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                 }
             }
             Step::ConfigChanged => {
-                let now_polling = polling_families(&state.config());
+                let now = state.config();
+                if now.type_names() != types {
+                    // Browsers drop frames of event names they did not register at hello:
+                    // ask for a fresh handshake that lists the new types.
+                    let retry_ms = jittered_retry(now.sse.retry_min_ms, now.sse.retry_max_ms);
+                    let frame = encode::control_frame(
+                        "control",
+                        &json!({ "mode": "reconnect", "reason": "types_changed", "retry_ms": retry_ms }),
+                    );
+                    let _ = session.write_response_body(Some(frame), false).await;
+                    close_reason = "types_changed";
+                    break;
+                }
+                let now_polling = polling_families(&now);
                 if now_polling != last_polling {
                     let frame = encode::control_frame(
                         "control",
                         &json!({ "mode": "polling", "reason": "rollout", "families": now_polling }),
                     );
                     last_polling = now_polling;
-                    if session.write_response_body(Some(frame), false).await.is_err() {
+                    if session
+                        .write_response_body(Some(frame), false)
+                        .await
+                        .is_err()
+                    {
                         close_reason = "write_error";
                         break;
                     }
@@ -402,7 +436,11 @@ async fn send_reset(
     reason: &'static str,
     head: &str,
 ) -> pingora::Result<()> {
-    state.metrics.resets_total.with_label_values(&[reason]).inc();
+    state
+        .metrics
+        .resets_total
+        .with_label_values(&[reason])
+        .inc();
     let frame = encode::control_frame("reset", &json!({ "reason": reason, "head": head }));
     session.write_response_body(Some(frame), false).await
 }
@@ -447,7 +485,11 @@ async fn replay(
                 break;
             }
             cursor = e.seq;
-            if e.event.topics.iter().any(|t| topics.binary_search(t).is_ok()) {
+            if e.event
+                .topics
+                .iter()
+                .any(|t| topics.binary_search(t).is_ok())
+            {
                 buf.extend_from_slice(&e.frame);
                 sent += 1;
                 if buf.len() >= REPLAY_CHUNK_BYTES {
@@ -459,7 +501,9 @@ async fn replay(
         }
     }
     if !buf.is_empty() {
-        session.write_response_body(Some(buf.freeze()), false).await?;
+        session
+            .write_response_body(Some(buf.freeze()), false)
+            .await?;
     }
     state.metrics.replay_events_total.inc_by(sent);
     Ok(())
@@ -481,7 +525,11 @@ mod tests {
         );
         assert_eq!(
             parse_topics(&q("topics=a%2Cc&topics=board:1"), 5),
-            Ok(vec!["a".to_string(), "board:1".to_string(), "c".to_string()])
+            Ok(vec![
+                "a".to_string(),
+                "board:1".to_string(),
+                "c".to_string()
+            ])
         );
         assert!(parse_topics(&q("topics=a,b,c"), 2).is_err());
         assert!(parse_topics(&q("topics="), 2).is_err());
@@ -493,13 +541,31 @@ mod tests {
     fn resume_plans_cover_every_case() {
         assert_eq!(plan_resume(None, "ep", 10, 5, 0), Resume::Fresh);
         assert_eq!(plan_resume(Some(""), "ep", 10, 5, 0), Resume::Fresh);
-        assert_eq!(plan_resume(Some("garbage"), "ep", 10, 5, 0), Resume::Reset("malformed_id"));
-        assert_eq!(plan_resume(Some("other-3"), "ep", 10, 5, 0), Resume::Reset("unknown_epoch"));
-        assert_eq!(plan_resume(Some("ep-11"), "ep", 10, 5, 0), Resume::Reset("future_id"));
-        assert_eq!(plan_resume(Some("ep-4"), "ep", 10, 5, 0), Resume::Reset("too_far_behind"));
+        assert_eq!(
+            plan_resume(Some("garbage"), "ep", 10, 5, 0),
+            Resume::Reset("malformed_id")
+        );
+        assert_eq!(
+            plan_resume(Some("other-3"), "ep", 10, 5, 0),
+            Resume::Reset("unknown_epoch")
+        );
+        assert_eq!(
+            plan_resume(Some("ep-11"), "ep", 10, 5, 0),
+            Resume::Reset("future_id")
+        );
+        assert_eq!(
+            plan_resume(Some("ep-4"), "ep", 10, 5, 0),
+            Resume::Reset("too_far_behind")
+        );
         assert_eq!(plan_resume(Some("ep-5"), "ep", 10, 5, 0), Resume::After(5));
-        assert_eq!(plan_resume(Some("ep-10"), "ep", 10, 5, 0), Resume::After(10));
-        assert_eq!(plan_resume(Some("ep-7"), "ep", 10, 5, 8), Resume::Reset("sse_was_off"));
+        assert_eq!(
+            plan_resume(Some("ep-10"), "ep", 10, 5, 0),
+            Resume::After(10)
+        );
+        assert_eq!(
+            plan_resume(Some("ep-7"), "ep", 10, 5, 8),
+            Resume::Reset("sse_was_off")
+        );
         assert_eq!(plan_resume(Some("ep-8"), "ep", 10, 5, 8), Resume::After(8));
     }
 

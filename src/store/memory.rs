@@ -109,13 +109,20 @@ mod tests {
         assert_eq!(log.head(), 5);
         assert!(stored[0].event.id.ends_with("-1"));
         match log.read_after(2, 10).await.expect("read") {
-            ReadAfter::Events(v) => assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5]),
+            ReadAfter::Events(v) => {
+                assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3, 4, 5])
+            }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(log.read_after(1, 10).await, Ok(ReadAfter::Evicted { oldest: 3 })));
+        assert!(matches!(
+            log.read_after(1, 10).await,
+            Ok(ReadAfter::Evicted { oldest: 3 })
+        ));
         assert!(matches!(log.read_after(5, 10).await, Ok(ReadAfter::Events(v)) if v.is_empty()));
         match log.read_after(3, 1).await.expect("read") {
-            ReadAfter::Events(v) => assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4]),
+            ReadAfter::Events(v) => {
+                assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4])
+            }
             other => panic!("{other:?}"),
         }
     }

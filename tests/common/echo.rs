@@ -55,25 +55,41 @@ async fn echo(req: Request) -> Response {
 }
 
 async fn blob(Path(n): Path<usize>) -> Response {
-    (StatusCode::OK, [("content-type", "application/octet-stream")], pattern(n)).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "application/octet-stream")],
+        pattern(n),
+    )
+        .into_response()
 }
 
 async fn status(Path(code): Path<u16>, body: Bytes) -> Response {
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     let received: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let json = serde_json::json!({ "code": code.as_u16(), "id": "x1", "received": received });
-    (code, [("content-type", "application/json")], json.to_string()).into_response()
+    (
+        code,
+        [("content-type", "application/json")],
+        json.to_string(),
+    )
+        .into_response()
 }
 
+/// Slow requests the backend is serving right now.
+pub static SLOW_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn slow(Path(ms): Path<u64>) -> Response {
+    use std::sync::atomic::Ordering;
+    SLOW_IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(ms)).await;
+    SLOW_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     (StatusCode::OK, "slow done").into_response()
 }
 
 async fn chunked() -> Response {
-    let stream = futures_util::stream::iter((0..10).map(|i| {
-        Ok::<_, std::io::Error>(Bytes::from(format!("chunk-{i};").repeat(1000)))
-    }));
+    let stream = futures_util::stream::iter(
+        (0..10).map(|i| Ok::<_, std::io::Error>(Bytes::from(format!("chunk-{i};").repeat(1000)))),
+    );
     Response::new(Body::from_stream(stream))
 }
 

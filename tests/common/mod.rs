@@ -135,14 +135,9 @@ pub struct Sidecar {
     pub log_path: PathBuf,
 }
 
+#[derive(Default)]
 pub struct SidecarOpts {
     pub env: Vec<(String, String)>,
-}
-
-impl Default for SidecarOpts {
-    fn default() -> Self {
-        SidecarOpts { env: vec![] }
-    }
 }
 
 /// Replaces the `listen`, `upstream.address` and `admin.listen` of a YAML config text.
@@ -184,7 +179,10 @@ impl Sidecar {
         let port = free_port();
         let admin_port = free_port();
         let config_path = dir.path().join("sidecar.yaml");
-        std::fs::write(&config_path, with_addresses(yaml, port, upstream, admin_port))?;
+        std::fs::write(
+            &config_path,
+            with_addresses(yaml, port, upstream, admin_port),
+        )?;
         let log_path = dir.path().join("sidecar.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(BIN);
@@ -222,8 +220,16 @@ impl Sidecar {
             if let Ok(Some(status)) = self.proc.child.try_wait() {
                 bail!("sidecar exited early ({status}); log:\n{}", self.log());
             }
-            let a = client.get(&health).send().await.map(|r| r.status().is_success());
-            let b = client.get(&probe).send().await.map(|r| r.status().is_success());
+            let a = client
+                .get(&health)
+                .send()
+                .await
+                .map(|r| r.status().is_success());
+            let b = client
+                .get(&probe)
+                .send()
+                .await
+                .map(|r| r.status().is_success());
             if matches!((a, b), (Ok(true), Ok(true))) {
                 return Ok(());
             }
@@ -262,7 +268,10 @@ impl Sidecar {
     }
 
     pub async fn metrics(&self) -> Result<String> {
-        Ok(reqwest::get(self.admin_url("/metrics")).await?.text().await?)
+        Ok(reqwest::get(self.admin_url("/metrics"))
+            .await?
+            .text()
+            .await?)
     }
 
     /// The value of one series (`name{labels}` as rendered), 0 when absent.
