@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test: Rust unit and integration tests (the real sidecar in front of real
+# backends), the browser client's node tests, and the headless-Chromium tests.
+# Needs: cargo, cmake, node >= 20, chromium at /usr/bin/chromium (see .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test"
+cargo test --locked
+
+echo "== client module (node --test)"
+(cd clients/js && node --test test/)
+
+if [ -f tests/browser/package.json ]; then
+  echo "== browser tests (headless Chromium)"
+  (cd tests/browser && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm test)
+fi
