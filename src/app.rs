@@ -9,6 +9,7 @@ use crate::proxy::Proxy;
 use crate::reload::{self, ReloadHandle};
 use crate::state::State;
 use crate::store::memory::MemoryLog;
+use crate::store::sqlite::SqliteLog;
 use crate::store::EventLog;
 use async_trait::async_trait;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -50,8 +51,20 @@ fn open_store(cfg: &Config) -> Result<Arc<dyn EventLog>, StartError> {
             cfg.store.max_events,
             cfg.store.max_age,
         ))),
-        StoreBackend::Sqlite { .. } | StoreBackend::Redis { .. } => Err(StartError::Store(
-            "store.backend: this build supports only the memory backend so far".into(),
+        StoreBackend::Sqlite { path } => {
+            let log = SqliteLog::open(
+                std::path::Path::new(path),
+                cfg.store.durability,
+                cfg.store.max_events,
+                cfg.store.max_age,
+            )
+            .map_err(|e| StartError::Store(format!("store (sqlite at {path}): {e}")))?;
+            tracing::info!(%path, epoch = log.epoch(), durability = ?cfg.store.durability,
+                head = log.head(), "event log opened");
+            Ok(Arc::new(log))
+        }
+        StoreBackend::Redis { .. } => Err(StartError::Store(
+            "store.backend: redis is not supported by this build".into(),
         )),
     }
 }
@@ -127,12 +140,13 @@ impl BackgroundService for Lifecycle {
     }
 }
 
-/// Builds and runs the sidecar; returns only on a start error (the server exits the process).
+/// Builds and runs the sidecar until it has shut down (SIGTERM, SIGINT), then closes the
+/// event log cleanly.
 pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     let log = open_store(&cfg)?;
     let token = admin_token(&cfg)?;
-    let hub = Hub::new(log, HUB_QUEUE, metrics.clone());
+    let hub = Hub::new(log.clone(), HUB_QUEUE, metrics.clone());
     let listen = cfg.listen.to_string();
     let admin_listen = cfg.admin.listen.to_string();
     let threads = cfg.threads;
@@ -141,6 +155,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
     if disabled {
         tracing::warn!("DISABLE_SSE_SYSTEM is set: pure pass-through, every client polls");
     }
+    let store = log.clone();
     let state = State::new(ReloadHandle::new(config_path, cfg), hub, metrics, disabled);
 
     let conf = ServerConf {
@@ -176,5 +191,15 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
     server.add_service(admin);
     server.add_service(lifecycle);
     tracing::info!(%listen, admin = %admin_listen, "sse-sidecar starting");
-    server.run_forever()
+    server.run(pingora::server::RunArgs::default());
+    // Every runtime is gone; flush the log and mark the shutdown clean.
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(store.close()),
+        Err(e) => tracing::error!(error = %e, "cannot close the event log cleanly"),
+    }
+    tracing::info!("sse-sidecar stopped");
+    Ok(())
 }

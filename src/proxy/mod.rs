@@ -4,6 +4,7 @@
 //! unchanged; when the upstream has answered 2xx and its body has ended, the rule derives an
 //! event that goes to the hub. Everything else is forwarded byte for byte.
 
+use crate::config::model::Durability;
 use crate::config::{Config, Delivery};
 use crate::events::derive::derive;
 use crate::events::route::{parse_query, Params};
@@ -58,6 +59,11 @@ fn append_capped(buf: &mut BytesMut, over: &mut bool, chunk: &[u8], cap: usize) 
 
 #[derive(Default)]
 pub struct Ctx {
+    /// Strict durability: commits the answer waits for, and the body held until then.
+    commits: Vec<tokio::sync::oneshot::Receiver<Result<String, crate::events::hub::HubError>>>,
+    held: Option<BytesMut>,
+    /// The answer outgrew the capture cap and streams on unheld.
+    hold_released: bool,
     cfg: Option<Arc<Config>>,
     started: Option<Instant>,
     capture: Option<Box<Capture>>,
@@ -137,6 +143,7 @@ impl Proxy {
         let request = Body::from_capture(&cap.req, cap.req_over);
         let response = Body::from_capture(&cap.resp, cap.resp_over);
         let metrics = &self.state.metrics;
+        let mut commits = Vec::new();
         for (idx, params) in &cap.rules {
             let Some(rule) = cfg.rules.get(*idx) else {
                 continue;
@@ -166,7 +173,14 @@ impl Proxy {
                         continue;
                     }
                     let family = event.family.clone();
-                    if let Err(e) = self.state.hub.try_publish(event, None) {
+                    let done = if cfg.store.durability == Durability::Strict {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        commits.push(rx);
+                        Some(tx)
+                    } else {
+                        None
+                    };
+                    if let Err(e) = self.state.hub.try_publish(event, done) {
                         metrics
                             .events_rejected_total
                             .with_label_values(&[family.as_str(), "hub_queue_full"])
@@ -184,8 +198,49 @@ impl Proxy {
                 }
             }
         }
+        ctx.commits.extend(commits);
+    }
+
+    /// Strict durability: waits (bounded) until this mutation's events are committed. The
+    /// body filter is synchronous, so the wait parks this worker thread with
+    /// `block_in_place`, which hands the thread's other tasks to the rest of the runtime.
+    fn wait_for_commits(&self, ctx: &mut Ctx) {
+        if ctx.commits.is_empty() {
+            return;
+        }
+        let commits = std::mem::take(&mut ctx.commits);
+        let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            tracing::warn!("strict durability needs a multi-threaded runtime; not waiting");
+            return;
+        }
+        let started = Instant::now();
+        let results = tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let mut out = Vec::new();
+                for rx in commits {
+                    out.push(tokio::time::timeout(STRICT_COMMIT_WAIT, rx).await);
+                }
+                out
+            })
+        });
+        for r in results {
+            match r {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(error = %e, "strict: the event of an acknowledged mutation was not stored")
+                }
+                Ok(Err(_)) | Err(_) => tracing::error!(
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "strict: no commit confirmation in time; releasing the answer"
+                ),
+            }
+        }
     }
 }
+
+/// Longest a strict-durability mutation answer waits for its commit.
+const STRICT_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl ProxyHttp for Proxy {
@@ -313,6 +368,49 @@ impl ProxyHttp for Proxy {
             if end_of_stream {
                 self.derive_events(ctx);
             }
+        }
+        Ok(None)
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        let strict = ctx.capture.is_some()
+            && !ctx.hold_released
+            && ctx
+                .cfg
+                .as_ref()
+                .is_some_and(|c| c.store.durability == Durability::Strict);
+        if !strict {
+            return Ok(None);
+        }
+        // Hold the body (up to the capture cap) so the answer completes only after the
+        // commit; a larger body streams on unheld.
+        let cap = ctx.capture.as_ref().map(|c| c.cap).unwrap_or(0);
+        if !end_of_stream {
+            if let Some(chunk) = body.take() {
+                let held = ctx.held.get_or_insert_with(BytesMut::new);
+                if held.len() + chunk.len() <= cap {
+                    held.extend_from_slice(&chunk);
+                } else {
+                    let mut all = std::mem::take(held);
+                    all.extend_from_slice(&chunk);
+                    *body = Some(all.freeze());
+                    ctx.hold_released = true;
+                }
+            }
+            return Ok(None);
+        }
+        self.wait_for_commits(ctx);
+        if let Some(mut held) = ctx.held.take() {
+            if let Some(chunk) = body.take() {
+                held.extend_from_slice(&chunk);
+            }
+            *body = Some(held.freeze());
         }
         Ok(None)
     }

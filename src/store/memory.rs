@@ -67,6 +67,13 @@ impl EventLog for MemoryLog {
         Ok(out)
     }
 
+    fn oldest(&self) -> u64 {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.front()
+            .map(|e| e.seq)
+            .unwrap_or_else(|| self.head.load(Ordering::Acquire) + 1)
+    }
+
     async fn read_after(&self, after: u64, limit: usize) -> Result<ReadAfter, StoreError> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let head = self.head.load(Ordering::Acquire);

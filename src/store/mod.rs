@@ -2,6 +2,7 @@
 //! interface the hub and the stream handler use; `memory` keeps a bounded ring in RAM.
 
 pub mod memory;
+pub mod sqlite;
 
 use crate::events::Event;
 use async_trait::async_trait;
@@ -55,4 +56,8 @@ pub trait EventLog: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+    /// The oldest sequence number still held (head + 1 when empty).
+    fn oldest(&self) -> u64;
+    /// Flushes what is queued and marks a clean shutdown. Called once, at exit.
+    async fn close(&self) {}
 }

@@ -128,6 +128,7 @@ impl LegacyApp {
 /// The sidecar binary with a config file written to a temp dir.
 pub struct Sidecar {
     pub proc: Proc,
+    env: Vec<(String, String)>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub port: u16,
@@ -184,23 +185,10 @@ impl Sidecar {
             with_addresses(yaml, port, upstream, admin_port),
         )?;
         let log_path = dir.path().join("sidecar.log");
-        let log = std::fs::File::create(&log_path)?;
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .env_remove("DISABLE_SSE_SYSTEM")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log));
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().context("starting sse-sidecar")?;
+        let proc = Self::spawn(&config_path, &log_path, &opts.env)?;
         let mut sc = Sidecar {
-            proc: Proc {
-                child,
-                name: "sse-sidecar".into(),
-            },
+            proc,
+            env: opts.env,
             dir,
             config_path,
             port,
@@ -209,6 +197,41 @@ impl Sidecar {
         };
         sc.wait_ready().await?;
         Ok(sc)
+    }
+
+    fn spawn(config_path: &Path, log_path: &Path, env: &[(String, String)]) -> Result<Proc> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path)?;
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(config_path)
+            .env("RUST_LOG", "info")
+            .env_remove("DISABLE_SSE_SYSTEM")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting sse-sidecar")?;
+        Ok(Proc {
+            child,
+            name: "sse-sidecar".into(),
+        })
+    }
+
+    /// Stops the process (`TERM` for a graceful drain, `KILL` for a crash) and starts it
+    /// again on the same ports, config and store.
+    pub async fn restart(&mut self, signal: &str) -> Result<()> {
+        self.proc.signal(signal);
+        if self.proc.wait_exit(Duration::from_secs(15)).is_none() {
+            bail!("sidecar did not exit after {signal}");
+        }
+        // The listener may linger for a moment after exit; the new process retries binding
+        // through the readiness wait.
+        self.proc = Self::spawn(&self.config_path, &self.log_path, &self.env)?;
+        self.wait_ready().await
     }
 
     async fn wait_ready(&mut self) -> Result<()> {
