@@ -12,12 +12,17 @@ use crate::store::memory::MemoryLog;
 use crate::store::sqlite::SqliteLog;
 use crate::store::EventLog;
 use async_trait::async_trait;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+
+/// Per-connection socket buffers (see `run`).
+const L4_READ_BUFFER: usize = 0;
+const L4_WRITE_BUFFER: usize = 1460;
 
 /// Capacity of the hub's publish queue (events waiting for the sequencer).
 const HUB_QUEUE: usize = 65_536;
@@ -174,7 +179,11 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
         },
         "sse-sidecar proxy",
     );
-    proxy.add_tcp(&listen);
+    // Pingora's default read buffer is 64 KiB per connection; every stream would carry it.
+    // Bodies are read into Pingora's own buffers anyway, so connections read unbuffered.
+    proxy.add_listener(
+        ListenerConfig::tcp(listen.clone()).l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
+    );
     let mut admin = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         Admin {

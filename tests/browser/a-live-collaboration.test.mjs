@@ -105,6 +105,7 @@ test('a. live collaboration: two users live, no polls, a card reaches the other 
     // Both pages still live, and clean consoles.
     assert.equal(await H.badgeState(A.page), 'live');
     assert.equal(await H.badgeState(B.page), 'live');
+    for (const w of [A, B]) assert.equal(await H.footerError(w.page), '', 'the page shows an error in its footer');
     assert.equal(A.console.errors.length + B.console.errors.length, 0,
       `console errors:\n${A.console.describe()}\n${B.console.describe()}`);
   } finally {

@@ -73,13 +73,26 @@ test('b. kill switch: live → polling within 2 s → live again without a reloa
       const counts = await Promise.all(pages.map(async (p) => (await H.clientInfo(p)).pollCount));
       return counts.every((n, i) => n > pollCountsBefore[i]);
     }, { timeout: 2 * PAGE_POLL_MS + 3_000 });
-    const statsOff = await H.backendStats(app.url);
-    assert.ok(H.polledGets(statsOff) >= 2 * 5,
-      `the backend should see the five lists polled by both pages: ${JSON.stringify(H.polledBreakdown(statsOff))}`);
+    // At the backend: each page's catch-up refetch of its five lists on leaving live (2 × 5),
+    // plus at least one timer poll from each page.
+    const statsOff = await H.waitFor('the polls at the backend', async () => {
+      const stats = await H.backendStats(app.url);
+      return H.polledGets(stats) >= 2 * 5 + 2 && stats;
+    }, { timeout: PAGE_POLL_MS + 3_000 }).catch(async (e) => {
+      throw new Error(`${e.message}; backend: ${JSON.stringify(H.polledBreakdown(await H.backendStats(app.url)))}`);
+    });
     t.diagnostic(`while switched off: backend polls=${statsOff.polls} ${JSON.stringify(H.polledBreakdown(statsOff))}`);
 
     // ---- switch on again ---------------------------------------------------------------------
+    // Precondition of the 25 s limit: the switch is back on before the pages' first status probe
+    // can fire (≥ 11.25 s after entering polling); a probe that still saw "polling" would put the
+    // next one retry_after = 30 s later.
     const onAt = Date.now();
+    for (const [name, w] of Object.entries(users)) {
+      const polling = (await H.sseLog(w.page)).states.find((s) => s.at >= offAt && s.state === 'polling');
+      assert.ok(onAt - polling.at < 11_000,
+        `${name}: the test turned the switch back on only ${onAt - polling.at} ms after polling started (machine too slow?)`);
+    }
     sidecar.rewriteConfig((yaml) => H.setYamlKey(yaml, 'sse.enabled', true));
     await H.waitFor('the sidecar reloaded with sse on', async () =>
       (await (await fetch(`${sidecar.url}/api/sse/status`)).json()).mode === 'sse', { timeout: 5_000 });
@@ -114,6 +127,7 @@ test('b. kill switch: live → polling within 2 s → live again without a reloa
       `bob's client got no card.created event after coming back: ${JSON.stringify(bLog.events)}`);
 
     for (const w of [A, B]) assert.equal(await H.badgeState(w.page), 'live');
+    for (const w of [A, B]) assert.equal(await H.footerError(w.page), '', 'the page shows an error in its footer');
     assert.equal(A.console.errors.length + B.console.errors.length, 0,
       `console errors:\n${A.console.describe()}\n${B.console.describe()}`);
   } finally {

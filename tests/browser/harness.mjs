@@ -677,6 +677,14 @@ export function badgeState(page) {
   return page.evaluate(() => document.querySelector('[data-testid="status-badge"]').dataset.state);
 }
 
+/** The error line the page shows in its footer (`data-testid="error"`), '' when none. */
+export function footerError(page) {
+  return page.evaluate(() => {
+    const node = document.querySelector('[data-testid="error"]');
+    return node && !node.hidden ? node.textContent : '';
+  });
+}
+
 /** The badge's visible text. */
 export function badgeText(page) {
   return page.locator('[data-testid="status-badge"]').textContent();

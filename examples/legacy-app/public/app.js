@@ -65,8 +65,12 @@ let pollCount = 0; // GET requests sent by the polling timers (shown in the foot
 // Talking to the backend
 // ---------------------------------------------------------------------------------------
 
+/** The list whose failed refresh put the current error in the footer, if any. */
+let errorFromList = null;
+
 /** Shows (or clears, with null) the single error line in the footer. */
 function showError(message) {
+  errorFromList = null;
   const node = $('error');
   node.textContent = message || '';
   node.hidden = !message;
@@ -147,8 +151,11 @@ async function refresh(name, why = 'refresh') {
       list.lastData = JSON.parse(text);
       list.render(list.lastData);
     }
+    // A refresh failure (backend or sidecar briefly down) clears once that list loads again.
+    if (errorFromList === name) showError(null);
   } catch (e) {
     showError(e.message);
+    errorFromList = name;
   } finally {
     list.inFlight = false;
     if (list.again) {

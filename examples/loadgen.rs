@@ -1,0 +1,840 @@
+//! sse-loadgen: the project's own load generator.
+//!
+//! Opens N SSE streams on one topic (spread over several processes, since every process here
+//! may hold at most 20,000 files), drives events at a set rate — through the real path (a
+//! mutation through the sidecar to the example backend, derived by a rule) or the engine path
+//! (`POST /admin/publish`) — and checks every delivery on every stream for loss, duplicates
+//! and order. Latency is publish sent → frame parsed by the client (same machine clock).
+//! Reads the sidecar's RSS and CPU time from /proc for memory per stream and CPU per
+//! delivery. Prints one JSON line and a readable summary.
+//!
+//! The client is deliberately lean (raw TCP, a byte-level SSE scanner, no JSON parsing on the
+//! hot path) so that it is not the bottleneck it measures.
+//!
+//! ```text
+//! cargo run --release --example loadgen -- --streams 10000 --procs 2 --rate 10 --seconds 30 \
+//!     --sidecar-pid $(pgrep -f 'sse-sidecar --config conf/bench.yaml')
+//! ```
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "loadgen", about = "SSE load generator for sse-sidecar")]
+struct Args {
+    /// The sidecar's listener.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    target: SocketAddr,
+    /// The sidecar's admin listener (engine path, status).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    admin: SocketAddr,
+    /// Streams in all.
+    #[arg(long, default_value_t = 1000)]
+    streams: usize,
+    /// Client processes to spread the streams over (each holds streams/procs).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// Topic every stream subscribes to.
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// `publish` (engine path: POST /admin/publish) or `mutate` (real path: PUT
+    /// /api/sessions/{id}/activity through the sidecar, derived by the bench config's rule).
+    #[arg(long, default_value = "publish")]
+    mode: String,
+    /// Events per second.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of publishing (0: hold the streams idle for --idle-seconds).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Idle mode: seconds to hold the streams without publishing.
+    #[arg(long, default_value_t = 0.0)]
+    idle_seconds: f64,
+    /// Publisher connections (events are spread over them round robin).
+    #[arg(long, default_value_t = 4)]
+    publishers: usize,
+    /// Concurrent connects while opening streams.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// The sidecar's pid, for RSS and CPU from /proc.
+    #[arg(long)]
+    sidecar_pid: Option<u32>,
+    /// After half the events, every stream closes and reconnects with its Last-Event-ID at
+    /// once (the reconnect storm).
+    #[arg(long)]
+    storm: bool,
+    /// After the streams are open, rewrite this config file with `sse.enabled: false` and
+    /// time until every stream has been closed by the sidecar (then restore the file).
+    #[arg(long)]
+    kill_switch_config: Option<std::path::PathBuf>,
+    /// Seconds to wait for stragglers after publishing ends.
+    #[arg(long, default_value_t = 5.0)]
+    drain_seconds: f64,
+    /// Internal: run as a child holding `streams` streams.
+    #[arg(long, hide = true)]
+    child: bool,
+    /// Write the JSON result line here as well.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Log-scale latency histogram in microseconds (buckets ~4% wide), mergeable across
+/// processes. Hand-rolled because it must serialize through the children's stdout as plain
+/// JSON; 512 counters.
+#[derive(Clone, Serialize, Deserialize)]
+struct Hist {
+    counts: Vec<u64>,
+    max_us: u64,
+    total: u64,
+}
+
+impl Hist {
+    const BUCKETS: usize = 512;
+    fn new() -> Hist {
+        Hist {
+            counts: vec![0; Self::BUCKETS],
+            max_us: 0,
+            total: 0,
+        }
+    }
+    fn bucket(us: u64) -> usize {
+        let v = (us.max(1) as f64).ln() / 1.04f64.ln();
+        (v as usize).min(Self::BUCKETS - 1)
+    }
+    fn upper(b: usize) -> u64 {
+        1.04f64.powi(b as i32 + 1) as u64
+    }
+    fn merge(&mut self, o: &Hist) {
+        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+            *a += b;
+        }
+        self.max_us = self.max_us.max(o.max_us);
+        self.total += o.total;
+    }
+    fn quantile_ms(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let want = (self.total as f64 * q).ceil() as u64;
+        let mut seen = 0;
+        for (b, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return Self::upper(b).min(self.max_us) as f64 / 1000.0;
+            }
+        }
+        self.max_us as f64 / 1000.0
+    }
+}
+
+/// Per-stream delivery bookkeeping. Events carry the publisher's number `n` (a set, since
+/// several publishers race) and the log's id (whose sequence must strictly increase).
+#[derive(Default, Clone)]
+struct StreamStats {
+    seen: Vec<u64>,
+    received: u64,
+    dups: u64,
+    out_of_order: u64,
+    resets: u64,
+    last_seq: u64,
+    closed_by_server: bool,
+}
+
+impl StreamStats {
+    fn record(&mut self, n: u64, seq: u64) {
+        let (w, b) = ((n / 64) as usize, n % 64);
+        if self.seen.len() <= w {
+            self.seen.resize(w + 1, 0);
+        }
+        if self.seen[w] & (1 << b) != 0 {
+            self.dups += 1;
+            return;
+        }
+        self.seen[w] |= 1 << b;
+        self.received += 1;
+        if seq <= self.last_seq {
+            self.out_of_order += 1;
+        }
+        self.last_seq = seq;
+    }
+
+    fn unique_below(&self, total: u64) -> u64 {
+        (0..total)
+            .filter(|n| {
+                self.seen
+                    .get((n / 64) as usize)
+                    .is_some_and(|w| w & (1 << (n % 64)) != 0)
+            })
+            .count() as u64
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct ChildReport {
+    streams: usize,
+    established: usize,
+    establish_ms: f64,
+    received: u64,
+    complete_streams: usize,
+    lost: u64,
+    dups: u64,
+    out_of_order: u64,
+    resets: u64,
+    closed_by_server: usize,
+    storm_ms: f64,
+    hist: Option<Hist>,
+}
+
+/// Parses the unsigned number right after `key` in `hay`.
+fn num_after(hay: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(hay, key)? + key.len();
+    let mut v: u64 = 0;
+    let mut any = false;
+    for &b in &hay[at..] {
+        if b.is_ascii_digit() {
+            v = v * 10 + (b - b'0') as u64;
+            any = true;
+        } else {
+            break;
+        }
+    }
+    any.then_some(v)
+}
+
+/// Latency histogram shared by a process's streams: atomic counters, no lock per frame.
+struct AtomicHist {
+    counts: Vec<AtomicU64>,
+    max_us: AtomicU64,
+}
+
+impl AtomicHist {
+    fn new() -> AtomicHist {
+        AtomicHist {
+            counts: (0..Hist::BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_us: AtomicU64::new(0),
+        }
+    }
+    fn record(&self, us: u64) {
+        self.counts[Hist::bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+    fn snapshot(&self) -> Hist {
+        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        Hist {
+            total: counts.iter().sum(),
+            counts,
+            max_us: self.max_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Shared {
+    hist: AtomicHist,
+    finals: Mutex<Vec<StreamStats>>,
+    established: AtomicUsize,
+    closed: AtomicUsize,
+    last_close_us: AtomicU64,
+    storm: AtomicBool,
+    storm_done: AtomicUsize,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+/// One stream: connect, read frames, reconnect with the last id when asked (storm). Returns
+/// its bookkeeping when told to stop or when the server closes it.
+async fn run_stream(
+    args: Arc<Args>,
+    shared: Arc<Shared>,
+    permit: Arc<tokio::sync::Semaphore>,
+) -> StreamStats {
+    let mut st = StreamStats::default();
+    let mut last_id: Option<String> = None;
+    let mut stormed = false;
+    let mut stop = shared.stop.clone();
+    let frame_end = memchr::memmem::Finder::new(b"\n\n");
+    'connect: loop {
+        // Connects are limited while opening; the storm reconnects all at once.
+        let mut gate = if stormed { None } else { permit.clone().acquire_owned().await.ok() };
+        let Ok(mut conn) = TcpStream::connect(args.target).await else {
+            drop(gate);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let _ = conn.set_nodelay(true);
+        let mut req = format!(
+            "GET /api/sse/events?topics={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+            args.topic, args.target
+        );
+        if let Some(id) = &last_id {
+            req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+        }
+        req.push_str("\r\n");
+        if conn.write_all(req.as_bytes()).await.is_err() {
+            continue;
+        }
+        let mut buf: Vec<u8> = Vec::with_capacity(2048);
+        let mut chunk = [0u8; 8192];
+        let mut header_done = false;
+        let mut hello = false;
+        loop {
+            if !stormed && hello && shared.storm.load(Ordering::Relaxed) {
+                stormed = true;
+                continue 'connect; // close and come back with the last id
+            }
+            let read = tokio::select! {
+                r = conn.read(&mut chunk) => r,
+                _ = stop.changed() => return st,
+                _ = tokio::time::sleep(Duration::from_millis(50)), if !stormed && hello => continue,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => {
+                    st.closed_by_server = true;
+                    shared.closed.fetch_add(1, Ordering::Relaxed);
+                    shared.last_close_us.fetch_max(now_us(), Ordering::Relaxed);
+                    // Hold the result until the parent asks for the report.
+                    let _ = stop.changed().await;
+                    return st;
+                }
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            if !header_done {
+                let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else { continue };
+                if !buf.starts_with(b"HTTP/1.1 200") {
+                    eprintln!("stream refused: {}", String::from_utf8_lossy(&buf[..end.min(80)]));
+                    let _ = stop.changed().await;
+                    return st;
+                }
+                buf.drain(..end + 4);
+                header_done = true;
+            }
+            // Frames end with a blank line; chunk-size lines of the chunked encoding sit
+            // between frames and never contain one.
+            let mut start = 0;
+            while let Some(pos) = frame_end.find(&buf[start..]) {
+                let frame = &buf[start..start + pos];
+                start += pos + 2;
+                let Some(ev_at) = memchr::memmem::find(frame, b"event: ") else { continue };
+                let name = &frame[ev_at + 7..];
+                let name = &name[..memchr::memchr(b'\n', name).unwrap_or(name.len())];
+                match name {
+                    b"hello" => {
+                        if !hello {
+                            hello = true;
+                            if stormed {
+                                shared.storm_done.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                gate.take();
+                                shared.established.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    b"reset" => st.resets += 1,
+                    b"heartbeat" | b"control" => {}
+                    _ => {
+                        let (Some(n_val), Some(sent)) =
+                            (num_after(frame, b"\"n\":"), num_after(frame, b"\"s\":"))
+                        else {
+                            continue;
+                        };
+                        shared.hist.record(now_us().saturating_sub(sent));
+                        let id = memchr::memmem::find(frame, b"id: ").map(|at| {
+                            let rest = &frame[at + 4..];
+                            &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())]
+                        });
+                        let seq = id
+                            .and_then(|id| id.iter().rposition(|&b| b == b'-').map(|d| &id[d + 1..]))
+                            .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+                            .unwrap_or(0);
+                        if let Some(id) = id {
+                            last_id = Some(String::from_utf8_lossy(id).into_owned());
+                        }
+                        st.record(n_val, seq);
+                    }
+                }
+            }
+            buf.drain(..start);
+        }
+    }
+}
+
+/// Child: holds `args.streams` streams, reports when established, then waits for commands
+/// on stdin: `storm`, `closed?`, `report <published>`.
+async fn child(args: Args) {
+    let args = Arc::new(args);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shared = Arc::new(Shared {
+        hist: AtomicHist::new(),
+        finals: Mutex::new(Vec::new()),
+        established: AtomicUsize::new(0),
+        closed: AtomicUsize::new(0),
+        last_close_us: AtomicU64::new(0),
+        storm: AtomicBool::new(false),
+        storm_done: AtomicUsize::new(0),
+        stop: stop_rx,
+    });
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.streams {
+        let (a, s, p) = (args.clone(), shared.clone(), permits.clone());
+        tasks.spawn(async move {
+            let st = run_stream(a, s.clone(), p).await;
+            s.finals.lock().unwrap_or_else(|e| e.into_inner()).push(st);
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while shared.established.load(Ordering::Relaxed) < args.streams && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let establish_ms = started.elapsed().as_secs_f64() * 1000.0;
+    println!("ready {} {:.1}", shared.established.load(Ordering::Relaxed), establish_ms);
+    let _ = std::io::stdout().flush();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut storm_ms = 0.0;
+    while let Some(cmd) = rx.recv().await {
+        match cmd.trim() {
+            "storm" => {
+                let t = Instant::now();
+                shared.storm.store(true, Ordering::Relaxed);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while shared.storm_done.load(Ordering::Relaxed) < args.streams
+                    && Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                storm_ms = t.elapsed().as_secs_f64() * 1000.0;
+                println!("stormed {} {:.1}", shared.storm_done.load(Ordering::Relaxed), storm_ms);
+                let _ = std::io::stdout().flush();
+            }
+            "closed?" => {
+                println!(
+                    "closed {} {}",
+                    shared.closed.load(Ordering::Relaxed),
+                    shared.last_close_us.load(Ordering::Relaxed)
+                );
+                let _ = std::io::stdout().flush();
+            }
+            c if c.starts_with("report") => {
+                let expected: u64 = c.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let _ = stop_tx.send(true);
+                while tasks.join_next().await.is_some() {}
+                let finals = std::mem::take(&mut *shared.finals.lock().unwrap_or_else(|e| e.into_inner()));
+                let mut r = ChildReport {
+                    streams: args.streams,
+                    established: shared.established.load(Ordering::Relaxed),
+                    establish_ms,
+                    storm_ms,
+                    hist: Some(shared.hist.snapshot()),
+                    ..Default::default()
+                };
+                for s in &finals {
+                    let unique = s.unique_below(expected);
+                    r.received += s.received;
+                    r.lost += expected - unique;
+                    r.dups += s.dups;
+                    r.out_of_order += s.out_of_order;
+                    r.resets += s.resets;
+                    r.closed_by_server += s.closed_by_server as usize;
+                    if unique == expected && s.dups == 0 && s.out_of_order == 0 {
+                        r.complete_streams += 1;
+                    }
+                }
+                println!("report {}", serde_json::to_string(&r).unwrap_or_default());
+                let _ = std::io::stdout().flush();
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Minimal keep-alive HTTP/1.1 client for the publishers.
+struct Http {
+    addr: SocketAddr,
+    conn: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Http {
+        Http { addr, conn: None, buf: Vec::with_capacity(4096) }
+    }
+
+    async fn request(&mut self, method: &str, path: &str, body: &str, extra: &str) -> std::io::Result<u16> {
+        if self.conn.is_none() {
+            let c = TcpStream::connect(self.addr).await?;
+            c.set_nodelay(true)?;
+            self.conn = Some(c);
+        }
+        let conn = self.conn.as_mut().ok_or_else(|| std::io::Error::other("no connection"))?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+            self.addr,
+            body.len()
+        );
+        conn.write_all(req.as_bytes()).await?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = conn.read(&mut chunk).await?;
+            if n == 0 {
+                self.conn = None;
+                return Err(std::io::Error::other("closed"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + len {
+                    let n = conn.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                return Ok(status);
+            }
+        }
+    }
+}
+
+fn proc_sample(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((ticks / 100.0, rss_kb * 1024))
+}
+
+#[derive(Serialize)]
+struct Result_ {
+    mode: String,
+    streams: usize,
+    procs: usize,
+    rate: f64,
+    seconds: f64,
+    established: usize,
+    establish_seconds: f64,
+    published: u64,
+    publish_errors: u64,
+    publish_rate_achieved: f64,
+    expected_deliveries: u64,
+    deliveries: u64,
+    deliveries_per_second: f64,
+    complete_streams: usize,
+    lost: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    resets: u64,
+    closed_by_server: usize,
+    latency_ms: serde_json::Value,
+    rss_before_streams_bytes: Option<u64>,
+    rss_with_streams_bytes: Option<u64>,
+    rss_per_stream_bytes: Option<f64>,
+    cpu_seconds: Option<f64>,
+    cpu_us_per_delivery: Option<f64>,
+    storm_reconnect_seconds: Option<f64>,
+    kill_switch_close_seconds: Option<f64>,
+}
+
+async fn parent(args: Args) -> std::io::Result<()> {
+    let exe = std::env::current_exe()?;
+    let per = args.streams.div_ceil(args.procs.max(1));
+    let before = args.sidecar_pid.and_then(proc_sample);
+    let mut children = Vec::new();
+    let mut remaining = args.streams;
+    for _ in 0..args.procs.max(1) {
+        let n = per.min(remaining);
+        remaining -= n;
+        if n == 0 {
+            break;
+        }
+        let mut c = Command::new(&exe)
+            .args([
+                "--child",
+                "--target", &args.target.to_string(),
+                "--topic", &args.topic,
+                "--streams", &n.to_string(),
+                "--connect-concurrency", &args.connect_concurrency.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = c.stdin.take();
+        let stdout = c.stdout.take().map(std::io::BufReader::new);
+        children.push((c, stdin, stdout));
+    }
+    let t0 = Instant::now();
+    let mut established = 0;
+    for (_, _, out) in children.iter_mut() {
+        let mut line = String::new();
+        if let Some(o) = out.as_mut() {
+            o.read_line(&mut line)?;
+        }
+        established += line.split_whitespace().nth(1).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    }
+    let establish_seconds = t0.elapsed().as_secs_f64();
+    eprintln!("{established}/{} streams established in {establish_seconds:.2} s", args.streams);
+    // Let the sidecar settle, then sample memory with the streams held.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_streams = args.sidecar_pid.and_then(proc_sample);
+
+    let mut kill_switch_close_seconds = None;
+    if let Some(path) = &args.kill_switch_config {
+        let original = std::fs::read_to_string(path)?;
+        let off = original.replace("enabled: true", "enabled: false");
+        let written = now_us();
+        std::fs::write(path, off)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = 0u64;
+        loop {
+            let mut closed = 0;
+            for (_, stdin, out) in children.iter_mut() {
+                if let (Some(i), Some(o)) = (stdin.as_mut(), out.as_mut()) {
+                    writeln!(i, "closed?")?;
+                    i.flush()?;
+                    let mut line = String::new();
+                    o.read_line(&mut line)?;
+                    let mut p = line.split_whitespace().skip(1);
+                    closed += p.next().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                    last = last.max(p.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
+                }
+            }
+            if closed >= established || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        kill_switch_close_seconds = Some(last.saturating_sub(written) as f64 / 1e6);
+        std::fs::write(path, original)?;
+    }
+
+    // Publish.
+    let published = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let total = if args.idle_seconds > 0.0 || args.kill_switch_config.is_some() {
+        0
+    } else {
+        (args.rate * args.seconds).round() as u64
+    };
+    let cpu_start = args.sidecar_pid.and_then(proc_sample);
+    let pub_start = Instant::now();
+    if args.idle_seconds > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
+    }
+    let mut storm_reconnect_seconds = None;
+    if total > 0 {
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        let interval = Duration::from_secs_f64(1.0 / args.rate);
+        for _ in 0..args.publishers.max(1) {
+            let (next, published, errors, args) = (next.clone(), published.clone(), errors.clone(), args.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut http = Http::new(if args.mode == "mutate" { args.target } else { args.admin });
+                let mut session = String::new();
+                if args.mode == "mutate" {
+                    let _ = http.request("POST", "/api/sessions", "{\"user\":\"loadgen\"}", "").await;
+                    let body = String::from_utf8_lossy(&http.buf).into_owned();
+                    session = body
+                        .split("\"id\":\"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .unwrap_or("s1")
+                        .to_owned();
+                }
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        return;
+                    }
+                    let due = pub_start + interval.mul_f64(n as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                    let s = now_us();
+                    let r = if args.mode == "mutate" {
+                        let body = format!("{{\"page\":\"/bench/\\\"n\\\":{n},\\\"s\\\":{s}\"}}");
+                        http.request("PUT", &format!("/api/sessions/{session}/activity"), &body, "").await
+                    } else {
+                        let body = format!(
+                            "{{\"type\":\"bench.tick\",\"topics\":[\"{}\"],\"data\":{{\"n\":{n},\"s\":{s}}}}}",
+                            args.topic
+                        );
+                        http.request("POST", "/admin/publish", &body, "").await
+                    };
+                    match r {
+                        Ok(200..=299) => published.fetch_add(1, Ordering::Relaxed),
+                        _ => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
+        if args.storm {
+            while published.load(Ordering::Relaxed) < total / 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let t = Instant::now();
+            for (_, stdin, _) in children.iter_mut() {
+                if let Some(i) = stdin.as_mut() {
+                    writeln!(i, "storm")?;
+                    i.flush()?;
+                }
+            }
+            for (_, _, out) in children.iter_mut() {
+                if let Some(o) = out.as_mut() {
+                    let mut line = String::new();
+                    o.read_line(&mut line)?;
+                }
+            }
+            storm_reconnect_seconds = Some(t.elapsed().as_secs_f64());
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+    let pub_elapsed = pub_start.elapsed().as_secs_f64();
+    let published_n = published.load(Ordering::Relaxed);
+    let expected = published_n * established as u64;
+    // Wait for deliveries to finish, then collect reports.
+    tokio::time::sleep(Duration::from_secs_f64(args.drain_seconds.min(10.0))).await;
+    let cpu_end = args.sidecar_pid.and_then(proc_sample);
+    let mut hist = Hist::new();
+    let mut agg = ChildReport::default();
+    for (c, stdin, out) in children.iter_mut() {
+        if let Some(i) = stdin.as_mut() {
+            writeln!(i, "report {published_n}")?;
+            i.flush()?;
+        }
+        let mut line = String::new();
+        if let Some(o) = out.as_mut() {
+            o.read_line(&mut line)?;
+        }
+        if let Some(json) = line.strip_prefix("report ") {
+            if let Ok(r) = serde_json::from_str::<ChildReport>(json) {
+                agg.received += r.received;
+                agg.complete_streams += r.complete_streams;
+                agg.lost += r.lost;
+                agg.dups += r.dups;
+                agg.out_of_order += r.out_of_order;
+                agg.resets += r.resets;
+                agg.closed_by_server += r.closed_by_server;
+                if let Some(h) = &r.hist {
+                    hist.merge(h);
+                }
+            }
+        }
+        let _ = c.wait();
+    }
+    let (rss_per_stream, rss_before, rss_with) = match (before, with_streams) {
+        (Some((_, b)), Some((_, w))) if established > 0 => {
+            (Some((w as f64 - b as f64) / established as f64), Some(b), Some(w))
+        }
+        _ => (None, before.map(|b| b.1), with_streams.map(|w| w.1)),
+    };
+    let cpu = match (cpu_start, cpu_end) {
+        (Some((a, _)), Some((b, _))) => Some(b - a),
+        _ => None,
+    };
+    let res = Result_ {
+        mode: args.mode.clone(),
+        streams: args.streams,
+        procs: args.procs,
+        rate: args.rate,
+        seconds: args.seconds,
+        established,
+        establish_seconds,
+        published: published_n,
+        publish_errors: errors.load(Ordering::Relaxed),
+        publish_rate_achieved: published_n as f64 / pub_elapsed.max(1e-9),
+        expected_deliveries: expected,
+        deliveries: agg.received,
+        deliveries_per_second: agg.received as f64 / pub_elapsed.max(1e-9),
+        complete_streams: agg.complete_streams,
+        lost: agg.lost,
+        duplicates: agg.dups,
+        out_of_order: agg.out_of_order,
+        resets: agg.resets,
+        closed_by_server: agg.closed_by_server,
+        latency_ms: serde_json::json!({
+            "p50": hist.quantile_ms(0.50), "p90": hist.quantile_ms(0.90),
+            "p99": hist.quantile_ms(0.99), "max": hist.max_us as f64 / 1000.0,
+        }),
+        rss_before_streams_bytes: rss_before,
+        rss_with_streams_bytes: rss_with,
+        rss_per_stream_bytes: rss_per_stream,
+        cpu_seconds: cpu,
+        cpu_us_per_delivery: cpu.filter(|_| agg.received > 0).map(|c| c * 1e6 / agg.received as f64),
+        storm_reconnect_seconds,
+        kill_switch_close_seconds,
+    };
+    let line = serde_json::to_string(&res).unwrap_or_default();
+    println!("{line}");
+    if let Some(p) = &args.json_out {
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+        writeln!(f, "{line}")?;
+    }
+    eprintln!(
+        "\n{} streams ({} procs), {} mode, {} ev/s for {:.0} s\n  established {}/{} in {:.2} s\n  published {} ({} errors, {:.1}/s achieved)\n  deliveries {} of {} expected ({:.0}/s); complete streams {}; lost {}; duplicates {}; out of order {}; resets {}; closed by server {}\n  latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  sidecar RSS {} → {} ({}/stream); CPU {} ({} per delivery){}{}",
+        args.streams, args.procs, args.mode, args.rate, args.seconds,
+        established, args.streams, establish_seconds,
+        published_n, res.publish_errors, res.publish_rate_achieved,
+        agg.received, expected, res.deliveries_per_second, agg.complete_streams, agg.lost, agg.dups, agg.out_of_order, agg.resets, agg.closed_by_server,
+        hist.quantile_ms(0.5), hist.quantile_ms(0.9), hist.quantile_ms(0.99), hist.max_us as f64 / 1000.0,
+        rss_before.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or("-".into()),
+        rss_with.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or("-".into()),
+        rss_per_stream.map(|b| format!("{:.1} KiB", b / 1024.0)).unwrap_or("-".into()),
+        cpu.map(|c| format!("{c:.2} s")).unwrap_or("-".into()),
+        res.cpu_us_per_delivery.map(|c| format!("{c:.2} µs")).unwrap_or("-".into()),
+        storm_reconnect_seconds.map(|s| format!("\n  reconnect storm: all back in {s:.2} s")).unwrap_or_default(),
+        kill_switch_close_seconds.map(|s| format!("\n  kill switch: all closed {s:.3} s after the write")).unwrap_or_default(),
+    );
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(rt) = rt else {
+        eprintln!("cannot start a runtime");
+        std::process::exit(2);
+    };
+    if args.child {
+        rt.block_on(child(args));
+    } else if let Err(e) = rt.block_on(parent(args)) {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
