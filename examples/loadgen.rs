@@ -234,7 +234,11 @@ impl AtomicHist {
         self.max_us.fetch_max(us, Ordering::Relaxed);
     }
     fn snapshot(&self) -> Hist {
-        let counts: Vec<u64> = self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         Hist {
             total: counts.iter().sum(),
             counts,
@@ -268,7 +272,11 @@ async fn run_stream(
     let frame_end = memchr::memmem::Finder::new(b"\n\n");
     'connect: loop {
         // Connects are limited while opening; the storm reconnects all at once.
-        let mut gate = if stormed { None } else { permit.clone().acquire_owned().await.ok() };
+        let mut gate = if stormed {
+            None
+        } else {
+            permit.clone().acquire_owned().await.ok()
+        };
         let Ok(mut conn) = TcpStream::connect(args.target).await else {
             drop(gate);
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -313,9 +321,14 @@ async fn run_stream(
             };
             buf.extend_from_slice(&chunk[..n]);
             if !header_done {
-                let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else { continue };
+                let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else {
+                    continue;
+                };
                 if !buf.starts_with(b"HTTP/1.1 200") {
-                    eprintln!("stream refused: {}", String::from_utf8_lossy(&buf[..end.min(80)]));
+                    eprintln!(
+                        "stream refused: {}",
+                        String::from_utf8_lossy(&buf[..end.min(80)])
+                    );
                     let _ = stop.changed().await;
                     return st;
                 }
@@ -328,7 +341,9 @@ async fn run_stream(
             while let Some(pos) = frame_end.find(&buf[start..]) {
                 let frame = &buf[start..start + pos];
                 start += pos + 2;
-                let Some(ev_at) = memchr::memmem::find(frame, b"event: ") else { continue };
+                let Some(ev_at) = memchr::memmem::find(frame, b"event: ") else {
+                    continue;
+                };
                 let name = &frame[ev_at + 7..];
                 let name = &name[..memchr::memchr(b'\n', name).unwrap_or(name.len())];
                 match name {
@@ -357,7 +372,9 @@ async fn run_stream(
                             &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())]
                         });
                         let seq = id
-                            .and_then(|id| id.iter().rposition(|&b| b == b'-').map(|d| &id[d + 1..]))
+                            .and_then(|id| {
+                                id.iter().rposition(|&b| b == b'-').map(|d| &id[d + 1..])
+                            })
                             .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
                             .unwrap_or(0);
                         if let Some(id) = id {
@@ -402,7 +419,11 @@ async fn child(args: Args) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let establish_ms = started.elapsed().as_secs_f64() * 1000.0;
-    println!("ready {} {:.1}", shared.established.load(Ordering::Relaxed), establish_ms);
+    println!(
+        "ready {} {:.1}",
+        shared.established.load(Ordering::Relaxed),
+        establish_ms
+    );
     let _ = std::io::stdout().flush();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
     std::thread::spawn(move || {
@@ -425,7 +446,11 @@ async fn child(args: Args) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 storm_ms = t.elapsed().as_secs_f64() * 1000.0;
-                println!("stormed {} {:.1}", shared.storm_done.load(Ordering::Relaxed), storm_ms);
+                println!(
+                    "stormed {} {:.1}",
+                    shared.storm_done.load(Ordering::Relaxed),
+                    storm_ms
+                );
                 let _ = std::io::stdout().flush();
             }
             "closed?" => {
@@ -437,10 +462,15 @@ async fn child(args: Args) {
                 let _ = std::io::stdout().flush();
             }
             c if c.starts_with("report") => {
-                let expected: u64 = c.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let expected: u64 = c
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 let _ = stop_tx.send(true);
                 while tasks.join_next().await.is_some() {}
-                let finals = std::mem::take(&mut *shared.finals.lock().unwrap_or_else(|e| e.into_inner()));
+                let finals =
+                    std::mem::take(&mut *shared.finals.lock().unwrap_or_else(|e| e.into_inner()));
                 let mut r = ChildReport {
                     streams: args.streams,
                     established: shared.established.load(Ordering::Relaxed),
@@ -479,16 +509,29 @@ struct Http {
 
 impl Http {
     fn new(addr: SocketAddr) -> Http {
-        Http { addr, conn: None, buf: Vec::with_capacity(4096) }
+        Http {
+            addr,
+            conn: None,
+            buf: Vec::with_capacity(4096),
+        }
     }
 
-    async fn request(&mut self, method: &str, path: &str, body: &str, extra: &str) -> std::io::Result<u16> {
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+        extra: &str,
+    ) -> std::io::Result<u16> {
         if self.conn.is_none() {
             let c = TcpStream::connect(self.addr).await?;
             c.set_nodelay(true)?;
             self.conn = Some(c);
         }
-        let conn = self.conn.as_mut().ok_or_else(|| std::io::Error::other("no connection"))?;
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no connection"))?;
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
             self.addr,
@@ -509,7 +552,10 @@ impl Http {
                 let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 while self.buf.len() < end + 4 + len {
                     let n = conn.read(&mut chunk).await?;
@@ -586,10 +632,14 @@ async fn parent(args: Args) -> std::io::Result<()> {
         let mut c = Command::new(&exe)
             .args([
                 "--child",
-                "--target", &args.target.to_string(),
-                "--topic", &args.topic,
-                "--streams", &n.to_string(),
-                "--connect-concurrency", &args.connect_concurrency.to_string(),
+                "--target",
+                &args.target.to_string(),
+                "--topic",
+                &args.topic,
+                "--streams",
+                &n.to_string(),
+                "--connect-concurrency",
+                &args.connect_concurrency.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -606,10 +656,17 @@ async fn parent(args: Args) -> std::io::Result<()> {
         if let Some(o) = out.as_mut() {
             o.read_line(&mut line)?;
         }
-        established += line.split_whitespace().nth(1).and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+        established += line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
     }
     let establish_seconds = t0.elapsed().as_secs_f64();
-    eprintln!("{established}/{} streams established in {establish_seconds:.2} s", args.streams);
+    eprintln!(
+        "{established}/{} streams established in {establish_seconds:.2} s",
+        args.streams
+    );
     // Let the sidecar settle, then sample memory with the streams held.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with_streams = args.sidecar_pid.and_then(proc_sample);
@@ -663,7 +720,12 @@ async fn parent(args: Args) -> std::io::Result<()> {
         let mut tasks = Vec::new();
         let interval = Duration::from_secs_f64(1.0 / args.rate);
         for _ in 0..args.publishers.max(1) {
-            let (next, published, errors, args) = (next.clone(), published.clone(), errors.clone(), args.clone());
+            let (next, published, errors, args) = (
+                next.clone(),
+                published.clone(),
+                errors.clone(),
+                args.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut http = Http::new(if args.mode == "mutate" { args.target } else { args.admin });
                 let mut session = String::new();
@@ -759,9 +821,11 @@ async fn parent(args: Args) -> std::io::Result<()> {
         let _ = c.wait();
     }
     let (rss_per_stream, rss_before, rss_with) = match (before, with_streams) {
-        (Some((_, b)), Some((_, w))) if established > 0 => {
-            (Some((w as f64 - b as f64) / established as f64), Some(b), Some(w))
-        }
+        (Some((_, b)), Some((_, w))) if established > 0 => (
+            Some((w as f64 - b as f64) / established as f64),
+            Some(b),
+            Some(w),
+        ),
         _ => (None, before.map(|b| b.1), with_streams.map(|w| w.1)),
     };
     let cpu = match (cpu_start, cpu_end) {
@@ -796,14 +860,19 @@ async fn parent(args: Args) -> std::io::Result<()> {
         rss_with_streams_bytes: rss_with,
         rss_per_stream_bytes: rss_per_stream,
         cpu_seconds: cpu,
-        cpu_us_per_delivery: cpu.filter(|_| agg.received > 0).map(|c| c * 1e6 / agg.received as f64),
+        cpu_us_per_delivery: cpu
+            .filter(|_| agg.received > 0)
+            .map(|c| c * 1e6 / agg.received as f64),
         storm_reconnect_seconds,
         kill_switch_close_seconds,
     };
     let line = serde_json::to_string(&res).unwrap_or_default();
     println!("{line}");
     if let Some(p) = &args.json_out {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
         writeln!(f, "{line}")?;
     }
     eprintln!(
@@ -826,7 +895,9 @@ async fn parent(args: Args) -> std::io::Result<()> {
 
 fn main() {
     let args = Args::parse();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let Ok(rt) = rt else {
         eprintln!("cannot start a runtime");
         std::process::exit(2);

@@ -121,12 +121,12 @@ impl BackgroundService for Lifecycle {
             }
         };
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        tokio::spawn(crate::admin::snapshot::run(state.clone()));
         loop {
             tokio::select! {
                 r = shutdown.changed() => {
                     if r.is_err() || *shutdown.borrow() {
-                        tracing::info!(streams = state.open_connections(), "draining: streams get reconnect advice");
-                        state.draining.send_replace(true);
+                        state.start_drain();
                         break;
                     }
                 }
@@ -182,7 +182,8 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
     // Pingora's default read buffer is 64 KiB per connection; every stream would carry it.
     // Bodies are read into Pingora's own buffers anyway, so connections read unbuffered.
     proxy.add_listener(
-        ListenerConfig::tcp(listen.clone()).l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
+        ListenerConfig::tcp(listen.clone())
+            .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
     );
     let mut admin = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

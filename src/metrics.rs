@@ -23,6 +23,8 @@ pub struct Metrics {
     pub stream_closes_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
     pub kill_switch: IntGauge,
+    pub breaker_state: IntGaugeVec,
+    pub degradation_level: IntGauge,
     pub family_delivery: IntGaugeVec,
     pub passthrough_requests_total: IntCounterVec,
     pub passthrough_duration_seconds: HistogramVec,
@@ -139,6 +141,21 @@ impl Metrics {
                 &["outcome"],
             ),
             kill_switch: gauge("kill_switch", "1 while SSE is switched off (clients poll)."),
+            breaker_state: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "breaker_state",
+                        "Each circuit breaker's state: 0 closed, 1 half-open, 2 open.",
+                    ),
+                    &["breaker"],
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            degradation_level: gauge(
+                "degradation_level",
+                "0 full service, 1 batched, 2 low priorities shed, 3 SSE off.",
+            ),
             family_delivery: register(
                 &r,
                 IntGaugeVec::new(

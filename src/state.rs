@@ -6,6 +6,7 @@ use crate::config::{Config, Delivery};
 use crate::events::hub::Hub;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadHandle, ReloadOutcome};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -40,7 +41,22 @@ pub struct State {
     /// resuming from them gets a reset (changes made while off were never recorded).
     pub resume_floor: AtomicU64,
     pub started: Instant,
+    /// Recent automatic and operator actions (reloads, kill switch, drain), newest last.
+    transitions: Mutex<VecDeque<Transition>>,
+    /// The latest dashboard snapshot (JSON), refreshed every second by the lifecycle task.
+    pub snapshot: watch::Sender<Arc<String>>,
 }
+
+/// One entry of the transitions log shown on the dashboard and in status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Transition {
+    pub at_ms: u64,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// How many transitions are kept.
+const TRANSITIONS: usize = 50;
 
 impl State {
     pub fn new(
@@ -60,6 +76,8 @@ impl State {
             connections: AtomicUsize::new(0),
             resume_floor: AtomicU64::new(0),
             started: Instant::now(),
+            transitions: Mutex::new(VecDeque::new()),
+            snapshot: watch::channel(Arc::new(String::from("{}"))).0,
         });
         state.refresh_mode();
         state
@@ -104,6 +122,9 @@ impl State {
             SseMode::Enabled
         };
         self.metrics.kill_switch.set(i64::from(!mode.is_enabled()));
+        self.metrics
+            .degradation_level
+            .set(if mode.is_enabled() { 0 } else { 3 });
         for name in cfg.families.keys() {
             let v = match cfg.delivery(name) {
                 Delivery::Off => 0,
@@ -122,10 +143,12 @@ impl State {
             match &mode {
                 SseMode::Enabled => {
                     tracing::info!("SSE switched on: clients may stream");
+                    self.record_transition("kill_switch", "SSE switched on".into());
                     self.mark_resumed();
                 }
                 SseMode::Disabled { reason } => {
-                    tracing::warn!(%reason, "SSE switched off: every client goes back to polling")
+                    tracing::warn!(%reason, "SSE switched off: every client goes back to polling");
+                    self.record_transition("kill_switch", format!("SSE switched off ({reason})"));
                 }
             }
             *m = mode.clone();
@@ -153,13 +176,57 @@ impl State {
         }
     }
 
+    pub fn record_transition(&self, kind: &'static str, detail: String) {
+        let mut t = self.transitions.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() >= TRANSITIONS {
+            t.pop_front();
+        }
+        t.push_back(Transition {
+            at_ms: crate::events::types::now_ms(),
+            kind,
+            detail,
+        });
+    }
+
+    pub fn transitions(&self) -> Vec<Transition> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Starts the drain (SIGTERM): streams get reconnect advice, readiness goes false.
+    pub fn start_drain(&self) {
+        if !self.draining.send_replace(true) {
+            tracing::info!(
+                streams = self.open_connections(),
+                "draining: streams get reconnect advice"
+            );
+            self.record_transition(
+                "drain",
+                format!("draining {} streams", self.open_connections()),
+            );
+        }
+    }
+
     /// Reloads the config file and applies the result.
     pub fn reload(&self, trigger: &str) -> ReloadOutcome {
         let outcome = self.reload.reload(trigger);
         let label = match &outcome {
-            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Applied { version, .. } => {
+                self.record_transition("reload", format!("{trigger}: applied version {version}"));
+                "applied"
+            }
             ReloadOutcome::Unchanged => "unchanged",
-            ReloadOutcome::Rejected(_) => "rejected",
+            ReloadOutcome::Rejected(p) => {
+                self.record_transition(
+                    "reload",
+                    format!("{trigger}: rejected ({} problems)", p.len()),
+                );
+                "rejected"
+            }
         };
         self.metrics
             .config_reloads_total

@@ -14,6 +14,12 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
+
+pub mod snapshot;
+
+/// The dashboard page (static, no external resources).
+static DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
 /// Largest admin request body accepted.
 const MAX_ADMIN_BODY: usize = 256 * 1024;
@@ -75,7 +81,13 @@ impl Admin {
     }
 
     fn status_json(&self) -> Value {
-        let s = &self.state;
+        status_json(&self.state)
+    }
+}
+
+/// The status document (`/admin/status.json`, and the base of dashboard snapshots).
+pub fn status_json(s: &State) -> Value {
+    {
         let cfg = s.config();
         let families: serde_json::Map<String, Value> = cfg
             .families
@@ -116,7 +128,43 @@ impl Admin {
             "draining": s.is_draining(),
             "uptime_seconds": s.started.elapsed().as_secs(),
             "reloads": s.reload.history(),
+            "transitions": s.transitions(),
+            "breakers": {},
+            "degradation_level": s.metrics.degradation_level.get(),
         })
+    }
+}
+
+impl Admin {
+    /// `GET /admin/stream`: the dashboard's live feed, one `snapshot` event per second.
+    async fn stream(&self, session: &mut Session) -> Result<()> {
+        let mut resp = pingora::http::ResponseHeader::build(200, Some(4))?;
+        resp.insert_header("content-type", "text/event-stream")?;
+        resp.insert_header("cache-control", "no-cache")?;
+        resp.insert_header("x-accel-buffering", "no")?;
+        resp.insert_header("transfer-encoding", "chunked")?;
+        session.set_write_timeout(Some(Duration::from_secs(10)));
+        session.write_response_header(Box::new(resp), false).await?;
+        let mut rx = self.state.snapshot.subscribe();
+        let mut drain = self.state.draining.subscribe();
+        loop {
+            let snap = rx.borrow_and_update().clone();
+            let frame = crate::sse::encode::frame(None, "snapshot", &snap);
+            if session
+                .write_response_body(Some(frame), false)
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { break },
+                _ = drain.changed() => break,
+                _ = session.read_body_or_idle(true) => return Ok(()),
+            }
+        }
+        let _ = session.write_response_body(None, true).await;
+        Ok(())
     }
 
     async fn publish(&self, session: &mut Session) -> Result<()> {
@@ -306,6 +354,17 @@ impl ProxyHttp for Admin {
             ("GET", "/admin/status.json") => {
                 json_response(session, 200, &self.status_json()).await?
             }
+            ("GET", "/admin") | ("GET", "/admin/") => {
+                respond(
+                    session,
+                    200,
+                    "text/html; charset=utf-8",
+                    &[],
+                    Bytes::from_static(DASHBOARD_HTML.as_bytes()),
+                )
+                .await?
+            }
+            ("GET", "/admin/stream") => self.stream(session).await?,
             ("POST", "/admin/reload") => {
                 let outcome = s.reload("admin");
                 let (status, body) = match outcome {
