@@ -11,6 +11,9 @@ cargo test --locked
 echo "== client module (node --test)"
 (cd clients/js && node --test test/)
 
+echo "== protocol tests (eventsource npm package against the real sidecar)"
+(cd clients/js/protocol && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm test)
+
 if [ -f tests/browser/package.json ]; then
   echo "== browser tests (headless Chromium)"
   (cd tests/browser && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm test)

@@ -7,6 +7,7 @@ use crate::events::hub::Hub;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{self, ReloadHandle};
+use crate::sse::front::Front;
 use crate::state::State;
 use crate::store::memory::MemoryLog;
 use crate::store::sqlite::SqliteLog;
@@ -172,16 +173,24 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    // The listener's front serves event streams on the socket itself and hands every other
+    // request to Pingora's proxy (see `sse::front`).
+    let proxy = Arc::new(pingora::proxy::http_proxy(
         &server.configuration,
         Proxy {
             state: state.clone(),
         },
-        "sse-sidecar proxy",
+    ));
+    let mut front = pingora::services::listening::Service::new(
+        "sse-sidecar proxy".into(),
+        Front {
+            proxy,
+            state: state.clone(),
+        },
     );
     // Pingora's default read buffer is 64 KiB per connection; every stream would carry it.
     // Bodies are read into Pingora's own buffers anyway, so connections read unbuffered.
-    proxy.add_listener(
+    front.add_listener(
         ListenerConfig::tcp(listen.clone())
             .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
     );
@@ -197,7 +206,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
     admin.add_tcp(&admin_listen);
     let lifecycle = background_service("lifecycle", Lifecycle { state });
 
-    server.add_service(proxy);
+    server.add_service(front);
     server.add_service(admin);
     server.add_service(lifecycle);
     tracing::info!(%listen, admin = %admin_listen, "sse-sidecar starting");

@@ -3,6 +3,7 @@
 //! `/api/sse/react-query.js`). Framing is in `encode`, pure and unit-tested.
 
 pub mod encode;
+pub mod front;
 pub mod stream;
 
 use crate::state::State;

@@ -123,40 +123,55 @@ fn polling_families(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
-async fn refuse(
-    state: &State,
-    session: &mut Session,
-    status: u16,
-    outcome: &str,
-    retry_after: Option<u64>,
-    body: String,
-) -> pingora::Result<()> {
-    state
-        .metrics
-        .sse_handshakes_total
-        .with_label_values(&[outcome])
-        .inc();
-    let mut headers = Vec::new();
-    if let Some(s) = retry_after {
-        headers.push(("retry-after", s.to_string()));
-    }
-    super::respond(
-        session,
-        status,
-        "text/plain; charset=utf-8",
-        &headers,
-        Bytes::from(body),
-    )
-    .await
+/// A refusal to answer instead of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: u16,
+    /// Metrics label.
+    pub outcome: &'static str,
+    pub retry_after: Option<u64>,
+    pub body: String,
 }
 
-/// Decrements the connection count however the stream ends.
-struct ConnGuard<'a>(&'a State);
+/// Where a stream's bytes go: a Pingora session (requests Pingora parsed) or a socket the
+/// sidecar took over itself (`front`). Both carry the same frames.
+pub trait Sink: Send {
+    /// Writes the response head of a stream (200, text/event-stream, chunked).
+    fn start(&mut self) -> impl std::future::Future<Output = bool> + Send;
+    /// Writes one chunk of frames; false when the client cannot be written to.
+    fn send(&mut self, bytes: Bytes) -> impl std::future::Future<Output = bool> + Send;
+    /// Resolves when the client has gone away.
+    fn closed(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Ends the chunked body.
+    fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
 
-impl Drop for ConnGuard<'_> {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.sse_connections.dec();
+/// The Pingora session as a sink.
+pub struct SessionSink<'a>(pub &'a mut Session);
+
+impl Sink for SessionSink<'_> {
+    async fn start(&mut self) -> bool {
+        let Ok(mut resp) = ResponseHeader::build(200, Some(5)) else {
+            return false;
+        };
+        for (k, v) in STREAM_HEADERS {
+            if resp.insert_header(*k, *v).is_err() {
+                return false;
+            }
+        }
+        self.0
+            .write_response_header(Box::new(resp), false)
+            .await
+            .is_ok()
+    }
+    async fn send(&mut self, bytes: Bytes) -> bool {
+        self.0.write_response_body(Some(bytes), false).await.is_ok()
+    }
+    async fn closed(&mut self) {
+        let _ = self.0.read_body_or_idle(true).await;
+    }
+    async fn finish(&mut self) {
+        let _ = self.0.write_response_body(None, true).await;
     }
 }
 
@@ -169,72 +184,140 @@ enum Step {
     ClientGone,
 }
 
-/// Serves one stream request to its end.
-pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result<()> {
+/// The response headers of every stream (plus `transfer-encoding: chunked`).
+pub const STREAM_HEADERS: &[(&str, &str)] = &[
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+    ("transfer-encoding", "chunked"),
+];
+
+/// Decrements the connection count however the stream ends.
+pub struct ConnGuard(Arc<State>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.sse_connections.dec();
+    }
+}
+
+/// An admitted stream request, ready to run.
+pub struct Admitted {
+    topics: Vec<String>,
+    last_id: Option<String>,
+    _conn: ConnGuard,
+}
+
+/// Checks a stream request (kill switch, drain, topics, connection limit) and reads its
+/// last event id (`Last-Event-ID` header wins over `?lastEventId=`).
+pub fn admit(
+    state: &Arc<State>,
+    query: &str,
+    last_event_id_header: Option<&str>,
+) -> Result<Admitted, Refused> {
     let cfg = state.config();
-    if let crate::state::SseMode::Disabled { .. } = state.mode() {
+    let refused = |status, outcome, retry_after, body: &str| {
+        state
+            .metrics
+            .sse_handshakes_total
+            .with_label_values(&[outcome])
+            .inc();
+        Refused {
+            status,
+            outcome,
+            retry_after,
+            body: body.to_owned(),
+        }
+    };
+    if !state.mode().is_enabled() {
         // 204 makes EventSource stop for good; the client module then polls.
-        return refuse(state, session, 204, "disabled", None, String::new()).await;
+        return Err(refused(204, "disabled", None, ""));
     }
     let retry_after = cfg.sse.retry_max_ms.div_ceil(1000).max(1);
     if state.is_draining() {
-        return refuse(
-            state,
-            session,
+        return Err(refused(
             503,
             "draining",
             Some(retry_after),
-            "draining: reconnect to another instance or retry later\n".into(),
-        )
-        .await;
+            "draining: reconnect to another instance or retry later\n",
+        ));
     }
-    let query = parse_query(session.req_header().uri.query().unwrap_or(""));
+    let query = parse_query(query);
     let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
         Ok(t) => t,
         Err(Refusal::BadTopics(msg)) => {
-            return refuse(state, session, 400, "bad_topics", None, format!("{msg}\n")).await;
+            return Err(refused(400, "bad_topics", None, &format!("{msg}\n")));
         }
     };
     if state.connections.fetch_add(1, Ordering::Relaxed) >= cfg.sse.max_connections {
         state.connections.fetch_sub(1, Ordering::Relaxed);
-        return refuse(
-            state,
-            session,
+        return Err(refused(
             503,
             "overloaded",
             Some(retry_after),
-            "too many open streams; retry later\n".into(),
-        )
-        .await;
+            "too many open streams; retry later\n",
+        ));
     }
     state.metrics.sse_connections.inc();
-    let _conn = ConnGuard(state);
-    let last_id = session
+    let last_id = last_event_id_header.map(str::to_owned).or_else(|| {
+        query
+            .iter()
+            .find(|(k, _)| k == "lastEventId")
+            .map(|(_, v)| v.clone())
+    });
+    Ok(Admitted {
+        topics,
+        last_id,
+        _conn: ConnGuard(state.clone()),
+    })
+}
+
+/// Serves one stream request that Pingora parsed, to its end.
+pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result<()> {
+    let query = session.req_header().uri.query().unwrap_or("").to_owned();
+    let header = session
         .req_header()
         .headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| {
-            query
-                .iter()
-                .find(|(k, _)| k == "lastEventId")
-                .map(|(_, v)| v.clone())
-        });
+        .map(str::to_owned);
+    match admit(state, &query, header.as_deref()) {
+        Err(r) => {
+            let mut headers = Vec::new();
+            if let Some(s) = r.retry_after {
+                headers.push(("retry-after", s.to_string()));
+            }
+            super::respond(
+                session,
+                r.status,
+                "text/plain; charset=utf-8",
+                &headers,
+                Bytes::from(r.body),
+            )
+            .await
+        }
+        Ok(admitted) => {
+            session.set_write_timeout(Some(state.config().sse.write_timeout));
+            run(state, admitted, &mut SessionSink(session)).await;
+            Ok(())
+        }
+    }
+}
 
-    let mut resp = ResponseHeader::build(200, Some(5))?;
-    resp.insert_header("content-type", "text/event-stream")?;
-    resp.insert_header("cache-control", "no-cache")?;
-    resp.insert_header("x-accel-buffering", "no")?;
-    resp.insert_header("transfer-encoding", "chunked")?;
-    session.set_write_timeout(Some(cfg.sse.write_timeout));
-    session.write_response_header(Box::new(resp), false).await?;
+/// Runs an admitted stream to its end: head, `retry:` and `hello`, replay or reset, then
+/// live frames and heartbeats until something ends it.
+pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) {
+    let cfg = state.config();
+    if !sink.start().await {
+        return;
+    }
     state
         .metrics
         .sse_handshakes_total
         .with_label_values(&["accepted"])
         .inc();
-
+    let topics = admitted.topics;
     // Subscribe before replaying, so nothing falls between the two.
     let (subscription, fanned) = state.hub.subscribe(topics.clone(), cfg.sse.queue_max_bytes);
     let epoch = state.hub.epoch().to_owned();
@@ -256,23 +339,23 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
             "polling_families": polling_families(&cfg),
         }),
     ));
-    session
-        .write_response_body(Some(preamble.freeze()), false)
-        .await?;
-
+    if !sink.send(preamble.freeze()).await {
+        return;
+    }
     let floor = state.resume_floor.load(Ordering::Acquire);
-    match plan_resume(
-        last_id.as_deref(),
+    let resumed = match plan_resume(
+        admitted.last_id.as_deref(),
         &epoch,
         fanned,
         cfg.sse.replay_max_events,
         floor,
     ) {
-        Resume::Fresh => {}
-        Resume::Reset(reason) => send_reset(state, session, reason, &head_id).await?,
-        Resume::After(after) => {
-            replay(state, session, &topics, after, fanned, &head_id).await?;
-        }
+        Resume::Fresh => true,
+        Resume::Reset(reason) => send_reset(state, sink, reason, &head_id).await,
+        Resume::After(after) => replay(state, sink, &topics, after, fanned, &head_id).await,
+    };
+    if !resumed {
+        return;
     }
 
     let mut mode_rx = state.watch_mode();
@@ -288,7 +371,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
     let close_reason: &str;
     loop {
         if *drain_rx.borrow() {
-            close_reason = drain(state, session).await;
+            close_reason = drain(state, sink).await;
             break;
         }
         let step = tokio::select! {
@@ -298,7 +381,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
             _ = sub.notify.notified() => Step::Frames,
             _ = cfg_rx.changed() => Step::ConfigChanged,
             _ = ticker.tick() => Step::Heartbeat,
-            _ = session.read_body_or_idle(true) => Step::ClientGone,
+            _ = sink.closed() => Step::ClientGone,
         };
         match step {
             Step::Frames => match sub.drain(&state.hub.queued_bytes) {
@@ -329,11 +412,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                         }
                         buf.freeze()
                     };
-                    if session
-                        .write_response_body(Some(body), false)
-                        .await
-                        .is_err()
-                    {
+                    if !sink.send(body).await {
                         close_reason = "write_error";
                         break;
                     }
@@ -344,11 +423,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                     "heartbeat",
                     &json!({ "head": EventId::new(&epoch, state.hub.head()).to_string() }),
                 );
-                if session
-                    .write_response_body(Some(frame), false)
-                    .await
-                    .is_err()
-                {
+                if !sink.send(frame).await {
                     close_reason = "write_error";
                     break;
                 }
@@ -359,7 +434,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                         "control",
                         &json!({ "mode": "polling", "reason": reason }),
                     );
-                    let _ = session.write_response_body(Some(frame), false).await;
+                    let _ = sink.send(frame).await;
                     close_reason = "kill_switch";
                     break;
                 }
@@ -374,7 +449,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                         "control",
                         &json!({ "mode": "reconnect", "reason": "types_changed", "retry_ms": retry_ms }),
                     );
-                    let _ = session.write_response_body(Some(frame), false).await;
+                    let _ = sink.send(frame).await;
                     close_reason = "types_changed";
                     break;
                 }
@@ -385,18 +460,14 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
                         &json!({ "mode": "polling", "reason": "rollout", "families": now_polling }),
                     );
                     last_polling = now_polling;
-                    if session
-                        .write_response_body(Some(frame), false)
-                        .await
-                        .is_err()
-                    {
+                    if !sink.send(frame).await {
                         close_reason = "write_error";
                         break;
                     }
                 }
             }
             Step::Drain => {
-                close_reason = drain(state, session).await;
+                close_reason = drain(state, sink).await;
                 break;
             }
             Step::ClientGone => {
@@ -412,11 +483,10 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         .inc();
     drop(subscription);
     // End the chunked body cleanly; the client may already be gone.
-    let _ = session.write_response_body(None, true).await;
-    Ok(())
+    sink.finish().await;
 }
 
-async fn drain(state: &State, session: &mut Session) -> &'static str {
+async fn drain<S: Sink>(state: &State, sink: &mut S) -> &'static str {
     let cfg = state.config();
     let window = cfg.shutdown.drain_window.as_millis() as u64;
     let retry_ms = jittered_retry(cfg.sse.retry_min_ms, cfg.sse.retry_min_ms + window);
@@ -426,35 +496,36 @@ async fn drain(state: &State, session: &mut Session) -> &'static str {
         "control",
         &json!({ "mode": "reconnect", "reason": "draining", "retry_ms": retry_ms }),
     ));
-    let _ = session.write_response_body(Some(buf.freeze()), false).await;
+    let _ = sink.send(buf.freeze()).await;
     "draining"
 }
 
-async fn send_reset(
+/// Sends `reset`; false when the client cannot be written to.
+async fn send_reset<S: Sink>(
     state: &State,
-    session: &mut Session,
+    sink: &mut S,
     reason: &'static str,
     head: &str,
-) -> pingora::Result<()> {
+) -> bool {
     state
         .metrics
         .resets_total
         .with_label_values(&[reason])
         .inc();
     let frame = encode::control_frame("reset", &json!({ "reason": reason, "head": head }));
-    session.write_response_body(Some(frame), false).await
+    sink.send(frame).await
 }
 
 /// Sends the events of `topics` with `after < seq <= fanned`, or a reset when the log no
-/// longer holds them.
-async fn replay(
+/// longer holds them; false when the client cannot be written to.
+async fn replay<S: Sink>(
     state: &State,
-    session: &mut Session,
+    sink: &mut S,
     topics: &[String],
     after: u64,
     fanned: u64,
     head: &str,
-) -> pingora::Result<()> {
+) -> bool {
     let mut cursor = after;
     let mut buf = BytesMut::new();
     let mut sent = 0u64;
@@ -468,13 +539,13 @@ async fn replay(
         let events = match read {
             Ok(Ok(ReadAfter::Events(v))) => v,
             Ok(Ok(ReadAfter::Evicted { .. })) => {
-                return send_reset(state, session, "evicted", head).await;
+                return send_reset(state, sink, "evicted", head).await;
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "replay read failed; sending reset");
-                return send_reset(state, session, "store_unavailable", head).await;
+                return send_reset(state, sink, "store_unavailable", head).await;
             }
-            Err(_) => return send_reset(state, session, "store_timeout", head).await,
+            Err(_) => return send_reset(state, sink, "store_timeout", head).await,
         };
         if events.is_empty() {
             break;
@@ -492,21 +563,14 @@ async fn replay(
             {
                 buf.extend_from_slice(&e.frame);
                 sent += 1;
-                if buf.len() >= REPLAY_CHUNK_BYTES {
-                    session
-                        .write_response_body(Some(buf.split().freeze()), false)
-                        .await?;
+                if buf.len() >= REPLAY_CHUNK_BYTES && !sink.send(buf.split().freeze()).await {
+                    return false;
                 }
             }
         }
     }
-    if !buf.is_empty() {
-        session
-            .write_response_body(Some(buf.freeze()), false)
-            .await?;
-    }
     state.metrics.replay_events_total.inc_by(sent);
-    Ok(())
+    buf.is_empty() || sink.send(buf.freeze()).await
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@
 // the kill-switch test runs last and switches SSE back on in any case.
 
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
 import {
   EventSource,
+  ROOT,
   http,
   openStream,
   postJson,
@@ -254,6 +257,10 @@ test('8. /api/sse/client.js: text/javascript, ETag, 304 on If-None-Match, import
   const other = await http(`${sc.url}/api/sse/client.js`, { headers: { 'if-none-match': '"nope"' } });
   assert.equal(other.status, 200);
 
+  // The bytes served are the repository's module (the binary embeds it at build time).
+  const disk = fs.readFileSync(path.join(ROOT, 'clients', 'js', 'sse-client.js'), 'utf8');
+  assert.ok(r.text === disk, 'served /api/sse/client.js equals clients/js/sse-client.js (rebuild the binary if not)');
+
   const mod = await import(`data:text/javascript;base64,${Buffer.from(r.text).toString('base64')}`);
   assert.equal(typeof mod.createSseClient, 'function');
 
@@ -319,6 +326,8 @@ test('5. kill switch in the file: control {mode: polling}, close, 204 stops Even
     const closed = await s.until('the stream to end', () => s.errors[0]);
     assert.equal(closed.readyState, EventSource.CONNECTING);
     assert.ok(closed.at >= ctl.at);
+    assert.ok(closed.at - ctl.at < 1_000, `closed ${closed.at - ctl.at} ms after the control frame`);
+    assert.deepEqual(s.frames.slice(-1).map((f) => f.name), ['control'], 'control is the last frame');
 
     const status = await http(`${sc.url}/api/sse/status`);
     assert.equal(status.status, 200);
@@ -338,8 +347,9 @@ test('5. kill switch in the file: control {mode: polling}, close, 204 stops Even
     assert.ok(s.requests[1].at - closed.at >= retryMs - 50,
       `reconnected ${s.requests[1].at - closed.at} ms after the close; retry: was ${retryMs}`);
     assert.equal(s.es.readyState, EventSource.CLOSED);
-    // By now (≥ retry_min_ms later) the fresh one has still made one request only.
-    assert.ok(second.at - err.at >= 0);
+    assert.ok(second);
+    // By now (about retry_min_ms or more later) the fresh one has still made one request only.
+    assert.ok(Date.now() - err.at >= 900, `observed the 204'd EventSource for ${Date.now() - err.at} ms`);
     assert.equal(fresh.requests.length, 1, 'a 204 is final: no reconnect');
     assert.equal(fresh.frames.length, 0);
 
@@ -397,4 +407,17 @@ test('6. heartbeats: with heartbeat_seconds: 1, a heartbeat {head} arrives at le
     open.clear();
     await hb.stop();
   }
+});
+
+// Not in the sidecar's wire contract yet, but examples/legacy-app/README.md says the sidecar
+// authorizes `board:{board}` with GET /api/boards/{board} and the subscriber's cookie (board 1
+// is private to alice and bob). Today every topic is granted and `denied` is always [].
+test('topic authorization: an anonymous subscriber is denied the private board:1', {
+  timeout: 10_000,
+  todo: 'not implemented: hello.denied is always [] (src/sse/stream.rs); see examples/legacy-app/README.md "Board visibility"',
+}, async () => {
+  const s = stream({ topics: ['board:1', 'board:2'] });
+  const hello = await s.hello();
+  assert.deepEqual(hello.topics, ['board:2']);
+  assert.deepEqual(hello.denied, ['board:1']);
 });
