@@ -43,6 +43,9 @@ pub struct State {
     pub started: Instant,
     /// Recent automatic and operator actions (reloads, kill switch, drain), newest last.
     transitions: Mutex<VecDeque<Transition>>,
+    /// The coalescing window in ms: 0 normally; widened while delivery latency climbs so each
+    /// stream's frames go out in fewer, larger writes (degradation level 1).
+    pub coalesce_ms: AtomicU64,
     /// The latest dashboard snapshot (JSON), refreshed every second by the lifecycle task.
     pub snapshot: watch::Sender<Arc<String>>,
 }
@@ -54,6 +57,11 @@ pub struct Transition {
     pub kind: &'static str,
     pub detail: String,
 }
+
+/// The plan's delivery latency target.
+pub const LATENCY_TARGET_MS: f64 = 100.0;
+/// Widest coalescing window.
+pub const MAX_COALESCE_MS: u64 = 32;
 
 /// How many transitions are kept.
 const TRANSITIONS: usize = 50;
@@ -75,6 +83,7 @@ impl State {
             draining: watch::channel(false).0,
             connections: AtomicUsize::new(0),
             resume_floor: AtomicU64::new(0),
+            coalesce_ms: AtomicU64::new(0),
             started: Instant::now(),
             transitions: Mutex::new(VecDeque::new()),
             snapshot: watch::channel(Arc::new(String::from("{}"))).0,
@@ -124,7 +133,7 @@ impl State {
         self.metrics.kill_switch.set(i64::from(!mode.is_enabled()));
         self.metrics
             .degradation_level
-            .set(if mode.is_enabled() { 0 } else { 3 });
+            .set(self.degradation_level(&mode));
         for name in cfg.families.keys() {
             let v = match cfg.delivery(name) {
                 Delivery::Off => 0,
@@ -154,6 +163,50 @@ impl State {
             *m = mode.clone();
             true
         });
+    }
+
+    /// 0 full service, 1 batched (coalescing window open), 3 SSE off.
+    pub fn degradation_level(&self, mode: &SseMode) -> i64 {
+        if !mode.is_enabled() {
+            3
+        } else if self.coalesce_ms.load(Ordering::Relaxed) > 0 {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Adapts the coalescing window to the delivery latency p99 of the last interval: widen
+    /// (double, up to `MAX_COALESCE_MS`) above half the 100 ms target, narrow (halve, to 0)
+    /// below a quarter of it. Returns the new window.
+    pub fn adapt_coalescing(&self, p99_ms: Option<f64>) -> u64 {
+        let cur = self.coalesce_ms.load(Ordering::Relaxed);
+        let next = match p99_ms {
+            Some(p) if p > LATENCY_TARGET_MS / 2.0 => (cur * 2).clamp(2, MAX_COALESCE_MS),
+            Some(p) if p < LATENCY_TARGET_MS / 4.0 => cur / 2,
+            None => cur / 2,
+            _ => cur,
+        };
+        if next != cur {
+            self.coalesce_ms.store(next, Ordering::Relaxed);
+            let mode = self.mode();
+            self.metrics
+                .degradation_level
+                .set(self.degradation_level(&mode));
+            if (cur == 0) != (next == 0) {
+                let detail = if next > 0 {
+                    format!(
+                        "level 1: latency p99 {:.0} ms, writes coalesced over {next} ms",
+                        p99_ms.unwrap_or(0.0)
+                    )
+                } else {
+                    "level 0: latency back under target, coalescing off".to_string()
+                };
+                tracing::info!(window_ms = next, "{detail}");
+                self.record_transition("degradation", detail);
+            }
+        }
+        next
     }
 
     /// SSE came back on: ids issued before now cannot vouch for the time SSE was off. A

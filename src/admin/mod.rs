@@ -131,6 +131,7 @@ pub fn status_json(s: &State) -> Value {
             "transitions": s.transitions(),
             "breakers": {},
             "degradation_level": s.metrics.degradation_level.get(),
+            "coalesce_ms": s.coalesce_ms.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

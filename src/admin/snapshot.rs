@@ -132,6 +132,7 @@ pub async fn run(state: Arc<State>) {
         tick.tick().await;
         let now = Sample::take(&state);
         let dt = at.elapsed().as_secs_f64().max(0.001);
+        state.adapt_coalescing(quantile_ms(&prev, &now, 0.99));
         let snap = build(&state, &prev, &now, dt);
         state.snapshot.send_replace(Arc::new(snap.to_string()));
         prev = now;

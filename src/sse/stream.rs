@@ -368,6 +368,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sub = subscription.sub.clone();
+    let mut last_write = tokio::time::Instant::now();
     let close_reason: &str;
     loop {
         if *drain_rx.borrow() {
@@ -384,40 +385,52 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
             _ = sink.closed() => Step::ClientGone,
         };
         match step {
-            Step::Frames => match sub.drain(&state.hub.queued_bytes) {
-                Drained::Overflowed => {
-                    close_reason = "slow_consumer";
-                    tracing::debug!(
-                        subscriber = sub.id,
-                        "slow consumer: queue overflowed, closing"
-                    );
-                    break;
-                }
-                Drained::Frames(frames) if frames.is_empty() => {}
-                Drained::Frames(frames) => {
-                    let now = now_ms();
-                    for f in &frames {
-                        state
-                            .metrics
-                            .delivery_latency_seconds
-                            .observe(now.saturating_sub(f.ts_ms) as f64 / 1000.0);
+            Step::Frames => {
+                // Under pressure, frames arriving soon after a write wait for the window
+                // so that they leave together.
+                let window = state.coalesce_ms.load(Ordering::Relaxed);
+                if window > 0 {
+                    let until = last_write + std::time::Duration::from_millis(window);
+                    if until > tokio::time::Instant::now() {
+                        tokio::time::sleep_until(until).await;
                     }
-                    let body = if frames.len() == 1 {
-                        frames[0].bytes.clone()
-                    } else {
-                        let mut buf =
-                            BytesMut::with_capacity(frames.iter().map(|f| f.bytes.len()).sum());
-                        for f in &frames {
-                            buf.extend_from_slice(&f.bytes);
-                        }
-                        buf.freeze()
-                    };
-                    if !sink.send(body).await {
-                        close_reason = "write_error";
+                }
+                last_write = tokio::time::Instant::now();
+                match sub.drain(&state.hub.queued_bytes) {
+                    Drained::Overflowed => {
+                        close_reason = "slow_consumer";
+                        tracing::debug!(
+                            subscriber = sub.id,
+                            "slow consumer: queue overflowed, closing"
+                        );
                         break;
                     }
+                    Drained::Frames(frames) if frames.is_empty() => {}
+                    Drained::Frames(frames) => {
+                        let now = now_ms();
+                        for f in &frames {
+                            state
+                                .metrics
+                                .delivery_latency_seconds
+                                .observe(now.saturating_sub(f.ts_ms) as f64 / 1000.0);
+                        }
+                        let body = if frames.len() == 1 {
+                            frames[0].bytes.clone()
+                        } else {
+                            let mut buf =
+                                BytesMut::with_capacity(frames.iter().map(|f| f.bytes.len()).sum());
+                            for f in &frames {
+                                buf.extend_from_slice(&f.bytes);
+                            }
+                            buf.freeze()
+                        };
+                        if !sink.send(body).await {
+                            close_reason = "write_error";
+                            break;
+                        }
+                    }
                 }
-            },
+            }
             Step::Heartbeat => {
                 let frame = encode::control_frame(
                     "heartbeat",

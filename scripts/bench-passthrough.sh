@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Pass-through comparison, one run: requests/s and latency percentiles with wrk against
+#   1. the backend directly,
+#   2. sse-sidecar in front of it,
+#   3. nginx proxy_pass in front of the same backend.
+# The backend is nginx serving a small JSON document (fast, so the proxies are what is
+# measured). Needs: wrk, nginx (Debian packages), a release build of the sidecar.
+# Usage: scripts/bench-passthrough.sh [connections=64] [seconds=10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conns=${1:-64}
+secs=${2:-10}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+backend=$(free_port); nginxp=$(free_port); sidecar=$(free_port); admin=$(free_port)
+
+mkdir -p "$work/www/api" "$work/logs"
+printf '{"board_id":"1","cards":[{"id":"c1","title":"one","column":"todo"},{"id":"c2","title":"two","column":"doing"}],"version":7}' > "$work/www/api/cards.json"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream backend { server 127.0.0.1:$backend; keepalive 128; }
+  server { listen 127.0.0.1:$backend; root $work/www; default_type application/json; }
+  server {
+    listen 127.0.0.1:$nginxp;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+CONF
+nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+cat > "$work/sidecar.yaml" <<CONF
+listen: "127.0.0.1:$sidecar"
+threads: 1
+upstream: {address: "127.0.0.1:$backend"}
+admin: {listen: "127.0.0.1:$admin"}
+logging: {level: warn}
+CONF
+[ -x target/release/sse-sidecar ] || cargo build --release --bin sse-sidecar
+target/release/sse-sidecar --config "$work/sidecar.yaml" & pids+=($!)
+for p in $backend $nginxp $sidecar; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/api/cards.json" >/dev/null && break; sleep 0.1; done
+done
+
+run() {
+  local name=$1 port=$2
+  wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$port/api/cards.json" > "$work/$name.txt"
+  local rps p50 p90 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$work/$name.txt")
+  p90=$(awk '$1=="90%" {print $2}' "$work/$name.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$work/$name.txt")
+  printf '%-22s %10s req/s   p50 %8s   p90 %8s   p99 %8s\n' "$name" "$rps" "$p50" "$p90" "$p99"
+  printf '{"case":"%s","connections":%s,"seconds":%s,"rps":%s,"p50":"%s","p90":"%s","p99":"%s"}\n' "$name" "$conns" "$secs" "$rps" "$p50" "$p90" "$p99" >> "$work/results.jsonl"
+}
+echo "wrk -t1 -c$conns -d${secs}s, 1 worker each (nginx worker_processes 1, sidecar threads 1), $(nproc) cores shared"
+run direct "$backend"
+run sse-sidecar "$sidecar"
+run nginx-proxy_pass "$nginxp"
+cat "$work/results.jsonl"
