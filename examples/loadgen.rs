@@ -78,6 +78,10 @@ struct Args {
     /// Seconds to wait for stragglers after publishing ends.
     #[arg(long, default_value_t = 5.0)]
     drain_seconds: f64,
+    /// Ask for gzip streams (Accept-Encoding: gzip). Frames are then not decoded: only bytes
+    /// received are counted (for the compression measurement) and memory is sampled.
+    #[arg(long)]
+    gzip: bool,
     /// Internal: run as a child holding `streams` streams.
     #[arg(long, hide = true)]
     child: bool,
@@ -197,6 +201,7 @@ struct ChildReport {
     resets: u64,
     closed_by_server: usize,
     storm_ms: f64,
+    bytes: u64,
     hist: Option<Hist>,
 }
 
@@ -249,6 +254,7 @@ impl AtomicHist {
 
 struct Shared {
     hist: AtomicHist,
+    bytes: AtomicU64,
     finals: Mutex<Vec<StreamStats>>,
     established: AtomicUsize,
     closed: AtomicUsize,
@@ -290,6 +296,9 @@ async fn run_stream(
         if let Some(id) = &last_id {
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
         }
+        if args.gzip {
+            req.push_str("Accept-Encoding: gzip\r\n");
+        }
         req.push_str("\r\n");
         if conn.write_all(req.as_bytes()).await.is_err() {
             continue;
@@ -319,6 +328,16 @@ async fn run_stream(
                 }
                 Ok(n) => n,
             };
+            shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if args.gzip {
+                // Compressed: count the bytes; the head's arrival marks the stream open.
+                if !hello && memchr::memmem::find(&chunk[..n], b"\r\n\r\n").is_some() {
+                    hello = true;
+                    gate.take();
+                    shared.established.fetch_add(1, Ordering::Relaxed);
+                }
+                continue;
+            }
             buf.extend_from_slice(&chunk[..n]);
             if !header_done {
                 let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else {
@@ -361,9 +380,11 @@ async fn run_stream(
                     b"reset" => st.resets += 1,
                     b"heartbeat" | b"control" => {}
                     _ => {
-                        let (Some(n_val), Some(sent)) =
-                            (num_after(frame, b"\"n\":"), num_after(frame, b"\"s\":"))
-                        else {
+                        // Published events carry {"n":..,"s":..}; mutations carry the same
+                        // numbers inside a string ("n=..;s=..").
+                        let n_val = num_after(frame, b"\"n\":").or_else(|| num_after(frame, b"n="));
+                        let sent = num_after(frame, b"\"s\":").or_else(|| num_after(frame, b";s="));
+                        let (Some(n_val), Some(sent)) = (n_val, sent) else {
                             continue;
                         };
                         shared.hist.record(now_us().saturating_sub(sent));
@@ -396,6 +417,7 @@ async fn child(args: Args) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         hist: AtomicHist::new(),
+        bytes: AtomicU64::new(0),
         finals: Mutex::new(Vec::new()),
         established: AtomicUsize::new(0),
         closed: AtomicUsize::new(0),
@@ -476,6 +498,7 @@ async fn child(args: Args) {
                     established: shared.established.load(Ordering::Relaxed),
                     establish_ms,
                     storm_ms,
+                    bytes: shared.bytes.load(Ordering::Relaxed),
                     hist: Some(shared.hist.snapshot()),
                     ..Default::default()
                 };
@@ -615,6 +638,8 @@ struct Result_ {
     cpu_us_per_delivery: Option<f64>,
     storm_reconnect_seconds: Option<f64>,
     kill_switch_close_seconds: Option<f64>,
+    gzip: bool,
+    bytes_received: u64,
 }
 
 async fn parent(args: Args) -> std::io::Result<()> {
@@ -641,6 +666,7 @@ async fn parent(args: Args) -> std::io::Result<()> {
                 "--connect-concurrency",
                 &args.connect_concurrency.to_string(),
             ])
+            .args(args.gzip.then_some("--gzip"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -748,7 +774,7 @@ async fn parent(args: Args) -> std::io::Result<()> {
                     tokio::time::sleep_until(due.into()).await;
                     let s = now_us();
                     let r = if args.mode == "mutate" {
-                        let body = format!("{{\"page\":\"/bench/\\\"n\\\":{n},\\\"s\\\":{s}\"}}");
+                        let body = format!("{{\"page\":\"/bench/n={n};s={s}\"}}");
                         http.request("PUT", &format!("/api/sessions/{session}/activity"), &body, "").await
                     } else {
                         let body = format!(
@@ -813,6 +839,7 @@ async fn parent(args: Args) -> std::io::Result<()> {
                 agg.out_of_order += r.out_of_order;
                 agg.resets += r.resets;
                 agg.closed_by_server += r.closed_by_server;
+                agg.bytes += r.bytes;
                 if let Some(h) = &r.hist {
                     hist.merge(h);
                 }
@@ -865,6 +892,8 @@ async fn parent(args: Args) -> std::io::Result<()> {
             .map(|c| c * 1e6 / agg.received as f64),
         storm_reconnect_seconds,
         kill_switch_close_seconds,
+        gzip: args.gzip,
+        bytes_received: agg.bytes,
     };
     let line = serde_json::to_string(&res).unwrap_or_default();
     println!("{line}");
@@ -888,7 +917,14 @@ async fn parent(args: Args) -> std::io::Result<()> {
         cpu.map(|c| format!("{c:.2} s")).unwrap_or("-".into()),
         res.cpu_us_per_delivery.map(|c| format!("{c:.2} µs")).unwrap_or("-".into()),
         storm_reconnect_seconds.map(|s| format!("\n  reconnect storm: all back in {s:.2} s")).unwrap_or_default(),
+
         kill_switch_close_seconds.map(|s| format!("\n  kill switch: all closed {s:.3} s after the write")).unwrap_or_default(),
+    );
+    eprintln!(
+        "  bytes received by the clients: {} ({:.0} per stream){}",
+        agg.bytes,
+        agg.bytes as f64 / established.max(1) as f64,
+        if args.gzip { ", gzip" } else { "" }
     );
     Ok(())
 }

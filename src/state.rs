@@ -293,3 +293,51 @@ impl State {
         self.connections.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryLog;
+
+    fn state() -> Arc<State> {
+        let cfg = crate::config::parse_str("upstream: {address: \"127.0.0.1:1\"}").expect("valid");
+        let metrics = Arc::new(Metrics::new());
+        let log = Arc::new(MemoryLog::new(10, std::time::Duration::from_secs(60)));
+        let hub = Hub::new(log, 16, metrics.clone());
+        State::new(
+            ReloadHandle::new("unused.yaml".into(), cfg),
+            hub,
+            metrics,
+            false,
+        )
+    }
+
+    #[test]
+    fn the_coalescing_window_widens_with_latency_and_closes_again() {
+        let s = state();
+        assert_eq!(s.adapt_coalescing(Some(10.0)), 0);
+        assert_eq!(
+            s.adapt_coalescing(Some(80.0)),
+            2,
+            "over half the target: open"
+        );
+        assert_eq!(s.metrics.degradation_level.get(), 1);
+        assert_eq!(s.adapt_coalescing(Some(80.0)), 4);
+        for _ in 0..10 {
+            s.adapt_coalescing(Some(500.0));
+        }
+        assert_eq!(s.coalesce_ms.load(Ordering::Relaxed), MAX_COALESCE_MS);
+        assert_eq!(
+            s.adapt_coalescing(Some(40.0)),
+            MAX_COALESCE_MS,
+            "between thresholds: hold"
+        );
+        let mut w = MAX_COALESCE_MS;
+        while w > 0 {
+            w = s.adapt_coalescing(Some(5.0));
+        }
+        assert_eq!(s.metrics.degradation_level.get(), 0);
+        let kinds: Vec<_> = s.transitions().iter().map(|t| t.kind).collect();
+        assert_eq!(kinds, vec!["degradation", "degradation"]);
+    }
+}

@@ -79,6 +79,8 @@ pub struct SseFile {
     pub write_timeout_seconds: u64,
     #[serde(default = "default_replay_max_events")]
     pub replay_max_events: u64,
+    #[serde(default = "default_compression")]
+    pub compression: String,
 }
 
 impl Default for SseFile {
@@ -277,6 +279,9 @@ fn default_write_timeout_seconds() -> u64 {
 }
 fn default_replay_max_events() -> u64 {
     1_000
+}
+fn default_compression() -> String {
+    "off".into()
 }
 fn default_capture_max_bytes() -> usize {
     256 * 1024

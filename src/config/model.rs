@@ -122,6 +122,8 @@ pub struct Sse {
     pub queue_max_bytes: usize,
     pub write_timeout: Duration,
     pub replay_max_events: u64,
+    /// Gzip streams for clients that ask (Accept-Encoding), flushed at every write.
+    pub gzip: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

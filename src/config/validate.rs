@@ -296,7 +296,20 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             3600,
         );
         c.range("sse.replay_max_events", s.replay_max_events, 1, 1_000_000);
+        let gzip = match s.compression.as_str() {
+            "off" => false,
+            "gzip" => true,
+            other => {
+                c.push(
+                    "sse.compression",
+                    format!("unknown compression {other:?}"),
+                    Some("use off or gzip"),
+                );
+                false
+            }
+        };
         Sse {
+            gzip,
             enabled: s.enabled,
             path: s.path,
             heartbeat: Duration::from_secs(s.heartbeat_seconds),

@@ -39,17 +39,37 @@ pub struct Front {
 enum Head {
     /// The connection closed or idled out before a complete head.
     Gone,
-    /// An event-stream request: its query and Last-Event-ID header.
-    Stream {
-        query: String,
-        last_event_id: Option<String>,
-    },
+    /// An event-stream request.
+    Stream(StreamRequest),
     /// Anything else: the bytes read so far, to be replayed to Pingora.
     Other(BytesMut),
 }
 
+/// What the front keeps of an event-stream request head.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamRequest {
+    pub query: String,
+    pub last_event_id: Option<String>,
+    /// The client accepts gzip (`Accept-Encoding`).
+    pub gzip: bool,
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip (a `q=0` refuses it).
+pub fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|part| {
+        let mut it = part.split(';').map(str::trim);
+        let coding = it.next().unwrap_or("");
+        let refused = it.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
 /// Classifies a complete head: `GET <stream path>[?query]` is ours.
-fn classify(buf: &[u8], stream_path: &str) -> Option<(String, Option<String>)> {
+fn classify(buf: &[u8], stream_path: &str) -> Option<StreamRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -65,7 +85,10 @@ fn classify(buf: &[u8], stream_path: &str) -> Option<(String, Option<String>)> {
         return None;
     }
     // A request that announces a body is left to Pingora, which knows how to drain it.
-    let mut last_event_id = None;
+    let mut out = StreamRequest {
+        query: query.to_owned(),
+        ..Default::default()
+    };
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") && h.value != b"0" {
             return None;
@@ -74,10 +97,13 @@ fn classify(buf: &[u8], stream_path: &str) -> Option<(String, Option<String>)> {
             return None;
         }
         if h.name.eq_ignore_ascii_case("last-event-id") {
-            last_event_id = std::str::from_utf8(h.value).ok().map(str::to_owned);
+            out.last_event_id = std::str::from_utf8(h.value).ok().map(str::to_owned);
+        }
+        if h.name.eq_ignore_ascii_case("accept-encoding") {
+            out.gzip = std::str::from_utf8(h.value).is_ok_and(accepts_gzip);
         }
     }
-    Some((query.to_owned(), last_event_id))
+    Some(out)
 }
 
 async fn read_head(stream: &mut L4Stream, stream_path: &str, timeout: Duration) -> Head {
@@ -99,10 +125,7 @@ async fn read_head(stream: &mut L4Stream, stream_path: &str, timeout: Duration) 
     };
     match tokio::time::timeout(timeout, read).await {
         Ok(true) => match classify(&buf, stream_path) {
-            Some((query, last_event_id)) => Head::Stream {
-                query,
-                last_event_id,
-            },
+            Some(req) => Head::Stream(req),
             None => Head::Other(buf),
         },
         // Idle or closed: nothing to serve. Partial bytes of a timed-out head are dropped
@@ -133,11 +156,8 @@ impl ServerApp for Front {
             let path = self.state.config().sse.path.clone();
             match read_head(&mut l4, &path, timeout).await {
                 Head::Gone => return None,
-                Head::Stream {
-                    query,
-                    last_event_id,
-                } => {
-                    serve_stream(&self.state, *l4, &query, last_event_id.as_deref()).await;
+                Head::Stream(req) => {
+                    serve_stream(&self.state, *l4, &req).await;
                     return None;
                 }
                 Head::Other(bytes) => {
@@ -165,11 +185,13 @@ impl ServerApp for Front {
     }
 }
 
-/// A socket the front took over, as a stream sink: chunked framing written directly.
+/// A socket the front took over, as a stream sink: chunked framing written directly,
+/// optionally gzip-compressed with a sync flush at every write (frames are never held back).
 pub struct SocketSink {
     stream: L4Stream,
     write_timeout: Duration,
     buf: BytesMut,
+    gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
 }
 
 impl SocketSink {
@@ -191,6 +213,9 @@ impl Sink for SocketSink {
         for (k, v) in stream::STREAM_HEADERS {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
+        if self.gzip.is_some() {
+            head.push_str("content-encoding: gzip\r\nvary: accept-encoding\r\n");
+        }
         head.push_str("\r\n");
         self.write(head.as_bytes()).await
     }
@@ -199,6 +224,16 @@ impl Sink for SocketSink {
         if bytes.is_empty() {
             return true;
         }
+        let bytes = match self.gzip.as_mut() {
+            None => bytes,
+            Some(enc) => {
+                use std::io::Write;
+                if enc.write_all(&bytes).and_then(|_| enc.flush()).is_err() {
+                    return false;
+                }
+                Bytes::from(std::mem::take(enc.get_mut()))
+            }
+        };
         // One write per chunk: size line, data, CRLF.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -224,6 +259,17 @@ impl Sink for SocketSink {
     }
 
     async fn finish(&mut self) {
+        if let Some(enc) = self.gzip.take() {
+            if let Ok(tail) = enc.finish() {
+                if !tail.is_empty() {
+                    let mut buf = BytesMut::new();
+                    buf.put_slice(format!("{:X}\r\n", tail.len()).as_bytes());
+                    buf.put_slice(&tail);
+                    buf.put_slice(b"\r\n");
+                    let _ = self.write(&buf).await;
+                }
+            }
+        }
         let _ = self.write(b"0\r\n\r\n").await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
     }
@@ -260,20 +306,20 @@ async fn refuse(stream: &mut L4Stream, r: &stream::Refused) {
     .await;
 }
 
-async fn serve_stream(
-    state: &Arc<State>,
-    mut l4: L4Stream,
-    query: &str,
-    last_event_id: Option<&str>,
-) {
-    match stream::admit(state, query, last_event_id) {
+async fn serve_stream(state: &Arc<State>, mut l4: L4Stream, req: &StreamRequest) {
+    match stream::admit(state, &req.query, req.last_event_id.as_deref()) {
         Err(r) => refuse(&mut l4, &r).await,
         Ok(admitted) => {
+            let cfg = state.config();
+            let gzip = (cfg.sse.gzip && req.gzip)
+                .then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
             let mut sink = SocketSink {
                 stream: l4,
-                write_timeout: state.config().sse.write_timeout,
+                write_timeout: cfg.sse.write_timeout,
                 buf: BytesMut::new(),
+                gzip,
             };
+            drop(cfg);
             stream::run(state, admitted, &mut sink).await;
         }
     }
@@ -288,12 +334,16 @@ mod tests {
         let p = "/api/sse/events";
         let take = |s: &str| classify(s.as_bytes(), p);
         assert_eq!(
-            take("GET /api/sse/events?topics=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e-1\r\n\r\n"),
-            Some(("topics=a".into(), Some("e-1".into())))
+            take("GET /api/sse/events?topics=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: e-1\r\nAccept-Encoding: gzip, br\r\n\r\n"),
+            Some(StreamRequest {
+                query: "topics=a".into(),
+                last_event_id: Some("e-1".into()),
+                gzip: true
+            })
         );
         assert_eq!(
             take("GET /api/sse/events HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some((String::new(), None))
+            Some(StreamRequest::default())
         );
         assert_eq!(
             take("GET /api/sse/eventsX HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -310,5 +360,15 @@ mod tests {
         );
         assert_eq!(take("GET /api/cards HTTP/1.1\r\nHost: x\r\n\r\n"), None);
         assert_eq!(take("garbage\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_q_values() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("br, gzip;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("br, deflate"));
+        assert!(!accepts_gzip(""));
     }
 }
