@@ -5,11 +5,12 @@
 //! file first; a bad file changes nothing.
 
 use crate::config::{self, diff, Config, Problem};
+use crate::events::types::now_ms;
 use arc_swap::ArcSwap;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// How many reload records are kept for the status endpoint.
@@ -42,13 +43,6 @@ pub struct ReloadHandle {
     generation: watch::Sender<u64>,
     history: Mutex<VecDeque<ReloadRecord>>,
     loaded_at_ms: Mutex<u64>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl ReloadHandle {

@@ -2,41 +2,24 @@
 //! `max_age`), a fresh epoch at every start. For tests and for users who accept that a
 //! restart resets every client.
 
+use super::tail::Tail;
 use super::{EventLog, ReadAfter, StoreError, StoredEvent};
-use crate::events::types::{new_epoch, now_ms, EventId};
+use crate::events::types::new_epoch;
 use crate::events::Event;
 use async_trait::async_trait;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub struct MemoryLog {
     epoch: String,
-    max_events: usize,
-    max_age: Duration,
-    head: AtomicU64,
-    ring: Mutex<VecDeque<Arc<StoredEvent>>>,
+    tail: Tail,
 }
 
 impl MemoryLog {
     pub fn new(max_events: u64, max_age: Duration) -> Self {
         MemoryLog {
             epoch: new_epoch(),
-            max_events: max_events.clamp(1, 10_000_000) as usize,
-            max_age,
-            head: AtomicU64::new(0),
-            ring: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    fn trim(&self, ring: &mut VecDeque<Arc<StoredEvent>>) {
-        while ring.len() > self.max_events {
-            ring.pop_front();
-        }
-        let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
-        while ring.front().is_some_and(|e| e.event.ts < cutoff) {
-            ring.pop_front();
+            tail: Tail::new(0, max_events.clamp(1, 10_000_000) as usize, Some(max_age)),
         }
     }
 }
@@ -48,52 +31,31 @@ impl EventLog for MemoryLog {
     }
 
     fn head(&self) -> u64 {
-        self.head.load(Ordering::Acquire)
+        self.tail.head()
     }
 
     async fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
-        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seq = self.head.load(Ordering::Acquire);
-        let mut out = Vec::with_capacity(events.len());
-        for mut ev in events {
-            seq += 1;
-            ev.id = EventId::new(&self.epoch, seq).to_string();
-            let stored = StoredEvent::new(seq, ev);
-            ring.push_back(stored.clone());
-            out.push(stored);
-        }
-        self.trim(&mut ring);
-        self.head.store(seq, Ordering::Release);
-        Ok(out)
+        Ok(self.tail.append(&self.epoch, events))
     }
 
     fn oldest(&self) -> u64 {
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        ring.front()
-            .map(|e| e.seq)
-            .unwrap_or_else(|| self.head.load(Ordering::Acquire) + 1)
+        self.tail.oldest()
     }
 
     async fn read_after(&self, after: u64, limit: usize) -> Result<ReadAfter, StoreError> {
-        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        let head = self.head.load(Ordering::Acquire);
-        if after >= head {
-            return Ok(ReadAfter::Events(Vec::new()));
-        }
-        let oldest = ring.front().map(|e| e.seq).unwrap_or(head + 1);
-        if after + 1 < oldest {
-            return Ok(ReadAfter::Evicted { oldest });
-        }
-        let start = (after + 1 - oldest) as usize;
-        Ok(ReadAfter::Events(
-            ring.iter().skip(start).take(limit).cloned().collect(),
-        ))
+        Ok(match self.tail.read_after(after, limit) {
+            Some(events) => ReadAfter::Events(events),
+            None => ReadAfter::Evicted {
+                oldest: self.tail.oldest(),
+            },
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::types::now_ms;
 
     fn ev(n: u64) -> Event {
         Event {

@@ -3,6 +3,7 @@
 
 pub mod memory;
 pub mod sqlite;
+pub mod tail;
 
 use crate::events::Event;
 use async_trait::async_trait;

@@ -16,13 +16,13 @@
 //! Ids keep their meaning across restarts: the epoch is stored in the `meta` table and
 //! sequence numbers continue from the last stored event.
 
+use super::tail::Tail;
 use super::{EventLog, ReadAfter, StoreError, StoredEvent};
 use crate::config::model::Durability;
-use crate::events::types::{new_epoch, now_ms, EventId};
+use crate::events::types::{new_epoch, now_ms};
 use crate::events::Event;
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,8 +62,7 @@ pub struct SqliteLog {
     epoch: String,
     path: PathBuf,
     durability: Durability,
-    head: AtomicU64,
-    ring: Mutex<VecDeque<Arc<StoredEvent>>>,
+    tail: Tail,
     tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
     readers: Mutex<Vec<Connection>>,
@@ -196,8 +195,7 @@ impl SqliteLog {
             epoch,
             path: path.to_path_buf(),
             durability,
-            head: AtomicU64::new(head),
-            ring: Mutex::new(VecDeque::new()),
+            tail: Tail::new(head, RING, None),
             tx,
             shared,
             readers: Mutex::new(Vec::new()),
@@ -394,27 +392,11 @@ impl EventLog for SqliteLog {
     }
 
     fn head(&self) -> u64 {
-        self.head.load(Ordering::Acquire)
+        self.tail.head()
     }
 
     async fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
-        let stored = {
-            let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-            let mut seq = self.head.load(Ordering::Acquire);
-            let mut out = Vec::with_capacity(events.len());
-            for mut ev in events {
-                seq += 1;
-                ev.id = EventId::new(&self.epoch, seq).to_string();
-                let s = StoredEvent::new(seq, ev);
-                ring.push_back(s.clone());
-                out.push(s);
-            }
-            while ring.len() > RING {
-                ring.pop_front();
-            }
-            self.head.store(seq, Ordering::Release);
-            out
-        };
+        let stored = self.tail.append(&self.epoch, events);
         let (done_tx, done_rx) = match self.durability {
             Durability::Strict => {
                 let (t, r) = oneshot::channel();
@@ -437,20 +419,8 @@ impl EventLog for SqliteLog {
     }
 
     async fn read_after(&self, after: u64, limit: usize) -> Result<ReadAfter, StoreError> {
-        let head = self.head();
-        if after >= head {
-            return Ok(ReadAfter::Events(Vec::new()));
-        }
-        {
-            let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(front) = ring.front() {
-                if after + 1 >= front.seq {
-                    let start = (after + 1 - front.seq) as usize;
-                    return Ok(ReadAfter::Events(
-                        ring.iter().skip(start).take(limit).cloned().collect(),
-                    ));
-                }
-            }
+        if let Some(events) = self.tail.read_after(after, limit) {
+            return Ok(ReadAfter::Events(events));
         }
         let oldest = self.shared.oldest.load(Ordering::Acquire);
         if after + 1 < oldest {
