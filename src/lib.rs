@@ -20,6 +20,7 @@ pub mod events;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod safety;
 pub mod sse;
 pub mod state;
 pub mod store;

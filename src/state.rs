@@ -43,6 +43,8 @@ pub struct State {
     pub started: Instant,
     /// Recent automatic and operator actions (reloads, kill switch, drain), newest last.
     transitions: Mutex<VecDeque<Transition>>,
+    pub handshakes: Mutex<crate::safety::HandshakeLimiter>,
+    pub dedup: Mutex<crate::safety::Dedup>,
     /// The coalescing window in ms: 0 normally; widened while delivery latency climbs so each
     /// stream's frames go out in fewer, larger writes (degradation level 1).
     pub coalesce_ms: AtomicU64,
@@ -84,6 +86,8 @@ impl State {
             connections: AtomicUsize::new(0),
             resume_floor: AtomicU64::new(0),
             coalesce_ms: AtomicU64::new(0),
+            handshakes: Mutex::new(Default::default()),
+            dedup: Mutex::new(Default::default()),
             started: Instant::now(),
             transitions: Mutex::new(VecDeque::new()),
             snapshot: watch::channel(Arc::new(String::from("{}"))).0,
@@ -112,6 +116,9 @@ impl State {
     /// config; open streams see the change through `watch_mode`.
     pub fn refresh_mode(&self) {
         let cfg = self.config();
+        self.hub
+            .queued_limit
+            .store(cfg.sse.queued_bytes_total, Ordering::Relaxed);
         let admin = self
             .admin_kill
             .lock()

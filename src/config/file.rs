@@ -75,6 +75,14 @@ pub struct SseFile {
     pub max_connections: usize,
     #[serde(default = "default_queue_max_bytes")]
     pub queue_max_bytes: usize,
+    #[serde(default = "default_queued_bytes_total")]
+    pub queued_bytes_total: usize,
+    #[serde(default = "default_handshakes_per_second")]
+    pub handshakes_per_client_per_second: f64,
+    #[serde(default = "default_handshake_burst")]
+    pub handshake_burst: u32,
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
     #[serde(default = "default_write_timeout_seconds")]
     pub write_timeout_seconds: u64,
     #[serde(default = "default_replay_max_events")]
@@ -95,12 +103,15 @@ impl Default for SseFile {
 pub struct MutationsFile {
     #[serde(default = "default_capture_max_bytes")]
     pub capture_max_bytes: usize,
+    #[serde(default = "default_dedup_window_seconds")]
+    pub dedup_window_seconds: u64,
 }
 
 impl Default for MutationsFile {
     fn default() -> Self {
         Self {
             capture_max_bytes: default_capture_max_bytes(),
+            dedup_window_seconds: default_dedup_window_seconds(),
         }
     }
 }
@@ -279,6 +290,21 @@ fn default_write_timeout_seconds() -> u64 {
 }
 fn default_replay_max_events() -> u64 {
     1_000
+}
+fn default_queued_bytes_total() -> usize {
+    256 << 20
+}
+fn default_handshakes_per_second() -> f64 {
+    10.0
+}
+fn default_handshake_burst() -> u32 {
+    50
+}
+fn default_max_event_bytes() -> usize {
+    64 * 1024
+}
+fn default_dedup_window_seconds() -> u64 {
+    60
 }
 fn default_compression() -> String {
     "off".into()

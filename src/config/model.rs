@@ -120,6 +120,13 @@ pub struct Sse {
     pub max_topics_per_stream: usize,
     pub max_connections: usize,
     pub queue_max_bytes: usize,
+    /// Bound on bytes queued across all streams; past it the fullest queues are shed.
+    pub queued_bytes_total: usize,
+    /// New streams per client address: token-bucket rate and burst (429 beyond).
+    pub handshakes_per_client_per_second: f64,
+    pub handshake_burst: u32,
+    /// Largest event frame delivered; a larger event is dropped (counted).
+    pub max_event_bytes: usize,
     pub write_timeout: Duration,
     pub replay_max_events: u64,
     /// Gzip streams for clients that ask (Accept-Encoding), flushed at every write.
@@ -175,6 +182,8 @@ pub struct Config {
     pub admin: Admin,
     pub sse: Sse,
     pub capture_max_bytes: usize,
+    /// Mutations with the same Idempotency-Key within this window publish one event.
+    pub dedup_window: Duration,
     pub store: Store,
     pub rollout_phase: u32,
     pub families: BTreeMap<String, Family>,

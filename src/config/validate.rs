@@ -308,7 +308,37 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 false
             }
         };
+        c.range(
+            "sse.queued_bytes_total",
+            s.queued_bytes_total as u64,
+            65_536,
+            1 << 40,
+        );
+        if !(s.handshakes_per_client_per_second > 0.0 && s.handshakes_per_client_per_second <= 1e6)
+        {
+            c.push(
+                "sse.handshakes_per_client_per_second",
+                "must be a positive rate",
+                Some("e.g. 10"),
+            );
+        }
+        c.range(
+            "sse.handshake_burst",
+            s.handshake_burst as u64,
+            1,
+            1_000_000,
+        );
+        c.range(
+            "sse.max_event_bytes",
+            s.max_event_bytes as u64,
+            256,
+            16 << 20,
+        );
         Sse {
+            queued_bytes_total: s.queued_bytes_total,
+            handshakes_per_client_per_second: s.handshakes_per_client_per_second,
+            handshake_burst: s.handshake_burst,
+            max_event_bytes: s.max_event_bytes,
             gzip,
             enabled: s.enabled,
             path: s.path,
@@ -332,6 +362,12 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             m.capture_max_bytes as u64,
             1024,
             64 << 20,
+        );
+        c.range(
+            "mutations.dedup_window_seconds",
+            m.dedup_window_seconds,
+            0,
+            86_400,
         );
     }
 
@@ -581,6 +617,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             admin,
             sse,
             capture_max_bytes: mutations.capture_max_bytes,
+            dedup_window: Duration::from_secs(mutations.dedup_window_seconds),
             store,
             rollout_phase: rollout.phase,
             families,

@@ -17,6 +17,8 @@ pub enum DeriveError {
     UnknownType(String),
     #[error("data does not match the schema of {event_type}: {message}")]
     Schema { event_type: String, message: String },
+    #[error("the event's data is {size} bytes, over sse.max_event_bytes ({max})")]
+    TooLarge { size: usize, max: usize },
 }
 
 impl DeriveError {
@@ -26,6 +28,7 @@ impl DeriveError {
             DeriveError::InvalidTopic(_) => "invalid_topic",
             DeriveError::UnknownType(_) => "unknown_type",
             DeriveError::Schema { .. } => "schema_invalid",
+            DeriveError::TooLarge { .. } => "event_too_large",
         }
     }
 }
@@ -87,6 +90,15 @@ pub fn validate(cfg: &Config, event: &Event) -> Result<(), DeriveError> {
         .event_types
         .get(&event.event_type)
         .ok_or_else(|| DeriveError::UnknownType(event.event_type.clone()))?;
+    let size = serde_json::to_vec(&event.data)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if size > cfg.sse.max_event_bytes {
+        return Err(DeriveError::TooLarge {
+            size,
+            max: cfg.sse.max_event_bytes,
+        });
+    }
     if let Err(e) = t.validator.validate(&event.data) {
         return Err(DeriveError::Schema {
             event_type: event.event_type.clone(),

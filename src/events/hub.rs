@@ -54,13 +54,19 @@ pub enum Drained {
 }
 
 impl Subscriber {
-    fn push(&self, stored: &StoredEvent, global_bytes: &AtomicUsize) -> bool {
+    fn push(
+        &self,
+        stored: &StoredEvent,
+        global_bytes: &AtomicUsize,
+        fair_share: Option<usize>,
+    ) -> bool {
         let len = stored.frame.len();
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.overflowed {
             return false;
         }
-        if q.bytes + len > self.max_bytes {
+        let over_share = fair_share.is_some_and(|share| q.bytes + len > share);
+        if q.bytes + len > self.max_bytes || over_share {
             q.overflowed = true;
             global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
             q.bytes = 0;
@@ -77,6 +83,14 @@ impl Subscriber {
         drop(q);
         self.notify.notify_one();
         true
+    }
+
+    /// Whether this subscriber's queue overflowed (a slow consumer).
+    pub fn overflowed(&self) -> bool {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .overflowed
     }
 
     /// Takes everything queued.
@@ -122,6 +136,9 @@ pub struct Hub {
     next_sub: AtomicU64,
     /// Bytes queued across all subscribers.
     pub queued_bytes: AtomicUsize,
+    /// Bound on `queued_bytes`: past it, queues holding more than their fair share are shed
+    /// (slowest first), their clients resume from their last id.
+    pub queued_limit: AtomicUsize,
     metrics: Arc<Metrics>,
     /// Head sequence, published for streams and status (changes after each batch).
     head_tx: watch::Sender<u64>,
@@ -153,6 +170,7 @@ impl Hub {
             registry: RwLock::new(Registry::default()),
             next_sub: AtomicU64::new(1),
             queued_bytes: AtomicUsize::new(0),
+            queued_limit: AtomicUsize::new(usize::MAX),
             metrics,
             head_tx: watch::channel(head).0,
         })
@@ -314,12 +332,16 @@ impl Hub {
     fn fan_out(&self, stored: &[Arc<StoredEvent>]) {
         let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
         let mut seen = HashSet::new();
+        let limit = self.queued_limit.load(Ordering::Relaxed);
         for s in stored {
+            // Over the global bound, only queues within their fair share may grow.
+            let fair_share = (self.queued_bytes.load(Ordering::Relaxed) + s.frame.len() > limit)
+                .then(|| limit / reg.count.max(1));
             let mut delivered = 0u64;
             if s.event.topics.len() == 1 {
                 if let Some(subs) = reg.by_topic.get(&s.event.topics[0]) {
                     for sub in subs {
-                        delivered += sub.push(s, &self.queued_bytes) as u64;
+                        delivered += sub.push(s, &self.queued_bytes, fair_share) as u64;
                     }
                 }
             } else {
@@ -328,7 +350,7 @@ impl Hub {
                     if let Some(subs) = reg.by_topic.get(t) {
                         for sub in subs {
                             if seen.insert(sub.id) {
-                                delivered += sub.push(s, &self.queued_bytes) as u64;
+                                delivered += sub.push(s, &self.queued_bytes, fair_share) as u64;
                             }
                         }
                     }

@@ -37,6 +37,8 @@ pub struct Capture {
     query: Vec<(String, String)>,
     headers: Vec<(String, String)>,
     origin: Origin,
+    /// The request's Idempotency-Key: a retried mutation publishes one event.
+    idempotency_key: Option<String>,
     cap: usize,
     req: BytesMut,
     req_over: bool,
@@ -116,6 +118,10 @@ impl Proxy {
                 client: sanitize_origin_id(header("x-client-id")),
                 mutation: sanitize_origin_id(header("x-mutation-id")),
             },
+            idempotency_key: header("idempotency-key")
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 256)
+                .map(str::to_owned),
             cap: cfg.capture_max_bytes,
             req: BytesMut::new(),
             req_over: false,
@@ -161,6 +167,25 @@ impl Proxy {
             };
             match derive(&now, rule, &inputs, cap.origin.clone()) {
                 Ok(event) => {
+                    if let Some(key) = &cap.idempotency_key {
+                        let first = self
+                            .state
+                            .dedup
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .first(
+                                &format!("{}|{key}", rule.location),
+                                Instant::now(),
+                                now.dedup_window,
+                            );
+                        if !first {
+                            metrics
+                                .events_rejected_total
+                                .with_label_values(&[rule.family.as_str(), "duplicate"])
+                                .inc();
+                            continue;
+                        }
+                    }
                     metrics
                         .events_derived_total
                         .with_label_values(&[event.family.as_str(), event.event_type.as_str()])

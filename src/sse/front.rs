@@ -307,7 +307,11 @@ async fn refuse(stream: &mut L4Stream, r: &stream::Refused) {
 }
 
 async fn serve_stream(state: &Arc<State>, mut l4: L4Stream, req: &StreamRequest) {
-    match stream::admit(state, &req.query, req.last_event_id.as_deref()) {
+    use pingora::protocols::GetSocketDigest;
+    let client = l4
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+    match stream::admit(state, client, &req.query, req.last_event_id.as_deref()) {
         Err(r) => refuse(&mut l4, &r).await,
         Ok(admitted) => {
             let cfg = state.config();

@@ -213,6 +213,7 @@ pub struct Admitted {
 /// last event id (`Last-Event-ID` header wins over `?lastEventId=`).
 pub fn admit(
     state: &Arc<State>,
+    client: Option<std::net::IpAddr>,
     query: &str,
     last_event_id_header: Option<&str>,
 ) -> Result<Admitted, Refused> {
@@ -242,6 +243,26 @@ pub fn admit(
             Some(retry_after),
             "draining: reconnect to another instance or retry later\n",
         ));
+    }
+    if let Some(ip) = client {
+        let limited = state
+            .handshakes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(
+                ip,
+                std::time::Instant::now(),
+                cfg.sse.handshakes_per_client_per_second,
+                cfg.sse.handshake_burst,
+            );
+        if let Err(wait) = limited {
+            return Err(refused(
+                429,
+                "rate_limited",
+                Some(wait.as_secs().max(1)),
+                "too many new streams from this address; retry later\n",
+            ));
+        }
     }
     let query = parse_query(query);
     let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
@@ -282,7 +303,11 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    match admit(state, &query, header.as_deref()) {
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    match admit(state, client, &query, header.as_deref()) {
         Err(r) => {
             let mut headers = Vec::new();
             if let Some(s) = r.retry_after {
@@ -425,7 +450,13 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
                             buf.freeze()
                         };
                         if !sink.send(body).await {
-                            close_reason = "write_error";
+                            // A write that timed out while the queue overflowed behind it
+                            // is a slow consumer, not a network error.
+                            close_reason = if sub.overflowed() {
+                                "slow_consumer"
+                            } else {
+                                "write_error"
+                            };
                             break;
                         }
                     }

@@ -1,0 +1,273 @@
+//! Safety controls on the real server: a handshake storm, per-client handshake limits,
+//! idempotent mutations publishing once, and clients that stop reading.
+
+mod common;
+
+use common::{data, echo, Sidecar, SseClient};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const T: Duration = Duration::from_secs(10);
+
+fn config(sse: &str) -> String {
+    format!(
+        r#"
+upstream: {{address: "127.0.0.1:1"}}
+sse: {sse}
+store: {{backend: memory, retention: {{max_events: 200}}}}
+rollout: {{phase: 1}}
+families:
+  jobs:
+    phase: 1
+    rules:
+      - match: "POST /status/{{code}}"
+        event: job.done
+        topics: ["jobs"]
+        data: {{code: "{{code}}", q: "{{query.q}}"}}
+event_types:
+  job.done: {{family: jobs, schema: {{type: object}}}}
+"#
+    )
+}
+
+/// Opens a raw stream request and returns (status, retry-after, the socket).
+async fn raw_open(port: u16) -> Option<(u16, Option<String>, tokio::net::TcpStream)> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /api/sse/events?topics=jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(T, s.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let status = head.get(9..12)?.parse().ok()?;
+    let retry = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after:").map(|v| v.trim().to_owned()));
+    Some((status, retry, s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_5000_stream_requests_is_refused_cleanly_beyond_the_limits() {
+    let backend = echo::start().await;
+    let sc = Sidecar::start(
+        &config("{max_connections: 1000, handshakes_per_client_per_second: 100000, handshake_burst: 100000}"),
+        &backend.to_string(),
+    )
+    .await
+    .expect("sidecar");
+    let port = sc.port;
+    let tasks: Vec<_> = (0..5000).map(|_| tokio::spawn(raw_open(port))).collect();
+    let mut ok = Vec::new();
+    let (mut refused, mut errors) = (0, 0);
+    for t in tasks {
+        match t.await.expect("join") {
+            Some((200, _, s)) => ok.push(s),
+            Some((503, Some(_), _)) => refused += 1,
+            Some((status, retry, _)) => panic!("unexpected {status} (retry-after {retry:?})"),
+            None => errors += 1,
+        }
+    }
+    assert_eq!(errors, 0, "every request got an answer");
+    assert_eq!(ok.len(), 1000, "exactly max_connections admitted");
+    assert_eq!(refused, 4000, "the rest got 503 + Retry-After");
+    // All admitted streams work: an event reaches every one of them.
+    let c = reqwest::Client::new();
+    assert_eq!(
+        c.post(sc.url("/status/201?q=storm"))
+            .send()
+            .await
+            .expect("mutation")
+            .status(),
+        201
+    );
+    let mut got = 0;
+    for mut s in ok {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = Instant::now() + T;
+        while !String::from_utf8_lossy(&buf).contains("event: job.done")
+            && Instant::now() < deadline
+        {
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(1), s.read(&mut chunk)).await
+            {
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        got += String::from_utf8_lossy(&buf).contains("event: job.done") as usize;
+    }
+    assert_eq!(got, 1000);
+    assert_eq!(
+        reqwest::get(sc.admin_url("/healthz"))
+            .await
+            .expect("alive")
+            .status(),
+        200
+    );
+    let overloaded = sc
+        .metric("sse_sidecar_sse_handshakes_total{outcome=\"overloaded\"}")
+        .await
+        .expect("m");
+    assert_eq!(overloaded, 4000.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_opening_too_many_streams_gets_429() {
+    let backend = echo::start().await;
+    let sc = Sidecar::start(
+        &config("{handshakes_per_client_per_second: 1, handshake_burst: 5}"),
+        &backend.to_string(),
+    )
+    .await
+    .expect("sidecar");
+    let mut statuses = Vec::new();
+    let mut keep = Vec::new();
+    for _ in 0..8 {
+        let (status, retry, s) = raw_open(sc.port).await.expect("answer");
+        if status == 429 {
+            assert!(retry.is_some_and(|r| r.parse::<u64>().is_ok_and(|r| r >= 1)));
+        }
+        statuses.push(status);
+        keep.push(s);
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_mutation_with_the_same_idempotency_key_publishes_once() {
+    let backend = echo::start().await;
+    let sc = Sidecar::start(&config("{}"), &backend.to_string())
+        .await
+        .expect("sidecar");
+    let mut s = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), None)
+        .await
+        .expect("connect");
+    s.next_of("hello", T).await.expect("hello");
+    let c = reqwest::Client::new();
+    for q in ["first", "retry"] {
+        let r = c
+            .post(sc.url(&format!("/status/201?q={q}")))
+            .header("idempotency-key", "key-1")
+            .send()
+            .await
+            .expect("m");
+        assert_eq!(r.status(), 201, "the backend still sees both");
+    }
+    let r = c
+        .post(sc.url("/status/201?q=other"))
+        .header("idempotency-key", "key-2")
+        .send()
+        .await
+        .expect("m");
+    assert_eq!(r.status(), 201);
+    let a = s.next_of("job.done", T).await.expect("first");
+    let b = s.next_of("job.done", T).await.expect("second");
+    assert_eq!(data(&a)["data"]["q"], "first");
+    assert_eq!(
+        data(&b)["data"]["q"],
+        "other",
+        "the retry published nothing"
+    );
+    let dup = sc
+        .metric("sse_sidecar_events_rejected_total{family=\"jobs\",reason=\"duplicate\"}")
+        .await
+        .expect("m");
+    assert_eq!(dup, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_are_cut_and_memory_stays_bounded() {
+    let backend = echo::start().await;
+    let sc = Sidecar::start(
+        &config("{queue_max_bytes: 65536, queued_bytes_total: 4194304, write_timeout_seconds: 2, handshakes_per_client_per_second: 100000, handshake_burst: 100000}"),
+        &backend.to_string(),
+    )
+    .await
+    .expect("sidecar");
+    let rss = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("VmRSS:").map(|v| {
+                        v.split_whitespace()
+                            .next()
+                            .unwrap_or("0")
+                            .parse()
+                            .unwrap_or(0)
+                    })
+                })
+            })
+            .unwrap_or(0)
+    };
+    // 200 clients that never read a byte after their request.
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let (status, _, s) = raw_open(sc.port).await.expect("answer");
+        assert_eq!(status, 200);
+        stalled.push(s);
+    }
+    let mut healthy = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), None)
+        .await
+        .expect("connect");
+    healthy.next_of("hello", T).await.expect("hello");
+    let before = rss(sc.proc.pid());
+    // ~16 KiB events, published as fast as the admin API takes them.
+    let big = "x".repeat(16 * 1024);
+    let c = reqwest::Client::new();
+    let mut latencies = Vec::new();
+    let mut peak = before;
+    for i in 0..2000 {
+        let body = format!(
+            r#"{{"type": "job.done", "topics": ["jobs"], "data": {{"i": {i}, "pad": "{big}"}}}}"#
+        );
+        let r = c
+            .post(sc.admin_url("/admin/publish"))
+            .body(body)
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 202);
+        let sent = Instant::now();
+        let e = healthy
+            .next_of("job.done", T)
+            .await
+            .expect("healthy client keeps up");
+        assert_eq!(data(&e)["data"]["i"], i);
+        latencies.push(sent.elapsed());
+        if i % 50 == 0 {
+            peak = peak.max(rss(sc.proc.pid()));
+        }
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(p99 < Duration::from_millis(100), "healthy p99 {p99:?}");
+    let cut = common::wait_for("the stalled clients cut", T, || async {
+        let n = sc
+            .metric("sse_sidecar_stream_closes_total{reason=\"slow_consumer\"}")
+            .await
+            .ok()?;
+        (n >= 200.0).then_some(n)
+    })
+    .await
+    .expect("every stalled client cut as a slow consumer");
+    let grown_mib = (peak.saturating_sub(before)) as f64 / 1024.0;
+    eprintln!("RSS before {before} KiB, peak {peak} KiB (+{grown_mib:.1} MiB); healthy p99 {p99:?}; {cut} cut");
+    assert!(
+        grown_mib < 64.0,
+        "memory stays bounded: +{grown_mib:.1} MiB"
+    );
+    drop(stalled);
+}
