@@ -65,6 +65,12 @@ impl ReloadHandle {
         self.current.load_full()
     }
 
+    /// Tells open streams to re-read what they derive from the config (breakers changed
+    /// which families poll).
+    pub fn touch(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     /// Changes whenever a new config is applied.
     pub fn watch(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()

@@ -44,6 +44,7 @@ pub struct State {
     /// Recent automatic and operator actions (reloads, kill switch, drain), newest last.
     transitions: Mutex<VecDeque<Transition>>,
     pub handshakes: Mutex<crate::safety::HandshakeLimiter>,
+    pub breakers: Mutex<crate::safety::Breakers>,
     pub dedup: Mutex<crate::safety::Dedup>,
     /// The coalescing window in ms: 0 normally; widened while delivery latency climbs so each
     /// stream's frames go out in fewer, larger writes (degradation level 1).
@@ -87,6 +88,7 @@ impl State {
             resume_floor: AtomicU64::new(0),
             coalesce_ms: AtomicU64::new(0),
             handshakes: Mutex::new(Default::default()),
+            breakers: Mutex::new(Default::default()),
             dedup: Mutex::new(Default::default()),
             started: Instant::now(),
             transitions: Mutex::new(VecDeque::new()),
@@ -124,12 +126,22 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let health_open = !self
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stream_health
+            .allows();
         let mode = if self.env_disabled {
             SseMode::Disabled {
                 reason: "DISABLE_SSE_SYSTEM".into(),
             }
         } else if let Some(reason) = admin {
             SseMode::Disabled { reason }
+        } else if health_open {
+            SseMode::Disabled {
+                reason: "breaker: stream_health".into(),
+            }
         } else if !cfg.sse.enabled {
             SseMode::Disabled {
                 reason: "config".into(),
@@ -172,10 +184,84 @@ impl State {
         });
     }
 
-    /// 0 full service, 1 batched (coalescing window open), 3 SSE off.
+    /// Families whose clients should poll right now: not live in the config, or forced by an
+    /// open breaker (store: all; latency: the lowest priorities).
+    pub fn polling_families(&self) -> Vec<String> {
+        let cfg = self.config();
+        let b = self
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        cfg.families
+            .values()
+            .filter(|f| {
+                cfg.delivery(&f.name) != Delivery::Live
+                    || !b.store.allows()
+                    || (!b.latency.allows() && f.priority < crate::safety::SHED_BELOW_PRIORITY)
+            })
+            .map(|f| f.name.clone())
+            .collect()
+    }
+
+    /// Feeds the breakers one sample each (once a second); applies and records changes.
+    pub fn sample_breakers(&self, store_bad: bool, p99_ms: Option<f64>, health_bad: bool) {
+        let now = tokio::time::Instant::now();
+        let queued = self.hub.queued_bytes.load(Ordering::Relaxed);
+        let limit = self.config().sse.queued_bytes_total;
+        let memory_bad = queued.saturating_mul(10) > limit.saturating_mul(8);
+        let latency_bad = p99_ms.is_some_and(|p| p > LATENCY_TARGET_MS);
+        let mut changed = Vec::new();
+        {
+            let mut guard = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
+            let b = &mut *guard;
+            for (br, bad) in [
+                (&mut b.store, store_bad),
+                (&mut b.latency, latency_bad),
+                (&mut b.memory, memory_bad),
+                (&mut b.stream_health, health_bad),
+            ] {
+                if let Some(st) = br.record(bad, now) {
+                    changed.push((br.name, st));
+                }
+                self.metrics
+                    .breaker_state
+                    .with_label_values(&[br.name])
+                    .set(br.state().gauge());
+            }
+        }
+        for (name, st) in &changed {
+            tracing::warn!(breaker = name, state = st.as_str(), "breaker transition");
+            self.record_transition("breaker", format!("{name} {}", st.as_str()));
+        }
+        if !changed.is_empty() {
+            self.refresh_mode();
+            self.reload.touch();
+        }
+    }
+
+    /// Whether new streams are refused because queued memory is near its bound.
+    pub fn memory_refuses(&self) -> bool {
+        !self
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .memory
+            .allows()
+    }
+
+    /// 0 full service, 1 batched (coalescing window open), 2 low priorities shed, 3 SSE off.
     pub fn degradation_level(&self, mode: &SseMode) -> i64 {
+        let latency_open = !self
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .latency
+            .allows();
         if !mode.is_enabled() {
             3
+        } else if latency_open {
+            2
         } else if self.coalesce_ms.load(Ordering::Relaxed) > 0 {
             1
         } else {

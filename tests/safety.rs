@@ -271,3 +271,94 @@ async fn clients_that_stop_reading_are_cut_and_memory_stays_bounded() {
     );
     drop(stalled);
 }
+
+/// The store breaker end to end: the SQLite log on a tmpfs that fills up (needs root for the
+/// mount; CI runs as root), then frees again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_sends_clients_to_polling_until_it_recovers() {
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED: mounting a tmpfs needs root");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _guard = Unmount(mnt.path().to_path_buf());
+    let backend = echo::start().await;
+    let cfg = config("{}").replace(
+        "store: {backend: memory, retention: {max_events: 200}}",
+        &format!(
+            "store: {{backend: sqlite, path: \"{}/events.db\"}}",
+            mnt.path().display()
+        ),
+    );
+    let sc = Sidecar::start(&cfg, &backend.to_string())
+        .await
+        .expect("sidecar");
+    let mut s = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), None)
+        .await
+        .expect("connect");
+    s.next_of("hello", T).await.expect("hello");
+    let filler = mnt.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k", "count=1000"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let c = reqwest::Client::new();
+    let pump = {
+        let (c, url) = (c.clone(), sc.url("/status/201?q=pump"));
+        tokio::spawn(async move {
+            let mut failures = 0;
+            for _ in 0..400 {
+                match c.post(&url).send().await {
+                    Ok(r) if r.status() == 201 => {}
+                    _ => failures += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            failures
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut told = false;
+    while !told && Instant::now() < deadline {
+        if let Some(e) = s.next(Duration::from_millis(200)).await {
+            told = e.event == "control" && data(&e)["families"] == serde_json::json!(["jobs"]);
+        }
+    }
+    assert!(told, "clients of the family were told to poll");
+    let status = sc.status().await.expect("status");
+    assert_eq!(status["breakers"]["store"], "open");
+    std::fs::remove_file(&filler).expect("free the disk");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut back = false;
+    while !back && Instant::now() < deadline {
+        if let Some(e) = s.next(Duration::from_millis(200)).await {
+            back = e.event == "control" && data(&e)["families"] == serde_json::json!([]);
+        }
+    }
+    assert!(
+        back,
+        "recovery closes the breaker and the family is live again"
+    );
+    assert_eq!(pump.await.expect("join"), 0, "pass-through never failed");
+    let m = sc
+        .metric("sse_sidecar_breaker_state{breaker=\"store\"}")
+        .await
+        .expect("m");
+    assert_eq!(m, 0.0);
+}

@@ -129,7 +129,8 @@ pub fn status_json(s: &State) -> Value {
             "uptime_seconds": s.started.elapsed().as_secs(),
             "reloads": s.reload.history(),
             "transitions": s.transitions(),
-            "breakers": {},
+            "breakers": s.breakers.lock().unwrap_or_else(|e| e.into_inner()).all().iter().map(|b| (b.name.to_string(), Value::from(b.state().as_str()))).collect::<serde_json::Map<String, Value>>(),
+            "polling_families": s.polling_families(),
             "degradation_level": s.metrics.degradation_level.get(),
             "coalesce_ms": s.coalesce_ms.load(std::sync::atomic::Ordering::Relaxed),
         })

@@ -16,6 +16,8 @@ struct Sample {
     delivered: u64,
     passthrough: u64,
     handshakes: u64,
+    write_errors: u64,
+    store_errors: u64,
     /// (upper bound in seconds, cumulative count) of the delivery latency histogram.
     latency: Vec<(f64, u64)>,
     latency_count: u64,
@@ -65,10 +67,22 @@ impl Sample {
                 .get("accepted")
                 .copied()
                 .unwrap_or(0),
+            write_errors: counter_by_label(&m.stream_closes_total, "reason")
+                .get("write_error")
+                .copied()
+                .unwrap_or(0),
+            store_errors: m.store_errors_total.get(),
             latency,
             latency_count,
         }
     }
+}
+
+/// Most new streams failing: at least 20 attempts in the interval, more than half failed.
+fn stream_health_bad(prev: &Sample, now: &Sample) -> bool {
+    let failed = now.write_errors.saturating_sub(prev.write_errors);
+    let attempts = now.handshakes.saturating_sub(prev.handshakes) + failed;
+    attempts >= 20 && failed * 2 > attempts
 }
 
 /// The q-quantile (in ms) of the observations between two samples, from bucket deltas.
@@ -132,7 +146,10 @@ pub async fn run(state: Arc<State>) {
         tick.tick().await;
         let now = Sample::take(&state);
         let dt = at.elapsed().as_secs_f64().max(0.001);
-        state.adapt_coalescing(quantile_ms(&prev, &now, 0.99));
+        let p99 = quantile_ms(&prev, &now, 0.99);
+        state.adapt_coalescing(p99);
+        let store_bad = !state.hub.log().healthy() || now.store_errors > prev.store_errors;
+        state.sample_breakers(store_bad, p99, stream_health_bad(&prev, &now));
         let snap = build(&state, &prev, &now, dt);
         state.snapshot.send_replace(Arc::new(snap.to_string()));
         prev = now;

@@ -1,9 +1,50 @@
 //! Safety controls that are pure state machines (time passed in, tested without sockets):
 //! the per-client handshake limiter and the idempotency de-duplicator. Both are bounded.
 
+pub mod breaker;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+/// The sidecar's breakers, fed once a second by the lifecycle's sampler.
+#[derive(Debug, Clone)]
+pub struct Breakers {
+    /// Event log failing to commit → every family's clients poll.
+    pub store: breaker::Breaker,
+    /// Delivery p99 over the target → level 2: the lowest-priority families poll.
+    pub latency: breaker::Breaker,
+    /// Queued bytes near their bound → new streams refused (503).
+    pub memory: breaker::Breaker,
+    /// Most new streams failing → SSE off automatically (clients poll), probed back.
+    pub stream_health: breaker::Breaker,
+}
+
+impl Default for Breakers {
+    fn default() -> Self {
+        use std::time::Duration as D;
+        Breakers {
+            store: breaker::Breaker::new("store", 2, D::from_secs(5)),
+            latency: breaker::Breaker::new("latency", 5, D::from_secs(30)),
+            memory: breaker::Breaker::new("memory", 2, D::from_secs(10)),
+            stream_health: breaker::Breaker::new("stream_health", 3, D::from_secs(15)),
+        }
+    }
+}
+
+impl Breakers {
+    pub fn all(&self) -> [&breaker::Breaker; 4] {
+        [
+            &self.store,
+            &self.latency,
+            &self.memory,
+            &self.stream_health,
+        ]
+    }
+}
+
+/// Priorities below this are shed first at degradation level 2.
+pub const SHED_BELOW_PRIORITY: u8 = 5;
 
 /// Most client addresses tracked by the handshake limiter.
 const MAX_CLIENTS: usize = 100_000;

@@ -12,7 +12,6 @@
 //! handle when the config changes.
 
 use super::encode;
-use crate::config::{Config, Delivery};
 use crate::events::hub::Drained;
 use crate::events::route::parse_query;
 use crate::events::types::{now_ms, EventId, Topic};
@@ -112,15 +111,6 @@ pub fn jittered_retry(min_ms: u64, max_ms: u64) -> u64 {
         return min_ms;
     }
     rand::random_range(min_ms..=max_ms)
-}
-
-/// Families whose events this stream should poll for instead (not live right now).
-fn polling_families(cfg: &Config) -> Vec<String> {
-    cfg.families
-        .keys()
-        .filter(|f| cfg.delivery(f) != Delivery::Live)
-        .cloned()
-        .collect()
 }
 
 /// A refusal to answer instead of a stream.
@@ -271,6 +261,14 @@ pub fn admit(
             return Err(refused(400, "bad_topics", None, &format!("{msg}\n")));
         }
     };
+    if state.memory_refuses() {
+        return Err(refused(
+            503,
+            "overloaded",
+            Some(retry_after),
+            "queued memory near its bound; retry later\n",
+        ));
+    }
     if state.connections.fetch_add(1, Ordering::Relaxed) >= cfg.sse.max_connections {
         state.connections.fetch_sub(1, Ordering::Relaxed);
         return Err(refused(
@@ -361,7 +359,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
             "denied": [],
             "heartbeat_ms": cfg.sse.heartbeat.as_millis() as u64,
             "types": cfg.type_names(),
-            "polling_families": polling_families(&cfg),
+            "polling_families": state.polling_families(),
         }),
     ));
     if !sink.send(preamble.freeze()).await {
@@ -386,7 +384,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
     let mut mode_rx = state.watch_mode();
     let mut cfg_rx = state.reload.watch();
     let mut drain_rx = state.draining.subscribe();
-    let mut last_polling = polling_families(&cfg);
+    let mut last_polling = state.polling_families();
     let types: Vec<String> = cfg.type_names().iter().map(|t| t.to_string()).collect();
     let heartbeat = cfg.sse.heartbeat;
     drop(cfg);
@@ -497,7 +495,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
                     close_reason = "types_changed";
                     break;
                 }
-                let now_polling = polling_families(&now);
+                let now_polling = state.polling_families();
                 if now_polling != last_polling {
                     let frame = encode::control_frame(
                         "control",
