@@ -61,8 +61,6 @@ pub struct Transition {
     pub detail: String,
 }
 
-/// The plan's delivery latency target.
-pub const LATENCY_TARGET_MS: f64 = 100.0;
 /// Widest coalescing window.
 pub const MAX_COALESCE_MS: u64 = 32;
 
@@ -207,10 +205,13 @@ impl State {
     /// Feeds the breakers one sample each (once a second); applies and records changes.
     pub fn sample_breakers(&self, store_bad: bool, p99_ms: Option<f64>, health_bad: bool) {
         let now = tokio::time::Instant::now();
+        let cfg = self.config();
         let queued = self.hub.queued_bytes.load(Ordering::Relaxed);
-        let limit = self.config().sse.queued_bytes_total;
+        let limit = cfg.sse.queued_bytes_total;
         let memory_bad = queued.saturating_mul(10) > limit.saturating_mul(8);
-        let latency_bad = p99_ms.is_some_and(|p| p > LATENCY_TARGET_MS);
+        let latency_bad = p99_ms.is_some_and(|p| p > cfg.safety.latency_target_ms);
+        let cool_down = cfg.safety.breaker_cooldown;
+        drop(cfg);
         let mut changed = Vec::new();
         {
             let mut guard = self.breakers.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,6 +222,7 @@ impl State {
                 (&mut b.memory, memory_bad),
                 (&mut b.stream_health, health_bad),
             ] {
+                br.cool_down = cool_down;
                 if let Some(st) = br.record(bad, now) {
                     changed.push((br.name, st));
                 }
@@ -270,13 +272,14 @@ impl State {
     }
 
     /// Adapts the coalescing window to the delivery latency p99 of the last interval: widen
-    /// (double, up to `MAX_COALESCE_MS`) above half the 100 ms target, narrow (halve, to 0)
-    /// below a quarter of it. Returns the new window.
+    /// (double, up to `MAX_COALESCE_MS`) above half the target (`safety.latency_target_ms`,
+    /// 100 ms by default), narrow (halve, to 0) below a quarter of it. Returns the new window.
     pub fn adapt_coalescing(&self, p99_ms: Option<f64>) -> u64 {
         let cur = self.coalesce_ms.load(Ordering::Relaxed);
+        let target = self.config().safety.latency_target_ms;
         let next = match p99_ms {
-            Some(p) if p > LATENCY_TARGET_MS / 2.0 => (cur * 2).clamp(2, MAX_COALESCE_MS),
-            Some(p) if p < LATENCY_TARGET_MS / 4.0 => cur / 2,
+            Some(p) if p > target / 2.0 => (cur * 2).clamp(2, MAX_COALESCE_MS),
+            Some(p) if p < target / 4.0 => cur / 2,
             None => cur / 2,
             _ => cur,
         };

@@ -304,7 +304,7 @@ async fn a_failing_store_sends_clients_to_polling_until_it_recovers() {
             "store: {{backend: sqlite, path: \"{}/events.db\"}}",
             mnt.path().display()
         ),
-    );
+    ) + "safety: {breaker_cooldown_seconds: 2}\n";
     let sc = Sidecar::start(&cfg, &backend.to_string())
         .await
         .expect("sidecar");
@@ -356,9 +356,74 @@ async fn a_failing_store_sends_clients_to_polling_until_it_recovers() {
         "recovery closes the breaker and the family is live again"
     );
     assert_eq!(pump.await.expect("join"), 0, "pass-through never failed");
-    let m = sc
-        .metric("sse_sidecar_breaker_state{breaker=\"store\"}")
+    common::wait_for("the store breaker closed", T, || async {
+        (sc.metric("sse_sidecar_breaker_state{breaker=\"store\"}")
+            .await
+            .ok()?
+            == 0.0)
+            .then_some(())
+    })
+    .await
+    .expect("closed after a good probe");
+}
+
+/// The latency breaker end to end, with a target every delivery misses (0.5 ms, below the
+/// histogram's first bucket): level 2 sheds the low-priority family, then recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latency_breaker_sheds_low_priorities_then_recovers() {
+    let backend = echo::start().await;
+    let cfg = config("{}").replace(
+        "  jobs:\n    phase: 1\n",
+        "  chatter: {phase: 1, priority: 1}\n  jobs:\n    phase: 1\n    priority: 9\n",
+    ) + "safety: {latency_target_ms: 0.5, breaker_cooldown_seconds: 2}\n";
+    let sc = Sidecar::start(&cfg, &backend.to_string())
         .await
-        .expect("m");
-    assert_eq!(m, 0.0);
+        .expect("sidecar");
+    let mut s = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), None)
+        .await
+        .expect("connect");
+    s.next_of("hello", T).await.expect("hello");
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut shed = false;
+    while !shed && Instant::now() < deadline {
+        let r = c
+            .post(sc.admin_url("/admin/publish"))
+            .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {}}"#)
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 202);
+        while let Some(e) = s.next(Duration::from_millis(50)).await {
+            if e.event == "control" && data(&e)["families"] == serde_json::json!(["chatter"]) {
+                shed = true;
+            }
+        }
+    }
+    assert!(shed, "the low-priority family was sent to polling");
+    assert_eq!(
+        sc.metric("sse_sidecar_degradation_level").await.expect("m"),
+        2.0
+    );
+    assert_eq!(
+        sc.status().await.expect("status")["breakers"]["latency"],
+        "open"
+    );
+    // No more deliveries: no latency samples, the breaker probes and closes.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut back = false;
+    while !back && Instant::now() < deadline {
+        if let Some(e) = s.next(Duration::from_millis(200)).await {
+            back = e.event == "control" && data(&e)["families"] == serde_json::json!([]);
+        }
+    }
+    assert!(
+        back,
+        "half-open: the families are live again while the breaker probes"
+    );
+    common::wait_for("the latency breaker closed", T, || async {
+        (sc.status().await.ok()?["breakers"]["latency"] == "closed").then_some(())
+    })
+    .await
+    .expect("closed after a good probe");
 }

@@ -22,6 +22,7 @@ pub const SECTIONS: &[&str] = &[
     "event_types",
     "shutdown",
     "logging",
+    "safety",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +202,31 @@ pub struct EventTypeFile {
     pub family: String,
     #[serde(default = "default_schema")]
     pub schema: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyFile {
+    #[serde(default = "default_latency_target_ms")]
+    pub latency_target_ms: f64,
+    #[serde(default = "default_breaker_cooldown_seconds")]
+    pub breaker_cooldown_seconds: u64,
+}
+
+impl Default for SafetyFile {
+    fn default() -> Self {
+        Self {
+            latency_target_ms: default_latency_target_ms(),
+            breaker_cooldown_seconds: default_breaker_cooldown_seconds(),
+        }
+    }
+}
+
+fn default_latency_target_ms() -> f64 {
+    100.0
+}
+fn default_breaker_cooldown_seconds() -> u64 {
+    15
 }
 
 #[derive(Debug, Clone, Deserialize)]

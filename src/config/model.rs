@@ -172,6 +172,14 @@ pub struct Logging {
     pub level: String,
 }
 
+#[derive(Debug, Clone)]
+pub struct Safety {
+    /// Delivery p99 target: coalescing opens over half of it, the latency breaker over it.
+    pub latency_target_ms: f64,
+    /// How long an open breaker waits before probing.
+    pub breaker_cooldown: Duration,
+}
+
 #[derive(Debug)]
 pub struct Config {
     /// First 12 hex digits of the file's SHA-256: the config version shown to operators.
@@ -191,6 +199,7 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub shutdown: Shutdown,
     pub logging: Logging,
+    pub safety: Safety,
 }
 
 impl Config {

@@ -590,13 +590,36 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         })
     });
 
+    let safety = get("safety")
+        .map(|v| c.section::<SafetyFile>("safety", v))
+        .unwrap_or_else(|| Some(SafetyFile::default()));
+    let safety = safety.map(|sf| {
+        if !(sf.latency_target_ms > 0.0 && sf.latency_target_ms <= 60_000.0) {
+            c.push(
+                "safety.latency_target_ms",
+                "must be between 0 and 60000",
+                Some("the plan's target is 100"),
+            );
+        }
+        c.range(
+            "safety.breaker_cooldown_seconds",
+            sf.breaker_cooldown_seconds,
+            1,
+            3600,
+        );
+        Safety {
+            latency_target_ms: sf.latency_target_ms,
+            breaker_cooldown: Duration::from_secs(sf.breaker_cooldown_seconds),
+        }
+    });
+
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid(c.problems));
     }
     // Every `None` above pushed a problem, so all parts are present here; the match keeps
     // that argument explicit instead of unwrapping.
     match (
-        listen, threads, upstream, admin, sse, mutations, store, rollout, shutdown, logging,
+        listen, threads, upstream, admin, sse, mutations, store, rollout, shutdown, logging, safety,
     ) {
         (
             Some(listen),
@@ -609,6 +632,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             Some(rollout),
             Some(shutdown),
             Some(logging),
+            Some(safety),
         ) => Ok(Config {
             version,
             listen,
@@ -628,6 +652,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 drain_window: Duration::from_secs(shutdown.drain_window_seconds),
             },
             logging,
+            safety,
         }),
         _ => Err(ConfigError::Invalid(vec![Problem {
             path: "(file)".into(),

@@ -37,7 +37,8 @@ pub struct Breaker {
     state: BreakerState,
     bad_streak: u32,
     trip_after: u32,
-    cool_down: Duration,
+    /// How long it stays open before probing (`safety.breaker_cooldown_seconds`).
+    pub cool_down: Duration,
     opened_at: Option<Instant>,
 }
 
