@@ -433,27 +433,9 @@ async fn readyz_goes_not_ready_while_draining() {
 /// CI runs as root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_goes_not_ready_while_the_store_cannot_write() {
-    let mnt = tempfile::tempdir().expect("tempdir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(mnt.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
+    let Some(mnt) = common::Tmpfs::mount("4m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _guard = Unmount(mnt.path().to_path_buf());
+    };
     let backend = echo::start().await;
     let store = format!(
         "store: {{backend: sqlite, path: \"{}/events.db\"}}",
@@ -471,12 +453,7 @@ async fn readyz_goes_not_ready_while_the_store_cannot_write() {
             .status(),
         200
     );
-    let filler = mnt.path().join("filler");
-    let _ = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=64k", "count=1000"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    mnt.fill();
     let ready = || async {
         for i in 0..20 {
             let _ = c
@@ -504,7 +481,7 @@ async fn readyz_goes_not_ready_while_the_store_cannot_write() {
             .status(),
         200
     );
-    std::fs::remove_file(&filler).expect("free the disk");
+    mnt.free();
     common::wait_for("readyz 200 again", Duration::from_secs(10), || async {
         (ready().await == Some(200)).then_some(())
     })

@@ -276,27 +276,9 @@ async fn clients_that_stop_reading_are_cut_and_memory_stays_bounded() {
 /// mount; CI runs as root), then frees again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_store_sends_clients_to_polling_until_it_recovers() {
-    let mnt = tempfile::tempdir().expect("tempdir");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(mnt.path())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("SKIPPED: mounting a tmpfs needs root");
+    let Some(mnt) = common::Tmpfs::mount("4m") else {
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _guard = Unmount(mnt.path().to_path_buf());
+    };
     let backend = echo::start().await;
     let cfg = config("{}").replace(
         "store: {backend: memory, retention: {max_events: 200}}",
@@ -312,12 +294,7 @@ async fn a_failing_store_sends_clients_to_polling_until_it_recovers() {
         .await
         .expect("connect");
     s.next_of("hello", T).await.expect("hello");
-    let filler = mnt.path().join("filler");
-    let _ = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=64k", "count=1000"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    mnt.fill();
     let c = reqwest::Client::new();
     let pump = {
         let (c, url) = (c.clone(), sc.url("/status/201?q=pump"));
@@ -343,7 +320,7 @@ async fn a_failing_store_sends_clients_to_polling_until_it_recovers() {
     assert!(told, "clients of the family were told to poll");
     let status = sc.status().await.expect("status");
     assert_eq!(status["breakers"]["store"], "open");
-    std::fs::remove_file(&filler).expect("free the disk");
+    mnt.free();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut back = false;
     while !back && Instant::now() < deadline {

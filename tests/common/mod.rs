@@ -462,3 +462,52 @@ pub fn demo_config() -> String {
 pub fn file_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A small tmpfs mounted for a test (to make a disk fill up on purpose), unmounted on drop.
+/// `None` when mounting is not allowed (it needs root; CI runs as root).
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            eprintln!("SKIPPED: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the file system with a file that `free` removes.
+    pub fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k", "count=1000"])
+            .arg(format!("of={}", self.path().join("filler").display()))
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.path().join("filler"));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
