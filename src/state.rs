@@ -206,7 +206,13 @@ impl State {
     pub fn sample_breakers(&self, store_bad: bool, p99_ms: Option<f64>, health_bad: bool) {
         let now = tokio::time::Instant::now();
         let cfg = self.config();
-        let queued = self.hub.queued_bytes.load(Ordering::Relaxed);
+        // The peak over the last second, so that bursts between samples count.
+        let current = self.hub.queued_bytes.load(Ordering::Relaxed);
+        let queued = self
+            .hub
+            .peak_queued
+            .swap(current, Ordering::Relaxed)
+            .max(current);
         let limit = cfg.sse.queued_bytes_total;
         let memory_bad = queued.saturating_mul(10) > limit.saturating_mul(8);
         let latency_bad = p99_ms.is_some_and(|p| p > cfg.safety.latency_target_ms);

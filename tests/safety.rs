@@ -404,3 +404,146 @@ async fn the_latency_breaker_sheds_low_priorities_then_recovers() {
     .await
     .expect("closed after a good probe");
 }
+
+/// Opens a stream whose client reads nothing and advertises a tiny receive window, so what
+/// the sidecar sends piles up in its own queue quickly.
+async fn stalled(port: u16) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(2048).expect("rcvbuf");
+    let mut s = sock
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect");
+    s.write_all(b"GET /api/sse/events?topics=jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    s
+}
+
+/// The memory breaker end to end: queued bytes near their bound refuse new streams (503),
+/// and once the pile is gone the breaker closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_breaker_refuses_new_streams_under_queue_pressure() {
+    let backend = echo::start().await;
+    let cfg = config("{queued_bytes_total: 1048576, queue_max_bytes: 262144, write_timeout_seconds: 30, handshakes_per_client_per_second: 100000, handshake_burst: 100000}")
+        + "safety: {breaker_cooldown_seconds: 2}\n";
+    let sc = Sidecar::start(&cfg, &backend.to_string())
+        .await
+        .expect("sidecar");
+    let mut piles = Vec::new();
+    for _ in 0..40 {
+        piles.push(stalled(sc.port).await);
+    }
+    let big = "y".repeat(16 * 1024);
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut refused = false;
+    while !refused && Instant::now() < deadline {
+        for _ in 0..10 {
+            let body = format!(
+                r#"{{"type": "job.done", "topics": ["jobs"], "data": {{"pad": "{big}"}}}}"#
+            );
+            c.post(sc.admin_url("/admin/publish"))
+                .body(body)
+                .send()
+                .await
+                .expect("publish");
+        }
+        if let Some((503, Some(_), _)) = raw_open(sc.port).await {
+            refused = true;
+        }
+    }
+    assert!(
+        refused,
+        "new streams refused with 503 while queued memory is near its bound"
+    );
+    assert_eq!(
+        sc.status().await.expect("status")["breakers"]["memory"],
+        "open"
+    );
+    drop(piles);
+    common::wait_for(
+        "the memory breaker closed",
+        Duration::from_secs(15),
+        || async { (sc.status().await.ok()?["breakers"]["memory"] == "closed").then_some(()) },
+    )
+    .await
+    .expect("closed once the pile is gone");
+    let (status, _, _s) = raw_open(sc.port).await.expect("answer");
+    assert_eq!(status, 200);
+}
+
+/// The stream-health breaker end to end: most streams failing on write switch SSE off (new
+/// streams get 204), then it probes back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_health_breaker_switches_sse_off_then_back_on() {
+    let backend = echo::start().await;
+    let cfg = config("{handshakes_per_client_per_second: 100000, handshake_burst: 100000}")
+        + "safety: {breaker_cooldown_seconds: 2}\n";
+    let sc = Sidecar::start(&cfg, &backend.to_string())
+        .await
+        .expect("sidecar");
+    let mut doomed = Vec::new();
+    for _ in 0..300 {
+        let (status, _, s) = raw_open(sc.port).await.expect("answer");
+        assert_eq!(status, 200);
+        doomed.push(s);
+    }
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut off = false;
+    while !off && Instant::now() < deadline {
+        // Every 300 ms, 25 clients vanish with a reset and an event makes their writes fail.
+        for _ in 0..25 {
+            if let Some(s) = doomed.pop() {
+                // A zero linger makes the close a reset and never blocks (the deprecation is
+                // about non-zero lingers blocking on drop).
+                #[allow(deprecated)]
+                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
+            }
+        }
+        let _ = c
+            .post(sc.admin_url("/admin/publish"))
+            .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {}}"#)
+            .send()
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        off = sc
+            .status()
+            .await
+            .ok()
+            .is_some_and(|s| s["breakers"]["stream_health"] == "open");
+    }
+    assert!(off, "the stream-health breaker opened");
+    let st: serde_json::Value = c
+        .get(sc.url("/api/sse/status"))
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(st["mode"], "polling");
+    assert_eq!(
+        c.get(sc.url("/api/sse/events?topics=jobs"))
+            .send()
+            .await
+            .expect("req")
+            .status(),
+        204
+    );
+    common::wait_for("SSE back on", Duration::from_secs(15), || async {
+        let r = reqwest::get(sc.url("/api/sse/status"))
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()?;
+        (r["mode"] == "sse").then_some(())
+    })
+    .await
+    .expect("probed back on");
+    let kinds = sc.status().await.expect("status")["transitions"].to_string();
+    assert!(kinds.contains("stream_health open"), "{kinds}");
+}

@@ -67,10 +67,13 @@ impl Sample {
                 .get("accepted")
                 .copied()
                 .unwrap_or(0),
-            write_errors: counter_by_label(&m.stream_closes_total, "reason")
-                .get("write_error")
-                .copied()
-                .unwrap_or(0),
+            write_errors: {
+                let closes = counter_by_label(&m.stream_closes_total, "reason");
+                ["write_error", "client_reset"]
+                    .iter()
+                    .filter_map(|r| closes.get(*r))
+                    .sum()
+            },
             store_errors: m.store_errors_total.get(),
             latency,
             latency_count,
@@ -78,7 +81,8 @@ impl Sample {
     }
 }
 
-/// Most new streams failing: at least 20 attempts in the interval, more than half failed.
+/// Most streams failing: at least 20 streams started or failed (write error or reset) in the
+/// interval, and more than half of them failed.
 fn stream_health_bad(prev: &Sample, now: &Sample) -> bool {
     let failed = now.write_errors.saturating_sub(prev.write_errors);
     let attempts = now.handshakes.saturating_sub(prev.handshakes) + failed;

@@ -139,6 +139,8 @@ pub struct Hub {
     /// Bound on `queued_bytes`: past it, queues holding more than their fair share are shed
     /// (slowest first), their clients resume from their last id.
     pub queued_limit: AtomicUsize,
+    /// Highest `queued_bytes` seen since the memory breaker last sampled it.
+    pub peak_queued: AtomicUsize,
     metrics: Arc<Metrics>,
     /// Head sequence, published for streams and status (changes after each batch).
     head_tx: watch::Sender<u64>,
@@ -171,6 +173,7 @@ impl Hub {
             next_sub: AtomicU64::new(1),
             queued_bytes: AtomicUsize::new(0),
             queued_limit: AtomicUsize::new(usize::MAX),
+            peak_queued: AtomicUsize::new(0),
             metrics,
             head_tx: watch::channel(head).0,
         })
@@ -357,6 +360,8 @@ impl Hub {
                 }
             }
             self.fanned.store(s.seq, Ordering::Release);
+            self.peak_queued
+                .fetch_max(self.queued_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
             self.metrics
                 .events_published_total
                 .with_label_values(&[s.event.family.as_str()])

@@ -26,7 +26,8 @@ impl Default for Breakers {
         Breakers {
             store: breaker::Breaker::new("store", 2, D::from_secs(5)),
             latency: breaker::Breaker::new("latency", 5, D::from_secs(30)),
-            memory: breaker::Breaker::new("memory", 2, D::from_secs(10)),
+            // Memory pressure is acute: one bad second trips it.
+            memory: breaker::Breaker::new("memory", 1, D::from_secs(10)),
             stream_health: breaker::Breaker::new("stream_health", 3, D::from_secs(15)),
         }
     }

@@ -247,11 +247,12 @@ impl Sink for SocketSink {
         ok
     }
 
-    async fn closed(&mut self) {
+    async fn closed(&mut self) -> bool {
         let mut byte = [0u8; 64];
         loop {
             match self.stream.read(&mut byte).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) => return true,
+                Err(_) => return false,
                 // A client has nothing to say on an event stream; ignore stray bytes.
                 Ok(_) => {}
             }

@@ -130,8 +130,8 @@ pub trait Sink: Send {
     fn start(&mut self) -> impl std::future::Future<Output = bool> + Send;
     /// Writes one chunk of frames; false when the client cannot be written to.
     fn send(&mut self, bytes: Bytes) -> impl std::future::Future<Output = bool> + Send;
-    /// Resolves when the client has gone away.
-    fn closed(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Resolves when the client has gone away: true for a clean close, false for a reset.
+    fn closed(&mut self) -> impl std::future::Future<Output = bool> + Send;
     /// Ends the chunked body.
     fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
@@ -157,8 +157,9 @@ impl Sink for SessionSink<'_> {
     async fn send(&mut self, bytes: Bytes) -> bool {
         self.0.write_response_body(Some(bytes), false).await.is_ok()
     }
-    async fn closed(&mut self) {
+    async fn closed(&mut self) -> bool {
         let _ = self.0.read_body_or_idle(true).await;
+        true
     }
     async fn finish(&mut self) {
         let _ = self.0.write_response_body(None, true).await;
@@ -171,7 +172,7 @@ enum Step {
     ModeChanged,
     ConfigChanged,
     Drain,
-    ClientGone,
+    ClientGone(bool),
 }
 
 /// The response headers of every stream (plus `transfer-encoding: chunked`).
@@ -405,7 +406,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
             _ = sub.notify.notified() => Step::Frames,
             _ = cfg_rx.changed() => Step::ConfigChanged,
             _ = ticker.tick() => Step::Heartbeat,
-            _ = sink.closed() => Step::ClientGone,
+            clean = sink.closed() => Step::ClientGone(clean),
         };
         match step {
             Step::Frames => {
@@ -512,8 +513,9 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
                 close_reason = drain(state, sink).await;
                 break;
             }
-            Step::ClientGone => {
-                close_reason = "client_gone";
+            Step::ClientGone(clean) => {
+                // Resets count against stream health; clean closes do not.
+                close_reason = if clean { "client_gone" } else { "client_reset" };
                 break;
             }
         }
