@@ -148,7 +148,7 @@ impl BackgroundService for Lifecycle {
 
 /// Builds and runs the sidecar until it has shut down (SIGTERM, SIGINT), then closes the
 /// event log cleanly.
-pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
+pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
     let log = open_store(&cfg)?;
     let token = admin_token(&cfg)?;
@@ -157,6 +157,7 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
     let admin_listen = cfg.admin.listen.to_string();
     let threads = cfg.threads;
     let grace = cfg.shutdown.grace_period_seconds;
+    let upgrade_sock = cfg.shutdown.upgrade_sock.clone();
     let disabled = env_disabled();
     if disabled {
         tracing::warn!("DISABLE_SSE_SYSTEM is set: pure pass-through, every client polls");
@@ -168,9 +169,16 @@ pub fn run(config_path: PathBuf, cfg: Config) -> Result<(), StartError> {
         threads,
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(2),
+        upgrade_sock,
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    // `--upgrade`: take the listening sockets over from the running process (which hands
+    // them over on SIGQUIT and then drains), so a deploy drops no connection attempt.
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     // The listener's front serves event streams on the socket itself and hands every other

@@ -21,6 +21,10 @@ struct Cli {
         default_value = "conf/sidecar.yaml"
     )]
     config: PathBuf,
+    /// Take the listening sockets over from a running sidecar (send it SIGQUIT): a
+    /// zero-downtime deploy. See README, Operations.
+    #[arg(long, global = true)]
+    upgrade: bool,
     /// Log format (overrides logging.format).
     #[arg(long, global = true, value_enum)]
     log_format: Option<Format>,
@@ -90,7 +94,7 @@ fn main() -> ExitCode {
         None => cfg.logging.format,
     };
     init_logging(format, &cfg.logging.level);
-    match sse_sidecar::app::run(cli.config.clone(), cfg) {
+    match sse_sidecar::app::run(cli.config.clone(), cfg, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sse-sidecar: cannot start: {e}");

@@ -236,6 +236,8 @@ pub struct ShutdownFile {
     pub grace_period_seconds: u64,
     #[serde(default = "default_drain_window_seconds")]
     pub drain_window_seconds: u64,
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
 }
 
 impl Default for ShutdownFile {
@@ -243,6 +245,7 @@ impl Default for ShutdownFile {
         Self {
             grace_period_seconds: default_grace_period_seconds(),
             drain_window_seconds: default_drain_window_seconds(),
+            upgrade_sock: default_upgrade_sock(),
         }
     }
 }
@@ -367,6 +370,9 @@ fn default_grace_period_seconds() -> u64 {
 }
 fn default_drain_window_seconds() -> u64 {
     5
+}
+fn default_upgrade_sock() -> String {
+    "/tmp/sse-sidecar-upgrade.sock".into()
 }
 fn default_log_format() -> String {
     "human".into()

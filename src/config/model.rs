@@ -158,6 +158,8 @@ pub struct Store {
 pub struct Shutdown {
     pub grace_period_seconds: u64,
     pub drain_window: Duration,
+    /// Where a new process (`--upgrade`) receives the listening sockets of the old one.
+    pub upgrade_sock: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -650,6 +650,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             shutdown: Shutdown {
                 grace_period_seconds: shutdown.grace_period_seconds,
                 drain_window: Duration::from_secs(shutdown.drain_window_seconds),
+                upgrade_sock: shutdown.upgrade_sock,
             },
             logging,
             safety,
