@@ -71,7 +71,6 @@ pub struct Ctx {
     capture: Option<Box<Capture>>,
     status: u16,
     head_at_forward: Option<String>,
-    upstream_error: Option<&'static str>,
     own: bool,
 }
 
@@ -440,7 +439,7 @@ impl ProxyHttp for Proxy {
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         let (code, kind, text) = match e.etype() {
             ErrorType::HTTPStatus(code) => (*code, "status", ""),
             ErrorType::ConnectTimedout => (504, "connect_timeout", "upstream connect timed out"),
@@ -457,7 +456,6 @@ impl ProxyHttp for Proxy {
                 _ => (500, "internal", "internal error"),
             },
         };
-        ctx.upstream_error = Some(kind);
         if kind != "downstream_error" {
             self.state
                 .metrics

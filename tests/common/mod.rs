@@ -459,10 +459,6 @@ pub fn demo_config() -> String {
     conf("conf/demo.yaml")
 }
 
-pub fn file_exists(p: &Path) -> bool {
-    p.exists()
-}
-
 /// A small tmpfs mounted for a test (to make a disk fill up on purpose), unmounted on drop.
 /// `None` when mounting is not allowed (it needs root; CI runs as root).
 pub struct Tmpfs {
