@@ -453,13 +453,6 @@ async fn a_page_that_loads_then_connects_with_its_head_misses_nothing() {
         vec![2],
         "the in-between mutation arrives, the earlier one does not"
     );
-    let v: Value = c
-        .get(sc.url("/api/sse/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let v: Value = sc.sse_status().await.expect("status");
     assert!(v["head"].as_str().is_some());
 }

@@ -362,12 +362,7 @@ async fn bad_stream_requests_are_refused_with_reasons() {
         .await
         .expect("request");
     assert_eq!(r.status(), 400, "over max_topics_per_stream");
-    let status: Value = reqwest::get(sc.url("/api/sse/status"))
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let status: Value = sc.sse_status().await.expect("status");
     assert_eq!(status["mode"], "sse");
     assert!(status["head"]
         .as_str()

@@ -225,12 +225,7 @@ async fn kill_switch_sends_every_stream_to_polling_within_a_second() {
         .await
         .expect("request");
     assert_eq!(r.status(), 204, "new streams refused with 204 while off");
-    let st: serde_json::Value = reqwest::get(sc.url("/api/sse/status"))
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let st: serde_json::Value = sc.sse_status().await.expect("status");
     assert_eq!(st["mode"], "polling");
     assert_eq!(
         sc.metric("sse_sidecar_kill_switch").await.expect("metrics"),
@@ -274,12 +269,7 @@ async fn disable_sse_system_forces_pass_through_from_the_start() {
         .await
         .expect("request");
     assert_eq!(r.status(), 204);
-    let st: serde_json::Value = reqwest::get(sc.url("/api/sse/status"))
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let st: serde_json::Value = sc.sse_status().await.expect("status");
     assert_eq!(st["mode"], "polling");
     mutate(&sc).await;
     let r = reqwest::get(sc.url("/echo/x")).await.expect("pass-through");

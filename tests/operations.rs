@@ -162,14 +162,7 @@ async fn metrics_parse_and_move_under_a_scripted_run() {
         .await
         .expect("json");
     assert_eq!(r["outcome"], "unchanged");
-    assert_eq!(
-        c.get(sc.url("/api/sse/events?topics=jobs"))
-            .send()
-            .await
-            .expect("req")
-            .status(),
-        204
-    );
+    assert_eq!(sc.stream_status("jobs").await.expect("request"), 204);
     let r = c
         .post(sc.admin_url("/admin/kill-switch"))
         .body(r#"{"enabled": true}"#)
@@ -287,14 +280,7 @@ async fn admin_actions_need_the_token_when_one_is_set() {
         }
     }
     // Nothing changed.
-    let st: serde_json::Value = c
-        .get(sc.url("/api/sse/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let st: serde_json::Value = sc.sse_status().await.expect("status");
     assert_eq!(st["mode"], "sse");
     let auth = "Bearer s3cret-token";
     let r = c
@@ -305,14 +291,7 @@ async fn admin_actions_need_the_token_when_one_is_set() {
         .await
         .expect("kill");
     assert_eq!(r.status(), 200);
-    let st: serde_json::Value = c
-        .get(sc.url("/api/sse/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let st: serde_json::Value = sc.sse_status().await.expect("status");
     assert_eq!(st["mode"], "polling");
     let r = c
         .post(sc.admin_url("/admin/reload"))

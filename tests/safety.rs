@@ -516,23 +516,9 @@ async fn the_stream_health_breaker_switches_sse_off_then_back_on() {
             .is_some_and(|s| s["breakers"]["stream_health"] == "open");
     }
     assert!(off, "the stream-health breaker opened");
-    let st: serde_json::Value = c
-        .get(sc.url("/api/sse/status"))
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let st: serde_json::Value = sc.sse_status().await.expect("status");
     assert_eq!(st["mode"], "polling");
-    assert_eq!(
-        c.get(sc.url("/api/sse/events?topics=jobs"))
-            .send()
-            .await
-            .expect("req")
-            .status(),
-        204
-    );
+    assert_eq!(sc.stream_status("jobs").await.expect("request"), 204);
     common::wait_for("SSE back on", Duration::from_secs(15), || async {
         let r = reqwest::get(sc.url("/api/sse/status"))
             .await

@@ -303,6 +303,20 @@ impl Sidecar {
         Ok(metric_value(&text, series))
     }
 
+    /// `GET /api/sse/status` on the public listener.
+    pub async fn sse_status(&self) -> Result<serde_json::Value> {
+        Ok(reqwest::get(self.url("/api/sse/status"))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// The status a new stream request for `topics` gets (the response is dropped).
+    pub async fn stream_status(&self, topics: &str) -> Result<u16> {
+        let url = self.url(&format!("/api/sse/events?topics={topics}"));
+        Ok(reqwest::get(url).await?.status().as_u16())
+    }
+
     pub async fn status(&self) -> Result<serde_json::Value> {
         Ok(reqwest::get(self.admin_url("/admin/status.json"))
             .await?
