@@ -84,15 +84,30 @@ fn body_value(b: &super::template::Body, which: &'static str) -> Result<Value, F
     }
 }
 
+/// The length of a value's JSON text, counted without building it.
+fn json_size(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 /// Checks an event's type is registered and its data matches the type's schema.
 pub fn validate(cfg: &Config, event: &Event) -> Result<(), DeriveError> {
     let t = cfg
         .event_types
         .get(&event.event_type)
         .ok_or_else(|| DeriveError::UnknownType(event.event_type.clone()))?;
-    let size = serde_json::to_vec(&event.data)
-        .map(|v| v.len())
-        .unwrap_or(0);
+    let size = json_size(&event.data);
     if size > cfg.sse.max_event_bytes {
         return Err(DeriveError::TooLarge {
             size,
@@ -176,6 +191,24 @@ event_types:
             vec![json!(["cards", 1]), json!(["card", "7"])]
         );
         assert_eq!(ev.data, json!({"id": "7", "board_id": 1}));
+    }
+
+    #[test]
+    fn oversized_events_are_refused() {
+        let cfg = crate::config::parse_str(&format!("{CFG}\nsse: {{max_event_bytes: 256}}\n"))
+            .expect("valid");
+        let params = id("7");
+        let big = Body::Json(json!({"id": "7", "board_id": 1, "pad": "x".repeat(300)}));
+        let inputs = Inputs {
+            params: &params,
+            query: &[],
+            headers: &[],
+            request: &Body::Empty,
+            response: &big,
+        };
+        let e = derive(&cfg, &cfg.rules[0], &inputs, Origin::default()).expect_err("too large");
+        assert_eq!(e.reason(), "event_too_large");
+        assert_eq!(json_size(&json!({"a": [1, "b"]})), r#"{"a":[1,"b"]}"#.len());
     }
 
     #[test]

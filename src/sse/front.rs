@@ -234,12 +234,10 @@ impl Sink for SocketSink {
                 Bytes::from(std::mem::take(enc.get_mut()))
             }
         };
-        // One write per chunk: size line, data, CRLF.
+        // One write per chunk, the frame buffer reused between writes.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        buf.put_slice(format!("{:X}\r\n", bytes.len()).as_bytes());
-        buf.put_slice(&bytes);
-        buf.put_slice(b"\r\n");
+        put_chunk(&mut buf, &bytes);
         let ok = self.write(&buf).await;
         if buf.capacity() <= 16 * 1024 {
             self.buf = buf;
@@ -264,9 +262,7 @@ impl Sink for SocketSink {
             if let Ok(tail) = enc.finish() {
                 if !tail.is_empty() {
                     let mut buf = BytesMut::new();
-                    buf.put_slice(format!("{:X}\r\n", tail.len()).as_bytes());
-                    buf.put_slice(&tail);
-                    buf.put_slice(b"\r\n");
+                    put_chunk(&mut buf, &tail);
                     let _ = self.write(&buf).await;
                 }
             }
@@ -274,6 +270,14 @@ impl Sink for SocketSink {
         let _ = self.write(b"0\r\n\r\n").await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
     }
+}
+
+/// Appends one HTTP/1.1 chunk (size line, data, CRLF) without an intermediate allocation.
+fn put_chunk(buf: &mut BytesMut, data: &[u8]) {
+    use std::fmt::Write;
+    let _ = write!(buf, "{:X}\r\n", data.len());
+    buf.put_slice(data);
+    buf.put_slice(b"\r\n");
 }
 
 /// Answers a refusal on the raw socket and closes.
@@ -365,6 +369,13 @@ mod tests {
         );
         assert_eq!(take("GET /api/cards HTTP/1.1\r\nHost: x\r\n\r\n"), None);
         assert_eq!(take("garbage\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn chunks_are_framed() {
+        let mut b = BytesMut::new();
+        put_chunk(&mut b, &[b'x'; 26]);
+        assert_eq!(&b[..], b"1A\r\nxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n");
     }
 
     #[test]
