@@ -10,11 +10,13 @@
 //! - [`events`]: ids, topics, templates, derivation, schema registry, the fan-out hub.
 //! - [`store`]: the `EventLog` trait and its backends.
 //! - [`sse`]: frame encoding and the stream handler.
+//! - [`auth`]: topic authorization delegated to the backend, decision cache.
 //! - [`admin`]: metrics, health and admin endpoints.
 //! - [`app`]: the composition root that wires everything into a Pingora server.
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod events;
 pub mod metrics;

@@ -32,6 +32,12 @@ pub struct Metrics {
     pub store_appends_total: IntCounter,
     pub store_errors_total: IntCounter,
     pub store_commit_seconds: Histogram,
+    pub auth_decisions_total: IntCounterVec,
+    pub auth_checks_total: IntCounterVec,
+    pub auth_cache_total: IntCounterVec,
+    pub auth_cache_entries: IntGauge,
+    pub auth_check_seconds: Histogram,
+    pub auth_revoked_total: IntCounter,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -205,6 +211,38 @@ impl Metrics {
                 "store_commit_seconds",
                 "Time to append one batch to the log.",
                 LATENCY_BUCKETS,
+            ),
+            auth_decisions_total: counter_vec(
+                &r,
+                "auth_decisions_total",
+                "Topic authorization decisions by result and reason (granted, no_rule, forbidden, condition_failed, check_failed).",
+                &["result", "reason"],
+            ),
+            auth_checks_total: counter_vec(
+                &r,
+                "auth_checks_total",
+                "Authorization checks sent to the backend, by outcome.",
+                &["outcome"],
+            ),
+            auth_cache_total: counter_vec(
+                &r,
+                "auth_cache_total",
+                "Checked-topic decisions by source: hit (cache), coalesced (joined a running check), miss (new check).",
+                &["result"],
+            ),
+            auth_cache_entries: gauge("auth_cache_entries", "Decisions held in the authorization cache."),
+            auth_check_seconds: hist(
+                "auth_check_seconds",
+                "Duration of authorization checks sent to the backend.",
+                LATENCY_BUCKETS,
+            ),
+            auth_revoked_total: register(
+                &r,
+                IntCounter::new(
+                    "auth_revoked_total",
+                    "Topics revoked from open streams when a re-check denied them.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
             ),
             registry: r,
         }

@@ -51,6 +51,8 @@ pub struct State {
     pub coalesce_ms: AtomicU64,
     /// The latest dashboard snapshot (JSON), refreshed every second by the lifecycle task.
     pub snapshot: watch::Sender<Arc<String>>,
+    /// Topic authorization: decision cache and backend checks.
+    pub auth: Arc<crate::auth::Authorizer>,
 }
 
 /// One entry of the transitions log shown on the dashboard and in status.
@@ -74,7 +76,12 @@ impl State {
         metrics: Arc<Metrics>,
         env_disabled: bool,
     ) -> Arc<State> {
+        let auth = crate::auth::Authorizer::new(
+            reload.current().authorization.max_concurrent_checks,
+            metrics.clone(),
+        );
         let state = Arc::new(State {
+            auth,
             reload,
             hub,
             metrics,

@@ -433,6 +433,13 @@ async fn a_page_that_loads_then_connects_with_its_head_misses_nothing() {
         .expect("sidecar");
     let c = reqwest::Client::new();
     assert!(mutate(&c, &sc, "a", 1).await);
+    // The first event is published after its mutation's answer: wait until it is out.
+    common::wait_for("the first event in the log", T, || async {
+        let v = sc.sse_status().await.ok()?;
+        v["head"].as_str()?.ends_with("-1").then_some(())
+    })
+    .await
+    .expect("head at 1");
     // The page loads its data: the answer carries the head at that moment.
     let page = c.get(sc.url("/echo/page")).send().await.expect("page load");
     let head = page.headers()["x-sse-head"]

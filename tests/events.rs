@@ -10,9 +10,14 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(5);
 
 async fn stream(sc: &Sidecar, topics: &str) -> SseClient {
-    let mut s = SseClient::connect(&sc.url(&format!("/api/sse/events?topics={topics}")), None)
-        .await
-        .expect("connect");
+    // alice is a member of every demo board (the demo config authorizes topics).
+    let mut s = SseClient::connect_with(
+        &sc.url(&format!("/api/sse/events?topics={topics}")),
+        None,
+        &[("cookie", "user=alice")],
+    )
+    .await
+    .expect("connect");
     assert_eq!(s.status, 200, "stream for {topics}");
     assert_eq!(s.headers["content-type"], "text/event-stream");
     assert_eq!(s.headers["cache-control"], "no-cache");

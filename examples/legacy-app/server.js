@@ -281,6 +281,10 @@ function buildRoutes() {
 
   return [
     // --- users (for the demo's picker) -------------------------------------------------
+    route('GET', '/api/me', ({ user }) => {
+      if (user === null) throw new HttpError(401, 'not signed in');
+      return reply(200, { user });
+    }),
     route('GET', '/api/users', ({ app }) => reply(200, { users: app.data.users.slice() })),
 
     // --- family "sessions" (GlobalSessionProvider) -------------------------------------
@@ -330,6 +334,17 @@ function buildRoutes() {
       const board = app.data.boards.get(params.board);
       if (!board) throw notFound('unknown board');
       if (!canSee(board, user)) throw new HttpError(403, 'forbidden');
+      return reply(200, boardJson(board));
+    }),
+    route('PUT', '/api/boards/{board}/members', async ({ app, params, user, json }) => {
+      const board = app.data.boards.get(params.board);
+      if (!board) throw notFound('unknown board');
+      if (!canSee(board, user)) throw new HttpError(403, 'forbidden');
+      const body = await json();
+      if (!Array.isArray(body.members) || body.members.length > 100 || !body.members.every((m) => typeof m === 'string' && USER_RE.test(m))) {
+        throw new HttpError(400, 'members must be a list of up to 100 user names');
+      }
+      board.members = [...new Set(body.members)];
       return reply(200, boardJson(board));
     }),
     route('GET', '/api/boards/{board}/cards', ({ app, params }) => {

@@ -30,6 +30,9 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.shutdown.grace_period_seconds != new.shutdown.grace_period_seconds {
         out.push("shutdown.grace_period_seconds");
     }
+    if old.authorization.max_concurrent_checks != new.authorization.max_concurrent_checks {
+        out.push("authorization.max_concurrent_checks");
+    }
     out
 }
 
@@ -43,6 +46,7 @@ pub fn keep_restart_fields(old: &Config, new: &mut Config) {
     new.store.durability = old.store.durability;
     new.logging.format = old.logging.format;
     new.shutdown.grace_period_seconds = old.shutdown.grace_period_seconds;
+    new.authorization.max_concurrent_checks = old.authorization.max_concurrent_checks;
 }
 
 #[cfg(test)]

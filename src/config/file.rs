@@ -23,6 +23,7 @@ pub const SECTIONS: &[&str] = &[
     "shutdown",
     "logging",
     "safety",
+    "authorization",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +91,9 @@ pub struct SseFile {
     pub replay_max_events: u64,
     #[serde(default = "default_compression")]
     pub compression: String,
+    /// Origins allowed to open streams cross-origin (with credentials). Empty: same-origin only.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for SseFile {
@@ -266,6 +270,62 @@ impl Default for LoggingFile {
             level: default_log_level(),
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationFile {
+    #[serde(default = "default_forward_headers")]
+    pub forward_headers: Vec<String>,
+    #[serde(default = "default_auth_cache_ttl_seconds")]
+    pub cache_ttl_seconds: u64,
+    #[serde(default = "default_auth_failure_ttl_seconds")]
+    pub failure_ttl_seconds: u64,
+    #[serde(default = "default_auth_cache_max_entries")]
+    pub cache_max_entries: usize,
+    #[serde(default = "default_auth_check_timeout_ms")]
+    pub check_timeout_ms: u64,
+    #[serde(default = "default_auth_max_concurrent_checks")]
+    pub max_concurrent_checks: usize,
+    #[serde(default = "default_auth_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Kept raw so each rule is deserialized (and reported) alone.
+    #[serde(default)]
+    pub rules: Vec<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRuleFile {
+    pub topic: String,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub check: Option<String>,
+    #[serde(default)]
+    pub condition: Option<String>,
+}
+
+fn default_forward_headers() -> Vec<String> {
+    vec!["cookie".into(), "authorization".into()]
+}
+fn default_auth_cache_ttl_seconds() -> u64 {
+    30
+}
+fn default_auth_failure_ttl_seconds() -> u64 {
+    2
+}
+fn default_auth_cache_max_entries() -> usize {
+    100_000
+}
+fn default_auth_check_timeout_ms() -> u64 {
+    2_000
+}
+fn default_auth_max_concurrent_checks() -> usize {
+    64
+}
+fn default_auth_max_response_bytes() -> usize {
+    64 * 1024
 }
 
 /// Families keyed by name, rules kept raw so each rule is deserialized (and reported) alone.

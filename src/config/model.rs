@@ -131,6 +131,8 @@ pub struct Sse {
     pub replay_max_events: u64,
     /// Gzip streams for clients that ask (Accept-Encoding), flushed at every write.
     pub gzip: bool,
+    /// Origins (`scheme://host[:port]`) allowed to open streams cross-origin.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +204,7 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub logging: Logging,
     pub safety: Safety,
+    pub authorization: crate::auth::Policy,
 }
 
 impl Config {

@@ -350,6 +350,26 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             queue_max_bytes: s.queue_max_bytes,
             write_timeout: Duration::from_secs(s.write_timeout_seconds),
             replay_max_events: s.replay_max_events,
+            allowed_origins: s
+                .allowed_origins
+                .iter()
+                .enumerate()
+                .filter_map(|(i, o)| {
+                    let o = o.trim_end_matches('/');
+                    let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                        && !o["https://".len().min(o.len())..].contains('/')
+                        && o.len() <= 256
+                        && o.bytes().all(|b| b.is_ascii_graphic());
+                    if !ok {
+                        c.push(
+                            format!("sse.allowed_origins[{i}]"),
+                            format!("{o:?} is not an origin"),
+                            Some("write scheme://host[:port], e.g. https://app.example.com (no path, no wildcard)"),
+                        );
+                    }
+                    ok.then(|| o.to_ascii_lowercase())
+                })
+                .collect(),
         }
     });
 
@@ -613,13 +633,31 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         }
     });
 
+    let authorization = match get("authorization") {
+        Some(v) => c
+            .section::<AuthorizationFile>("authorization", v)
+            .map(|a| compile_authorization(&mut c, a)),
+        None => Some(crate::auth::Policy::default()),
+    };
+
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid(c.problems));
     }
     // Every `None` above pushed a problem, so all parts are present here; the match keeps
     // that argument explicit instead of unwrapping.
     match (
-        listen, threads, upstream, admin, sse, mutations, store, rollout, shutdown, logging, safety,
+        listen,
+        threads,
+        upstream,
+        admin,
+        sse,
+        mutations,
+        store,
+        rollout,
+        shutdown,
+        logging,
+        safety,
+        authorization,
     ) {
         (
             Some(listen),
@@ -633,6 +671,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             Some(shutdown),
             Some(logging),
             Some(safety),
+            Some(authorization),
         ) => Ok(Config {
             version,
             listen,
@@ -654,12 +693,220 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             },
             logging,
             safety,
+            authorization,
         }),
         _ => Err(ConfigError::Invalid(vec![Problem {
             path: "(file)".into(),
             message: "incomplete configuration".into(),
             hint: None,
         }])),
+    }
+}
+
+fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> crate::auth::Policy {
+    use crate::auth::{AuthRule, Check, Condition, TopicPattern, CREDENTIAL_HEADERS};
+    let mut forward = Vec::new();
+    for (i, h) in a.forward_headers.iter().enumerate() {
+        let h = h.to_ascii_lowercase();
+        if CREDENTIAL_HEADERS.contains(&h.as_str()) {
+            forward.push(h);
+        } else {
+            c.push(
+                format!("authorization.forward_headers[{i}]"),
+                format!("{h:?} cannot be forwarded to checks"),
+                Some("use cookie and/or authorization"),
+            );
+        }
+    }
+    c.range(
+        "authorization.cache_ttl_seconds",
+        a.cache_ttl_seconds,
+        1,
+        86_400,
+    );
+    c.range(
+        "authorization.failure_ttl_seconds",
+        a.failure_ttl_seconds,
+        0,
+        3600,
+    );
+    c.range(
+        "authorization.cache_max_entries",
+        a.cache_max_entries as u64,
+        16,
+        100_000_000,
+    );
+    c.range(
+        "authorization.check_timeout_ms",
+        a.check_timeout_ms,
+        10,
+        60_000,
+    );
+    c.range(
+        "authorization.max_concurrent_checks",
+        a.max_concurrent_checks as u64,
+        1,
+        100_000,
+    );
+    c.range(
+        "authorization.max_response_bytes",
+        a.max_response_bytes as u64,
+        256,
+        16 << 20,
+    );
+    let mut rules = Vec::new();
+    for (i, raw) in a.rules.iter().enumerate() {
+        let path = format!("authorization.rules[{i}]");
+        let Some(r) = c.section::<AuthRuleFile>(&path, raw) else {
+            continue;
+        };
+        let pattern = match TopicPattern::parse(&r.topic) {
+            Ok(p) => p,
+            Err(e) => {
+                c.push(
+                    format!("{path}.topic"),
+                    e,
+                    Some("e.g. \"board:{board}\", \"presence\" or \"team:*\""),
+                );
+                continue;
+            }
+        };
+        let params: Vec<String> = pattern.param_names().map(str::to_owned).collect();
+        let check = match (r.public, &r.check) {
+            (true, Some(_)) => {
+                c.push(
+                    &path,
+                    "a rule is either public or has a check, not both",
+                    Some("remove `public: true` or the check"),
+                );
+                continue;
+            }
+            (true, None) => {
+                if r.condition.is_some() {
+                    c.push(
+                        format!("{path}.condition"),
+                        "a public rule has no check to put a condition on",
+                        None,
+                    );
+                }
+                None
+            }
+            (false, None) => {
+                c.push(
+                    &path,
+                    "no check: say how the backend decides, or mark the topic public",
+                    Some("check: \"GET /api/boards/{board}\" (or public: true)"),
+                );
+                continue;
+            }
+            (false, Some(check)) => {
+                let Some((method, tpl)) = check.trim().split_once(' ') else {
+                    c.push(
+                        format!("{path}.check"),
+                        format!("{check:?} is not `METHOD /path`"),
+                        Some("e.g. \"GET /api/boards/{board}\""),
+                    );
+                    continue;
+                };
+                let method = match method.parse::<http::Method>() {
+                    Ok(m) if matches!(m, http::Method::GET | http::Method::HEAD) => m,
+                    _ => {
+                        c.push(
+                            format!("{path}.check"),
+                            format!("{method:?}: checks must be GET or HEAD"),
+                            Some("a check must not change anything on the backend"),
+                        );
+                        continue;
+                    }
+                };
+                let tpl = tpl.trim();
+                if !tpl.starts_with('/') || tpl.bytes().any(|b| !b.is_ascii_graphic()) {
+                    c.push(
+                        format!("{path}.check"),
+                        format!("{tpl:?} is not a path"),
+                        Some("start with '/', no spaces"),
+                    );
+                    continue;
+                }
+                let path_t = match StrTemplate::parse(tpl) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        c.push(format!("{path}.check"), e, None);
+                        continue;
+                    }
+                };
+                let mut ok = true;
+                for src in path_t.sources() {
+                    match src {
+                        Source::Param(p) if params.contains(p) => {}
+                        other => {
+                            ok = false;
+                            c.push(
+                                format!("{path}.check"),
+                                format!(
+                                    "{} is not a parameter of the topic pattern {:?}",
+                                    other.describe(),
+                                    r.topic
+                                ),
+                                Some("a check path may only use the topic's {params}"),
+                            );
+                        }
+                    }
+                }
+                let condition = match &r.condition {
+                    None => None,
+                    Some(s) => match Condition::parse(s) {
+                        Ok(cond) => {
+                            for src in cond.left.sources().chain(cond.right.sources()) {
+                                match src {
+                                    Source::Response(_) => {}
+                                    Source::Param(p) if params.contains(p) => {}
+                                    other => {
+                                        ok = false;
+                                        c.push(
+                                            format!("{path}.condition"),
+                                            format!(
+                                                "{} cannot be used in a condition",
+                                                other.describe()
+                                            ),
+                                            Some("use {response.field} and the topic's {params}"),
+                                        );
+                                    }
+                                }
+                            }
+                            Some(cond)
+                        }
+                        Err(e) => {
+                            c.push(format!("{path}.condition"), e, None);
+                            None
+                        }
+                    },
+                };
+                if !ok {
+                    continue;
+                }
+                Some(Check {
+                    method,
+                    path: path_t,
+                    condition,
+                })
+            }
+        };
+        rules.push(AuthRule {
+            location: path,
+            pattern,
+            check,
+        });
+    }
+    crate::auth::Policy {
+        rules,
+        forward_headers: forward,
+        cache_ttl: Duration::from_secs(a.cache_ttl_seconds),
+        failure_ttl: Duration::from_secs(a.failure_ttl_seconds),
+        cache_max_entries: a.cache_max_entries,
+        check_timeout: Duration::from_millis(a.check_timeout_ms),
+        max_concurrent_checks: a.max_concurrent_checks,
+        max_response_bytes: a.max_response_bytes,
     }
 }
 

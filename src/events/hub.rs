@@ -23,11 +23,23 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 const MAX_BATCH: usize = 512;
 
 /// A frame waiting in a subscriber's queue.
+/// (The stored event itself, shared: its frame, its topics for filtering after a
+/// revocation, and its derivation time for the latency histogram.)
 pub struct QueuedFrame {
-    pub bytes: Bytes,
-    /// When the event was derived (ms since the Unix epoch), for the latency histogram.
-    pub ts_ms: u64,
-    pub seq: u64,
+    pub stored: Arc<StoredEvent>,
+}
+
+impl QueuedFrame {
+    pub fn bytes(&self) -> &Bytes {
+        &self.stored.frame
+    }
+    /// When the event was derived (ms since the Unix epoch).
+    pub fn ts_ms(&self) -> u64 {
+        self.stored.event.ts
+    }
+    pub fn seq(&self) -> u64 {
+        self.stored.seq
+    }
 }
 
 #[derive(Default)]
@@ -40,7 +52,8 @@ struct SubQueue {
 /// One open stream's mailbox.
 pub struct Subscriber {
     pub id: u64,
-    pub topics: Vec<String>,
+    /// The topics it is registered under (fewer after a revocation).
+    topics: Mutex<Vec<String>>,
     max_bytes: usize,
     queue: Mutex<SubQueue>,
     pub notify: Notify,
@@ -56,7 +69,7 @@ pub enum Drained {
 impl Subscriber {
     fn push(
         &self,
-        stored: &StoredEvent,
+        stored: &Arc<StoredEvent>,
         global_bytes: &AtomicUsize,
         fair_share: Option<usize>,
     ) -> bool {
@@ -75,9 +88,7 @@ impl Subscriber {
             q.bytes += len;
             global_bytes.fetch_add(len, Ordering::Relaxed);
             q.frames.push_back(QueuedFrame {
-                bytes: stored.frame.clone(),
-                ts_ms: stored.event.ts,
-                seq: stored.seq,
+                stored: stored.clone(),
             });
         }
         drop(q);
@@ -229,14 +240,14 @@ impl Hub {
     ) -> (Subscription, u64) {
         let sub = Arc::new(Subscriber {
             id: self.next_sub.fetch_add(1, Ordering::Relaxed),
-            topics,
+            topics: Mutex::new(topics.clone()),
             max_bytes: max_queue_bytes,
             queue: Mutex::new(SubQueue::default()),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
         });
         let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
-        for t in &sub.topics {
+        for t in &topics {
             reg.by_topic.entry(t.clone()).or_default().push(sub.clone());
         }
         reg.count += 1;
@@ -253,7 +264,24 @@ impl Hub {
 
     fn unsubscribe(&self, sub: &Arc<Subscriber>) {
         let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
-        for t in &sub.topics {
+        let topics = std::mem::take(&mut *sub.topics.lock().unwrap_or_else(|e| e.into_inner()));
+        Self::remove_from(&mut reg, sub, &topics);
+        reg.count = reg.count.saturating_sub(1);
+    }
+
+    /// Stops routing `topics` to this subscriber (a revocation); events already queued are
+    /// filtered by the stream itself.
+    pub fn drop_topics(&self, sub: &Arc<Subscriber>, topics: &[String]) {
+        let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        sub.topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|t| !topics.contains(t));
+        Self::remove_from(&mut reg, sub, topics);
+    }
+
+    fn remove_from(reg: &mut Registry, sub: &Arc<Subscriber>, topics: &[String]) {
+        for t in topics {
             if let Some(list) = reg.by_topic.get_mut(t) {
                 list.retain(|s| s.id != sub.id);
                 if list.is_empty() {
@@ -261,7 +289,6 @@ impl Hub {
                 }
             }
         }
-        reg.count = reg.count.saturating_sub(1);
     }
 
     /// A receiver that changes whenever the head moves.
@@ -404,7 +431,7 @@ mod tests {
 
     fn seqs(d: Drained) -> Vec<u64> {
         match d {
-            Drained::Frames(f) => f.iter().map(|f| f.seq).collect(),
+            Drained::Frames(f) => f.iter().map(|f| f.seq()).collect(),
             Drained::Overflowed => panic!("overflowed"),
         }
     }

@@ -27,7 +27,7 @@ pub enum Source {
 }
 
 impl Source {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match self {
             Source::Param(p) => format!("{{{p}}}"),
             Source::Query(q) => format!("{{query.{q}}}"),

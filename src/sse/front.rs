@@ -8,7 +8,7 @@
 //! loop. The keep-alive loop mirrors Pingora's own (`ServerApp for HttpServerApp`), so
 //! pass-through requests behave exactly as before, including keep-alive reuse.
 
-use super::stream::{self, Sink};
+use super::stream::{self, Sink, StreamRequest};
 use crate::proxy::Proxy;
 use crate::state::State;
 use async_trait::async_trait;
@@ -43,15 +43,6 @@ enum Head {
     Stream(StreamRequest),
     /// Anything else: the bytes read so far, to be replayed to Pingora.
     Other(BytesMut),
-}
-
-/// What the front keeps of an event-stream request head.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StreamRequest {
-    pub query: String,
-    pub last_event_id: Option<String>,
-    /// The client accepts gzip (`Accept-Encoding`).
-    pub gzip: bool,
 }
 
 /// Whether an `Accept-Encoding` value accepts gzip (a `q=0` refuses it).
@@ -96,12 +87,7 @@ fn classify(buf: &[u8], stream_path: &str) -> Option<StreamRequest> {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return None;
         }
-        if h.name.eq_ignore_ascii_case("last-event-id") {
-            out.last_event_id = std::str::from_utf8(h.value).ok().map(str::to_owned);
-        }
-        if h.name.eq_ignore_ascii_case("accept-encoding") {
-            out.gzip = std::str::from_utf8(h.value).is_ok_and(accepts_gzip);
-        }
+        out.header(h.name, h.value);
     }
     Some(out)
 }
@@ -208,9 +194,12 @@ impl SocketSink {
 }
 
 impl Sink for SocketSink {
-    async fn start(&mut self) -> bool {
+    async fn start(&mut self, cors: Option<&str>) -> bool {
         let mut head = String::from("HTTP/1.1 200 OK\r\n");
         for (k, v) in stream::STREAM_HEADERS {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        for (k, v) in stream::cors_headers(cors) {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         if self.gzip.is_some() {
@@ -316,7 +305,11 @@ async fn serve_stream(state: &Arc<State>, mut l4: L4Stream, req: &StreamRequest)
     let client = l4
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-    match stream::admit(state, client, &req.query, req.last_event_id.as_deref()) {
+    let admitted = match stream::admit(state, client, req) {
+        Ok(a) => stream::authorize(state, a, req).await,
+        Err(r) => Err(r),
+    };
+    match admitted {
         Err(r) => refuse(&mut l4, &r).await,
         Ok(admitted) => {
             let cfg = state.config();
@@ -347,12 +340,17 @@ mod tests {
             Some(StreamRequest {
                 query: "topics=a".into(),
                 last_event_id: Some("e-1".into()),
-                gzip: true
+                gzip: true,
+                host: Some("x".into()),
+                ..Default::default()
             })
         );
         assert_eq!(
             take("GET /api/sse/events HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Some(StreamRequest::default())
+            Some(StreamRequest {
+                host: Some("x".into()),
+                ..Default::default()
+            })
         );
         assert_eq!(
             take("GET /api/sse/eventsX HTTP/1.1\r\nHost: x\r\n\r\n"),

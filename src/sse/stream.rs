@@ -29,6 +29,88 @@ use std::time::Duration;
 /// Most bytes written in one replay chunk.
 const REPLAY_CHUNK_BYTES: usize = 64 * 1024;
 
+/// What the sidecar keeps of a stream request's head, however it arrived.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct StreamRequest {
+    pub query: String,
+    pub last_event_id: Option<String>,
+    /// The client accepts gzip (`Accept-Encoding`).
+    pub gzip: bool,
+    /// Credential headers (lower-case name, value): sent to authorization checks, nowhere else.
+    pub credentials: Vec<(String, String)>,
+    pub origin: Option<String>,
+    pub host: Option<String>,
+}
+
+impl std::fmt::Debug for StreamRequest {
+    // Credentials are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamRequest")
+            .field("query", &self.query)
+            .field("last_event_id", &self.last_event_id)
+            .field("gzip", &self.gzip)
+            .field("credentials", &self.credentials.len())
+            .field("origin", &self.origin)
+            .field("host", &self.host)
+            .finish()
+    }
+}
+
+/// Longest header value kept from a stream request (larger ones are ignored).
+const MAX_KEPT_HEADER: usize = 8 * 1024;
+
+impl StreamRequest {
+    /// Takes what matters from one request header.
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        if value.len() > MAX_KEPT_HEADER {
+            return;
+        }
+        let Ok(v) = std::str::from_utf8(value) else {
+            return;
+        };
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "last-event-id" => self.last_event_id = Some(v.to_owned()),
+            "accept-encoding" => self.gzip = super::front::accepts_gzip(v),
+            "origin" => self.origin = Some(v.trim().to_owned()),
+            "host" => self.host = Some(v.trim().to_owned()),
+            n if crate::auth::CREDENTIAL_HEADERS.contains(&n) => {
+                self.credentials.push((name, v.to_owned()))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A cross-origin stream request from an origin not in `sse.allowed_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginRefused;
+
+/// Decides cross-origin access: `Ok(None)` for same-origin (or no `Origin`), `Ok(Some(o))`
+/// for an allowed origin (echoed with credentials allowed), `Err` otherwise.
+pub fn cross_origin(
+    origin: Option<&str>,
+    host: Option<&str>,
+    allowed: &[String],
+) -> Result<Option<String>, OriginRefused> {
+    let Some(origin) = origin.filter(|o| !o.is_empty()) else {
+        return Ok(None);
+    };
+    let authority = origin
+        .split_once("://")
+        .map(|(_, a)| a)
+        .unwrap_or(origin)
+        .trim_end_matches('/');
+    if host.is_some_and(|h| h.eq_ignore_ascii_case(authority)) {
+        return Ok(None);
+    }
+    let lower = origin.trim_end_matches('/').to_ascii_lowercase();
+    if allowed.contains(&lower) {
+        return Ok(Some(origin.to_owned()));
+    }
+    Err(OriginRefused)
+}
+
 /// Why a stream request was refused before it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -126,8 +208,9 @@ pub struct Refused {
 /// Where a stream's bytes go: a Pingora session (requests Pingora parsed) or a socket the
 /// sidecar took over itself (`front`). Both carry the same frames.
 pub trait Sink: Send {
-    /// Writes the response head of a stream (200, text/event-stream, chunked).
-    fn start(&mut self) -> impl std::future::Future<Output = bool> + Send;
+    /// Writes the response head of a stream (200, text/event-stream, chunked), with CORS
+    /// headers for an allowed cross-origin request.
+    fn start(&mut self, cors: Option<&str>) -> impl std::future::Future<Output = bool> + Send;
     /// Writes one chunk of frames; false when the client cannot be written to.
     fn send(&mut self, bytes: Bytes) -> impl std::future::Future<Output = bool> + Send;
     /// Resolves when the client has gone away: true for a clean close, false for a reset.
@@ -140,12 +223,17 @@ pub trait Sink: Send {
 pub struct SessionSink<'a>(pub &'a mut Session);
 
 impl Sink for SessionSink<'_> {
-    async fn start(&mut self) -> bool {
-        let Ok(mut resp) = ResponseHeader::build(200, Some(5)) else {
+    async fn start(&mut self, cors: Option<&str>) -> bool {
+        let Ok(mut resp) = ResponseHeader::build(200, Some(8)) else {
             return false;
         };
         for (k, v) in STREAM_HEADERS {
             if resp.insert_header(*k, *v).is_err() {
+                return false;
+            }
+        }
+        for (k, v) in cors_headers(cors) {
+            if resp.insert_header(k, v).is_err() {
                 return false;
             }
         }
@@ -168,6 +256,7 @@ impl Sink for SessionSink<'_> {
 
 enum Step {
     Frames,
+    Recheck,
     Heartbeat,
     ModeChanged,
     ConfigChanged,
@@ -183,6 +272,18 @@ pub const STREAM_HEADERS: &[(&str, &str)] = &[
     ("transfer-encoding", "chunked"),
 ];
 
+/// The CORS response headers for an allowed cross-origin stream.
+pub fn cors_headers(origin: Option<&str>) -> Vec<(&'static str, String)> {
+    match origin {
+        None => Vec::new(),
+        Some(o) => vec![
+            ("access-control-allow-origin", o.to_owned()),
+            ("access-control-allow-credentials", "true".to_owned()),
+            ("vary", "origin".to_owned()),
+        ],
+    }
+}
+
 /// Decrements the connection count however the stream ends.
 pub struct ConnGuard(Arc<State>);
 
@@ -197,17 +298,25 @@ impl Drop for ConnGuard {
 pub struct Admitted {
     topics: Vec<String>,
     last_id: Option<String>,
+    /// The origin to echo in CORS headers (allowed cross-origin request).
+    cors: Option<String>,
+    creds: crate::auth::Credentials,
+    grants: crate::auth::Grants,
+    /// When the earliest checked decision expires (re-check then).
+    recheck_at: Option<std::time::Instant>,
     _conn: ConnGuard,
 }
 
-/// Checks a stream request (kill switch, drain, topics, connection limit) and reads its
-/// last event id (`Last-Event-ID` header wins over `?lastEventId=`).
+/// Checks a stream request (kill switch, drain, origin, topics, connection limit) and reads
+/// its last event id (`Last-Event-ID` header wins over `?lastEventId=`). Authorization comes
+/// next, in `authorize`.
 pub fn admit(
     state: &Arc<State>,
     client: Option<std::net::IpAddr>,
-    query: &str,
-    last_event_id_header: Option<&str>,
+    req: &StreamRequest,
 ) -> Result<Admitted, Refused> {
+    let query = req.query.as_str();
+    let last_event_id_header = req.last_event_id.as_deref();
     let cfg = state.config();
     let refused = |status, outcome, retry_after, body: &str| {
         state
@@ -255,6 +364,21 @@ pub fn admit(
             ));
         }
     }
+    let cors = match cross_origin(
+        req.origin.as_deref(),
+        req.host.as_deref(),
+        &cfg.sse.allowed_origins,
+    ) {
+        Ok(c) => c,
+        Err(OriginRefused) => {
+            return Err(refused(
+                403,
+                "origin_refused",
+                None,
+                "cross-origin streams are refused: add the origin to sse.allowed_origins\n",
+            ))
+        }
+    };
     let query = parse_query(query);
     let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
         Ok(t) => t,
@@ -289,24 +413,79 @@ pub fn admit(
     Ok(Admitted {
         topics,
         last_id,
+        cors,
+        creds: Default::default(),
+        grants: Default::default(),
+        recheck_at: None,
         _conn: ConnGuard(state.clone()),
     })
 }
 
+/// Asks the authorization policy about every requested topic (cache, coalesced backend
+/// checks). A stream with no topic granted is refused with 403 and the reasons.
+pub async fn authorize(
+    state: &Arc<State>,
+    mut admitted: Admitted,
+    req: &StreamRequest,
+) -> Result<Admitted, Refused> {
+    let cfg = state.config();
+    let creds = crate::auth::Credentials::new(&state.auth, &cfg.authorization, &req.credentials);
+    let decisions = state.auth.decide_all(&cfg, &creds, &admitted.topics).await;
+    let mut grants = crate::auth::Grants::default();
+    let mut recheck: Option<std::time::Instant> = None;
+    for (topic, (decision, until)) in admitted.topics.iter().zip(decisions) {
+        match decision {
+            crate::auth::Decision::Allow => {
+                grants.granted.push(topic.clone());
+                if let Some(u) = until {
+                    recheck = Some(recheck.map_or(u, |r| r.min(u)));
+                }
+            }
+            crate::auth::Decision::Deny(r) => grants.denied.push((topic.clone(), r)),
+        }
+    }
+    if grants.granted.is_empty() {
+        state
+            .metrics
+            .sse_handshakes_total
+            .with_label_values(&["forbidden"])
+            .inc();
+        let reasons: Vec<String> = grants
+            .denied
+            .iter()
+            .map(|(t, r)| format!("{t} ({})", r.as_str()))
+            .collect();
+        return Err(Refused {
+            status: 403,
+            outcome: "forbidden",
+            retry_after: None,
+            body: format!("no topic granted: {}\n", reasons.join(", ")),
+        });
+    }
+    admitted.creds = creds;
+    admitted.grants = grants;
+    admitted.recheck_at = recheck;
+    Ok(admitted)
+}
+
 /// Serves one stream request that Pingora parsed, to its end.
 pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result<()> {
-    let query = session.req_header().uri.query().unwrap_or("").to_owned();
-    let header = session
-        .req_header()
-        .headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let mut req = StreamRequest {
+        query: session.req_header().uri.query().unwrap_or("").to_owned(),
+        ..Default::default()
+    };
+    for (k, v) in session.req_header().headers.iter() {
+        req.header(k.as_str(), v.as_bytes());
+    }
     let client = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    match admit(state, client, &query, header.as_deref()) {
+    let admitted = match admit(state, client, &req) {
+        Ok(a) => authorize(state, a, &req).await,
+        Err(r) => Err(r),
+    };
+    match admitted {
         Err(r) => {
             let mut headers = Vec::new();
             if let Some(s) = r.retry_after {
@@ -331,9 +510,9 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
 
 /// Runs an admitted stream to its end: head, `retry:` and `hello`, replay or reset, then
 /// live frames and heartbeats until something ends it.
-pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) {
+pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut S) {
     let cfg = state.config();
-    if !sink.start().await {
+    if !sink.start(admitted.cors.as_deref()).await {
         return;
     }
     state
@@ -341,7 +520,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
         .sse_handshakes_total
         .with_label_values(&["accepted"])
         .inc();
-    let topics = admitted.topics;
+    let mut topics = admitted.grants.granted.clone();
     // Subscribe before replaying, so nothing falls between the two.
     let (subscription, fanned) = state.hub.subscribe(topics.clone(), cfg.sse.queue_max_bytes);
     let epoch = state.hub.epoch().to_owned();
@@ -357,7 +536,8 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
             "epoch": epoch,
             "head": head_id,
             "topics": topics,
-            "denied": [],
+            "denied": admitted.grants.denied_topics(),
+            "denied_reasons": admitted.grants.denied_reasons(),
             "heartbeat_ms": cfg.sse.heartbeat.as_millis() as u64,
             "types": cfg.type_names(),
             "polling_families": state.polling_families(),
@@ -388,11 +568,19 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
     let mut last_polling = state.polling_families();
     let types: Vec<String> = cfg.type_names().iter().map(|t| t.to_string()).collect();
     let heartbeat = cfg.sse.heartbeat;
+    let mut config_version = cfg.version.clone();
     drop(cfg);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sub = subscription.sub.clone();
     let mut last_write = tokio::time::Instant::now();
+    // Re-check of expiring authorization decisions; far away when nothing needs one.
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut recheck_at = admitted.recheck_at;
+    let recheck = tokio::time::sleep_until(recheck_at.map(Into::into).unwrap_or_else(far));
+    tokio::pin!(recheck);
+    // Set once a topic was revoked: queued frames are then filtered by the granted topics.
+    let mut filter = false;
     let close_reason: &str;
     loop {
         if *drain_rx.borrow() {
@@ -406,6 +594,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
             _ = sub.notify.notified() => Step::Frames,
             _ = cfg_rx.changed() => Step::ConfigChanged,
             _ = ticker.tick() => Step::Heartbeat,
+            _ = &mut recheck => Step::Recheck,
             clean = sink.closed() => Step::ClientGone(clean),
         };
         match step {
@@ -429,22 +618,34 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
                         );
                         break;
                     }
-                    Drained::Frames(frames) if frames.is_empty() => {}
-                    Drained::Frames(frames) => {
+                    Drained::Frames(mut frames) => {
+                        if filter {
+                            frames.retain(|f| {
+                                f.stored
+                                    .event
+                                    .topics
+                                    .iter()
+                                    .any(|t| topics.binary_search(t).is_ok())
+                            });
+                        }
+                        if frames.is_empty() {
+                            continue;
+                        }
                         let now = now_ms();
                         for f in &frames {
                             state
                                 .metrics
                                 .delivery_latency_seconds
-                                .observe(now.saturating_sub(f.ts_ms) as f64 / 1000.0);
+                                .observe(now.saturating_sub(f.ts_ms()) as f64 / 1000.0);
                         }
                         let body = if frames.len() == 1 {
-                            frames[0].bytes.clone()
+                            frames[0].bytes().clone()
                         } else {
-                            let mut buf =
-                                BytesMut::with_capacity(frames.iter().map(|f| f.bytes.len()).sum());
+                            let mut buf = BytesMut::with_capacity(
+                                frames.iter().map(|f| f.bytes().len()).sum(),
+                            );
                             for f in &frames {
-                                buf.extend_from_slice(&f.bytes);
+                                buf.extend_from_slice(f.bytes());
                             }
                             buf.freeze()
                         };
@@ -482,8 +683,83 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
                     break;
                 }
             }
+            Step::Recheck => {
+                let cfg = state.config();
+                let checked: Vec<String> = admitted
+                    .grants
+                    .checked(&cfg.authorization)
+                    .into_iter()
+                    .collect();
+                let decisions = state.auth.decide_all(&cfg, &admitted.creds, &checked).await;
+                let mut revoked = Vec::new();
+                let mut next: Option<std::time::Instant> = None;
+                for (t, (d, until)) in checked.iter().zip(decisions) {
+                    match d {
+                        crate::auth::Decision::Allow => {
+                            if let Some(u) = until {
+                                next = Some(next.map_or(u, |n| n.min(u)));
+                            }
+                        }
+                        crate::auth::Decision::Deny(r) => revoked.push((t.clone(), r)),
+                    }
+                }
+                recheck_at = next;
+                recheck
+                    .as_mut()
+                    .reset(recheck_at.map(Into::into).unwrap_or_else(far));
+                if !revoked.is_empty() {
+                    filter = true;
+                    if !revoke(
+                        state,
+                        sink,
+                        &sub,
+                        &mut admitted.grants,
+                        &mut topics,
+                        revoked,
+                    )
+                    .await
+                    {
+                        close_reason = if topics.is_empty() {
+                            "revoked"
+                        } else {
+                            "write_error"
+                        };
+                        break;
+                    }
+                }
+            }
             Step::ConfigChanged => {
                 let now = state.config();
+                if now.version != config_version {
+                    config_version = now.version.clone();
+                    // Topics no rule matches any more go at once; checked topics are asked
+                    // again now (the decision cache was emptied by the new version).
+                    let gone: Vec<(String, crate::auth::DenyReason)> = topics
+                        .iter()
+                        .filter(|t| now.authorization.rule_for(t).is_none())
+                        .map(|t| (t.clone(), crate::auth::DenyReason::NoRule))
+                        .collect();
+                    if !gone.is_empty() {
+                        filter = true;
+                        if !revoke(state, sink, &sub, &mut admitted.grants, &mut topics, gone).await
+                        {
+                            close_reason = if topics.is_empty() {
+                                "revoked"
+                            } else {
+                                "write_error"
+                            };
+                            break;
+                        }
+                    }
+                    if !admitted.grants.checked(&now.authorization).is_empty() {
+                        let soon = std::time::Instant::now()
+                            + Duration::from_millis(rand::random_range(0..=1000));
+                        recheck_at = Some(recheck_at.map_or(soon, |r| r.min(soon)));
+                        recheck
+                            .as_mut()
+                            .reset(recheck_at.map(Into::into).unwrap_or_else(far));
+                    }
+                }
                 if now.type_names() != types {
                     // Browsers drop frames of event names they did not register at hello:
                     // ask for a fresh handshake that lists the new types.
@@ -528,6 +804,33 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
     drop(subscription);
     // End the chunked body cleanly; the client may already be gone.
     sink.finish().await;
+}
+
+/// Stops delivering revoked topics and tells the client with `control {revoked}`; false
+/// when the stream must end (nothing left granted, or the client cannot be written to).
+async fn revoke<S: Sink>(
+    state: &State,
+    sink: &mut S,
+    sub: &Arc<crate::events::hub::Subscriber>,
+    grants: &mut crate::auth::Grants,
+    topics: &mut Vec<String>,
+    revoked: Vec<(String, crate::auth::DenyReason)>,
+) -> bool {
+    let names: Vec<String> = revoked.iter().map(|(t, _)| t.clone()).collect();
+    state.hub.drop_topics(sub, &names);
+    topics.retain(|t| !names.contains(t));
+    grants.granted.retain(|t| !names.contains(t));
+    state.metrics.auth_revoked_total.inc_by(names.len() as u64);
+    let reasons: serde_json::Map<String, serde_json::Value> = revoked
+        .iter()
+        .map(|(t, r)| (t.clone(), serde_json::Value::from(r.as_str())))
+        .collect();
+    grants.denied.extend(revoked);
+    let frame = encode::control_frame(
+        "control",
+        &json!({ "revoked": names, "reasons": reasons, "topics": topics }),
+    );
+    sink.send(frame).await && !topics.is_empty()
 }
 
 async fn drain<S: Sink>(state: &State, sink: &mut S) -> &'static str {

@@ -166,6 +166,13 @@ pub fn with_addresses(yaml: &str, port: u16, upstream: &str, admin_port: u16) ->
     if !sd.contains_key("grace_period_seconds") {
         sd.insert("grace_period_seconds".into(), 1.into());
     }
+    // Tests about other things subscribe freely: a config without an authorization section
+    // gets one public catch-all rule (the sidecar itself denies every topic by default).
+    if !m.contains_key("authorization") {
+        let rules: serde_yaml::Value =
+            serde_yaml::from_str("rules: [{topic: \"*\", public: true}]").expect("yaml");
+        m.insert("authorization".into(), rules);
+    }
     serde_yaml::to_string(&v).expect("serializable")
 }
 

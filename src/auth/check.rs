@@ -1,0 +1,382 @@
+//! Decisions: cache, coalescing and the backend check itself.
+//!
+//! - Cache: (credential fingerprint, topic) → decision until it expires, bounded by
+//!   `cache_max_entries` (expired entries are purged first, then an arbitrary eighth of the
+//!   map). Emptied when the config's version changes, so an edited rule applies at once.
+//! - Coalescing: the first asker of a key starts the check in a task of its own (so it
+//!   finishes even if that asker goes away); everyone asking the same key meanwhile waits
+//!   for the same answer. 1,000 tabs with one cookie opening at once cost one backend call.
+//! - The check: the rule's method and path, the subscriber's forwarded credential headers,
+//!   through Pingora's connector (pooled connections to the same upstream as the proxy).
+//!   Concurrency is bounded; waiting for a slot counts against the check's timeout.
+
+use super::{Credentials, Decision, DenyReason};
+use crate::config::Config;
+use crate::events::template::{Body, Inputs};
+use crate::metrics::Metrics;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+
+type Key = (u128, String);
+type Answer = Option<(Decision, Instant)>;
+
+#[derive(Default)]
+struct Cache {
+    version: String,
+    map: HashMap<Key, (Decision, Instant)>,
+}
+
+pub struct Authorizer {
+    /// Two independent random SipHash keys: a 128-bit keyed fingerprint, so credentials
+    /// never collide in practice and cannot be recovered from what is shown.
+    keys: (
+        std::collections::hash_map::RandomState,
+        std::collections::hash_map::RandomState,
+    ),
+    cache: Mutex<Cache>,
+    inflight: Mutex<HashMap<Key, watch::Receiver<Answer>>>,
+    permits: Semaphore,
+    connector: Connector,
+    metrics: Arc<Metrics>,
+}
+
+impl Authorizer {
+    pub fn new(max_concurrent_checks: usize, metrics: Arc<Metrics>) -> Arc<Authorizer> {
+        Arc::new(Authorizer {
+            keys: Default::default(),
+            cache: Mutex::new(Cache::default()),
+            inflight: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(max_concurrent_checks.max(1)),
+            connector: Connector::new(None),
+            metrics,
+        })
+    }
+
+    /// Keyed 128-bit hash of the (sorted) credential headers.
+    pub fn fingerprint(&self, headers: &[(String, String)]) -> u128 {
+        let hash = |s: &std::collections::hash_map::RandomState| {
+            let mut h = s.build_hasher();
+            for (k, v) in headers {
+                h.write(k.as_bytes());
+                h.write_u8(0);
+                h.write(v.as_bytes());
+                h.write_u8(0);
+            }
+            h.finish()
+        };
+        ((hash(&self.keys.0) as u128) << 64) | hash(&self.keys.1) as u128
+    }
+
+    /// Entries in the decision cache.
+    pub fn cached(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .len()
+    }
+
+    /// Decides one topic. The instant is when the decision must be made again (`None`: it
+    /// never changes under this config: public topics and topics no rule matches).
+    pub async fn decide(
+        self: &Arc<Self>,
+        cfg: &Arc<Config>,
+        creds: &Credentials,
+        topic: &str,
+    ) -> (Decision, Option<Instant>) {
+        let policy = &cfg.authorization;
+        let Some((_, rule, _)) = policy.rule_for(topic) else {
+            self.count_decision(Decision::Deny(DenyReason::NoRule));
+            return (Decision::Deny(DenyReason::NoRule), None);
+        };
+        if rule.check.is_none() {
+            self.count_decision(Decision::Allow);
+            return (Decision::Allow, None);
+        }
+        let key: Key = (creds.fingerprint, topic.to_owned());
+        let now = Instant::now();
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.version != cfg.version {
+                cache.version = cfg.version.clone();
+                cache.map.clear();
+            }
+            if let Some(&(d, until)) = cache.map.get(&key) {
+                if until > now {
+                    self.metrics
+                        .auth_cache_total
+                        .with_label_values(&["hit"])
+                        .inc();
+                    self.count_decision(d);
+                    return (d, Some(until));
+                }
+            }
+        }
+        let mut rx = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            match inflight.get(&key) {
+                Some(rx) => {
+                    self.metrics
+                        .auth_cache_total
+                        .with_label_values(&["coalesced"])
+                        .inc();
+                    rx.clone()
+                }
+                None => {
+                    self.metrics
+                        .auth_cache_total
+                        .with_label_values(&["miss"])
+                        .inc();
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(key.clone(), rx.clone());
+                    let me = self.clone();
+                    let cfg = cfg.clone();
+                    let creds = creds.clone();
+                    tokio::spawn(async move {
+                        let decision = me.check(&cfg, &creds, &key.1).await;
+                        let ttl = match decision {
+                            Decision::Deny(DenyReason::CheckFailed) => {
+                                cfg.authorization.failure_ttl
+                            }
+                            _ => cfg.authorization.cache_ttl,
+                        };
+                        let until = Instant::now() + ttl;
+                        me.remember(&cfg, key.clone(), decision, until);
+                        me.inflight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&key);
+                        let _ = tx.send(Some((decision, until)));
+                    });
+                    rx
+                }
+            }
+        };
+        let wait = policy.check_timeout + Duration::from_secs(1);
+        let answer = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(v)) => *v,
+            _ => None,
+        };
+        let (d, until) = answer.unwrap_or((
+            Decision::Deny(DenyReason::CheckFailed),
+            Instant::now() + policy.failure_ttl,
+        ));
+        self.count_decision(d);
+        (d, Some(until))
+    }
+
+    /// Decides every topic of a stream (concurrently).
+    pub async fn decide_all(
+        self: &Arc<Self>,
+        cfg: &Arc<Config>,
+        creds: &Credentials,
+        topics: &[String],
+    ) -> Vec<(Decision, Option<Instant>)> {
+        let futs = topics.iter().map(|t| self.decide(cfg, creds, t));
+        futures_util::future::join_all(futs).await
+    }
+
+    fn count_decision(&self, d: Decision) {
+        let (result, reason) = match d {
+            Decision::Allow => ("allowed", "granted"),
+            Decision::Deny(r) => ("denied", r.as_str()),
+        };
+        self.metrics
+            .auth_decisions_total
+            .with_label_values(&[result, reason])
+            .inc();
+    }
+
+    fn remember(&self, cfg: &Config, key: Key, d: Decision, until: Instant) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.version != cfg.version {
+            // The config changed while the check ran: its answer is for old rules.
+            return;
+        }
+        let max = cfg.authorization.cache_max_entries;
+        if cache.map.len() >= max {
+            let now = Instant::now();
+            cache.map.retain(|_, (_, until)| *until > now);
+            if cache.map.len() >= max {
+                let drop_n = (max / 8).max(1);
+                let victims: Vec<Key> = cache.map.keys().take(drop_n).cloned().collect();
+                for k in victims {
+                    cache.map.remove(&k);
+                }
+            }
+        }
+        cache.map.insert(key, (d, until));
+        self.metrics.auth_cache_entries.set(cache.map.len() as i64);
+    }
+
+    /// Asks the backend. Never logs credentials: only the rule, topic and fingerprint.
+    async fn check(&self, cfg: &Config, creds: &Credentials, topic: &str) -> Decision {
+        let policy = &cfg.authorization;
+        let Some((_, rule, params)) = policy.rule_for(topic) else {
+            return Decision::Deny(DenyReason::NoRule);
+        };
+        let Some(check) = &rule.check else {
+            return Decision::Allow;
+        };
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(policy.check_timeout, async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| "closed".to_string())?;
+            self.ask(cfg, creds, check, &params).await
+        })
+        .await;
+        let decision = match outcome {
+            Err(_) => {
+                tracing::warn!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),
+                    "authorization check timed out; denying (fail closed)");
+                Decision::Deny(DenyReason::CheckFailed)
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),
+                    error = %e, "authorization check failed; denying (fail closed)");
+                Decision::Deny(DenyReason::CheckFailed)
+            }
+            Ok(Ok((status, body))) => {
+                if (500..600).contains(&status) {
+                    tracing::warn!(rule = %rule.location, topic, status,
+                        "authorization check answered with a server error; denying (fail closed)");
+                    Decision::Deny(DenyReason::CheckFailed)
+                } else if !(200..300).contains(&status) {
+                    Decision::Deny(DenyReason::Forbidden)
+                } else {
+                    match &check.condition {
+                        None => Decision::Allow,
+                        Some(c) => {
+                            let inputs = Inputs {
+                                params: &params,
+                                query: &[],
+                                headers: &[],
+                                request: &Body::Empty,
+                                response: &body,
+                            };
+                            if c.holds(&inputs) {
+                                Decision::Allow
+                            } else {
+                                Decision::Deny(DenyReason::Condition)
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let label = match decision {
+            Decision::Allow => "allowed",
+            Decision::Deny(r) => r.as_str(),
+        };
+        self.metrics
+            .auth_checks_total
+            .with_label_values(&[label])
+            .inc();
+        self.metrics
+            .auth_check_seconds
+            .observe(started.elapsed().as_secs_f64());
+        decision
+    }
+
+    /// One check request: status and (when a condition needs it) the JSON answer.
+    async fn ask(
+        &self,
+        cfg: &Config,
+        creds: &Credentials,
+        check: &super::Check,
+        params: &crate::events::route::Params,
+    ) -> Result<(u16, Body), String> {
+        let inputs = Inputs {
+            params,
+            query: &[],
+            headers: &[],
+            request: &Body::Empty,
+            response: &Body::Empty,
+        };
+        let path = check.path.render(&inputs).map_err(|e| e.to_string())?;
+        let mut req = RequestHeader::build(check.method.clone(), path.as_bytes(), None)
+            .map_err(|e| e.to_string())?;
+        let set = |req: &mut RequestHeader, k: &str, v: &str| {
+            req.insert_header(k.to_owned(), v)
+                .map_err(|_| format!("header {k} cannot be sent"))
+        };
+        set(&mut req, "host", &cfg.upstream.address)?;
+        set(&mut req, "accept", "application/json")?;
+        set(&mut req, "user-agent", "sse-sidecar-authorization")?;
+        set(&mut req, "x-sse-authorization-check", "1")?;
+        for (k, v) in creds.headers() {
+            set(&mut req, k, v)?;
+        }
+        let up = &cfg.upstream;
+        let mut peer = HttpPeer::new(up.addr, false, String::new());
+        peer.options.connection_timeout = Some(up.connect_timeout);
+        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        peer.options.read_timeout = Some(cfg.authorization.check_timeout);
+        peer.options.write_timeout = Some(cfg.authorization.check_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        let (mut session, _reused) = self
+            .connector
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| format!("connect: {}", e.etype().as_str()))?;
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(|e| format!("write: {}", e.etype().as_str()))?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| format!("write: {}", e.etype().as_str()))?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| format!("read: {}", e.etype().as_str()))?;
+        let status = session
+            .response_header()
+            .map(|h| h.status.as_u16())
+            .ok_or("no response head")?;
+        let max = cfg.authorization.max_response_bytes;
+        let mut body = Vec::new();
+        let mut seen = 0usize;
+        let want_body = (200..300).contains(&status) && check.condition.is_some();
+        // Read to the end (so the connection can be reused), at most `max` bytes; a larger
+        // answer closes the connection and, if a condition needed it, fails the condition.
+        loop {
+            match session.read_response_body().await {
+                Ok(Some(chunk)) => {
+                    seen += chunk.len();
+                    if seen > max {
+                        break;
+                    }
+                    if want_body {
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(format!("read body: {}", e.etype().as_str())),
+            }
+        }
+        if session.response_done() {
+            self.connector
+                .release_http_session(session, &peer, peer.options.idle_timeout)
+                .await;
+        } else {
+            session.shutdown().await;
+        }
+        let parsed = if want_body {
+            Body::from_capture(&body, seen > max)
+        } else {
+            Body::Empty
+        };
+        Ok((status, parsed))
+    }
+}

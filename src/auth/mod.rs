@@ -1,0 +1,279 @@
+//! Topic authorization delegated to the backend.
+//!
+//! The legacy app already knows who may see what. For every topic a stream asks for, the
+//! first `authorization.rules` entry whose pattern matches decides: `public: true` allows
+//! without asking; otherwise the sidecar sends the rule's check request (e.g.
+//! `GET /api/boards/{board}`) to the backend with the subscriber's own credentials (only
+//! the headers named in `forward_headers`). A 2xx allows, optionally subject to a condition
+//! on the JSON answer (`{response.id} == {user}`); anything else denies. A topic no rule
+//! matches is denied. A check that fails (timeout, connection error, 5xx) denies too, with
+//! its own reason: the sidecar fails closed.
+//!
+//! Decisions are cached per (credential fingerprint, topic) for a TTL in a bounded map, and
+//! identical concurrent checks share one backend call (`check.rs`). Credentials are never
+//! logged, counted by label or shown: only a keyed hash of them (the fingerprint) is kept.
+
+pub mod check;
+pub mod pattern;
+
+pub use check::Authorizer;
+pub use pattern::TopicPattern;
+
+use crate::events::template::{Inputs, StrTemplate};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The credential headers a check may forward. Nothing else of the subscriber's request
+/// reaches the backend.
+pub const CREDENTIAL_HEADERS: &[&str] = &["cookie", "authorization"];
+
+/// Why a topic was denied (also a metrics label and what the client is told).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DenyReason {
+    /// No rule matches the topic.
+    NoRule,
+    /// The backend answered the check with a non-2xx status.
+    Forbidden,
+    /// The backend allowed, but the rule's condition on its answer does not hold.
+    Condition,
+    /// The check could not be made or the backend failed (timeout, connect error, 5xx):
+    /// denied because the sidecar fails closed.
+    CheckFailed,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NoRule => "no_rule",
+            DenyReason::Forbidden => "forbidden",
+            DenyReason::Condition => "condition_failed",
+            DenyReason::CheckFailed => "check_failed",
+        }
+    }
+}
+
+/// One topic's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny(DenyReason),
+}
+
+impl Decision {
+    pub fn allowed(self) -> bool {
+        self == Decision::Allow
+    }
+}
+
+/// `left == right` or `left != right` on the check's answer and the topic's parameters.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub left: StrTemplate,
+    pub equal: bool,
+    pub right: StrTemplate,
+}
+
+impl Condition {
+    /// Parses `"{response.id} == {user}"`.
+    pub fn parse(s: &str) -> Result<Condition, String> {
+        let (l, equal, r) = if let Some((l, r)) = s.split_once("==") {
+            (l, true, r)
+        } else if let Some((l, r)) = s.split_once("!=") {
+            (l, false, r)
+        } else {
+            return Err(format!(
+                "{s:?} is not a condition: write `{{response.field}} == {{param}}` (or !=)"
+            ));
+        };
+        if r.contains("==") || r.contains("!=") {
+            return Err(format!("{s:?} has more than one comparison"));
+        }
+        Ok(Condition {
+            left: StrTemplate::parse(l.trim())?,
+            equal,
+            right: StrTemplate::parse(r.trim())?,
+        })
+    }
+
+    /// Whether the condition holds; a side that cannot be filled makes it fail.
+    pub fn holds(&self, inputs: &Inputs) -> bool {
+        match (self.left.render(inputs), self.right.render(inputs)) {
+            (Ok(l), Ok(r)) => (l == r) == self.equal,
+            _ => false,
+        }
+    }
+}
+
+/// A backend check: method, path template (topic parameters only) and optional condition.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub method: http::Method,
+    pub path: StrTemplate,
+    pub condition: Option<Condition>,
+}
+
+/// One compiled `authorization.rules` entry.
+#[derive(Debug, Clone)]
+pub struct AuthRule {
+    /// `authorization.rules[<index>]`, for logs and reports.
+    pub location: String,
+    pub pattern: TopicPattern,
+    /// `None`: public, allowed without a check.
+    pub check: Option<Check>,
+}
+
+/// The compiled `authorization` section.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Vec<AuthRule>,
+    /// Lower-case names of the subscriber's headers forwarded to checks.
+    pub forward_headers: Vec<String>,
+    pub cache_ttl: Duration,
+    /// How long a failed check (`check_failed`) is remembered: short, so a backend that
+    /// recovers is asked again soon, but long enough to spare it a storm while it is down.
+    pub failure_ttl: Duration,
+    pub cache_max_entries: usize,
+    pub check_timeout: Duration,
+    pub max_concurrent_checks: usize,
+    /// Largest check answer read for a condition.
+    pub max_response_bytes: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            rules: Vec::new(),
+            forward_headers: CREDENTIAL_HEADERS.iter().map(|s| s.to_string()).collect(),
+            cache_ttl: Duration::from_secs(30),
+            failure_ttl: Duration::from_secs(2),
+            cache_max_entries: 100_000,
+            check_timeout: Duration::from_secs(2),
+            max_concurrent_checks: 64,
+            max_response_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Policy {
+    /// The first rule matching `topic`, with the pattern's captured parameters.
+    pub fn rule_for(
+        &self,
+        topic: &str,
+    ) -> Option<(usize, &AuthRule, crate::events::route::Params)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.pattern.matches(topic).map(|p| (i, r, p)))
+    }
+}
+
+/// A subscriber's credentials: the forwarded header values, and their fingerprint (what
+/// caches, logs and status may show).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    headers: Vec<(String, String)>,
+    pub fingerprint: u128,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print the values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({})", self.fingerprint_hex())
+    }
+}
+
+impl Credentials {
+    /// Keeps the headers the policy forwards (lower-case name, value) and fingerprints them.
+    pub fn new(
+        authorizer: &Authorizer,
+        policy: &Policy,
+        headers: &[(String, String)],
+    ) -> Credentials {
+        let mut kept: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| policy.forward_headers.iter().any(|f| f == k))
+            .cloned()
+            .collect();
+        kept.sort();
+        let fingerprint = authorizer.fingerprint(&kept);
+        Credentials {
+            headers: kept,
+            fingerprint,
+        }
+    }
+
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The first 16 hex digits of the fingerprint, for logs.
+    pub fn fingerprint_hex(&self) -> String {
+        format!("{:016x}", (self.fingerprint >> 64) as u64)
+    }
+}
+
+/// The outcome of authorizing a stream's topics.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Allowed topics, sorted.
+    pub granted: Vec<String>,
+    /// Denied topics with their reasons, sorted by topic.
+    pub denied: Vec<(String, DenyReason)>,
+}
+
+impl Grants {
+    pub fn denied_topics(&self) -> Vec<&str> {
+        self.denied.iter().map(|(t, _)| t.as_str()).collect()
+    }
+
+    /// `{topic: reason}` for the hello frame and refusals.
+    pub fn denied_reasons(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.denied
+            .iter()
+            .map(|(t, r)| (t.clone(), serde_json::Value::from(r.as_str())))
+            .collect()
+    }
+
+    /// The granted topics that need re-checking (not public).
+    pub fn checked(&self, policy: &Policy) -> BTreeSet<String> {
+        self.granted
+            .iter()
+            .filter(|t| {
+                policy
+                    .rule_for(t)
+                    .is_some_and(|(_, r, _)| r.check.is_some())
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::route::Params;
+    use crate::events::template::Body;
+
+    #[test]
+    fn conditions_compare_answer_and_parameters() {
+        let c = Condition::parse("{response.id} == {user}").unwrap();
+        let mut params = Params::new();
+        params.insert("user".into(), "alice".into());
+        let ok = Body::Json(serde_json::json!({"id": "alice"}));
+        let other = Body::Json(serde_json::json!({"id": "bob"}));
+        let inputs = |b| Inputs {
+            params: &params,
+            query: &[],
+            headers: &[],
+            request: &Body::Empty,
+            response: b,
+        };
+        assert!(c.holds(&inputs(&ok)));
+        assert!(!c.holds(&inputs(&other)));
+        assert!(!c.holds(&inputs(&Body::NotJson)));
+        let ne = Condition::parse("{response.id} != {user}").unwrap();
+        assert!(ne.holds(&inputs(&other)));
+        assert!(Condition::parse("{response.id}").is_err());
+        assert!(Condition::parse("{a} == {b} == {c}").is_err());
+    }
+}
