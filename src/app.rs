@@ -10,6 +10,7 @@ use crate::reload::{self, ReloadHandle};
 use crate::sse::front::Front;
 use crate::state::State;
 use crate::store::memory::MemoryLog;
+use crate::store::redis::RedisLog;
 use crate::store::sqlite::SqliteLog;
 use crate::store::EventLog;
 use async_trait::async_trait;
@@ -65,13 +66,15 @@ fn open_store(cfg: &Config) -> Result<Arc<dyn EventLog>, StartError> {
                 cfg.store.max_age,
             )
             .map_err(|e| StartError::Store(format!("store (sqlite at {path}): {e}")))?;
-            tracing::info!(%path, epoch = log.epoch(), durability = ?cfg.store.durability,
+            tracing::info!(%path, epoch = &*log.epoch(), durability = ?cfg.store.durability,
                 head = log.head(), "event log opened");
             Ok(Arc::new(log))
         }
-        StoreBackend::Redis { .. } => Err(StartError::Store(
-            "store.backend: redis is not supported by this build".into(),
-        )),
+        StoreBackend::Redis { url, prefix } => {
+            let log = RedisLog::open(url, prefix, cfg.store.max_events, cfg.store.max_age)
+                .map_err(|e| StartError::Store(format!("store (redis): {e}")))?;
+            Ok(log)
+        }
     }
 }
 

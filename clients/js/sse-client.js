@@ -687,6 +687,8 @@ export function createSseClient(options = {}) {
           topics: (info.topics || []).filter((t) => !revoked.includes(t)),
           denied: uniqSorted([...(info.denied || []), ...revoked]),
         };
+        // Followers mirror `info` from state snapshots: send it before the control itself.
+        relay(snapshot());
       }
       relay({ t: 'control', control });
       emit('control', control);

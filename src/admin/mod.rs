@@ -121,8 +121,8 @@ pub fn status_json(s: &State) -> Value {
             "rollout": { "phase": cfg.rollout_phase },
             "families": families,
             "store": {
-                "epoch": s.hub.epoch(),
-                "head": EventId::new(s.hub.epoch(), s.hub.head()).to_string(),
+                "epoch": &*s.hub.epoch(),
+                "head": EventId::new(&s.hub.epoch(), s.hub.head()).to_string(),
                 "healthy": s.hub.log().healthy(),
             },
             "draining": s.is_draining(),

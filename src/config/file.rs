@@ -130,6 +130,9 @@ pub struct StoreFile {
     pub path: Option<String>,
     #[serde(default)]
     pub url: Option<String>,
+    /// Prefix of the Redis keys (`<prefix>:events`, `:seq`, `:epoch`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
     #[serde(default = "default_durability")]
     pub durability: String,
     #[serde(default)]
@@ -142,6 +145,7 @@ impl Default for StoreFile {
             backend: default_store_backend(),
             path: None,
             url: None,
+            key_prefix: default_key_prefix(),
             durability: default_durability(),
             retention: RetentionFile::default(),
         }
@@ -403,6 +407,9 @@ fn default_capture_max_bytes() -> usize {
 }
 fn default_store_backend() -> String {
     "memory".into()
+}
+fn default_key_prefix() -> String {
+    "sse-sidecar".into()
 }
 fn default_durability() -> String {
     "relaxed".into()

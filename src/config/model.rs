@@ -139,7 +139,7 @@ pub struct Sse {
 pub enum StoreBackend {
     Memory,
     Sqlite { path: String },
-    Redis { url: String },
+    Redis { url: String, prefix: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -403,7 +403,20 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             }),
             "redis" => match &s.url {
                 Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                    Some(StoreBackend::Redis { url: u.clone() })
+                    if s.key_prefix.is_empty()
+                        || s.key_prefix.len() > 64
+                        || !s.key_prefix.bytes().all(|b| b.is_ascii_graphic())
+                    {
+                        c.push(
+                            "store.key_prefix",
+                            "must be 1-64 printable characters without spaces",
+                            Some("e.g. sse-sidecar or myapp:sse"),
+                        );
+                    }
+                    Some(StoreBackend::Redis {
+                        url: u.clone(),
+                        prefix: s.key_prefix.clone(),
+                    })
                 }
                 _ => {
                     c.push(

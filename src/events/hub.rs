@@ -47,6 +47,8 @@ struct SubQueue {
     frames: VecDeque<QueuedFrame>,
     bytes: usize,
     overflowed: bool,
+    /// The shared log lost continuity since the last drain: the stream owes a `reset`.
+    gap: Option<&'static str>,
 }
 
 /// One open stream's mailbox.
@@ -64,6 +66,8 @@ pub struct Subscriber {
 pub enum Drained {
     Frames(Vec<QueuedFrame>),
     Overflowed,
+    /// Continuity was lost: send a `reset` with this reason, then these (later) frames.
+    Reset(&'static str, Vec<QueuedFrame>),
 }
 
 impl Subscriber {
@@ -112,7 +116,23 @@ impl Subscriber {
         }
         global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
         q.bytes = 0;
-        Drained::Frames(std::mem::take(&mut q.frames).into())
+        let frames = std::mem::take(&mut q.frames).into();
+        match q.gap.take() {
+            Some(reason) => Drained::Reset(reason, frames),
+            None => Drained::Frames(frames),
+        }
+    }
+
+    /// Marks a gap: what is queued is dropped (the client refetches anyway) and the next
+    /// drain returns `Reset`.
+    fn mark_gap(&self, reason: &'static str, global_bytes: &AtomicUsize) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
+        q.bytes = 0;
+        q.frames.clear();
+        q.gap = Some(reason);
+        drop(q);
+        self.notify.notify_one();
     }
 }
 
@@ -144,6 +164,10 @@ pub struct Hub {
     rx: Mutex<Option<mpsc::Receiver<Publish>>>,
     registry: RwLock<Registry>,
     fanned: AtomicU64,
+    /// The log is shared with other instances: fan-out follows its feed.
+    shared: AtomicBool,
+    /// See `loss_floor()`.
+    loss_floor: AtomicU64,
     next_sub: AtomicU64,
     /// Bytes queued across all subscribers.
     pub queued_bytes: AtomicUsize,
@@ -177,6 +201,8 @@ impl Hub {
         let head = log.head();
         Arc::new(Hub {
             fanned: AtomicU64::new(head),
+            shared: AtomicBool::new(false),
+            loss_floor: AtomicU64::new(0),
             log,
             tx,
             rx: Mutex::new(Some(rx)),
@@ -194,7 +220,7 @@ impl Hub {
         &self.log
     }
 
-    pub fn epoch(&self) -> &str {
+    pub fn epoch(&self) -> Arc<str> {
         self.log.epoch()
     }
 
@@ -303,6 +329,10 @@ impl Hub {
             tracing::error!("hub sequencer started twice");
             return;
         };
+        if let Some(feed) = self.log.take_feed() {
+            self.shared.store(true, Ordering::Release);
+            tokio::spawn(self.clone().follow(feed, shutdown.clone()));
+        }
         let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             let first = tokio::select! {
@@ -324,10 +354,74 @@ impl Hub {
         }
     }
 
+    /// Fans out a shared log's feed (every instance's events, in log order).
+    async fn follow(
+        self: Arc<Self>,
+        mut feed: mpsc::Receiver<crate::store::Feed>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let item = tokio::select! {
+                f = feed.recv() => f,
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { return; }
+                    continue;
+                }
+            };
+            match item {
+                None => return,
+                Some(crate::store::Feed::Events(events)) => self.fan_out(&events),
+                Some(crate::store::Feed::Gap { head, reason }) => self.gap(head, reason),
+            }
+        }
+    }
+
+    /// Continuity lost: every subscriber owes its client a `reset`.
+    fn gap(&self, head: u64, reason: &'static str) {
+        let reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        self.fanned.store(head, Ordering::Release);
+        let mut seen = HashSet::new();
+        for subs in reg.by_topic.values() {
+            for sub in subs {
+                if seen.insert(sub.id) {
+                    sub.mark_gap(reason, &self.queued_bytes);
+                }
+            }
+        }
+        drop(reg);
+        tracing::warn!(reason, streams = seen.len(), "every stream gets a reset");
+        self.head_tx.send_replace(head);
+    }
+
+    /// Events on `topics` could not be stored: their subscribers get a `reset` now, and
+    /// ids issued before the loss can no longer be resumed (`events_lost`).
+    fn lost(&self, topics: &HashSet<String>) {
+        self.loss_floor
+            .fetch_max(self.fanned.load(Ordering::Acquire) + 1, Ordering::AcqRel);
+        let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        let mut seen = HashSet::new();
+        for t in topics {
+            for sub in reg.by_topic.get(t).into_iter().flatten() {
+                if seen.insert(sub.id) {
+                    sub.mark_gap("events_lost", &self.queued_bytes);
+                }
+            }
+        }
+    }
+
+    /// Ids with a lower sequence number were issued before events were lost.
+    pub fn loss_floor(&self) -> u64 {
+        self.loss_floor.load(Ordering::Acquire)
+    }
+
     async fn process(&self, batch: &mut Vec<Publish>) {
         let (events, dones): (Vec<Event>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.done)).unzip();
         let families: Vec<String> = events.iter().map(|e| e.family.clone()).collect();
+        let topics: HashSet<String> = events
+            .iter()
+            .flat_map(|e| e.topics.iter().cloned())
+            .collect();
         let started = std::time::Instant::now();
         let result = self.log.append(events).await;
         self.metrics
@@ -336,7 +430,10 @@ impl Hub {
         match result {
             Ok(stored) => {
                 self.metrics.store_appends_total.inc_by(stored.len() as u64);
-                self.fan_out(&stored);
+                // A shared log fans out from its feed, in the order all instances agree on.
+                if !self.shared.load(Ordering::Acquire) {
+                    self.fan_out(&stored);
+                }
                 for (s, done) in stored.iter().zip(dones) {
                     if let Some(done) = done {
                         let _ = done.send(Ok(s.event.id.clone()));
@@ -346,6 +443,7 @@ impl Hub {
             Err(e) => {
                 self.metrics.store_errors_total.inc();
                 tracing::error!(error = %e, events = families.len(), "event log append failed");
+                self.lost(&topics);
                 for (family, done) in families.iter().zip(dones) {
                     self.metrics
                         .events_rejected_total
@@ -433,6 +531,7 @@ mod tests {
         match d {
             Drained::Frames(f) => f.iter().map(|f| f.seq()).collect(),
             Drained::Overflowed => panic!("overflowed"),
+            Drained::Reset(r, _) => panic!("reset {r}"),
         }
     }
 

@@ -290,7 +290,7 @@ impl ProxyHttp for Proxy {
         ctx.capture = self.start_capture(&cfg, session.req_header());
         if session.req_header().method == http::Method::GET {
             ctx.head_at_forward =
-                Some(EventId::new(self.state.hub.epoch(), self.state.hub.head()).to_string());
+                Some(EventId::new(&self.state.hub.epoch(), self.state.hub.head()).to_string());
         }
         ctx.cfg = Some(cfg);
         Ok(false)

@@ -89,10 +89,12 @@ pub async fn serve_status(state: &Arc<State>, session: &mut Session) -> pingora:
         .collect();
     let body = serde_json::json!({
         "mode": mode_s,
-        "epoch": state.hub.epoch(),
-        "head": crate::events::EventId::new(state.hub.epoch(), state.hub.head()).to_string(),
+        "epoch": &*state.hub.epoch(),
+        "head": crate::events::EventId::new(&state.hub.epoch(), state.hub.head()).to_string(),
         "retry_after": retry_after,
         "families": families,
+        // Families whose clients poll right now (rollout, or an open breaker).
+        "polling_families": state.polling_families(),
     });
     respond(
         session,

@@ -523,7 +523,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     let mut topics = admitted.grants.granted.clone();
     // Subscribe before replaying, so nothing falls between the two.
     let (subscription, fanned) = state.hub.subscribe(topics.clone(), cfg.sse.queue_max_bytes);
-    let epoch = state.hub.epoch().to_owned();
+    let mut epoch = state.hub.epoch().to_string();
     let head_id = EventId::new(&epoch, fanned).to_string();
     let mut preamble = BytesMut::new();
     preamble.extend_from_slice(&encode::retry(jittered_retry(
@@ -556,6 +556,10 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     ) {
         Resume::Fresh => true,
         Resume::Reset(reason) => send_reset(state, sink, reason, &head_id).await,
+        // Events that could not be stored after this id: replay cannot vouch for it.
+        Resume::After(after) if after < state.hub.loss_floor() => {
+            send_reset(state, sink, "events_lost", &head_id).await
+        }
         Resume::After(after) => replay(state, sink, &topics, after, fanned, &head_id).await,
     };
     if !resumed {
@@ -617,6 +621,25 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                             "slow consumer: queue overflowed, closing"
                         );
                         break;
+                    }
+                    Drained::Reset(reason, frames) => {
+                        // The epoch may have changed with the gap (shared log).
+                        epoch = state.hub.epoch().to_string();
+                        let head = EventId::new(&epoch, state.hub.head()).to_string();
+                        if !send_reset(state, sink, reason, &head).await {
+                            close_reason = "write_error";
+                            break;
+                        }
+                        if !frames.is_empty() {
+                            let mut buf = BytesMut::new();
+                            for f in &frames {
+                                buf.extend_from_slice(f.bytes());
+                            }
+                            if !sink.send(buf.freeze()).await {
+                                close_reason = "write_error";
+                                break;
+                            }
+                        }
                     }
                     Drained::Frames(mut frames) => {
                         if filter {

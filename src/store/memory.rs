@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub struct MemoryLog {
-    epoch: String,
+    epoch: Arc<str>,
     tail: Tail,
 }
 
 impl MemoryLog {
     pub fn new(max_events: u64, max_age: Duration) -> Self {
         MemoryLog {
-            epoch: new_epoch(),
+            epoch: new_epoch().into(),
             tail: Tail::new(0, max_events.clamp(1, 10_000_000) as usize, Some(max_age)),
         }
     }
@@ -26,8 +26,8 @@ impl MemoryLog {
 
 #[async_trait]
 impl EventLog for MemoryLog {
-    fn epoch(&self) -> &str {
-        &self.epoch
+    fn epoch(&self) -> Arc<str> {
+        self.epoch.clone()
     }
 
     fn head(&self) -> u64 {

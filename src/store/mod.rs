@@ -2,6 +2,7 @@
 //! interface the hub and the stream handler use; `memory` keeps a bounded ring in RAM.
 
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 pub mod tail;
 
@@ -45,8 +46,10 @@ pub enum ReadAfter {
 
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
-    /// The log's epoch: ids from another epoch cannot be resumed.
-    fn epoch(&self) -> &str;
+    /// The log's epoch: ids from another epoch cannot be resumed. Fixed for the process's
+    /// life, except for a shared log that must adopt the epoch its peers use (it then sends
+    /// `Feed::Gap`, so every stream gets a reset).
+    fn epoch(&self) -> Arc<str>;
     /// The last assigned sequence number (0 when empty).
     fn head(&self) -> u64;
     /// Appends events in order, assigning ids; returns them stored.
@@ -61,4 +64,21 @@ pub trait EventLog: Send + Sync + 'static {
     fn oldest(&self) -> u64;
     /// Flushes what is queued and marks a clean shutdown. Called once, at exit.
     async fn close(&self) {}
+    /// For a log shared by several instances: every event of the log in order (this
+    /// instance's appends included), which the hub fans out instead of what `append`
+    /// returns. `None` (the default): the hub fans out its own appends. Called once, inside
+    /// the runtime.
+    fn take_feed(&self) -> Option<tokio::sync::mpsc::Receiver<Feed>> {
+        None
+    }
+}
+
+/// What a shared log's feed carries.
+#[derive(Debug)]
+pub enum Feed {
+    /// The next events of the log, in order.
+    Events(Vec<Arc<StoredEvent>>),
+    /// Continuity was lost (events missing after a failover, or a new epoch): every open
+    /// stream gets a `reset`; `head` is the log's position now.
+    Gap { head: u64, reason: &'static str },
 }

@@ -59,7 +59,7 @@ struct Shared {
 }
 
 pub struct SqliteLog {
-    epoch: String,
+    epoch: Arc<str>,
     path: PathBuf,
     durability: Durability,
     tail: Tail,
@@ -192,7 +192,7 @@ impl SqliteLog {
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the ticker: {e}")))?;
         Ok(SqliteLog {
-            epoch,
+            epoch: epoch.into(),
             path: path.to_path_buf(),
             durability,
             tail: Tail::new(head, RING, None),
@@ -387,8 +387,8 @@ fn retention(
 
 #[async_trait]
 impl EventLog for SqliteLog {
-    fn epoch(&self) -> &str {
-        &self.epoch
+    fn epoch(&self) -> Arc<str> {
+        self.epoch.clone()
     }
 
     fn head(&self) -> u64 {
@@ -508,7 +508,7 @@ mod tests {
             drop(log);
             let log = SqliteLog::open(&path, durability, 1000, Duration::from_secs(3600))
                 .expect("reopen");
-            assert_eq!(log.epoch() == epoch, same, "{durability:?}");
+            assert_eq!(*log.epoch() == *epoch, same, "{durability:?}");
             assert!(log.recovered_unclean);
             assert_eq!(log.head(), 1, "sequence numbers continue");
             log.close().await;

@@ -58,13 +58,17 @@ test('b. kill switch: live → polling within 2 s → live again without a reloa
     }
 
     // The sidecar's side: no stream left open, status says polling, a new stream is refused
-    // with 204 (wire contract §2).
+    // with 204 (wire contract §2). It asks as alice, a member of board 1: the refusal is the
+    // kill switch's, not the topic authorization's (403).
     await H.waitFor('no open stream on the admin status', async () => (await sidecar.connections()) === 0, { timeout: 3_000 });
     const adminStatus = await sidecar.status();
     assert.notEqual(adminStatus.sse.mode, 'sse', `admin status still says sse: ${JSON.stringify(adminStatus.sse)}`);
     const probe = await (await fetch(`${sidecar.url}/api/sse/status`)).json();
     assert.equal(probe.mode, 'polling', `/api/sse/status while switched off: ${JSON.stringify(probe)}`);
-    const refused = await fetch(`${sidecar.url}/api/sse/events?topics=board%3A1`, { signal: AbortSignal.timeout(5_000) });
+    const refused = await fetch(`${sidecar.url}/api/sse/events?topics=board%3A1`, {
+      headers: { cookie: 'user=alice' },
+      signal: AbortSignal.timeout(5_000),
+    });
     await refused.arrayBuffer();
     assert.equal(refused.status, 204, 'a new stream while switched off is refused with 204');
 

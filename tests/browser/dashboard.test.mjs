@@ -1,6 +1,7 @@
 // dashboard. The admin dashboard (GET /admin on the admin listener, src/admin/dashboard.html)
 // against the real sidecar in front of the legacy app: it says "SSE live"; under load (a few
-// event streams on board:1 and a few card mutations per second) its connections and deliveries
+// event streams on board:1, as alice, a member of that private board, and a few card mutations
+// per second) its connections and deliveries
 // tiles move; its kill-switch button (reason + confirm) sends the open streams
 // `control {mode: "polling"}` and closes them, and the badge says POLLING; the lift button brings
 // SSE back. No console errors. Screenshot: artifacts/dashboard.png.
@@ -16,19 +17,23 @@ const STREAMS = 3;
 const POST_EVERY_MS = 250; // four card mutations a second
 const TILE_TIMEOUT_MS = 15_000; // snapshots come every second; rates may average over a few
 const KILL_TIMEOUT_MS = 5_000; // "every open stream gets control {mode: polling} and closes within a second"
+// board:1 is private to alice and bob (topics are authorized by the app with the subscriber's
+// cookie): the test streams subscribe as alice.
+const MEMBER = { cookie: 'user=alice' };
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers (the harness drives the demo page; these drive raw streams and the dashboard)
 // ---------------------------------------------------------------------------------------------
 
 /**
- * Opens `url` as an event stream with fetch and parses it (lines split on CR, LF or CRLF;
- * `event`, multi-line `data`, `id`; blank line dispatches). Resolves once the response headers
- * are in. `events` holds {type, data, id, at}; `closed` turns true when the server ends it.
+ * Opens `url` as an event stream with fetch (with extra request `headers`, e.g. a cookie) and
+ * parses it (lines split on CR, LF or CRLF; `event`, multi-line `data`, `id`; blank line
+ * dispatches). Resolves once the response headers are in. `events` holds {type, data, id, at};
+ * `closed` turns true when the server ends it.
  */
-async function openStream(url, label) {
+async function openStream(url, label, headers = {}) {
   const ctrl = new AbortController();
-  const res = await fetch(url, { headers: { accept: 'text/event-stream' }, signal: ctrl.signal });
+  const res = await fetch(url, { headers: { accept: 'text/event-stream', ...headers }, signal: ctrl.signal });
   if (res.status !== 200) {
     await res.body?.cancel().catch(() => {});
     throw new Error(`${label}: GET ${url} answered ${res.status}`);
@@ -189,7 +194,7 @@ test('dashboard: live badge, tiles move under load, kill switch → streams poll
     const streams = [];
     cleanup.add(() => Promise.all(streams.map((s) => s.close())));
     for (let i = 0; i < STREAMS; i++) {
-      streams.push(await openStream(`${sidecar.url}/api/sse/events?topics=board%3A1`, `stream ${i + 1}`));
+      streams.push(await openStream(`${sidecar.url}/api/sse/events?topics=board%3A1`, `stream ${i + 1}`, MEMBER));
     }
     await H.waitFor('hello on every test stream', () => streams.every((s) => s.of('hello').length > 0), { timeout: 5_000 });
     const load = startLoad(sidecar.url, POST_EVERY_MS);
@@ -241,7 +246,7 @@ test('dashboard: live badge, tiles move under load, kill switch → streams poll
     assert.equal(adminStatus.sse.mode, 'polling', `admin status: ${JSON.stringify(adminStatus.sse)}`);
     assert.ok(String(adminStatus.sse.disabled_reason).includes(reason), `disabled_reason: ${adminStatus.sse.disabled_reason}`);
     await H.waitFor('the connections tile back to 0', async () => (await tile(page, 'connections')).value === 0, { timeout: TILE_TIMEOUT_MS });
-    const refused = await fetch(`${sidecar.url}/api/sse/events?topics=board%3A1`, { signal: AbortSignal.timeout(5_000) });
+    const refused = await fetch(`${sidecar.url}/api/sse/events?topics=board%3A1`, { headers: MEMBER, signal: AbortSignal.timeout(5_000) });
     await refused.arrayBuffer();
     assert.equal(refused.status, 204, 'a new stream while switched off is refused with 204');
 
@@ -264,7 +269,7 @@ test('dashboard: live badge, tiles move under load, kill switch → streams poll
     assert.match(again.text, /live/i, `badge text after lifting: ${again.text}`);
     assert.match(await result.textContent(), /lifted/i, 'the lift result is shown inline');
     assert.equal((await sidecar.status()).sse.mode, 'sse', 'admin status after lifting');
-    const reopened = await openStream(`${sidecar.url}/api/sse/events?topics=board%3A1`, 'stream after lift');
+    const reopened = await openStream(`${sidecar.url}/api/sse/events?topics=board%3A1`, 'stream after lift', MEMBER);
     streams.push(reopened);
     await H.waitFor('hello on a new stream after lifting', () => reopened.of('hello').length > 0, { timeout: 5_000 });
     await H.waitFor('the connections tile sees the new stream', async () => (await tile(page, 'connections')).value >= 1, { timeout: TILE_TIMEOUT_MS });

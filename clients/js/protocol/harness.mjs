@@ -223,7 +223,8 @@ export function editYaml(text, edits) {
 /**
  * Starts the sidecar with conf/demo.yaml (plus `edits`) in front of `upstream` ("host:port"):
  * `listen`, `upstream.address` and `admin.listen` on 127.0.0.1 and free ports,
- * `shutdown.grace_period_seconds: 1`. Resolves once the admin `/healthz` answers 200.
+ * `shutdown.grace_period_seconds: 1`. Resolves once the admin `/healthz` and the proxy's
+ * `/api/sse/status` both answer 200 (the admin listener can be up before the proxy's).
  */
 export async function startSidecar({ upstream, edits = {}, readyTimeout = 15_000 } = {}) {
   if (!fs.existsSync(BIN)) throw new Error(`sidecar binary missing: ${BIN} (cargo build, or set SSE_SIDECAR_BIN)`);
@@ -261,12 +262,15 @@ export async function startSidecar({ upstream, edits = {}, readyTimeout = 15_000
   const url = `http://127.0.0.1:${port}`;
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   try {
-    await waitFor('the sidecar admin /healthz = 200', async () => {
+    await waitFor('the sidecar admin /healthz = 200 and /api/sse/status = 200', async () => {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw Object.assign(new Error(`sidecar exited (${child.exitCode ?? child.signalCode}); log:\n${log()}`), { fatal: true });
       }
       const r = await fetch(`${adminUrl}/healthz`, { signal: AbortSignal.timeout(1_000) });
-      return r.status === 200;
+      if (r.status !== 200) return false;
+      const s = await fetch(`${url}/api/sse/status`, { signal: AbortSignal.timeout(1_000) });
+      await s.arrayBuffer();
+      return s.status === 200;
     }, { timeout: readyTimeout, interval: 25 });
   } catch (e) {
     await stopProcess(child);

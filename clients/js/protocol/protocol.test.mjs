@@ -2,8 +2,14 @@
 // EventSource for Node — against the REAL sse-sidecar binary in front of the REAL legacy app
 // (examples/legacy-app), configured with conf/demo.yaml on ephemeral loopback ports.
 //
-// One sidecar serves every test but the heartbeat one (which needs `heartbeat_seconds: 1`);
-// the kill-switch test runs last and switches SSE back on in any case.
+// One sidecar serves every test but the heartbeat one (which needs `heartbeat_seconds: 1`) and
+// the revocation one (its own app, whose board 1 members change, and its own sidecar with
+// `authorization.cache_ttl_seconds: 1`); the kill-switch test is the last one on the shared
+// sidecar and switches SSE back on in any case.
+//
+// Topics are authorized by the backend (conf/demo.yaml `authorization:`): board 1 is private to
+// alice and bob, so streams on `board:1` carry alice's cookie (`user=alice`, the legacy app's
+// identity); board 2 and `conversation:*` are visible to anyone.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -24,8 +30,11 @@ const DEMO_TYPES = [
   'card.created', 'card.deleted', 'card.updated', 'message.posted', 'session.activity',
   'session.ended', 'session.started', 'ui.clicked',
 ];
-const HELLO_KEYS = ['denied', 'epoch', 'head', 'heartbeat_ms', 'polling_families', 'topics', 'types'];
+const HELLO_KEYS = ['denied', 'denied_reasons', 'epoch', 'head', 'heartbeat_ms', 'polling_families', 'topics', 'types'];
 const EVENT_KEYS = ['data', 'family', 'id', 'invalidate', 'origin', 'topics', 'ts', 'type'];
+/** The legacy app's identity is the `user` cookie; alice and bob are the members of board 1. */
+const ALICE = { cookie: 'user=alice' };
+const BOB = { cookie: 'user=bob' };
 
 let app;
 let sc;
@@ -78,13 +87,14 @@ after(async () => {
 });
 
 test('1. hello comes first (after retry:), with the contract fields and the asked topics sorted and unique', { timeout: 15_000 }, async () => {
-  const s = stream({ topics: ['presence', 'board:2', 'board:1', 'board:2'] });
+  const s = stream({ topics: ['presence', 'board:2', 'board:1', 'board:2'], headers: ALICE });
   const hello = await s.hello();
 
   assert.equal(s.frames[0].name, 'hello', 'the first event dispatched is hello');
   assert.deepEqual(Object.keys(hello).sort(), HELLO_KEYS);
   assert.deepEqual(hello.topics, ['board:1', 'board:2', 'presence']);
   assert.deepEqual(hello.denied, []);
+  assert.deepEqual(hello.denied_reasons, {});
   assert.equal(hello.heartbeat_ms, 15_000);
   assert.deepEqual(hello.polling_families, []);
   assert.ok(hello.types.includes('card.created'));
@@ -107,7 +117,7 @@ test('1. hello comes first (after retry:), with the contract fields and the aske
 });
 
 test('2. a card created through the sidecar arrives as a named card.created event, only on its board', { timeout: 15_000 }, async () => {
-  const b1 = stream({ topics: ['board:1'] });
+  const b1 = stream({ topics: ['board:1'], headers: ALICE });
   const b2 = stream({ topics: ['board:2'] });
   await Promise.all([b1.hello(), b2.hello()]);
 
@@ -143,7 +153,7 @@ test('2. a card created through the sidecar arrives as a named card.created even
 });
 
 test('3. resume: a new EventSource from the last id gets exactly the events in between, in order, once', { timeout: 20_000 }, async () => {
-  const first = stream({ topics: ['board:1'] });
+  const first = stream({ topics: ['board:1'], headers: ALICE });
   await first.hello();
   const a = await createCard(1, uniq('A'));
   const fa = await first.next('card.created', (x) => x.data.data.id === a.id);
@@ -167,21 +177,21 @@ test('3. resume: a new EventSource from the last id gets exactly the events in b
   };
 
   // (a) ?lastEventId= in the query.
-  const q = stream({ topics: ['board:1'], lastEventId: lastId });
+  const q = stream({ topics: ['board:1'], lastEventId: lastId, headers: ALICE });
   await q.until('3 replayed events', () => q.domain().length >= 3);
   const e = await createCard(1, uniq('E')); // live after replay: proves nothing else is queued
   await q.next('card.created', (x) => x.data.data.id === e.id);
   checkOrder(q, [...between.map((c) => c.id), e.id], 'query');
 
   // (b) the Last-Event-ID header (set through the package's fetch option).
-  const h = stream({ topics: ['board:1'], headers: { 'Last-Event-ID': lastId } });
+  const h = stream({ topics: ['board:1'], headers: { ...ALICE, 'Last-Event-ID': lastId } });
   await h.until('4 replayed events', () => h.domain().length >= 4);
   const f = await createCard(1, uniq('F'));
   await h.next('card.created', (x) => x.data.data.id === f.id);
   checkOrder(h, [...between.map((c) => c.id), e.id, f.id], 'header');
 
   // (c) the header wins over the query parameter.
-  const both = stream({ topics: ['board:1'], lastEventId: 'garbage', headers: { 'Last-Event-ID': lastId } });
+  const both = stream({ topics: ['board:1'], lastEventId: 'garbage', headers: { ...ALICE, 'Last-Event-ID': lastId } });
   await both.until('5 replayed events', () => both.domain().length >= 5);
   const g = await createCard(1, uniq('G'));
   await both.next('card.created', (x) => x.data.data.id === g.id);
@@ -191,7 +201,7 @@ test('3. resume: a new EventSource from the last id gets exactly the events in b
 });
 
 test('4. reset: a garbage id yields reset {reason: malformed_id, head}, then the stream goes on live', { timeout: 15_000 }, async () => {
-  const s = stream({ topics: ['board:1'], lastEventId: 'garbage' });
+  const s = stream({ topics: ['board:1'], lastEventId: 'garbage', headers: ALICE });
   const hello = await s.hello();
   const r = await s.next('reset');
   assert.deepEqual(Object.keys(r.data).sort(), ['head', 'reason']);
@@ -206,7 +216,7 @@ test('4. reset: a garbage id yields reset {reason: malformed_id, head}, then the
   const { seq: head } = idSeq(hello.head);
   const otherEpoch = hello.epoch === 'zzzz' ? 'yyyy' : 'zzzz';
   for (const [id, reason] of [[`${otherEpoch}-1`, 'unknown_epoch'], [`${hello.epoch}-${head + 1000}`, 'future_id']]) {
-    const t = stream({ topics: ['board:1'], lastEventId: id });
+    const t = stream({ topics: ['board:1'], lastEventId: id, headers: ALICE });
     const th = await t.hello();
     const tr = await t.next('reset');
     assert.equal(tr.data.reason, reason, `lastEventId ${id}`);
@@ -271,13 +281,14 @@ test('8. /api/sse/client.js: text/javascript, ETag, 304 on If-None-Match, import
   assert.equal(typeof rqMod.connectReactQuery, 'function');
 });
 
-test('8b. the served module drives the eventsource package against the real sidecar: live, events, own echo', { timeout: 15_000 }, async () => {
+test('8b. the served module drives the eventsource package against the real sidecar: live (private board denied), events, own echo', { timeout: 15_000 }, async () => {
   const r = await http(`${sc.url}/api/sse/client.js`);
   const { createSseClient } = await import(`data:text/javascript;base64,${Buffer.from(r.text).toString('base64')}`);
+  // Anonymous: board:1 is denied, board:2 (public) is granted; the stream is live all the same.
   const client = createSseClient({
     url: `${sc.url}/api/sse/events`,
     statusUrl: `${sc.url}/api/sse/status`,
-    topics: ['board:1'],
+    topics: ['board:1', 'board:2'],
     EventSource,
     shareAcrossTabs: false,
     lifecycleTarget: null,
@@ -286,8 +297,9 @@ test('8b. the served module drives the eventsource package against the real side
     const events = [];
     client.onEvent((e) => events.push(e));
     await waitFor('client live', () => client.state === 'live', { timeout: 5_000 });
-    assert.deepEqual(client.info.topics, ['board:1']);
-    const res = await client.fetch(`${sc.url}/api/boards/1/cards`, {
+    assert.deepEqual(client.info.topics, ['board:2']);
+    assert.deepEqual(client.info.denied, ['board:1']);
+    const res = await client.fetch(`${sc.url}/api/boards/2/cards`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ title: uniq('via client') }),
@@ -304,8 +316,54 @@ test('8b. the served module drives the eventsource package against the real side
   assert.equal(client.state, 'stopped');
 });
 
-test('5. kill switch in the file: control {mode: polling}, close, 204 stops EventSource for good, status says polling; back on works', { timeout: 30_000 }, async () => {
+test('topic authorization: an anonymous subscriber is denied the private board:1', { timeout: 10_000 }, async () => {
+  const s = stream({ topics: ['board:1', 'board:2'] });
+  const hello = await s.hello();
+  assert.deepEqual(hello.topics, ['board:2']);
+  assert.deepEqual(hello.denied, ['board:1']);
+
+  // And nothing of board 1 reaches it: a board 1 card first, then a board 2 card, which is
+  // the only event the stream ever sees.
+  await createCard(1, uniq('private'));
+  const card = await createCard(2, uniq('public'));
+  await s.next('card.created', (x) => x.data.data.id === card.id);
+  assert.deepEqual(recordIds(s), [card.id]);
+});
+
+test('topic authorization: denied_reasons says why each topic was refused', { timeout: 10_000 }, async () => {
+  // Anonymous: board:1 is forbidden by the backend (GET /api/boards/1 answers 403).
+  const anon = stream({ topics: ['board:1', 'board:2'] });
+  const ah = await anon.hello();
+  assert.deepEqual(ah.denied_reasons, { 'board:1': 'forbidden' });
+
+  // alice: board:1 granted; `user:bob` fails its condition ({response.user} == {user});
+  // `nope:1` matches no rule (default deny).
+  const alice = stream({ topics: ['board:1', 'nope:1', 'user:alice', 'user:bob'], headers: ALICE });
+  const h = await alice.hello();
+  assert.deepEqual(h.topics, ['board:1', 'user:alice']);
+  assert.deepEqual(h.denied, ['nope:1', 'user:bob']);
+  assert.deepEqual(h.denied_reasons, { 'nope:1': 'no_rule', 'user:bob': 'condition_failed' });
+});
+
+test('topic authorization: a stream with every topic denied gets 403 and EventSource gives up', { timeout: 10_000 }, async () => {
+  const r = await http(`${sc.url}/api/sse/events?topics=board:1`);
+  assert.equal(r.status, 403);
+  assert.equal(r.text.trim(), 'no topic granted: board:1 (forbidden)');
+
   const s = stream({ topics: ['board:1'] });
+  const err = await s.until('the 403 error', () => s.errors[0]);
+  assert.equal(err.code, 403);
+  assert.equal(s.es.readyState, EventSource.CLOSED, 'a non-200 answer is final for EventSource');
+  assert.deepEqual(s.requests.map((q) => q.status), [403]);
+  assert.deepEqual(s.frames, []);
+
+  // The same topic with a member's cookie is granted: the 403 is about who asks.
+  const ok = stream({ topics: ['board:1'], headers: ALICE });
+  assert.deepEqual((await ok.hello()).topics, ['board:1']);
+});
+
+test('5. kill switch in the file: control {mode: polling}, close, 204 stops EventSource for good, status says polling; back on works', { timeout: 30_000 }, async () => {
+  const s = stream({ topics: ['board:1'], headers: ALICE });
   await s.hello();
   const retryMs = Number(/^retry: (\d+)/.exec(s.raw())[1]);
   const before = await createCard(1, uniq('before off'));
@@ -334,7 +392,7 @@ test('5. kill switch in the file: control {mode: polling}, close, 204 stops Even
     assert.equal(status.json.mode, 'polling');
 
     // A new EventSource: 204 → error event with code 204, readyState CLOSED, no reconnect.
-    const fresh = stream({ topics: ['board:1'] });
+    const fresh = stream({ topics: ['board:1'], headers: ALICE });
     const err = await fresh.until('the 204 error', () => fresh.errors[0]);
     assert.equal(err.code, 204);
     assert.equal(fresh.es.readyState, EventSource.CLOSED);
@@ -362,14 +420,14 @@ test('5. kill switch in the file: control {mode: polling}, close, 204 stops Even
   }
 
   // Back on: a new EventSource connects and gets live events.
-  const back = stream({ topics: ['board:1'] });
+  const back = stream({ topics: ['board:1'], headers: ALICE });
   await back.hello();
   const card = await createCard(1, uniq('back on'));
   await back.next('card.created', (x) => x.data.data.id === card.id);
   assert.deepEqual(recordIds(back), [card.id]);
 
   // Resuming from an id issued before SSE was switched off cannot be trusted: reset sse_was_off.
-  const resumed = stream({ topics: ['board:1'], lastEventId: fb.lastEventId });
+  const resumed = stream({ topics: ['board:1'], lastEventId: fb.lastEventId, headers: ALICE });
   const rh = await resumed.hello();
   const reset = await resumed.next('reset');
   assert.equal(reset.data.reason, 'sse_was_off');
@@ -409,15 +467,56 @@ test('6. heartbeats: with heartbeat_seconds: 1, a heartbeat {head} arrives at le
   }
 });
 
-// Not in the sidecar's wire contract yet, but examples/legacy-app/README.md says the sidecar
-// authorizes `board:{board}` with GET /api/boards/{board} and the subscriber's cookie (board 1
-// is private to alice and bob). Today every topic is granted and `denied` is always [].
-test('topic authorization: an anonymous subscriber is denied the private board:1', {
-  timeout: 10_000,
-  todo: 'not implemented: hello.denied is always [] (src/sse/stream.rs); see examples/legacy-app/README.md "Board visibility"',
-}, async () => {
-  const s = stream({ topics: ['board:1', 'board:2'] });
-  const hello = await s.hello();
-  assert.deepEqual(hello.topics, ['board:2']);
-  assert.deepEqual(hello.denied, ['board:1']);
+test('topic authorization: a membership change revokes board:1 on an open stream (control {revoked}), board:2 goes on', { timeout: 20_000 }, async () => {
+  // Its own app (board 1 membership changes) and sidecar (decisions cached 1 s, so open streams
+  // are re-checked about every second).
+  const app2 = await startLegacyApp();
+  let sc2;
+  try {
+    sc2 = await startSidecar({ upstream: app2.address, edits: { 'authorization.cache_ttl_seconds': 1 } });
+    const both = stream({ topics: ['board:1', 'board:2'], headers: BOB }, sc2.url);
+    const only = stream({ topics: ['board:1'], headers: BOB }, sc2.url);
+    assert.deepEqual((await both.hello()).topics, ['board:1', 'board:2']);
+    assert.deepEqual((await only.hello()).topics, ['board:1']);
+
+    // alice takes bob off board 1, through the sidecar.
+    const put = await http(`${sc2.url}/api/boards/1/members`, {
+      method: 'PUT',
+      headers: { ...ALICE, 'content-type': 'application/json' },
+      body: JSON.stringify({ members: ['alice'] }),
+    });
+    assert.equal(put.status, 200, put.text);
+    assert.deepEqual(put.json.members, ['alice']);
+
+    const ctl = await both.next('control', (f) => Array.isArray(f.data.revoked), 8_000);
+    assert.deepEqual(ctl.data, { revoked: ['board:1'], reasons: { 'board:1': 'forbidden' }, topics: ['board:2'] });
+    assert.equal(ctl.lastEventId, '', 'control frames carry no id');
+
+    // The stream goes on with board:2 only: a board 1 card, then a board 2 card, which is the
+    // only event it sees.
+    const c1 = await postJson(sc2.url, '/api/boards/1/cards', { title: uniq('after revoke') });
+    assert.equal(c1.status, 201, c1.text);
+    const c2 = await postJson(sc2.url, '/api/boards/2/cards', { title: uniq('still public') });
+    assert.equal(c2.status, 201, c2.text);
+    await both.next('card.created', (x) => x.data.data.id === c2.json.id);
+    assert.deepEqual(recordIds(both), [c2.json.id]);
+    assert.deepEqual(both.errors, [], 'the stream with a topic left stays open');
+    assert.equal(both.requests.length, 1);
+
+    // The stream with nothing left gets the control frame, then ends; its reconnect (with
+    // bob's cookie, after `retry:`) is refused with 403 and EventSource stops.
+    const octl = await only.next('control', (f) => Array.isArray(f.data.revoked), 8_000);
+    assert.deepEqual(octl.data, { revoked: ['board:1'], reasons: { 'board:1': 'forbidden' }, topics: [] });
+    const ended = await only.until('the emptied stream to end', () => only.errors[0]);
+    assert.ok(ended.at >= octl.at);
+    assert.deepEqual(only.frames.map((f) => f.name), ['hello', 'control'], 'control is the last frame');
+    await only.until('the reconnect to meet 403', () => only.errors.find((e) => e.code === 403), 8_000);
+    assert.deepEqual(only.requests.map((q) => q.status), [200, 403]);
+    assert.equal(only.es.readyState, EventSource.CLOSED);
+  } finally {
+    for (const s of open) s.close();
+    open.clear();
+    if (sc2) await sc2.stop();
+    await app2.stop();
+  }
 });

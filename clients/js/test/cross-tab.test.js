@@ -213,6 +213,25 @@ test('followers mirror state, pollingFamilies, controls and resets', async () =>
   B.client.close();
 });
 
+test('a revocation reaches the followers: their info lists the topic as denied when onControl runs', async () => {
+  const b = browser();
+  const A = b.tab('A', ['board:1', 'board:2']);
+  await flush();
+  b.es.last.hello({ topics: ['board:1', 'board:2'], denied: [] });
+  const B = b.tab('B', ['board:1', 'board:2']);
+  await flush();
+  assert.deepEqual(B.client.info.topics, ['board:1', 'board:2']);
+  const seen = [];
+  B.client.onControl(() => seen.push({ topics: B.client.info.topics, denied: B.client.info.denied }));
+  b.es.last.emit('control', { revoked: ['board:1'], reasons: { 'board:1': 'forbidden' }, topics: ['board:2'] });
+  await flush();
+  assert.deepEqual(seen, [{ topics: ['board:2'], denied: ['board:1'] }]);
+  assert.deepEqual(A.client.info.denied, ['board:1']);
+  assert.equal(B.client.state, 'live');
+  A.client.close();
+  B.client.close();
+});
+
 test("a follower's own echo is recognised in that tab only", async () => {
   const b = browser();
   const A = b.tab('A', ['board:1']);

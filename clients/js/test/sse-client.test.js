@@ -472,6 +472,18 @@ test('control with revoked topics reaches onControl listeners', () => {
   assert.equal(client.state, 'recovering');
 });
 
+test('a revocation (control {revoked, topics}) moves the topics from info.topics to info.denied and stays live', () => {
+  const { es, client } = setup({ topics: ['board:1', 'board:2'] });
+  es.last.hello({ topics: ['board:1', 'board:2'], denied: [] });
+  const controls = [];
+  client.onControl((c) => controls.push({ state: client.state, topics: client.info.topics, denied: client.info.denied }));
+  es.last.emit('control', { revoked: ['board:1'], reasons: { 'board:1': 'forbidden' }, topics: ['board:2'] });
+  assert.deepEqual(controls, [{ state: 'live', topics: ['board:2'], denied: ['board:1'] }], 'info is updated before listeners run');
+  assert.equal(client.state, 'live');
+  assert.equal(es.last.closed, false);
+  client.close();
+});
+
 test('the module needs no browser globals to load and degrades without them', async () => {
   const mod = await import('../sse-client.js');
   assert.deepEqual(Object.keys(mod), ['createSseClient']);

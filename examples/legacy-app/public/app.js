@@ -8,8 +8,10 @@
 // every polling timer and refetches a list only when an event says that list changed. In
 // any other state ('connecting', 'recovering', 'polling', 'stopped') polling runs. When the
 // sidecar keeps a family on polling while live (client.isLive(family) is false), that
-// family's list keeps its timer. Without the sidecar the import fails (one 404 in the
-// network log) and the page just polls.
+// family's list keeps its timer. So does a list whose topic the sidecar denied (board 1 for
+// a user who is not one of its members: client.info.denied) or revoked on the open stream
+// (control {revoked}): no event will say it changed. Without the sidecar the import fails
+// (one 404 in the network log) and the page just polls.
 //
 // Query parameters (for demos and tests): ?poll_ms=N changes the polling period (>= 200).
 
@@ -118,16 +120,17 @@ async function attempt(action) {
 // ---------------------------------------------------------------------------------------
 
 /**
- * name -> {family, url, render, timer, inFlight, again, lastText, lastData}. A list is
+ * name -> {family, topic, url, render, timer, inFlight, again, lastText, lastData}. A list is
  * fetched at most once at a time; a refresh asked for while one is in flight runs once
- * afterwards. `family` is the sidecar event family whose events change the list.
+ * afterwards. `family` is the sidecar event family whose events change the list, `topic` the
+ * subscribed topic they arrive on.
  */
 const lists = {
-  cards: { family: 'cards', url: `/api/boards/${BOARD_ID}/cards`, render: renderCards },
-  messages: { family: 'conversations', url: `/api/conversations/${CONVERSATION_ID}/messages`, render: renderMessages },
-  online: { family: 'sessions', url: '/api/sessions', render: renderOnline },
-  activity: { family: 'tracking', url: '/api/activity', render: renderActivity },
-  clicks: { family: 'ui', url: '/api/ui/clicks/summary', render: renderClicks },
+  cards: { family: 'cards', topic: `board:${BOARD_ID}`, url: `/api/boards/${BOARD_ID}/cards`, render: renderCards },
+  messages: { family: 'conversations', topic: `conversation:${CONVERSATION_ID}`, url: `/api/conversations/${CONVERSATION_ID}/messages`, render: renderMessages },
+  online: { family: 'sessions', topic: 'presence', url: '/api/sessions', render: renderOnline },
+  activity: { family: 'tracking', topic: 'activity', url: '/api/activity', render: renderActivity },
+  clicks: { family: 'ui', topic: 'ui', url: '/api/ui/clicks/summary', render: renderClicks },
 };
 for (const list of Object.values(lists)) {
   Object.assign(list, { timer: null, inFlight: false, again: false, lastText: null, lastData: null });
@@ -170,12 +173,15 @@ function refreshAll(why) {
 }
 
 /**
- * Is this list kept fresh by the event stream? Only while the client is 'live', and, when
- * the sidecar asks for one family to be polled even while live (client.isLive(family) is
- * false), not for that family's list.
+ * Is this list kept fresh by the event stream? Only while the client is 'live'; not when
+ * the sidecar asks for the list's family to be polled even while live (client.isLive(family)
+ * is false); and not when the sidecar denied or revoked the list's topic
+ * (client.info.denied), since no event for it will come.
  */
 function isListLive(list) {
   if (!client || connection !== 'live') return false;
+  const denied = (client.info && client.info.denied) || [];
+  if (denied.includes(list.topic)) return false;
   return typeof client.isLive === 'function' ? client.isLive(list.family) : true;
 }
 
@@ -467,6 +473,13 @@ async function connectSidecar() {
     client.onStateChange(onConnectionState);
     client.onEvent(onSseEvent);
     client.onReset(() => refreshAll('reset'));
+    // A topic revoked on the open stream (e.g. this user was taken off board 1): the client
+    // moved it to info.denied and stays live, so poll its list again.
+    client.onControl((control) => {
+      if (!control || !Array.isArray(control.revoked) || !control.revoked.length) return;
+      updatePolling();
+      if (control.revoked.includes(lists.cards.topic)) checkBoardAccess();
+    });
     if (typeof client.state === 'string') onConnectionState(client.state);
   } catch (e) {
     client = null;
@@ -658,6 +671,7 @@ window.legacyApp = {
   get connection() { return connection; },
   get polling() { return isPolling(); },
   get pollCount() { return pollCount; },
+  get polledLists() { return Object.keys(lists).filter((name) => lists[name].timer !== null); },
   get user() { return me.user; },
   get sessionId() { return me.sessionId; },
   get client() { return client; },

@@ -1,0 +1,550 @@
+//! The event log on Redis Streams, shared by several sidecar instances.
+//!
+//! Keys (prefix `sse-sidecar` by default): `<prefix>:events` (the stream), `<prefix>:seq`
+//! (the sequence counter) and `<prefix>:epoch`. An append runs one Lua script that checks
+//! the epoch, takes the next sequence numbers with INCR and XADDs each event under the
+//! explicit stream id `<seq>-0` (trimmed with `MAXLEN ~`): sequence numbers are dense and
+//! in one global order whichever instance appends, and `<epoch>-<seq>` ids mean the same on
+//! every instance.
+//!
+//! Every instance tails the stream with `XREAD BLOCK` on a connection of its own (with a
+//! response timeout longer than the block: the client's default of 500 ms would cut every
+//! idle read) and hands what it reads to the hub in order (`Feed`): its own appends reach its
+//! subscribers the same way as everyone else's. Replay reads with `XRANGE`.
+//!
+//! Failures: a command that fails marks the log unhealthy (the store breaker then sends live
+//! families to polling; pass-through never waits on Redis). The tailer reconnects and goes on
+//! from its last id. A jump in the sequence (entries lost in a failover, or trimmed before
+//! this instance read them) is a `Feed::Gap`: every stream gets a `reset`, never silence.
+//! If Redis comes back empty (the epoch key is gone), the first instance to notice restores
+//! the epoch and moves the counter far past anything issued, so every resuming client is
+//! reset rather than handed reused ids. If Redis holds another epoch than this instance's
+//! (it was emptied and a new instance started first), this instance adopts it, also with a
+//! gap.
+
+use super::{EventLog, Feed, ReadAfter, StoreError, StoredEvent};
+use crate::events::types::{is_valid_epoch, new_epoch, now_ms};
+use crate::events::Event;
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use redis::AsyncCommands;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, OnceCell};
+
+/// How far the counter jumps when Redis comes back empty: past anything an instance could
+/// have issued and clients could hold.
+const RESTORE_JUMP: u64 = 1 << 20;
+/// Longest `XREAD BLOCK`.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// Response timeout for appends and replays.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most entries read by one XREAD.
+const READ_COUNT: usize = 512;
+/// Feed batches waiting for the hub.
+const FEED_CAPACITY: usize = 256;
+
+/// Checks the epoch (restoring it if Redis lost it), then appends each payload under the
+/// next sequence number. KEYS: stream, seq, epoch. ARGV: epoch, maxlen, head known by this
+/// instance, payloads...
+const APPEND: &str = r#"
+local cur = redis.call('GET', KEYS[3])
+if not cur then
+  redis.call('SET', KEYS[3], ARGV[1])
+  local floor = tonumber(ARGV[3]) + tonumber(ARGV[4])
+  local c = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if c < floor then redis.call('SET', KEYS[2], floor) end
+elseif cur ~= ARGV[1] then
+  return redis.error_reply('EPOCH ' .. cur)
+end
+local seqs = {}
+for i = 5, #ARGV do
+  local s = redis.call('INCR', KEYS[2])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], s .. '-0', 'e', ARGV[i])
+  seqs[#seqs + 1] = s
+end
+return seqs
+"#;
+
+/// Restores a lost epoch (same as in APPEND) or reports the one Redis holds.
+/// KEYS: seq, epoch. ARGV: epoch, head known by this instance, jump. Returns the epoch.
+const ENSURE_EPOCH: &str = r#"
+local cur = redis.call('GET', KEYS[2])
+if not cur then
+  redis.call('SET', KEYS[2], ARGV[1])
+  local floor = tonumber(ARGV[2]) + tonumber(ARGV[3])
+  local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if c < floor then redis.call('SET', KEYS[1], floor) end
+  return ARGV[1]
+end
+return cur
+"#;
+
+struct Keys {
+    stream: String,
+    seq: String,
+    epoch: String,
+}
+
+pub struct RedisLog {
+    /// Itself, for the tailer task `take_feed` starts.
+    me: std::sync::Weak<RedisLog>,
+    client: redis::Client,
+    keys: Keys,
+    epoch: std::sync::RwLock<Arc<str>>,
+    /// Last sequence number the tailer handed to the hub (or the stream's end at start).
+    head: AtomicU64,
+    oldest: AtomicU64,
+    healthy: AtomicBool,
+    tailer_ok: AtomicBool,
+    max_events: u64,
+    max_age: Duration,
+    con: OnceCell<ConnectionManager>,
+    append_script: redis::Script,
+    ensure_script: redis::Script,
+    feed_taken: Mutex<bool>,
+    url_shown: String,
+}
+
+/// `redis://user:secret@host/0` → `redis://host/0` for logs.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://{}", &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn err(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn seq_of(id: &str) -> Option<u64> {
+    id.split_once('-')?.0.parse().ok()
+}
+
+impl RedisLog {
+    /// Connects once (synchronously, at start) to adopt or create the epoch and find the
+    /// stream's end. Redis being down at start is not fatal: the log starts unhealthy with
+    /// a provisional epoch, and the tailer adopts the real one when Redis answers.
+    pub fn open(
+        url: &str,
+        prefix: &str,
+        max_events: u64,
+        max_age: Duration,
+    ) -> Result<Arc<RedisLog>, StoreError> {
+        let client = redis::Client::open(url).map_err(err)?;
+        let keys = Keys {
+            stream: format!("{prefix}:events"),
+            seq: format!("{prefix}:seq"),
+            epoch: format!("{prefix}:epoch"),
+        };
+        let log = Arc::new_cyclic(|me| RedisLog {
+            me: me.clone(),
+            client,
+            keys,
+            epoch: std::sync::RwLock::new(Arc::from(new_epoch())),
+            head: AtomicU64::new(0),
+            oldest: AtomicU64::new(1),
+            healthy: AtomicBool::new(false),
+            tailer_ok: AtomicBool::new(false),
+            max_events: max_events.max(1),
+            max_age,
+            con: OnceCell::new(),
+            append_script: redis::Script::new(APPEND),
+            ensure_script: redis::Script::new(ENSURE_EPOCH),
+            feed_taken: Mutex::new(false),
+            url_shown: redact(url),
+        });
+        match log.open_sync() {
+            Ok(()) => log.healthy.store(true, Ordering::Release),
+            Err(e) => tracing::error!(url = %log.url_shown, error = %e,
+                "redis unavailable at start: the event log is unhealthy until it answers (clients poll)"),
+        }
+        Ok(log)
+    }
+
+    fn open_sync(&self) -> Result<(), StoreError> {
+        let mut con = self
+            .client
+            .get_connection_with_timeout(COMMAND_TIMEOUT)
+            .map_err(err)?;
+        con.set_read_timeout(Some(COMMAND_TIMEOUT)).map_err(err)?;
+        con.set_write_timeout(Some(COMMAND_TIMEOUT)).map_err(err)?;
+        let mine = self.current_epoch();
+        let epoch: String = self
+            .ensure_script
+            .key(&self.keys.seq)
+            .key(&self.keys.epoch)
+            .arg(&*mine)
+            .arg(0u64)
+            .arg(0u64)
+            .invoke(&mut con)
+            .map_err(err)?;
+        if !is_valid_epoch(&epoch) {
+            return Err(StoreError::Unavailable(format!(
+                "{} holds {epoch:?}, not an epoch",
+                self.keys.epoch
+            )));
+        }
+        self.set_epoch(&epoch);
+        let last: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&self.keys.stream)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(&mut con)
+            .map_err(err)?;
+        let head = match last.ids.first().and_then(|e| seq_of(&e.id)) {
+            Some(s) => s,
+            None => redis::cmd("GET")
+                .arg(&self.keys.seq)
+                .query::<Option<u64>>(&mut con)
+                .map_err(err)?
+                .unwrap_or(0),
+        };
+        self.head.store(head, Ordering::Release);
+        tracing::info!(url = %self.url_shown, epoch = %self.current_epoch(), head,
+            "event log on redis streams");
+        Ok(())
+    }
+
+    fn current_epoch(&self) -> Arc<str> {
+        self.epoch.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_epoch(&self, epoch: &str) {
+        *self.epoch.write().unwrap_or_else(|e| e.into_inner()) = Arc::from(epoch);
+    }
+
+    async fn con(&self) -> Result<ConnectionManager, StoreError> {
+        self.con
+            .get_or_try_init(|| async {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                    .set_response_timeout(Some(COMMAND_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+            })
+            .await
+            .cloned()
+            .map_err(err)
+    }
+
+    fn mark(&self, ok: bool) {
+        self.healthy.store(ok, Ordering::Release);
+    }
+
+    fn decode(&self, epoch: &str, entry: &StreamId) -> Option<Arc<StoredEvent>> {
+        let seq = seq_of(&entry.id)?;
+        let raw: Vec<u8> = match entry.map.get("e")? {
+            redis::Value::BulkString(b) => b.clone(),
+            redis::Value::SimpleString(s) => s.clone().into_bytes(),
+            _ => return None,
+        };
+        let mut ev: Event = match serde_json::from_slice(&raw) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(id = %entry.id, error = %e, "undecodable event in the redis stream; skipped");
+                return None;
+            }
+        };
+        ev.id = crate::events::types::EventId::new(epoch, seq).to_string();
+        Some(StoredEvent::new(seq, ev))
+    }
+
+    /// The tailer: XREAD BLOCK from the last id, in order, into the feed; reconnects after
+    /// errors; checks the epoch every pass; trims by age now and then.
+    async fn tail(self: Arc<Self>, tx: mpsc::Sender<Feed>) {
+        let mut con: Option<ConnectionManager> = None;
+        let mut last_trim = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if tx.is_closed() {
+                return;
+            }
+            if con.is_none() {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                    // Longer than the block: the default (500 ms) would cut idle reads.
+                    .set_response_timeout(Some(BLOCK + COMMAND_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                match ConnectionManager::new_with_config(self.client.clone(), cfg).await {
+                    Ok(c) => con = Some(c),
+                    Err(e) => {
+                        self.fail_tailer(&e, &mut backoff).await;
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = con.as_mut() else { continue };
+            match self.tail_once(c, &tx).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    if !self.tailer_ok.swap(true, Ordering::AcqRel) {
+                        tracing::info!(url = %self.url_shown, "redis tailer connected");
+                    }
+                    self.mark(true);
+                }
+                Err(e) => {
+                    con = None;
+                    self.fail_tailer(&e, &mut backoff).await;
+                    continue;
+                }
+            }
+            if last_trim.elapsed() > Duration::from_secs(10) {
+                last_trim = std::time::Instant::now();
+                if let Err(e) = self.trim_by_age(c).await {
+                    tracing::debug!(error = %e, "redis age trim failed");
+                }
+                if let Ok(first) = con_first(c, &self.keys.stream).await {
+                    let head = self.head.load(Ordering::Acquire);
+                    self.oldest
+                        .store(first.unwrap_or(head + 1), Ordering::Release);
+                }
+            }
+        }
+    }
+
+    async fn fail_tailer(&self, e: &redis::RedisError, backoff: &mut Duration) {
+        if self.tailer_ok.swap(false, Ordering::AcqRel) || self.healthy.load(Ordering::Acquire) {
+            tracing::error!(url = %self.url_shown, error = %e,
+                "redis unavailable: live families fall back to polling until it returns");
+        }
+        self.mark(false);
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+    }
+
+    async fn tail_once(
+        &self,
+        con: &mut ConnectionManager,
+        tx: &mpsc::Sender<Feed>,
+    ) -> Result<(), redis::RedisError> {
+        // The epoch first: restore it if Redis lost it, adopt it if peers use another.
+        let mine = self.current_epoch();
+        let head = self.head.load(Ordering::Acquire);
+        let theirs: String = self
+            .ensure_script
+            .key(&self.keys.seq)
+            .key(&self.keys.epoch)
+            .arg(&*mine)
+            .arg(head)
+            .arg(RESTORE_JUMP)
+            .invoke_async(con)
+            .await?;
+        if theirs != *mine && is_valid_epoch(&theirs) {
+            tracing::warn!(old = %mine, new = %theirs,
+                "redis holds another epoch (it lost its data and another instance started first): adopting it, every stream gets a reset");
+            let new_head = redis::cmd("GET")
+                .arg(&self.keys.seq)
+                .query_async::<Option<u64>>(con)
+                .await?
+                .unwrap_or(0);
+            self.set_epoch(&theirs);
+            self.head.store(new_head, Ordering::Release);
+            let _ = tx
+                .send(Feed::Gap {
+                    head: new_head,
+                    reason: "epoch_changed",
+                })
+                .await;
+            return Ok(());
+        }
+        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.keys.stream)
+            .arg(format!("{head}-0"))
+            .query_async(con)
+            .await?;
+        let Some(reply) = reply else { return Ok(()) };
+        let epoch = self.current_epoch();
+        let mut batch = Vec::new();
+        let mut expected = head + 1;
+        for key in reply.keys {
+            for entry in key.ids {
+                let Some(seq) = seq_of(&entry.id) else {
+                    continue;
+                };
+                if seq < expected {
+                    continue;
+                }
+                if seq > expected {
+                    // Entries missing: lost in a failover or trimmed before we read them.
+                    if !batch.is_empty() {
+                        let _ = tx.send(Feed::Events(std::mem::take(&mut batch))).await;
+                    }
+                    tracing::warn!(expected, found = seq,
+                        "the redis stream skips entries (failover or trimming): every stream gets a reset");
+                    self.head.store(seq - 1, Ordering::Release);
+                    let _ = tx
+                        .send(Feed::Gap {
+                            head: seq - 1,
+                            reason: "log_gap",
+                        })
+                        .await;
+                }
+                expected = seq + 1;
+                if let Some(stored) = self.decode(&epoch, &entry) {
+                    batch.push(stored);
+                }
+                self.head.store(seq, Ordering::Release);
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(Feed::Events(batch)).await;
+        }
+        Ok(())
+    }
+
+    /// Drops entries older than the age limit (the count limit is applied by every XADD).
+    async fn trim_by_age(&self, con: &mut ConnectionManager) -> Result<(), redis::RedisError> {
+        let cutoff = now_ms().saturating_sub(self.max_age.as_millis() as u64);
+        let mut start = "-".to_string();
+        loop {
+            let page: StreamRangeReply = con
+                .xrange_count(&self.keys.stream, &start, "+", 256)
+                .await?;
+            let epoch = self.current_epoch();
+            let mut young: Option<u64> = None;
+            for e in &page.ids {
+                if let Some(s) = self.decode(&epoch, e) {
+                    if s.event.ts >= cutoff {
+                        young = Some(s.seq);
+                        break;
+                    }
+                }
+            }
+            match (young, page.ids.last()) {
+                (Some(seq), _) => {
+                    let _: u64 = redis::cmd("XTRIM")
+                        .arg(&self.keys.stream)
+                        .arg("MINID")
+                        .arg(format!("{seq}-0"))
+                        .query_async(con)
+                        .await?;
+                    return Ok(());
+                }
+                (None, Some(last)) if page.ids.len() == 256 => {
+                    start = format!("({}", last.id);
+                }
+                (None, Some(last)) => {
+                    // Everything is old: keep nothing before the newest + 1.
+                    let seq = seq_of(&last.id).unwrap_or(0) + 1;
+                    let _: u64 = redis::cmd("XTRIM")
+                        .arg(&self.keys.stream)
+                        .arg("MINID")
+                        .arg(format!("{seq}-0"))
+                        .query_async(con)
+                        .await?;
+                    return Ok(());
+                }
+                (None, None) => return Ok(()),
+            }
+        }
+    }
+}
+
+async fn con_first(
+    con: &mut ConnectionManager,
+    stream: &str,
+) -> Result<Option<u64>, redis::RedisError> {
+    let page: StreamRangeReply = con.xrange_count(stream, "-", "+", 1).await?;
+    Ok(page.ids.first().and_then(|e| seq_of(&e.id)))
+}
+
+#[async_trait]
+impl EventLog for RedisLog {
+    fn epoch(&self) -> Arc<str> {
+        self.current_epoch()
+    }
+
+    fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    async fn append(&self, events: Vec<Event>) -> Result<Vec<Arc<StoredEvent>>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut con = self.con().await.inspect_err(|_| self.mark(false))?;
+        let epoch = self.current_epoch();
+        let mut inv = self.append_script.prepare_invoke();
+        inv.key(&self.keys.stream)
+            .key(&self.keys.seq)
+            .key(&self.keys.epoch)
+            .arg(&*epoch)
+            .arg(self.max_events)
+            .arg(self.head())
+            .arg(RESTORE_JUMP);
+        for ev in &events {
+            let json = serde_json::to_vec(ev).map_err(|e| StoreError::Write(e.to_string()))?;
+            inv.arg(json);
+        }
+        let seqs: Vec<u64> = inv.invoke_async(&mut con).await.map_err(|e| {
+            self.mark(false);
+            err(e)
+        })?;
+        self.mark(true);
+        Ok(events
+            .into_iter()
+            .zip(seqs)
+            .map(|(mut ev, seq)| {
+                ev.id = crate::events::types::EventId::new(&epoch, seq).to_string();
+                StoredEvent::new(seq, ev)
+            })
+            .collect())
+    }
+
+    async fn read_after(&self, after: u64, limit: usize) -> Result<ReadAfter, StoreError> {
+        let mut con = self.con().await?;
+        let page: StreamRangeReply = con
+            .xrange_count(&self.keys.stream, format!("({after}-0"), "+", limit.max(1))
+            .await
+            .map_err(err)?;
+        let epoch = self.current_epoch();
+        let first = page.ids.first().and_then(|e| seq_of(&e.id));
+        match first {
+            Some(f) if f > after + 1 => Ok(ReadAfter::Evicted { oldest: f }),
+            None if after < self.head() => Ok(ReadAfter::Evicted {
+                oldest: self.head() + 1,
+            }),
+            _ => Ok(ReadAfter::Events(
+                page.ids
+                    .iter()
+                    .filter_map(|e| self.decode(&epoch, e))
+                    .collect(),
+            )),
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    fn oldest(&self) -> u64 {
+        // Refreshed by the tailer every few seconds (any instance may trim); replay itself
+        // finds out with XRANGE.
+        self.oldest.load(Ordering::Acquire).max(1)
+    }
+
+    fn take_feed(&self) -> Option<mpsc::Receiver<Feed>> {
+        let mut taken = self.feed_taken.lock().unwrap_or_else(|e| e.into_inner());
+        let me = self.me.upgrade()?;
+        if *taken {
+            return None;
+        }
+        *taken = true;
+        let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+        tokio::spawn(me.tail(tx));
+        Some(rx)
+    }
+}

@@ -1,0 +1,453 @@
+//! Several sidecar instances on one Redis (Streams): fan-out across instances, resume on
+//! another instance, one global order, and a Redis outage under load. Real redis-server
+//! (Debian package; `.ci/run` installs it), real sidecar processes, real SSE clients.
+
+mod common;
+
+use common::{data, echo, free_port, wait_for, Proc, Sidecar, SseClient};
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(10);
+
+/// A redis-server on an ephemeral port, in a temp dir, killed when dropped.
+struct Redis {
+    proc: Option<Proc>,
+    port: u16,
+    dir: tempfile::TempDir,
+    persistent: bool,
+}
+
+impl Redis {
+    async fn start(persistent: bool) -> Redis {
+        let mut r = Redis {
+            proc: None,
+            port: port_outside_ephemeral_range(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            persistent,
+        };
+        r.spawn().await;
+        r
+    }
+
+    async fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let dir = self.dir.path().display().to_string();
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir,
+            "--save",
+            "",
+        ];
+        if self.persistent {
+            args.extend(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            args.extend(["--appendonly", "no"]);
+        }
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.proc = Some(Proc {
+            child,
+            name: "redis-server".into(),
+        });
+        let addr = format!("127.0.0.1:{}", self.port);
+        wait_for("redis to answer PING", T, || async {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"PING\r\n").await.ok()?;
+            let mut b = [0u8; 16];
+            let n = s.read(&mut b).await.ok()?;
+            b[..n].starts_with(b"+PONG").then_some(())
+        })
+        .await
+        .expect("redis up");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal("KILL");
+            let _ = p.wait_exit(T);
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+/// A free port below the kernel's ephemeral range: while Redis is down in these tests, a
+/// reconnect attempt must never land on its own ephemeral port (a TCP self-connect).
+fn port_outside_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    for _ in 0..1000 {
+        let port = rand_port(10_000, low.max(10_100));
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}
+
+fn rand_port(lo: u16, hi: u16) -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(7919, Ordering::Relaxed) + nanos as u64 + std::process::id() as u64;
+    lo + (n % (hi - lo) as u64) as u16
+}
+
+fn config(redis: &Redis, extra: &str) -> String {
+    format!(
+        r#"
+upstream: {{address: "127.0.0.1:1"}}
+sse: {{heartbeat_seconds: 5, replay_max_events: 1000, queue_max_bytes: 4194304}}
+store: {{backend: redis, url: "{}", key_prefix: "test", retention: {{max_events: 100000}}}}
+rollout: {{phase: 1}}
+safety: {{breaker_cooldown_seconds: 2}}
+families:
+  jobs:
+    phase: 1
+    rules:
+      - match: "POST /status/{{code}}"
+        event: job.done
+        topics: ["t:{{query.t}}"]
+        data: {{n: "{{query.n}}", via: "{{query.via}}"}}
+event_types:
+  job.done: {{family: jobs, schema: {{type: object, required: [n]}}}}
+{extra}"#,
+        redis.url()
+    )
+}
+
+async fn mutate(c: &reqwest::Client, sc: &Sidecar, t: &str, n: u64) -> bool {
+    c.post(sc.url(&format!("/status/201?t={t}&n={n}&via={}", sc.port)))
+        .send()
+        .await
+        .map(|r| r.status().as_u16() == 201)
+        .unwrap_or(false)
+}
+
+fn n_of(e: &eventsource_stream::Event) -> u64 {
+    data(e)["data"]["n"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+/// Reads job events until `want` are seen or the deadline passes; returns (n, id) pairs.
+async fn read_jobs(s: &mut SseClient, want: usize, timeout: Duration) -> Vec<(u64, String)> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.ended {
+            break;
+        }
+        if let Some(e) = s.next(left).await {
+            if e.event == "job.done" {
+                got.push((n_of(&e), e.id.clone()));
+            }
+        }
+    }
+    got
+}
+
+async fn stream(sc: &Sidecar, topics: &str, last: Option<&str>) -> SseClient {
+    let mut s = SseClient::connect(&sc.url(&format!("/api/sse/events?topics={topics}")), last)
+        .await
+        .expect("connect");
+    assert_eq!(s.status, 200);
+    s.next_of("hello", T).await.expect("hello");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_one_ordered_log() {
+    let redis = Redis::start(false).await;
+    let backend = echo::start().await.to_string();
+    let yaml = config(&redis, "");
+    let a = Sidecar::start(&yaml, &backend).await.expect("a");
+    let b = Sidecar::start(&yaml, &backend).await.expect("b");
+    let cc = Sidecar::start(&yaml, &backend).await.expect("c");
+    let c = reqwest::Client::new();
+    let epochs: Vec<String> = {
+        let mut v = Vec::new();
+        for sc in [&a, &b, &cc] {
+            let st = sc.sse_status().await.expect("status");
+            v.push(st["epoch"].as_str().unwrap_or_default().to_owned());
+        }
+        v
+    };
+    assert!(
+        epochs.iter().all(|e| e == &epochs[0] && !e.is_empty()),
+        "{epochs:?}"
+    );
+
+    // A mutation through A reaches subscribers on B and C.
+    let mut on_b = stream(&b, "t:x", None).await;
+    let mut on_c = stream(&cc, "t:x", None).await;
+    assert!(mutate(&c, &a, "x", 1).await);
+    let got_b = read_jobs(&mut on_b, 1, T).await;
+    let got_c = read_jobs(&mut on_c, 1, T).await;
+    assert_eq!(got_b.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(got_b, got_c, "same event, same id on B and C");
+
+    // B's client leaves after event 1; 2..=4 happen (through A and C); it resumes on C.
+    let last = got_b[0].1.clone();
+    drop(on_b);
+    assert!(mutate(&c, &a, "x", 2).await);
+    assert!(mutate(&c, &cc, "x", 3).await);
+    assert!(mutate(&c, &a, "x", 4).await);
+    let mut resumed = stream(&cc, "t:x", Some(&last)).await;
+    let got = read_jobs(&mut resumed, 3, T).await;
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![2, 3, 4],
+        "exactly the missed events (resumed from {last}); log of C:\n{}",
+        cc.log()
+    );
+    let extra = resumed.collect_for(Duration::from_millis(300)).await;
+    assert!(
+        extra.iter().all(|e| e.event != "job.done"),
+        "no duplicate after the replay: {extra:?}"
+    );
+
+    // One global order: concurrent mutations through all three instances; every
+    // subscriber on every instance sees the same sequence of ids.
+    let mut subs = [
+        stream(&a, "t:o", None).await,
+        stream(&b, "t:o", None).await,
+        stream(&cc, "t:o", None).await,
+    ];
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, port) in [a.port, b.port, cc.port].into_iter().enumerate() {
+        let c = c.clone();
+        tasks.spawn(async move {
+            for k in 0..20u64 {
+                let n = (i as u64) * 100 + k;
+                let url = format!("http://127.0.0.1:{port}/status/201?t=o&n={n}&via={port}");
+                let ok = c.post(url).send().await.map(|r| r.status().as_u16() == 201);
+                assert!(matches!(ok, Ok(true)));
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("mutations");
+    }
+    let mut orders = Vec::new();
+    for s in subs.iter_mut() {
+        let got = read_jobs(s, 60, T).await;
+        assert_eq!(got.len(), 60);
+        orders.push(got);
+    }
+    assert_eq!(orders[0], orders[1]);
+    assert_eq!(orders[0], orders[2]);
+    let ids: HashSet<&String> = orders[0].iter().map(|g| &g.1).collect();
+    assert_eq!(ids.len(), 60, "no duplicate ids");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_never_breaks_pass_through_and_ends_in_replay_or_reset() {
+    let mut redis = Redis::start(true).await;
+    let backend = echo::start().await.to_string();
+    let yaml = config(&redis, "");
+    let a = Sidecar::start(&yaml, &backend).await.expect("a");
+    let b = Sidecar::start(&yaml, &backend).await.expect("b");
+    let c = reqwest::Client::new();
+
+    // Pass-through load on both instances for the whole test.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = tokio::task::JoinSet::new();
+    for port in [a.port, b.port] {
+        for _ in 0..2 {
+            let (stop, ok, failed, c) = (stop.clone(), ok.clone(), failed.clone(), c.clone());
+            load.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = c
+                        .get(format!("http://127.0.0.1:{port}/echo/poll"))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+        }
+    }
+    // Mutations through A all along (they succeed for the browser whatever Redis does).
+    let stop_m = stop.clone();
+    let (mc, a_port) = (c.clone(), a.port);
+    let mutations = tokio::spawn(async move {
+        let mut n = 0u64;
+        let mut all_ok = true;
+        while !stop_m.load(Ordering::Relaxed) {
+            n += 1;
+            let url = format!("http://127.0.0.1:{a_port}/status/201?t=m&n={n}&via=a");
+            all_ok &= matches!(mc.post(url).send().await, Ok(r) if r.status().as_u16() == 201);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        all_ok
+    });
+
+    let mut s = stream(&b, "t:m", None).await;
+    let before = read_jobs(&mut s, 5, T).await;
+    assert_eq!(before.len(), 5, "live before the outage");
+    let mut seen_ids: HashSet<String> = before.iter().map(|g| g.1.clone()).collect();
+
+    // Redis goes away for 10 s.
+    redis.stop();
+    let down_at = Instant::now();
+    // Clients of the live family are told to poll.
+    let mut told_to_poll = false;
+    let mut dup = Vec::new();
+    while down_at.elapsed() < Duration::from_secs(10) {
+        match s.next(Duration::from_millis(200)).await {
+            Some(e) if e.event == "control" => {
+                let v = data(&e);
+                if v["families"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|x| x == "jobs"))
+                {
+                    told_to_poll = true;
+                }
+            }
+            Some(e) if e.event == "job.done" && !seen_ids.insert(e.id.clone()) => {
+                dup.push(e.id.clone());
+            }
+            _ => {}
+        }
+        if s.ended {
+            s = stream(&b, "t:m", s.last_id.clone().as_deref()).await;
+        }
+    }
+    assert!(
+        told_to_poll,
+        "clients were told to poll while redis was down"
+    );
+    let st = b.sse_status().await.expect("status");
+    assert!(
+        st["polling_families"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "jobs")),
+        "{st}\n{}",
+        b.log()
+    );
+
+    // Redis returns (with its data: append-only file).
+    redis.spawn().await;
+    // Back to live: the family leaves polling, events flow again, with replay or reset.
+    let back = Instant::now();
+    let mut live_again = false;
+    let mut after = 0;
+    let mut reset = false;
+    while back.elapsed() < Duration::from_secs(30) && !(live_again && after >= 5) {
+        match s.next(Duration::from_millis(200)).await {
+            Some(e) if e.event == "control" => {
+                let v = data(&e);
+                if v["families"].as_array().is_some_and(|f| f.is_empty()) {
+                    live_again = true;
+                }
+            }
+            Some(e) if e.event == "reset" => reset = true,
+            Some(e) if e.event == "job.done" => {
+                after += 1;
+                if !seen_ids.insert(e.id.clone()) {
+                    dup.push(e.id.clone());
+                }
+            }
+            _ => {}
+        }
+        if s.ended {
+            s = stream(&b, "t:m", s.last_id.clone().as_deref()).await;
+        }
+    }
+    println!(
+        "redis back after 10 s: live again in {:?} (reset: {reset}), {after} events since",
+        back.elapsed()
+    );
+    assert!(live_again, "the family went back to live");
+    assert!(after >= 5, "events flow again");
+    assert!(dup.is_empty(), "no event delivered twice: {dup:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert!(
+        mutations.await.expect("mutations"),
+        "every mutation answered 201"
+    );
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("pass-through during the outage: {ok} ok, {failed} failed");
+    assert!(ok > 100);
+    assert_eq!(failed, 0, "pass-through never failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_losing_its_data_resets_instead_of_reusing_ids() {
+    let mut redis = Redis::start(false).await;
+    let backend = echo::start().await.to_string();
+    let a = Sidecar::start(&config(&redis, ""), &backend)
+        .await
+        .expect("a");
+    let c = reqwest::Client::new();
+    let mut s = stream(&a, "t:z", None).await;
+    for n in 1..=3 {
+        assert!(mutate(&c, &a, "z", n).await);
+    }
+    let got = read_jobs(&mut s, 3, T).await;
+    assert_eq!(got.len(), 3);
+    let last = got[2].1.clone();
+    // Redis restarts empty (no persistence): the stream, the counter and the epoch are gone.
+    redis.stop();
+    redis.spawn().await;
+    // The instance restores the epoch and moves past every issued id; the next event comes
+    // after a reset, never under a reused id.
+    let mut reset = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 100;
+    let mut fresh = None;
+    while Instant::now() < deadline && fresh.is_none() {
+        n += 1;
+        let _ = mutate(&c, &a, "z", n).await;
+        if let Some(e) = s.next(Duration::from_millis(300)).await {
+            match e.event.as_str() {
+                "reset" => reset = true,
+                "job.done" => fresh = Some(e),
+                _ => {}
+            }
+        }
+        if s.ended {
+            s = stream(&a, "t:z", Some(&last)).await;
+        }
+    }
+    let fresh = fresh.expect("events flow after redis came back");
+    assert!(reset, "a reset came before the first event after the loss");
+    let seq = |id: &str| id.rsplit_once('-').and_then(|(_, s)| s.parse::<u64>().ok());
+    assert!(seq(&fresh.id) > seq(&last), "{} after {last}", fresh.id);
+    // Resuming from an id of before the loss also gets a reset.
+    let mut old = SseClient::connect(&a.url("/api/sse/events?topics=t:z"), Some(&last))
+        .await
+        .expect("connect");
+    old.next_of("hello", T).await.expect("hello");
+    old.next_of("reset", T)
+        .await
+        .expect("reset for an id from before the loss");
+}
