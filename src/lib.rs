@@ -11,6 +11,7 @@
 //! - [`store`]: the `EventLog` trait and its backends.
 //! - [`sse`]: frame encoding and the stream handler.
 //! - [`auth`]: topic authorization delegated to the backend, decision cache.
+//! - [`polling`]: coverage check of polled routes and poll shielding.
 //! - [`admin`]: metrics, health and admin endpoints.
 //! - [`app`]: the composition root that wires everything into a Pingora server.
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod events;
 pub mod metrics;
+pub mod polling;
 pub mod proxy;
 pub mod reload;
 pub mod safety;

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub auth_cache_entries: IntGauge,
     pub auth_check_seconds: Histogram,
     pub auth_revoked_total: IntCounter,
+    pub polls_total: IntCounterVec,
+    pub poll_changes_total: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -243,6 +245,18 @@ impl Metrics {
                     "Topics revoked from open streams when a re-check denied them.",
                 )
                 .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            polls_total: counter_vec(
+                &r,
+                "polls_total",
+                "GETs of polled routes, by route pattern and outcome (shielded: answered 304 by the sidecar; forwarded).",
+                &["route", "outcome"],
+            ),
+            poll_changes_total: counter_vec(
+                &r,
+                "poll_changes_total",
+                "Changes seen in polled answers, by family, route pattern and whether an event explained them.",
+                &["family", "route", "covered"],
             ),
             registry: r,
         }

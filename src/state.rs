@@ -53,6 +53,12 @@ pub struct State {
     pub snapshot: watch::Sender<Arc<String>>,
     /// Topic authorization: decision cache and backend checks.
     pub auth: Arc<crate::auth::Authorizer>,
+    /// Topic clock, coverage of polled routes, poll shielding.
+    pub polling: crate::polling::Tracker,
+    /// When SSE last came back on after being switched off (0: never since start).
+    pub kill_switch_exercised_ms: AtomicU64,
+    /// Metric samples (one a minute) for the phase gates' window.
+    pub gate_history: Mutex<VecDeque<(Instant, crate::admin::snapshot::Sample)>>,
 }
 
 /// One entry of the transitions log shown on the dashboard and in status.
@@ -82,6 +88,9 @@ impl State {
         );
         let state = Arc::new(State {
             auth,
+            polling: crate::polling::Tracker::new(100_000),
+            kill_switch_exercised_ms: AtomicU64::new(0),
+            gate_history: Mutex::new(VecDeque::new()),
             reload,
             hub,
             metrics,
@@ -177,6 +186,9 @@ impl State {
                 SseMode::Enabled => {
                     tracing::info!("SSE switched on: clients may stream");
                     self.record_transition("kill_switch", "SSE switched on".into());
+                    // Off then on again: the fallback was exercised (a phase gate).
+                    self.kill_switch_exercised_ms
+                        .store(crate::events::types::now_ms(), Ordering::Relaxed);
                     self.mark_resumed();
                 }
                 SseMode::Disabled { reason } => {

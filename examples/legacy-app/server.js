@@ -27,6 +27,7 @@ const { URL } = require('node:url');
 // ---------------------------------------------------------------------------------------
 const LIMITS = Object.freeze({
   bodyBytes: 1024 * 1024, // largest request body accepted (413 above)
+  boards: 1_000, // boards kept (409 beyond)
   sessions: 10_000, // open sessions kept (the oldest is dropped beyond this)
   activity: 50, // activity records kept and returned
   cardsPerBoard: 5_000, // creating a card on a full board answers 409
@@ -335,6 +336,18 @@ function buildRoutes() {
       if (!board) throw notFound('unknown board');
       if (!canSee(board, user)) throw new HttpError(403, 'forbidden');
       return reply(200, boardJson(board));
+    }),
+    route('POST', '/api/boards', async ({ app, user, json }) => {
+      const body = await json();
+      const name = requireString(body, 'name', LIMITS.titleChars);
+      const isPublic = body.public === undefined ? true : body.public === true;
+      if (app.data.boards.size >= LIMITS.boards) {
+        throw new HttpError(409, `too many boards (${LIMITS.boards})`);
+      }
+      const id = String(app.data.boards.size + 1);
+      const members = user === null ? [] : [user];
+      app.data.boards.set(id, { id, name, members, public: isPublic, version: 1, cards: new Map() });
+      return reply(201, boardJson(app.data.boards.get(id)));
     }),
     route('PUT', '/api/boards/{board}/members', async ({ app, params, user, json }) => {
       const board = app.data.boards.get(params.board);

@@ -131,6 +131,7 @@ pub fn status_json(s: &State) -> Value {
             "transitions": s.transitions(),
             "breakers": s.breakers.lock().unwrap_or_else(|e| e.into_inner()).all().iter().map(|b| (b.name.to_string(), Value::from(b.state().as_str()))).collect::<serde_json::Map<String, Value>>(),
             "polling_families": s.polling_families(),
+            "coverage": s.polling.coverage(cfg.polling.coverage_window),
             "degradation_level": s.metrics.degradation_level.get(),
             "coalesce_ms": s.coalesce_ms.load(std::sync::atomic::Ordering::Relaxed),
         })
@@ -247,6 +248,7 @@ impl Admin {
             .events_derived_total
             .with_label_values(&[family.as_str(), event.event_type.as_str()])
             .inc();
+        self.state.polling.touch(&event.topics);
         match self.state.hub.publish(event).await {
             Ok(id) => json_response(session, 202, &json!({ "id": id })).await,
             Err(e) => json_response(session, 503, &json!({ "error": e.to_string() })).await,
@@ -386,6 +388,9 @@ impl ProxyHttp for Admin {
                 json_response(session, status, &body).await?
             }
             ("POST", "/admin/kill-switch") => self.kill_switch(session).await?,
+            ("GET", "/admin/gates") => {
+                json_response(session, 200, &snapshot::gates(&self.state)).await?
+            }
             ("POST", "/admin/publish") => self.publish(session).await?,
             _ => {
                 json_response(session, 404, &json!({ "error": "not found" })).await?;

@@ -24,6 +24,7 @@ pub const SECTIONS: &[&str] = &[
     "logging",
     "safety",
     "authorization",
+    "polling",
 ];
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +309,48 @@ pub struct AuthRuleFile {
     pub check: Option<String>,
     #[serde(default)]
     pub condition: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollingFile {
+    #[serde(default = "default_max_staleness_seconds")]
+    pub max_staleness_seconds: u64,
+    #[serde(default = "default_coverage_window_seconds")]
+    pub coverage_window_seconds: u64,
+    #[serde(default = "default_coverage_grace_ms")]
+    pub coverage_grace_ms: u64,
+    #[serde(default = "default_max_tracked")]
+    pub max_tracked: usize,
+    #[serde(default)]
+    pub slow_down_interval_ms: u64,
+    /// Kept raw so each route is deserialized (and reported) alone.
+    #[serde(default)]
+    pub routes: Vec<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRouteFile {
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub family: String,
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub shield: bool,
+}
+
+fn default_max_staleness_seconds() -> u64 {
+    30
+}
+fn default_coverage_window_seconds() -> u64 {
+    3600
+}
+fn default_coverage_grace_ms() -> u64 {
+    1000
+}
+fn default_max_tracked() -> usize {
+    100_000
 }
 
 fn default_forward_headers() -> Vec<String> {

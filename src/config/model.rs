@@ -205,6 +205,7 @@ pub struct Config {
     pub logging: Logging,
     pub safety: Safety,
     pub authorization: crate::auth::Policy,
+    pub polling: crate::polling::Polling,
 }
 
 impl Config {

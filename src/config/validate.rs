@@ -653,6 +653,13 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         None => Some(crate::auth::Policy::default()),
     };
 
+    let polling = match get("polling") {
+        Some(v) => c
+            .section::<PollingFile>("polling", v)
+            .map(|p| compile_polling(&mut c, p, &families)),
+        None => Some(crate::polling::Polling::default()),
+    };
+
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid(c.problems));
     }
@@ -671,6 +678,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         logging,
         safety,
         authorization,
+        polling,
     ) {
         (
             Some(listen),
@@ -685,6 +693,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             Some(logging),
             Some(safety),
             Some(authorization),
+            Some(polling),
         ) => Ok(Config {
             version,
             listen,
@@ -707,12 +716,116 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             logging,
             safety,
             authorization,
+            polling,
         }),
         _ => Err(ConfigError::Invalid(vec![Problem {
             path: "(file)".into(),
             message: "incomplete configuration".into(),
             hint: None,
         }])),
+    }
+}
+
+fn compile_polling(
+    c: &mut Collector,
+    p: PollingFile,
+    families: &BTreeMap<String, Family>,
+) -> crate::polling::Polling {
+    use crate::polling::{PollRoute, Polling};
+    c.range(
+        "polling.max_staleness_seconds",
+        p.max_staleness_seconds,
+        1,
+        86_400,
+    );
+    c.range(
+        "polling.coverage_window_seconds",
+        p.coverage_window_seconds,
+        60,
+        30 * 86_400,
+    );
+    c.range("polling.coverage_grace_ms", p.coverage_grace_ms, 0, 60_000);
+    c.range("polling.max_tracked", p.max_tracked as u64, 16, 10_000_000);
+    c.range(
+        "polling.slow_down_interval_ms",
+        p.slow_down_interval_ms,
+        0,
+        3_600_000,
+    );
+    let mut routes = Vec::new();
+    for (i, raw) in p.routes.iter().enumerate() {
+        let path = format!("polling.routes[{i}]");
+        let Some(r) = c.section::<PollRouteFile>(&path, raw) else {
+            continue;
+        };
+        let pattern = match RoutePattern::parse(&r.matches) {
+            Ok(pat) if pat.method == http::Method::GET => pat,
+            Ok(_) => {
+                c.push(
+                    format!("{path}.match"),
+                    "polled routes are GET requests",
+                    Some("e.g. \"GET /api/boards/{board}/cards\""),
+                );
+                continue;
+            }
+            Err(e) => {
+                c.push(format!("{path}.match"), e, None);
+                continue;
+            }
+        };
+        if !families.contains_key(&r.family) {
+            c.push(
+                format!("{path}.family"),
+                format!("family {:?} is not defined under families", r.family),
+                Some("name the family whose events change this route's answers"),
+            );
+        }
+        if r.topics.is_empty() {
+            c.push(
+                format!("{path}.topics"),
+                "a polled route needs the topics whose events change it",
+                None,
+            );
+        }
+        let params: Vec<&str> = pattern.param_names().collect();
+        let mut topics = Vec::new();
+        for (j, t) in r.topics.iter().enumerate() {
+            match StrTemplate::parse(t) {
+                Ok(tpl) => {
+                    for src in tpl.sources() {
+                        let ok = match src {
+                            Source::Param(p) => params.contains(&p.as_str()),
+                            Source::Query(_) => true,
+                            _ => false,
+                        };
+                        if !ok {
+                            c.push(
+                                format!("{path}.topics[{j}]"),
+                                format!("{} is not available on a GET", src.describe()),
+                                Some("use the route's {params} or {query.x}"),
+                            );
+                        }
+                    }
+                    topics.push(tpl);
+                }
+                Err(e) => c.push(format!("{path}.topics[{j}]"), e, None),
+            }
+        }
+        routes.push(PollRoute {
+            location: path,
+            pattern,
+            family: r.family,
+            topics,
+            shield: r.shield,
+        });
+    }
+    Polling {
+        routes,
+        max_staleness: Duration::from_secs(p.max_staleness_seconds),
+        coverage_window: Duration::from_secs(p.coverage_window_seconds),
+        coverage_grace: Duration::from_millis(p.coverage_grace_ms),
+        max_tracked: p.max_tracked,
+        slow_down_ms: p.slow_down_interval_ms,
     }
 }
 

@@ -245,7 +245,11 @@ impl Hub {
         self.tx
             .try_send(Publish { event, done })
             .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => HubError::Full,
+                mpsc::error::TrySendError::Full(p) => {
+                    // Dropped: its subscribers must not stay silently stale.
+                    self.lost(&p.event.topics.iter().cloned().collect());
+                    HubError::Full
+                }
                 mpsc::error::TrySendError::Closed(_) => HubError::Closed,
             })
     }

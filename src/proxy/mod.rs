@@ -72,6 +72,23 @@ pub struct Ctx {
     status: u16,
     head_at_forward: Option<String>,
     own: bool,
+    /// A GET of a polled route (coverage check, shielding).
+    poll: Option<Box<PollCtx>>,
+}
+
+/// What a polled GET keeps while it streams through.
+pub struct PollCtx {
+    route: usize,
+    key: crate::polling::Key,
+    topics: Vec<String>,
+    /// The topics' clock when the request was forwarded (what the ETag stands for).
+    version: u64,
+    counter_at_request: u64,
+    hasher: std::collections::hash_map::DefaultHasher,
+    etag: Option<String>,
+    shield: bool,
+    family: String,
+    fingerprint: u128,
 }
 
 /// The status class label for metrics.
@@ -189,6 +206,9 @@ impl Proxy {
                         .events_derived_total
                         .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
                         .inc();
+                    // Live or shadow, the event explains changes of the polled routes that
+                    // show its topics.
+                    self.state.polling.touch(&event.topics);
                     if delivery == Delivery::Shadow {
                         metrics
                             .events_shadow_total
@@ -263,6 +283,91 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// A GET of a polled route: answers 304 itself when shielding allows (returns true),
+    /// otherwise notes what the coverage check and the ETag need.
+    async fn start_poll(&self, session: &mut Session, cfg: &Config, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        let path = req.uri.path();
+        let Some((idx, route, params)) = cfg.polling.route_for(path) else {
+            return Ok(false);
+        };
+        let query = crate::events::route::parse_query(req.uri.query().unwrap_or(""));
+        let Some(topics) = route.topics_for(&params, &query) else {
+            return Ok(false);
+        };
+        let headers: Vec<(String, String)> = crate::auth::CREDENTIAL_HEADERS
+            .iter()
+            .filter_map(|h| {
+                let v = req.headers.get(*h)?.to_str().ok()?;
+                Some(((*h).to_owned(), v.to_owned()))
+            })
+            .collect();
+        let creds = crate::auth::Credentials::new(&self.state.auth, &cfg.authorization, &headers);
+        let url = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or(path)
+            .to_owned();
+        let key: crate::polling::Key = (url, creds.fingerprint);
+        let tracker = &self.state.polling;
+        let counter_at_request = tracker.counter();
+        let version = tracker.version(&topics);
+        let shield = route.shield && self.may_shield(cfg, &route.family);
+        if shield {
+            let inm = req
+                .headers
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok());
+            if let Some(inm) = inm {
+                if tracker.fresh(&key, inm, version, cfg.polling.max_staleness) {
+                    let etag = inm.split(',').next().unwrap_or("").trim().to_owned();
+                    tracker.count_poll(route, true);
+                    self.state
+                        .metrics
+                        .polls_total
+                        .with_label_values(&[route.pattern.as_str(), "shielded"])
+                        .inc();
+                    let mut resp = ResponseHeader::build(304, Some(4))?;
+                    resp.insert_header("etag", etag)?;
+                    resp.insert_header("cache-control", "no-cache, private")?;
+                    resp.insert_header("x-sse-shielded", "1")?;
+                    session.write_response_header(Box::new(resp), true).await?;
+                    ctx.own = true;
+                    return Ok(true);
+                }
+            }
+        }
+        tracker.count_poll(route, false);
+        self.state
+            .metrics
+            .polls_total
+            .with_label_values(&[route.pattern.as_str(), "forwarded"])
+            .inc();
+        ctx.poll = Some(Box::new(PollCtx {
+            route: idx,
+            key,
+            topics,
+            version,
+            counter_at_request,
+            hasher: Default::default(),
+            etag: None,
+            shield,
+            family: route.family.clone(),
+            fingerprint: creds.fingerprint,
+        }));
+        Ok(false)
+    }
+
+    /// Shielding needs the family live, SSE on and no breaker sending it to polling.
+    fn may_shield(&self, cfg: &Config, family: &str) -> bool {
+        self.state.mode().is_enabled()
+            && cfg.delivery(family) == Delivery::Live
+            && !self.state.polling_families().iter().any(|f| f == family)
+    }
+}
+
 /// Longest a strict-durability mutation answer waits for its commit.
 const STRICT_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
@@ -291,6 +396,9 @@ impl ProxyHttp for Proxy {
         if session.req_header().method == http::Method::GET {
             ctx.head_at_forward =
                 Some(EventId::new(&self.state.hub.epoch(), self.state.hub.head()).to_string());
+            if !cfg.polling.routes.is_empty() && self.start_poll(session, &cfg, ctx).await? {
+                return Ok(true);
+            }
         }
         ctx.cfg = Some(cfg);
         Ok(false)
@@ -315,10 +423,16 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         for h in HOP_BY_HOP {
             upstream_request.remove_header(*h);
+        }
+        if ctx.poll.as_ref().is_some_and(|p| p.shield) {
+            // The browser's validators are the sidecar's ETags, not the backend's: ask for
+            // the full answer.
+            upstream_request.remove_header("if-none-match");
+            upstream_request.remove_header("if-modified-since");
         }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = addr.ip().to_string();
@@ -374,6 +488,29 @@ impl ProxyHttp for Proxy {
         if let Some(head) = ctx.head_at_forward.take() {
             upstream_response.insert_header("x-sse-head", head)?;
         }
+        if ctx.poll.is_some() && upstream_response.status.as_u16() != 200 {
+            ctx.poll = None;
+        }
+        if let Some(p) = ctx.poll.as_mut() {
+            if p.shield {
+                let etag = self.state.polling.new_etag(&p.key, p.version);
+                upstream_response.insert_header("etag", etag.as_str())?;
+                upstream_response.insert_header("cache-control", "no-cache, private")?;
+                upstream_response.remove_header("last-modified");
+                upstream_response.remove_header("expires");
+                p.etag = Some(etag);
+            }
+            let cfg = ctx.cfg.clone().unwrap_or_else(|| self.state.config());
+            if cfg.polling.slow_down_ms > 0
+                && self.may_shield(&cfg, &p.family)
+                && self.state.polling.has_stream(p.fingerprint)
+            {
+                upstream_response.insert_header(
+                    "x-sse-poll-interval-ms",
+                    cfg.polling.slow_down_ms.to_string(),
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -391,6 +528,29 @@ impl ProxyHttp for Proxy {
             }
             if end_of_stream {
                 self.derive_events(ctx);
+            }
+        }
+        if let Some(p) = ctx.poll.as_mut() {
+            use std::hash::Hasher;
+            if let Some(chunk) = body.as_ref() {
+                p.hasher.write(chunk);
+            }
+            if end_of_stream {
+                if let Some(p) = ctx.poll.take() {
+                    let cfg = ctx.cfg.clone().unwrap_or_else(|| self.state.config());
+                    if let Some(route) = cfg.polling.routes.get(p.route) {
+                        self.state.polling.observe(
+                            route,
+                            p.key,
+                            p.topics,
+                            p.hasher.finish(),
+                            p.counter_at_request,
+                            p.etag,
+                            p.version,
+                            &cfg.polling,
+                        );
+                    }
+                }
             }
         }
         Ok(None)

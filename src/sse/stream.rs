@@ -284,6 +284,22 @@ pub fn cors_headers(origin: Option<&str>) -> Vec<(&'static str, String)> {
     }
 }
 
+/// Counts a stream against its credentials' fingerprint while it lives.
+struct StreamHolder<'a>(&'a State, u128);
+
+impl<'a> StreamHolder<'a> {
+    fn new(state: &'a State, fp: u128) -> Self {
+        state.polling.stream_opened(fp);
+        StreamHolder(state, fp)
+    }
+}
+
+impl Drop for StreamHolder<'_> {
+    fn drop(&mut self) {
+        self.0.polling.stream_closed(self.1);
+    }
+}
+
 /// Decrements the connection count however the stream ends.
 pub struct ConnGuard(Arc<State>);
 
@@ -521,6 +537,8 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         .with_label_values(&["accepted"])
         .inc();
     let mut topics = admitted.grants.granted.clone();
+    // These credentials hold a stream (the slow-down hint for their polls).
+    let _holder = StreamHolder::new(state, admitted.creds.fingerprint);
     // Subscribe before replaying, so nothing falls between the two.
     let (subscription, fanned) = state.hub.subscribe(topics.clone(), cfg.sse.queue_max_bytes);
     let mut epoch = state.hub.epoch().to_string();

@@ -1,0 +1,557 @@
+//! Polling made safe to retire: the coverage check and poll shielding.
+//!
+//! `polling.routes` name the GET endpoints the app polls and the topics whose events change
+//! what they return (`GET /api/boards/{board}/cards` ← `board:{board}`).
+//!
+//! - Topic clock: every derived event (live or shadow) ticks a global counter and stamps its
+//!   topics with it. "An event touched these topics since X" is then one comparison.
+//! - Coverage: for each polled (URL, credential fingerprint) the sidecar keeps a hash of the
+//!   last answer's body and the clock when that request was forwarded. When an answer
+//!   differs from the previous one, the change is covered if an event touched the route's
+//!   topics since the previous request — checked at once, and again after a short grace
+//!   (`coverage_grace_ms`) because the event of a mutation is derived when the mutation's
+//!   answer ends, which can be a moment after a poll already shows its effect. A change no
+//!   event explains is uncovered: counted, logged with its URL (never credentials) and shown
+//!   with the coverage ratio over a window.
+//! - Shielding (`shield: true`, per route): answers get an ETag from the sidecar that stands
+//!   for (URL, fingerprint, the topics' clock) and `cache-control: no-cache, private`, so the
+//!   browser revalidates. A revalidation whose ETag is still current — no event touched the
+//!   topics since, less than `max_staleness_seconds` since the backend was last asked, the
+//!   family live and no breaker open — is answered 304 by the sidecar without calling the
+//!   backend. Credentials are part of the key: two users never share a decision.
+
+use crate::events::route::{Params, RoutePattern};
+use crate::events::template::{Body, Inputs, StrTemplate};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Most uncovered-change checks waiting for their grace period.
+const MAX_PENDING: usize = 10_000;
+/// Most changes remembered per route for the coverage window.
+const MAX_CHANGES_PER_ROUTE: usize = 100_000;
+
+/// One `polling.routes` entry, compiled.
+#[derive(Debug, Clone)]
+pub struct PollRoute {
+    /// `polling.routes[<index>]`.
+    pub location: String,
+    pub pattern: RoutePattern,
+    pub family: String,
+    pub topics: Vec<StrTemplate>,
+    pub shield: bool,
+}
+
+/// The compiled `polling` section.
+#[derive(Debug, Clone)]
+pub struct Polling {
+    pub routes: Vec<PollRoute>,
+    pub max_staleness: Duration,
+    pub coverage_window: Duration,
+    pub coverage_grace: Duration,
+    pub max_tracked: usize,
+    /// Suggested poll interval for clients that hold a live stream (0: no hint).
+    pub slow_down_ms: u64,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Polling {
+            routes: Vec::new(),
+            max_staleness: Duration::from_secs(30),
+            coverage_window: Duration::from_secs(3600),
+            coverage_grace: Duration::from_millis(1000),
+            max_tracked: 100_000,
+            slow_down_ms: 0,
+        }
+    }
+}
+
+impl Polling {
+    /// The first route matching a GET of `path`, with its parameters.
+    pub fn route_for(&self, path: &str) -> Option<(usize, &PollRoute, Params)> {
+        self.routes.iter().enumerate().find_map(|(i, r)| {
+            r.pattern
+                .matches(&http::Method::GET, path)
+                .map(|p| (i, r, p))
+        })
+    }
+}
+
+impl PollRoute {
+    /// The route's topics for one request (`None` when a template cannot be filled).
+    pub fn topics_for(&self, params: &Params, query: &[(String, String)]) -> Option<Vec<String>> {
+        let inputs = Inputs {
+            params,
+            query,
+            headers: &[],
+            request: &Body::Empty,
+            response: &Body::Empty,
+        };
+        self.topics.iter().map(|t| t.render(&inputs).ok()).collect()
+    }
+}
+
+/// (path and query, credential fingerprint).
+pub type Key = (String, u128);
+
+struct Seen {
+    body: u64,
+    /// The topic clock when this answer's request was forwarded.
+    counter_at_request: u64,
+    etag: Option<String>,
+    /// The topics' version the ETag stands for.
+    version: u64,
+    fetched: Instant,
+    last_used: Instant,
+}
+
+struct Pending {
+    route: String,
+    family: String,
+    url: String,
+    topics: Vec<String>,
+    since: u64,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct RouteStats {
+    family: String,
+    /// (when, covered) of changes in the window.
+    changes: VecDeque<(Instant, bool)>,
+    covered_total: u64,
+    uncovered_total: u64,
+    last_uncovered: Option<(String, u64)>,
+    shielded: u64,
+    forwarded: u64,
+}
+
+#[derive(Default)]
+struct Clock {
+    topics: HashMap<String, u64>,
+    /// Highest value ever evicted: an unknown topic reads as this, so evicting a topic
+    /// can never make an old ETag look current again.
+    floor: u64,
+}
+
+/// What the tracker reports for status, the dashboard and the gates.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteCoverage {
+    pub route: String,
+    pub family: String,
+    pub changes: u64,
+    pub covered: u64,
+    /// covered / changes over the window; `None` without changes.
+    pub coverage: Option<f64>,
+    pub uncovered_total: u64,
+    pub last_uncovered_url: Option<String>,
+    pub last_uncovered_at_ms: Option<u64>,
+    pub shielded: u64,
+    pub forwarded: u64,
+}
+
+pub struct Tracker {
+    counter: AtomicU64,
+    clock: Mutex<Clock>,
+    seen: Mutex<HashMap<Key, Seen>>,
+    pending: Mutex<Vec<Pending>>,
+    stats: Mutex<BTreeMap<String, RouteStats>>,
+    /// Open streams per credential fingerprint (for the slow-down hint).
+    streams: Mutex<HashMap<u128, u32>>,
+    secret: std::collections::hash_map::RandomState,
+    max_topics: usize,
+    /// Totals already added to the metrics, per route.
+    counted: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker::new(100_000)
+    }
+}
+
+impl Tracker {
+    pub fn new(max_topics: usize) -> Tracker {
+        Tracker {
+            counter: AtomicU64::new(0),
+            clock: Mutex::new(Clock::default()),
+            seen: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+            stats: Mutex::new(BTreeMap::new()),
+            streams: Mutex::new(HashMap::new()),
+            secret: Default::default(),
+            max_topics: max_topics.max(16),
+            counted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An event (live or shadow) touched these topics.
+    pub fn touch(&self, topics: &[String]) {
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
+        for t in topics {
+            if clock.topics.len() >= self.max_topics && !clock.topics.contains_key(t) {
+                // Evict the oldest eighth; unknown topics then read as the floor.
+                let mut values: Vec<u64> = clock.topics.values().copied().collect();
+                let cut = values.len() / 8;
+                values.select_nth_unstable(cut);
+                let limit = values[cut];
+                clock.topics.retain(|_, v| *v > limit);
+                clock.floor = clock.floor.max(limit);
+            }
+            clock.topics.insert(t.clone(), now);
+        }
+    }
+
+    /// The clock now.
+    pub fn counter(&self) -> u64 {
+        self.counter.load(Ordering::Acquire)
+    }
+
+    /// The last tick that touched any of `topics`.
+    pub fn version(&self, topics: &[String]) -> u64 {
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        topics
+            .iter()
+            .map(|t| clock.topics.get(t).copied().unwrap_or(clock.floor))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Whether `if_none_match` names the current ETag of `key`: the sidecar may answer 304.
+    pub fn fresh(&self, key: &Key, if_none_match: &str, version: u64, max_age: Duration) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = seen.get_mut(key) else {
+            return false;
+        };
+        let Some(etag) = &s.etag else { return false };
+        let named = if_none_match
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == etag);
+        if named && s.version == version && s.fetched.elapsed() < max_age {
+            s.last_used = Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A new ETag for an answer about to be sent.
+    pub fn new_etag(&self, key: &Key, version: u64) -> String {
+        let mut h = self.secret.build_hasher();
+        h.write(key.0.as_bytes());
+        h.write_u128(key.1);
+        h.write_u64(version);
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        format!("\"s{:016x}\"", h.finish())
+    }
+
+    /// A complete 200 answer of a polled route: remembers it and checks coverage.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe(
+        &self,
+        route: &PollRoute,
+        key: Key,
+        topics: Vec<String>,
+        body: u64,
+        counter_at_request: u64,
+        etag: Option<String>,
+        version: u64,
+        cfg: &Polling,
+    ) -> Option<bool> {
+        let now = Instant::now();
+        let prev = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if seen.len() >= cfg.max_tracked && !seen.contains_key(&key) {
+                // Forget the least recently used eighth.
+                let mut ages: Vec<Instant> = seen.values().map(|s| s.last_used).collect();
+                let cut = ages.len() / 8;
+                ages.select_nth_unstable(cut);
+                let limit = ages[cut];
+                seen.retain(|_, s| s.last_used > limit);
+            }
+            seen.insert(
+                key.clone(),
+                Seen {
+                    body,
+                    counter_at_request,
+                    etag,
+                    version,
+                    fetched: now,
+                    last_used: now,
+                },
+            )
+        };
+        let prev = prev?;
+        if prev.body == body {
+            return None;
+        }
+        let since = prev.counter_at_request;
+        if self.version(&topics) > since {
+            self.record(route.pattern.as_str(), &route.family, &key.0, true);
+            return Some(true);
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() < MAX_PENDING {
+            pending.push(Pending {
+                route: route.pattern.as_str().to_owned(),
+                family: route.family.clone(),
+                url: key.0,
+                topics,
+                since,
+                deadline: now + cfg.coverage_grace,
+            });
+        } else {
+            drop(pending);
+            self.record(route.pattern.as_str(), &route.family, &key.0, false);
+            return Some(false);
+        }
+        None
+    }
+
+    /// Settles the changes whose grace period is over (called every second).
+    pub fn settle(&self, metrics: &crate::metrics::Metrics) {
+        let now = Instant::now();
+        let due: Vec<Pending> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let (due, wait) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|p| p.deadline <= now || self.version(&p.topics) > p.since);
+            *pending = wait;
+            due
+        };
+        for p in due {
+            let covered = self.version(&p.topics) > p.since;
+            self.record(&p.route, &p.family, &p.url, covered);
+        }
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        for (route, s) in stats.iter() {
+            let (c0, u0) = counted.get(route).copied().unwrap_or((0, 0));
+            let labels = |covered| [s.family.as_str(), route.as_str(), covered];
+            metrics
+                .poll_changes_total
+                .with_label_values(&labels("true"))
+                .inc_by(s.covered_total - c0);
+            metrics
+                .poll_changes_total
+                .with_label_values(&labels("false"))
+                .inc_by(s.uncovered_total - u0);
+            counted.insert(route.clone(), (s.covered_total, s.uncovered_total));
+        }
+    }
+
+    fn record(&self, route: &str, family: &str, url: &str, covered: bool) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let s = stats.entry(route.to_owned()).or_default();
+        s.family = family.to_owned();
+        if s.changes.len() >= MAX_CHANGES_PER_ROUTE {
+            s.changes.pop_front();
+        }
+        s.changes.push_back((Instant::now(), covered));
+        if covered {
+            s.covered_total += 1;
+        } else {
+            s.uncovered_total += 1;
+            s.last_uncovered = Some((url.to_owned(), crate::events::types::now_ms()));
+            tracing::warn!(
+                family,
+                route,
+                url,
+                "uncovered change: a polled answer changed and no event on its topics explains it"
+            );
+        }
+    }
+
+    /// Counts a poll answered by the sidecar (`shielded`) or forwarded.
+    pub fn count_poll(&self, route: &PollRoute, shielded: bool) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let s = stats.entry(route.pattern.as_str().to_owned()).or_default();
+        s.family = route.family.clone();
+        if shielded {
+            s.shielded += 1;
+        } else {
+            s.forwarded += 1;
+        }
+    }
+
+    /// Coverage per route over `window`.
+    pub fn coverage(&self, window: Duration) -> Vec<RouteCoverage> {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let cutoff = Instant::now().checked_sub(window);
+        stats
+            .iter_mut()
+            .map(|(route, s)| {
+                if let Some(cutoff) = cutoff {
+                    while s.changes.front().is_some_and(|(t, _)| *t < cutoff) {
+                        s.changes.pop_front();
+                    }
+                }
+                let changes = s.changes.len() as u64;
+                let covered = s.changes.iter().filter(|(_, c)| *c).count() as u64;
+                RouteCoverage {
+                    route: route.clone(),
+                    family: s.family.clone(),
+                    changes,
+                    covered,
+                    coverage: (changes > 0).then(|| covered as f64 / changes as f64),
+                    uncovered_total: s.uncovered_total,
+                    last_uncovered_url: s.last_uncovered.as_ref().map(|(u, _)| u.clone()),
+                    last_uncovered_at_ms: s.last_uncovered.as_ref().map(|(_, t)| *t),
+                    shielded: s.shielded,
+                    forwarded: s.forwarded,
+                }
+            })
+            .collect()
+    }
+
+    pub fn stream_opened(&self, fp: u128) {
+        *self
+            .streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(fp)
+            .or_insert(0) += 1;
+    }
+
+    pub fn stream_closed(&self, fp: u128) {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = streams.get_mut(&fp) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                streams.remove(&fp);
+            }
+        }
+    }
+
+    /// Whether these credentials hold an open stream.
+    pub fn has_stream(&self, fp: u128) -> bool {
+        self.streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&fp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> PollRoute {
+        PollRoute {
+            location: "polling.routes[0]".into(),
+            pattern: RoutePattern::parse("GET /api/boards/{board}/cards").unwrap(),
+            family: "cards".into(),
+            topics: vec![StrTemplate::parse("board:{board}").unwrap()],
+            shield: true,
+        }
+    }
+
+    #[test]
+    fn changes_are_covered_by_events_on_their_topics() {
+        let t = Tracker::new(100);
+        let cfg = Polling {
+            coverage_grace: Duration::ZERO,
+            ..Default::default()
+        };
+        let r = route();
+        let key: Key = ("/api/boards/1/cards".into(), 7);
+        let topics = vec!["board:1".to_string()];
+        assert_eq!(
+            t.observe(
+                &r,
+                key.clone(),
+                topics.clone(),
+                1,
+                t.counter(),
+                None,
+                0,
+                &cfg
+            ),
+            None
+        );
+        let before = t.counter();
+        t.touch(&topics);
+        assert_eq!(
+            t.observe(&r, key.clone(), topics.clone(), 2, before, None, 0, &cfg),
+            Some(true)
+        );
+        // A change with no event: settled as uncovered once the grace is over.
+        let c = t.counter();
+        assert_eq!(
+            t.observe(&r, key.clone(), topics.clone(), 3, c, None, 0, &cfg),
+            None
+        );
+        t.settle(&crate::metrics::Metrics::new());
+        let cov = t.coverage(Duration::from_secs(60));
+        assert_eq!(cov[0].changes, 2);
+        assert_eq!(cov[0].covered, 1);
+        assert_eq!(
+            cov[0].last_uncovered_url.as_deref(),
+            Some("/api/boards/1/cards")
+        );
+    }
+
+    #[test]
+    fn etags_are_per_key_and_version() {
+        let t = Tracker::new(100);
+        let cfg = Polling::default();
+        let r = route();
+        let alice: Key = ("/api/boards/1/cards".into(), 1);
+        let bob: Key = ("/api/boards/1/cards".into(), 2);
+        let topics = vec!["board:1".to_string()];
+        let v = t.version(&topics);
+        let etag = t.new_etag(&alice, v);
+        t.observe(
+            &r,
+            alice.clone(),
+            topics.clone(),
+            1,
+            0,
+            Some(etag.clone()),
+            v,
+            &cfg,
+        );
+        assert!(t.fresh(&alice, &etag, v, Duration::from_secs(30)));
+        assert!(
+            !t.fresh(&bob, &etag, v, Duration::from_secs(30)),
+            "other credentials"
+        );
+        t.touch(&topics);
+        let v2 = t.version(&topics);
+        assert!(
+            !t.fresh(&alice, &etag, v2, Duration::from_secs(30)),
+            "an event since"
+        );
+        assert!(!t.fresh(&alice, &etag, v, Duration::ZERO), "too old");
+    }
+
+    #[test]
+    fn evicted_topics_never_read_older() {
+        let t = Tracker::new(16);
+        let old = vec!["t0".to_string()];
+        let v0 = t.version(&old);
+        for i in 0..100 {
+            t.touch(&[format!("x{i}")]);
+        }
+        assert!(
+            t.version(&old) > v0,
+            "an unknown topic reads as the eviction floor"
+        );
+        t.touch(&old);
+        let v = t.version(&old);
+        for i in 100..200 {
+            t.touch(&[format!("x{i}")]);
+        }
+        assert!(t.version(&old) >= v);
+    }
+}
