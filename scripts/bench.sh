@@ -17,8 +17,13 @@ start_app() {
   node examples/legacy-app/server.js --port 3000 --quiet > "$work/app.log" 2>&1 & pids+=($!)
   for _ in $(seq 50); do curl -sf http://127.0.0.1:3000/api/sessions >/dev/null && return; sleep 0.1; done
 }
+# STORE=sqlite|redis swaps the benchmark's memory log for that backend.
 start_sidecar() {
   cp conf/bench.yaml "$work/bench.yaml"
+  case ${STORE:-memory} in
+    sqlite) sed -i "s|^  backend: memory|  backend: sqlite\n  path: \"$work/events.db\"|" "$work/bench.yaml" ;;
+    redis) sed -i "s|^  backend: memory|  backend: redis\n  url: \"redis://127.0.0.1:6390/0\"\n  key_prefix: \"bench-$RANDOM\"|" "$work/bench.yaml" ;;
+  esac
   target/release/sse-sidecar --config "$work/bench.yaml" > "$work/sidecar.log" 2>&1 & sc=$!; pids+=($sc)
   for _ in $(seq 50); do curl -sf http://127.0.0.1:9090/healthz >/dev/null && return; sleep 0.1; done
 }
@@ -30,6 +35,12 @@ run() { # name, loadgen args...
   $lg --sidecar-pid "$sc" --json-out "$work/one.jsonl" "$@" 2>&1 | sed -n '/^$/,$p'
   printf '{"scenario":"%s",' "$name" >> "$out"; tail -1 "$work/one.jsonl" | cut -c2- >> "$out"
   stop_sidecar
+}
+
+start_redis() {
+  [ -n "${redis_pid:-}" ] && return
+  redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no --dir "$work" > "$work/redis.log" 2>&1 & redis_pid=$!; pids+=($redis_pid)
+  for _ in $(seq 50); do redis-cli -p 6390 ping >/dev/null 2>&1 && return; sleep 0.1; done
 }
 
 start_app
@@ -44,6 +55,11 @@ for s in $scenarios; do
     storm-10k) run "$s" --streams 10000 --procs 2 --rate 10 --seconds 20 --storm --drain-seconds 5 ;;
     kill-10k) run "$s" --streams 10000 --procs 2 --kill-switch-config "$work/bench.yaml" --seconds 0 --drain-seconds 0 ;;
     real-1k-100) run "$s" --streams 1000 --mode mutate --rate 100 --seconds 20 --drain-seconds 3 ;;
+    redis-1k-100) start_redis; STORE=redis run "$s" --streams 1000 --rate 100 --seconds 20 --drain-seconds 3 ;;
+    sqlite-1k-100) STORE=sqlite run "$s" --streams 1000 --rate 100 --seconds 20 --drain-seconds 3 ;;
+    redis-10k-10) start_redis; STORE=redis run "$s" --streams 10000 --procs 2 --rate 10 --seconds 30 --drain-seconds 3 ;;
+    sqlite-10k-10) STORE=sqlite run "$s" --streams 10000 --procs 2 --rate 10 --seconds 30 --drain-seconds 3 ;;
+    redis-real-1k-100) start_redis; STORE=redis run "$s" --streams 1000 --mode mutate --rate 100 --seconds 20 --drain-seconds 3 ;;
     store) echo "== store"; target/release/examples/store_bench --events 20000 | tee -a "$work/store.txt" ;;
     passthrough) echo "== passthrough"; scripts/bench-passthrough.sh 64 10 ;;
     *) echo "unknown scenario $s"; exit 2 ;;

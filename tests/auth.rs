@@ -314,6 +314,42 @@ async fn cross_origin_streams_need_a_listed_origin() {
         .expect("same origin");
     assert_eq!(same.status, 200);
     assert!(same.headers.get("access-control-allow-origin").is_none());
+    // Preflights: allowed origin gets the stream's permissions, others 403.
+    let c = reqwest::Client::new();
+    let pre = |origin: &'static str| {
+        c.request(
+            reqwest::Method::OPTIONS,
+            sc.url("/api/sse/events?topics=presence"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "last-event-id")
+        .send()
+    };
+    let ok = pre("https://app.example.com").await.expect("preflight");
+    assert_eq!(ok.status().as_u16(), 204);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap_or("")
+        .contains("last-event-id"));
+    assert_eq!(
+        pre("https://evil.example")
+            .await
+            .expect("preflight")
+            .status()
+            .as_u16(),
+        403
+    );
+    let post = c
+        .post(sc.url("/api/sse/events?topics=presence"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(post.status().as_u16(), 405);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -493,6 +493,20 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
     for (k, v) in session.req_header().headers.iter() {
         req.header(k.as_str(), v.as_bytes());
     }
+    let method = session.req_header().method.clone();
+    if method == http::Method::OPTIONS {
+        return preflight(state, session, &req).await;
+    }
+    if method != http::Method::GET && method != http::Method::HEAD {
+        return super::respond(
+            session,
+            405,
+            "text/plain; charset=utf-8",
+            &[("allow", "GET, OPTIONS".to_owned())],
+            Bytes::from_static(b"the event stream is read with GET\n"),
+        )
+        .await;
+    }
     let client = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -520,6 +534,44 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
             session.set_write_timeout(Some(state.config().sse.write_timeout));
             run(state, admitted, &mut SessionSink(session)).await;
             Ok(())
+        }
+    }
+}
+
+/// A CORS preflight for the stream (fetch-based clients that send custom headers): allowed
+/// origins get the permissions a stream needs, others 403.
+async fn preflight(
+    state: &Arc<State>,
+    session: &mut Session,
+    req: &StreamRequest,
+) -> pingora::Result<()> {
+    let cfg = state.config();
+    match cross_origin(
+        req.origin.as_deref(),
+        req.host.as_deref(),
+        &cfg.sse.allowed_origins,
+    ) {
+        Ok(origin) => {
+            let mut headers = cors_headers(origin.as_deref());
+            headers.push(("access-control-allow-methods", "GET".to_owned()));
+            headers.push((
+                "access-control-allow-headers",
+                "last-event-id, cache-control, accept".to_owned(),
+            ));
+            headers.push(("access-control-max-age", "600".to_owned()));
+            super::respond(session, 204, "text/plain", &headers, Bytes::new()).await
+        }
+        Err(OriginRefused) => {
+            super::respond(
+                session,
+                403,
+                "text/plain; charset=utf-8",
+                &[],
+                Bytes::from_static(
+                    b"cross-origin streams are refused: add the origin to sse.allowed_origins\n",
+                ),
+            )
+            .await
         }
     }
 }
