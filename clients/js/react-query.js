@@ -15,8 +15,13 @@
  *   `event.invalidate`, batched per animation frame and deduplicated within a batch;
  * - on `reset` and whenever the effective mode changes (live ↔ not live, or the set of
  *   polled families changes) it invalidates everything;
- * - `refetchInterval(family, ms)` gives React Query a function that answers `false` while the
- *   stream is live for that family and `ms` otherwise.
+ * - `refetchInterval(family, ms, topic?)` gives React Query a function that answers `false`
+ *   while the stream is live for that family and `ms` otherwise (lengthened to the sidecar's
+ *   `x-sse-poll-interval-ms` hint while the stream is live for other families, see
+ *   `client.pollInterval`); a query tied to a `topic` the server denied or revoked for this
+ *   stream (`client.info.denied`) keeps `ms`, since no event will tell it about changes;
+ * - on a revocation (`control {revoked}`, which keeps the state `live` and so is no mode
+ *   change) it also invalidates everything, so queries of the revoked topics start polling.
  *
  * Why invalidating everything on a mode change makes `refetchInterval` switch:
  * React Query evaluates the function form of `refetchInterval` only inside
@@ -39,11 +44,16 @@
  * @typedef {object} SseClientLike
  * @property {string} state
  * @property {string[]} pollingFamilies
+ * @property {{denied?: string[]}} [info] Topics the server denied or revoked (`info.denied`).
  * @property {(family?: string) => boolean} isLive
+ * @property {(family: string, defaultMs: number) => number|false} [pollInterval] Used when
+ *   present (hint-aware interval); else `isLive(family) ? false : ms`.
  * @property {(event: any) => boolean} isOwnEcho
  * @property {(fn: (event: any) => void) => () => void} onEvent
  * @property {(fn: (reset: any) => void) => () => void} onReset
  * @property {(fn: (state: string, info: any) => void) => () => void} onStateChange
+ * @property {(fn: (control: any) => void) => () => void} [onControl] Revocations are
+ *   followed through it when present.
  */
 
 /**
@@ -57,7 +67,8 @@
  * @property {boolean} [skipOwnEchoes=true] Ignore events caused by this tab (its own mutation
  *   code already refreshed what it changed).
  * @property {boolean} [invalidateOnModeChange=true] Invalidate everything when the effective
- *   mode changes (needed for `refetchInterval` to switch; see module docs).
+ *   mode changes, and on a revocation (needed for `refetchInterval` to switch; see module
+ *   docs).
  * @property {(event: any, queryClient: QueryClientLike) => void} [onEvent] Extra hook for
  *   every delivered event (e.g. `setQueryData` from `event.data`), called before batching.
  * @property {(flush: () => void) => (() => void)} [schedule] Schedules a batch flush and
@@ -67,9 +78,12 @@
 
 /**
  * @typedef {object} ReactQueryAdapter
- * @property {(family: string, ms: number) => (() => number|false)} refetchInterval
- *   Value for React Query's `refetchInterval`: a function returning `false` while the stream
- *   is live for `family`, `ms` otherwise.
+ * @property {(family: string, ms: number, topic?: string|string[]) => (() => number|false)} refetchInterval
+ *   Value for React Query's `refetchInterval`: a function returning `ms` when `topic` (or one
+ *   of several) is in `client.info.denied` (denied at connection or revoked since: no event
+ *   will come for it); else `client.pollInterval(family, ms)`, i.e. `false` while the stream
+ *   is live for `family`, `ms` otherwise (at least the server's poll-interval hint while the
+ *   stream is live for other families).
  * @property {(family?: string) => boolean} isLive Same as `client.isLive`.
  * @property {() => void} flush Run the pending batch now.
  * @property {() => void} disconnect Stop listening (pending batch dropped).
@@ -158,6 +172,13 @@ export function connectReactQuery(client, queryClient, options = {}) {
     request();
   }
 
+  /** Whether the server denied or revoked (one of) `topic` for this stream. */
+  function isDenied(topic) {
+    const denied = client.info && Array.isArray(client.info.denied) ? client.info.denied : [];
+    if (!denied.length) return false;
+    return (Array.isArray(topic) ? topic : [topic]).some((t) => denied.includes(t));
+  }
+
   const unsubscribes = [
     client.onEvent((event) => {
       if (!event || (skipOwnEchoes && client.isOwnEcho(event))) return;
@@ -181,11 +202,22 @@ export function connectReactQuery(client, queryClient, options = {}) {
       if (invalidateOnModeChange) invalidateAll();
     }),
   ];
+  if (typeof client.onControl === 'function') {
+    // A revocation moves topics to info.denied but keeps the state live (no onStateChange):
+    // nudge every observer to re-read its refetchInterval, and refetch the revoked data.
+    unsubscribes.push(client.onControl((control) => {
+      if (invalidateOnModeChange && control && Array.isArray(control.revoked) && control.revoked.length) invalidateAll();
+    }));
+  }
 
   return {
-    refetchInterval(family, ms) {
+    refetchInterval(family, ms, topic) {
       // A function, so React Query re-reads it on each observer update (see module docs).
-      return () => (client.isLive(family) ? false : ms);
+      return () => {
+        if (topic != null && isDenied(topic)) return ms;
+        if (typeof client.pollInterval === 'function') return client.pollInterval(family, ms);
+        return client.isLive(family) ? false : ms;
+      };
     },
     isLive: (family) => client.isLive(family),
     flush() {

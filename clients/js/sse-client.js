@@ -21,6 +21,10 @@
  * - `control` (polling / per-family polling / reconnect) and `reset` frames;
  * - a `fetch` wrapper that tags mutations with `X-Client-Id` / `X-Mutation-Id` so the tab can
  *   recognise its own echoes (`isOwnEcho`);
+ * - poll pacing: `pollInterval(family, ms)` answers `false` while a family is live, else the
+ *   app's interval, lengthened to the sidecar's `x-sse-poll-interval-ms` hint (recorded by the
+ *   `fetch` wrapper or by {@link recordPollIntervalHint}) while the stream is live for other
+ *   families;
  * - cross-tab sharing (Web Locks leader election + BroadcastChannel relay), with graceful
  *   fallback to one stream per tab when those APIs are missing.
  *
@@ -134,8 +138,13 @@
  * @property {(fn: (control: SseControl) => void) => () => void} onControl
  * @property {(family?: string) => boolean} isLive True when live and `family` is not polled.
  * @property {(event: SseEvent) => boolean} isOwnEcho True for events caused by this tab.
+ * @property {(family: string, defaultMs: number) => number|false} pollInterval
+ *   How often to poll `family` now: `false` while `isLive(family)` (do not poll); else
+ *   `Math.max(defaultMs, hint)` when the stream is live (for other families) and a
+ *   `x-sse-poll-interval-ms` hint was recorded less than a minute ago; else `defaultMs`.
  * @property {(input: RequestInfo|URL, init?: RequestInit) => Promise<Response>} fetch
- *   `fetch` adding `X-Client-Id` and a fresh `X-Mutation-Id`.
+ *   `fetch` adding `X-Client-Id` and a fresh `X-Mutation-Id`; records the
+ *   `x-sse-poll-interval-ms` hint of the response (see {@link recordPollIntervalHint}).
  * @property {(topics: string[]) => void} setTopics Change the topics this tab wants.
  * @property {() => void} close Stop for good (state `stopped`), releasing lock and channel.
  */
@@ -145,6 +154,48 @@ const PROTOCOL = 1;
 const MAX_SEEN_IDS = 1000;
 const MAX_MUTATIONS = 500;
 const MUTATION_TTL_MS = 5 * 60 * 1000;
+const POLL_HINT_HEADER = 'x-sse-poll-interval-ms';
+const POLL_HINT_TTL_MS = 60 * 1000;
+
+/** Every open client of this module instance (this page): each keeps the latest hint. */
+const pollHintSinks = new Set();
+
+/**
+ * Records the poll-interval hint a response carries, for every client of this page.
+ *
+ * The sidecar adds `x-sse-poll-interval-ms: N` to answers of shielded polled routes when the
+ * same credentials hold a live stream (`polling.slow_down_interval_ms` > 0): a suggestion to
+ * poll less often. `client.fetch` records it by itself; call this with the `Response` of any
+ * other HTTP client (plain `fetch`, a wrapper…) that polls through the sidecar. Responses
+ * without the header (or with a value that is not a positive number) change nothing: the last
+ * hint stays until it is a minute old. Cross-origin answers only show the header to scripts
+ * when the server lists it in `Access-Control-Expose-Headers`.
+ *
+ * ```js
+ * import { recordPollIntervalHint } from '/api/sse/client.js';
+ * const res = await fetch('/api/boards/42/cards');
+ * recordPollIntervalHint(res);
+ * ```
+ *
+ * @param {{headers?: {get(name: string): string|null}}|null|undefined} response A `Response`
+ *   (anything with `headers.get`).
+ * @returns {number|null} The hint in milliseconds, or `null` when the response has none.
+ */
+export function recordPollIntervalHint(response) {
+  const headers = response && response.headers;
+  if (!headers || typeof headers.get !== 'function') return null;
+  let value;
+  try {
+    value = headers.get(POLL_HINT_HEADER);
+  } catch {
+    return null;
+  }
+  if (value == null || !/^\s*\d+(\.\d+)?\s*$/.test(value)) return null;
+  const ms = Number(value);
+  if (!Number.isFinite(ms) || ms <= 0) return null;
+  for (const sink of [...pollHintSinks]) sink(ms);
+  return ms;
+}
 
 /** @returns {string} a random id (UUID when available). */
 function randomId() {
@@ -566,6 +617,11 @@ export function createSseClient(options = {}) {
   const peers = new Map(); // other tabs: instanceId → topics
   const seenIds = new Set();
   const mutations = new Map(); // mutation id → time sent
+  let pollHint = null; // {ms, at}: the latest x-sse-poll-interval-ms recorded, at cfg.now()
+  const notePollHint = (ms) => {
+    pollHint = { ms, at: cfg.now() };
+  };
+  pollHintSinks.add(notePollHint);
 
   const listeners = {
     state: new Set(),
@@ -878,7 +934,10 @@ export function createSseClient(options = {}) {
     }
     // Remember before sending: the echo can arrive on the stream before the response.
     rememberMutation(mutationId);
-    return cfg.fetch(input, { ...(init || {}), headers });
+    return Promise.resolve(cfg.fetch(input, { ...(init || {}), headers })).then((response) => {
+      recordPollIntervalHint(response);
+      return response;
+    });
   }
 
   /** @type {SseClient} */
@@ -911,6 +970,14 @@ export function createSseClient(options = {}) {
     isLive(family) {
       return state === 'live' && (family == null || !pollingFamilies.includes(family));
     },
+    pollInterval(family, defaultMs) {
+      if (client.isLive(family)) return false;
+      // A hint is only sent to credentials that hold a live stream: it is stale otherwise.
+      if (state === 'live' && pollHint && cfg.now() - pollHint.at < POLL_HINT_TTL_MS) {
+        return Math.max(defaultMs, pollHint.ms);
+      }
+      return defaultMs;
+    },
     isOwnEcho(event) {
       const origin = event && event.origin;
       if (!origin) return false;
@@ -938,6 +1005,7 @@ export function createSseClient(options = {}) {
         }
       }
       if (lifecycle) for (const [name, fn] of lifecycleHandlers) lifecycle.removeEventListener(name, fn);
+      pollHintSinks.delete(notePollHint);
       applyState('stopped', { reason: 'closed' });
       closed = true;
       channel = null;

@@ -479,10 +479,19 @@ mod tests {
             ),
             None
         );
-        let before = t.counter();
         t.touch(&topics);
+        // Asked after the event: the change it shows is explained by it.
         assert_eq!(
-            t.observe(&r, key.clone(), topics.clone(), 2, before, None, 0, &cfg),
+            t.observe(
+                &r,
+                key.clone(),
+                topics.clone(),
+                2,
+                t.counter(),
+                None,
+                0,
+                &cfg
+            ),
             Some(true)
         );
         // A change with no event: settled as uncovered once the grace is over.

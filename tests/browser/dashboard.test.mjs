@@ -5,9 +5,15 @@
 // tiles move; its kill-switch button (reason + confirm) sends the open streams
 // `control {mode: "polling"}` and closes them, and the badge says POLLING; the lift button brings
 // SSE back. No console errors. Screenshot: artifacts/dashboard.png.
+// Polled routes: after polls of board 2's cards (shielded) and of the sessions list, with one
+// change explained by an event and one made behind the sidecar's back, the "Coverage &
+// shielding" panel shows the same numbers as `coverage` in /admin/status.json, and the "Phase
+// gates" panel (GET /admin/gates every 5 s) shows each family's stage → next, its verdict and
+// its checks as /admin/gates reports them; exercising the kill switch turns its check ok there.
 //
-// The page reads `GET /admin/stream` (`event: snapshot`, one JSON object a second) and posts to
-// `/admin/kill-switch`; see the comment at the top of src/admin/dashboard.html.
+// The page reads `GET /admin/stream` (`event: snapshot`, one JSON object a second) and
+// `GET /admin/gates`, and posts to `/admin/kill-switch`; see the comment at the top of
+// src/admin/dashboard.html.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,6 +26,13 @@ const KILL_TIMEOUT_MS = 5_000; // "every open stream gets control {mode: polling
 // board:1 is private to alice and bob (topics are authorized by the app with the subscriber's
 // cookie): the test streams subscribe as alice.
 const MEMBER = { cookie: 'user=alice' };
+// Board 2 is public (carol is a member); its card list is a shielded polled route of the
+// cards family in conf/demo.yaml, the sessions list a polled route without shielding.
+const CAROL = { cookie: 'user=carol' };
+const CARDS_ROUTE = 'GET /api/boards/{board}/cards';
+const SESSIONS_ROUTE = 'GET /api/sessions';
+const GATE_CHECKS = ['coverage', 'latency_p99', 'resets', 'errors', 'breakers', 'kill_switch'];
+const GATES_TIMEOUT_MS = 15_000; // the panel refetches /admin/gates every 5 s
 
 // ---------------------------------------------------------------------------------------------
 // Local helpers (the harness drives the demo page; these drive raw streams and the dashboard)
@@ -133,6 +146,82 @@ function tile(page, testid) {
   }, testid);
 }
 
+/** A GET of a polled route through `baseUrl` as carol (revalidating `etag` when given). */
+async function poll(baseUrl, path, etag) {
+  const res = await fetch(`${baseUrl}${path}`, {
+    headers: { ...CAROL, ...(etag ? { 'if-none-match': etag } : {}) },
+    signal: AbortSignal.timeout(5_000),
+  });
+  await res.arrayBuffer();
+  if (res.status !== 200 && res.status !== 304) throw new Error(`GET ${baseUrl}${path}: ${res.status}`);
+  return { status: res.status, etag: res.headers.get('etag') || etag || null };
+}
+
+/** Adds a card to board 2 as carol through `baseUrl` (the sidecar, or the app behind it). */
+async function postBoard2Card(baseUrl, title) {
+  const res = await fetch(`${baseUrl}/api/boards/2/cards`, {
+    method: 'POST',
+    headers: { ...CAROL, 'content-type': 'application/json' },
+    body: JSON.stringify({ title, column: 'todo' }),
+    signal: AbortSignal.timeout(5_000),
+  });
+  const body = await res.text();
+  if (res.status !== 201) throw new Error(`POST ${baseUrl}/api/boards/2/cards: ${res.status} ${body}`);
+}
+
+async function adminJson(adminUrl, path) {
+  const res = await fetch(`${adminUrl}${path}`, { signal: AbortSignal.timeout(5_000) });
+  const text = await res.text();
+  if (res.status !== 200) throw new Error(`GET ${adminUrl}${path}: ${res.status} ${text.slice(0, 200)}`);
+  return JSON.parse(text);
+}
+
+/** One row of the coverage panel: its data-* numbers and the text of each cell (or null). */
+function coverageRow(page, route) {
+  return page.evaluate((r) => {
+    const tr = [...document.querySelectorAll('[data-testid="coverage"] tbody tr')].find((n) => n.dataset.route === r);
+    if (!tr) return null;
+    const cell = (c) => tr.querySelector(`[data-col="${c}"]`)?.textContent.replace(/\s+/g, ' ').trim() ?? null;
+    return {
+      ...tr.dataset,
+      cells: { family: cell('family'), route: cell('route'), coverage: cell('coverage'), uncovered: cell('uncovered'), polls: cell('polls'), answered: cell('answered') },
+    };
+  }, route);
+}
+
+/** The phase gates panel: {state, families: {name: {ready, stage, verdict, checks: {name: {ok, detail}}}}}. */
+function gatesPanel(page) {
+  return page.evaluate(() => {
+    const text = (n) => (n ? n.textContent.replace(/\s+/g, ' ').trim() : null);
+    const families = {};
+    for (const li of document.querySelectorAll('[data-testid="gates"] > li')) {
+      const checks = {};
+      for (const c of li.querySelectorAll('[data-check]')) checks[c.dataset.check] = { ok: c.dataset.ok, detail: text(c.querySelector('.detail')) };
+      families[li.dataset.family] = {
+        ready: li.dataset.ready,
+        stage: text(li.querySelector('[data-testid="gate-stage"]')),
+        verdict: text(li.querySelector('[data-testid="gate-verdict"]')),
+        checks,
+      };
+    }
+    return { state: document.querySelector('[data-testid="gates-panel"]')?.dataset.state, families };
+  });
+}
+
+/** Whether the panel shows what /admin/gates answers: stages, verdicts, check results. */
+function panelMatches(panel, served) {
+  const names = Object.keys(served.families || {}).sort();
+  if (panel.state !== 'ok' || JSON.stringify(Object.keys(panel.families).sort()) !== JSON.stringify(names)) return false;
+  return names.every((name) => {
+    const want = served.families[name];
+    const got = panel.families[name];
+    return got.ready === String(want.ready)
+      && got.verdict === (want.ready ? 'READY' : 'NOT READY')
+      && got.stage === `${want.stage} → ${want.next}`
+      && want.checks.every((c) => got.checks[c.name] && got.checks[c.name].ok === String(c.ok));
+  });
+}
+
 function overall(page) {
   return page.evaluate(() => {
     const node = document.querySelector('[data-testid="overall"]');
@@ -161,7 +250,7 @@ test('dashboard: live badge, tiles move under load, kill switch → streams poll
   const cleanup = H.cleanupStack();
   let page = null;
   try {
-    const { sidecar, browser } = await H.startWorld(cleanup);
+    const { app, sidecar, browser } = await H.startWorld(cleanup);
 
     // The admin listener serves the page (self-contained HTML).
     const served = await fetch(`${sidecar.adminUrl}/admin`, { signal: AbortSignal.timeout(5_000) });
@@ -189,6 +278,84 @@ test('dashboard: live badge, tiles move under load, kill switch → streams poll
     const before = { connections: await tile(page, 'connections'), deliveries: await tile(page, 'deliveries') };
     t.diagnostic(`before the load: connections ${before.connections.value}, deliveries/s ${before.deliveries.value}`);
     assert.ok(Number.isFinite(before.connections.value), `connections tile has a number: ${JSON.stringify(before.connections)}`);
+
+    // ---- coverage & shielding -------------------------------------------------------------------
+    // A first poll (forwarded: the backend answers, the sidecar adds its ETag), a revalidation
+    // the sidecar answers itself (304, nothing touched board:2), a card added through the
+    // sidecar (its event explains the change the next poll sees), a card added on the app
+    // directly (no event: an uncovered change once its grace period is over).
+    const first = await poll(sidecar.url, '/api/boards/2/cards');
+    assert.equal(first.status, 200, 'first poll of board 2');
+    assert.ok(first.etag, 'a shielded route answers with the sidecar\'s ETag');
+    assert.equal((await poll(sidecar.url, '/api/boards/2/cards', first.etag)).status, 304, 'nothing changed: the sidecar answers the revalidation');
+    await postBoard2Card(sidecar.url, H.uniqueTitle('covered change'));
+    await H.waitFor('the revalidation after the card.created event to reach the backend (200)',
+      async () => (await poll(sidecar.url, '/api/boards/2/cards', first.etag)).status === 200, { timeout: 5_000 });
+    await postBoard2Card(app.url, H.uniqueTitle('behind the sidecar'));
+    assert.equal((await poll(sidecar.url, '/api/boards/2/cards')).status, 200, 'a poll without If-None-Match is forwarded');
+    assert.equal((await poll(sidecar.url, '/api/sessions')).status, 200, 'a poll of the sessions list');
+    const coverage = await H.waitFor('/admin/status.json coverage: a covered and an uncovered change of board 2\'s cards', async () => {
+      const list = (await sidecar.status()).coverage;
+      const cards = Array.isArray(list) && list.find((c) => c.route === CARDS_ROUTE);
+      return cards && cards.covered >= 1 && cards.uncovered_total >= 1 && cards.changes >= 2 && list;
+    }, { timeout: 10_000 });
+    const cardsCov = coverage.find((c) => c.route === CARDS_ROUTE);
+    const sessionsCov = coverage.find((c) => c.route === SESSIONS_ROUTE);
+    t.diagnostic(`coverage: ${JSON.stringify(coverage)}`);
+    assert.ok(sessionsCov, `the sessions poll is in the coverage: ${JSON.stringify(coverage)}`);
+    assert.ok(cardsCov.shielded >= 1, `a poll answered by the sidecar: ${JSON.stringify(cardsCov)}`);
+
+    const matches = (row, c) => row && Number(row.changes) === c.changes && Number(row.covered) === c.covered
+      && Number(row.uncovered) === c.uncovered_total && Number(row.shielded) === c.shielded && Number(row.forwarded) === c.forwarded;
+    const cardsRow = await H.waitFor('the coverage panel to show the numbers of /admin/status.json for the cards route', async () => {
+      const row = await coverageRow(page, CARDS_ROUTE);
+      return matches(row, cardsCov) && row;
+    }, { timeout: TILE_TIMEOUT_MS });
+    t.diagnostic(`coverage row: ${JSON.stringify(cardsRow.cells)}`);
+    assert.equal(cardsRow.family, 'cards');
+    assert.equal(cardsRow.cells.family, 'cards');
+    assert.equal(cardsRow.cells.route, CARDS_ROUTE);
+    const pct = /^([\d.]+)%/.exec(cardsRow.cells.coverage);
+    assert.ok(pct, `the coverage cell starts with a percentage: ${cardsRow.cells.coverage}`);
+    assert.ok(Math.abs(Number(pct[1]) - cardsCov.coverage * 100) < 0.06, `coverage ${cardsRow.cells.coverage} vs ${cardsCov.coverage}`);
+    assert.ok(cardsRow.cells.coverage.includes(`${cardsCov.covered} of ${cardsCov.changes} changes`), `the changes count: ${cardsRow.cells.coverage}`);
+    assert.ok(cardsRow.cells.uncovered.startsWith(String(cardsCov.uncovered_total)), `uncovered total: ${cardsRow.cells.uncovered}`);
+    assert.ok(cardsRow.cells.uncovered.includes(cardsCov.last_uncovered_url), `the last uncovered URL (${cardsCov.last_uncovered_url}): ${cardsRow.cells.uncovered}`);
+    assert.equal(cardsRow.cells.polls, `${cardsCov.shielded} / ${cardsCov.forwarded}`, 'shielded / forwarded polls');
+    const answered = /^([\d.]+)%$/.exec(cardsRow.cells.answered);
+    assert.ok(answered, `the share answered by the sidecar is a percentage: ${cardsRow.cells.answered}`);
+    assert.ok(Math.abs(Number(answered[1]) - (100 * cardsCov.shielded) / (cardsCov.shielded + cardsCov.forwarded)) < 0.06,
+      `answered by the sidecar: ${cardsRow.cells.answered}`);
+    const sessionsRow = await H.waitFor('the coverage panel to show the sessions route', async () => {
+      const row = await coverageRow(page, SESSIONS_ROUTE);
+      return matches(row, sessionsCov) && row;
+    }, { timeout: TILE_TIMEOUT_MS });
+    assert.equal(sessionsRow.family, 'sessions');
+    if (sessionsCov.coverage === null) assert.ok(sessionsRow.cells.coverage.startsWith('—'), `no change yet: coverage "—" (${sessionsRow.cells.coverage})`);
+    if (!sessionsCov.uncovered_total) assert.equal(sessionsRow.cells.uncovered, '0', 'no uncovered change, no URL');
+    if (!sessionsCov.shielded) assert.equal(sessionsRow.cells.answered, '0%', 'a route without shielding: nothing answered by the sidecar');
+
+    // ---- phase gates -------------------------------------------------------------------------
+    const gatesServed = await adminJson(sidecar.adminUrl, '/admin/gates');
+    assert.ok(gatesServed.families?.cards, `/admin/gates reports the cards family: ${JSON.stringify(gatesServed).slice(0, 300)}`);
+    const panel = await H.waitFor('the phase gates panel to show what /admin/gates answers (with the uncovered change)', async () => {
+      const [served, shown] = await Promise.all([adminJson(sidecar.adminUrl, '/admin/gates'), gatesPanel(page)]);
+      const servedDetail = served.families.cards.checks.find((c) => c.name === 'coverage')?.detail;
+      return panelMatches(shown, served) && shown.families.cards.checks.coverage.detail === servedDetail
+        && servedDetail.includes(cardsCov.last_uncovered_url) && { shown, served };
+    }, { timeout: GATES_TIMEOUT_MS });
+    t.diagnostic(`gates panel (cards): ${JSON.stringify(panel.shown.families.cards)}`);
+    for (const [name, shown] of Object.entries(panel.shown.families)) {
+      assert.deepEqual(Object.keys(shown.checks), panel.served.families[name].checks.map((c) => c.name), `${name}: one line per check, in order`);
+      assert.match(shown.verdict, /^(READY|NOT READY)$/, `${name}: verdict`);
+      for (const c of Object.values(shown.checks)) assert.ok(c.detail, `${name}: every check shows its detail`);
+    }
+    assert.deepEqual(Object.keys(panel.shown.families.cards.checks), GATE_CHECKS, 'the six checks of a family');
+    assert.equal(panel.shown.families.cards.checks.coverage.ok, 'false', 'an uncovered change fails the coverage check');
+    assert.equal(panel.shown.families.cards.checks.kill_switch.ok, 'false', 'the kill switch has not been exercised yet');
+    assert.equal(panel.shown.families.cards.verdict, 'NOT READY');
+    assert.equal(panel.shown.families.cards.stage, `${gatesServed.families.cards.stage} → ${gatesServed.families.cards.next}`);
+    assert.equal(await page.evaluate(() => window.sidecarDashboard.gates.state), 'ok');
 
     // ---- load: streams on board:1, card mutations ----------------------------------------------
     const streams = [];
@@ -273,6 +440,16 @@ test('dashboard: live badge, tiles move under load, kill switch → streams poll
     streams.push(reopened);
     await H.waitFor('hello on a new stream after lifting', () => reopened.of('hello').length > 0, { timeout: 5_000 });
     await H.waitFor('the connections tile sees the new stream', async () => (await tile(page, 'connections')).value >= 1, { timeout: TILE_TIMEOUT_MS });
+
+    // ---- phase gates after the kill switch was exercised --------------------------------------
+    await H.waitFor('the phase gates panel to show the kill_switch check ok for every family', async () => {
+      const shown = await gatesPanel(page);
+      const names = Object.keys(shown.families);
+      return names.length > 0 && names.every((n) => shown.families[n].checks.kill_switch?.ok === 'true') && shown;
+    }, { timeout: GATES_TIMEOUT_MS });
+    const servedAfter = await adminJson(sidecar.adminUrl, '/admin/gates');
+    assert.ok(Object.values(servedAfter.families).every((f) => f.checks.find((c) => c.name === 'kill_switch')?.ok === true),
+      `/admin/gates agrees: ${JSON.stringify(Object.fromEntries(Object.entries(servedAfter.families).map(([n, f]) => [n, f.why_not])))}`);
 
     // ---- the page itself -----------------------------------------------------------------------
     await H.screenshot(page, 'dashboard');

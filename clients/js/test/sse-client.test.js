@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSseClient } from '../sse-client.js';
-import { FakeClock, makeEventSource, makeStatus, recordStates, domainEvent, flush } from './helpers.js';
+import { createSseClient, recordPollIntervalHint } from '../sse-client.js';
+import { FakeClock, makeEventSource, makeFetch, makeStatus, recordStates, domainEvent, flush } from './helpers.js';
 
 function setup(opts = {}) {
   const clock = new FakeClock();
@@ -486,10 +486,103 @@ test('a revocation (control {revoked, topics}) moves the topics from info.topics
 
 test('the module needs no browser globals to load and degrades without them', async () => {
   const mod = await import('../sse-client.js');
-  assert.deepEqual(Object.keys(mod), ['createSseClient']);
+  assert.deepEqual(Object.keys(mod).sort(), ['createSseClient', 'recordPollIntervalHint']);
   const client = mod.createSseClient({ EventSource: undefined, lifecycleTarget: undefined });
   // node 20 has no EventSource and no navigator.locks: solo + polling
   if (typeof globalThis.EventSource !== 'function') assert.equal(client.state, 'polling');
   assert.equal(client.role, 'solo');
+  client.close();
+});
+
+/** A fetch whose polled list answers carry `x-sse-poll-interval-ms: hint.ms` (when set). */
+function hintingFetch(hint) {
+  return makeFetch((url) => {
+    if (url.includes('/api/sse/status')) return { status: 200, body: { mode: 'sse', epoch: 'e1', head: '0', retry_after: 0 } };
+    const headers = hint.ms == null ? {} : { 'x-sse-poll-interval-ms': String(hint.ms) };
+    return { status: 200, body: [], headers };
+  });
+}
+
+test('pollInterval: false while the family is live; the hint of client.fetch lengthens it while live for other families, for a minute', async () => {
+  const hint = { ms: 12000 };
+  const f = hintingFetch(hint);
+  const { es, client, clock } = setup({ fetch: f.fetch });
+  assert.equal(client.pollInterval('cards', 3000), 3000, 'connecting: poll at the app\'s interval');
+  const res = await client.fetch('/api/boards/1/cards');
+  assert.equal(res.headers.get('x-sse-poll-interval-ms'), '12000', 'the response is handed back unchanged');
+  assert.equal(client.pollInterval('cards', 3000), 3000, 'a hint does not apply while the stream is not live');
+
+  es.last.hello({ heartbeat_ms: 0 }); // no heartbeat watchdog: the clock can run for minutes
+  assert.equal(client.pollInterval('cards', 3000), false, 'live for cards: no polling');
+  assert.equal(client.pollInterval(undefined, 3000), false, 'same semantics as isLive()');
+
+  es.last.emit('control', { mode: 'polling', reason: 'degraded', families: ['cards'] });
+  assert.equal(client.state, 'live');
+  assert.equal(client.pollInterval('cards', 3000), 12000, 'live for other families: the hint wins over a shorter interval');
+  assert.equal(client.pollInterval('cards', 20000), 20000, 'a longer interval of the app stays');
+  assert.equal(client.pollInterval('lists', 3000), false, 'other families are still live');
+
+  await clock.tick(59_999);
+  assert.equal(client.state, 'live');
+  assert.equal(client.pollInterval('cards', 3000), 12000, 'a hint seen less than a minute ago holds');
+  hint.ms = null;
+  await client.fetch('/api/boards/1/cards');
+  await clock.tick(1);
+  assert.equal(client.pollInterval('cards', 3000), 3000, 'a minute later (answers without the header do not renew it): the app\'s interval');
+
+  hint.ms = 8000;
+  await client.fetch('/api/boards/1/cards');
+  assert.equal(client.pollInterval('cards', 3000), 8000, 'a new hint, the latest one counts');
+  hint.ms = 5000;
+  await client.fetch('/api/boards/1/cards');
+  assert.equal(client.pollInterval('cards', 3000), 5000);
+
+  es.last.fail(false); // stream lost: the hint is stale, the app polls at its own pace
+  assert.equal(client.state, 'recovering');
+  assert.equal(client.pollInterval('cards', 3000), 3000);
+  assert.equal(client.pollInterval('lists', 3000), 3000);
+  client.close();
+  assert.equal(client.pollInterval('cards', 3000), 3000);
+});
+
+test('recordPollIntervalHint reads any Response, ignores missing or invalid values, and reaches every open client of the page', async () => {
+  const hint = (value) => new Response(null, { headers: value == null ? {} : { 'x-sse-poll-interval-ms': value } });
+  assert.equal(recordPollIntervalHint(null), null);
+  assert.equal(recordPollIntervalHint({}), null);
+  assert.equal(recordPollIntervalHint(hint(null)), null);
+  for (const bad of ['', '0', '-5', 'soon', '1e4', '12 000']) assert.equal(recordPollIntervalHint(hint(bad)), null, JSON.stringify(bad));
+
+  const a = setup();
+  const b = setup({ clientId: 'tab-2' });
+  for (const { es } of [a, b]) {
+    es.last.hello({ heartbeat_ms: 0 });
+    es.last.emit('control', { mode: 'polling', families: ['cards'] });
+  }
+  assert.equal(a.client.pollInterval('cards', 1000), 1000, 'no hint yet');
+  assert.equal(recordPollIntervalHint(hint(' 9000 ')), 9000);
+  assert.equal(a.client.pollInterval('cards', 1000), 9000);
+  assert.equal(b.client.pollInterval('cards', 1000), 9000, 'every client of the page (same credentials) gets it');
+  // anything with headers.get works, e.g. another HTTP library's response object
+  assert.equal(recordPollIntervalHint({ headers: new Map([['x-sse-poll-interval-ms', '15000']]) }), 15000);
+  assert.equal(a.client.pollInterval('cards', 1000), 15000);
+  assert.equal(recordPollIntervalHint(hint('x')), null);
+  assert.equal(a.client.pollInterval('cards', 1000), 15000, 'an invalid value keeps the last hint');
+
+  b.client.close();
+  const c = setup({ clientId: 'tab-3' });
+  c.es.last.hello({ heartbeat_ms: 0 });
+  c.es.last.emit('control', { mode: 'polling', families: ['cards'] });
+  assert.equal(c.client.pollInterval('cards', 1000), 1000, 'a client created later has no hint of before');
+  a.client.close();
+  c.client.close();
+});
+
+test('client.fetch still rejects as fetch does, and a rejected request records nothing', async () => {
+  const failing = makeFetch(() => new TypeError('network down'));
+  const { client, es } = setup({ fetch: failing.fetch });
+  es.last.hello({ heartbeat_ms: 0 });
+  es.last.emit('control', { mode: 'polling', families: ['cards'] });
+  await assert.rejects(client.fetch('/api/boards/1/cards'), /network down/);
+  assert.equal(client.pollInterval('cards', 2000), 2000);
   client.close();
 });
