@@ -214,7 +214,9 @@ impl State {
             .values()
             .filter(|f| {
                 cfg.delivery(&f.name) != Delivery::Live
-                    || !b.store.allows()
+                    // The store's probe is its own health sample, not traffic: clients
+                    // keep polling until it closes, instead of flapping at every probe.
+                    || b.store.state() != crate::safety::breaker::BreakerState::Closed
                     || (!b.latency.allows() && f.priority < crate::safety::SHED_BELOW_PRIORITY)
             })
             .map(|f| f.name.clone())

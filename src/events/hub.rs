@@ -413,6 +413,11 @@ impl Hub {
         }
     }
 
+    /// Whether the log is shared with other instances (fan-out follows its feed).
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
     /// Ids with a lower sequence number were issued before events were lost.
     pub fn loss_floor(&self) -> u64 {
         self.loss_floor.load(Ordering::Acquire)

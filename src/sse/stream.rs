@@ -617,20 +617,43 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         return;
     }
     let floor = state.resume_floor.load(Ordering::Acquire);
-    let resumed = match plan_resume(
-        admitted.last_id.as_deref(),
-        &epoch,
-        fanned,
-        cfg.sse.replay_max_events,
-        floor,
-    ) {
-        Resume::Fresh => true,
-        Resume::Reset(reason) => send_reset(state, sink, reason, &head_id).await,
-        // Events that could not be stored after this id: replay cannot vouch for it.
-        Resume::After(after) if after < state.hub.loss_floor() => {
-            send_reset(state, sink, "events_lost", &head_id).await
+    // With a shared log, an id issued through another instance can be a moment ahead of this
+    // instance's tailer: wait (bounded) for it instead of calling it a future id. Frames up
+    // to it then arrive live and are skipped; nothing is replayed.
+    let mut skip_through = 0u64;
+    if let Some(id) = admitted
+        .last_id
+        .as_deref()
+        .and_then(|s| EventId::parse(s).ok())
+    {
+        if state.hub.is_shared() && id.epoch == epoch && id.seq > fanned && id.seq >= floor {
+            let mut head_rx = state.hub.watch_head();
+            let caught_up =
+                tokio::time::timeout(Duration::from_secs(2), head_rx.wait_for(|h| *h >= id.seq))
+                    .await;
+            if matches!(caught_up, Ok(Ok(_))) {
+                skip_through = id.seq;
+            }
         }
-        Resume::After(after) => replay(state, sink, &topics, after, fanned, &head_id).await,
+    }
+    let resumed = if skip_through > 0 {
+        true
+    } else {
+        match plan_resume(
+            admitted.last_id.as_deref(),
+            &epoch,
+            fanned,
+            cfg.sse.replay_max_events,
+            floor,
+        ) {
+            Resume::Fresh => true,
+            Resume::Reset(reason) => send_reset(state, sink, reason, &head_id).await,
+            // Events that could not be stored after this id: replay cannot vouch for it.
+            Resume::After(after) if after < state.hub.loss_floor() => {
+                send_reset(state, sink, "events_lost", &head_id).await
+            }
+            Resume::After(after) => replay(state, sink, &topics, after, fanned, &head_id).await,
+        }
     };
     if !resumed {
         return;
@@ -712,6 +735,12 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                         }
                     }
                     Drained::Frames(mut frames) => {
+                        if skip_through > 0 {
+                            frames.retain(|f| f.seq() > skip_through);
+                            if frames.last().is_some() {
+                                skip_through = 0;
+                            }
+                        }
                         if filter {
                             frames.retain(|f| {
                                 f.stored

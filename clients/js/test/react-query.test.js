@@ -2,11 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connectReactQuery } from '../react-query.js';
 import { createSseClient } from '../sse-client.js';
-import { FakeClock, makeEventSource, makeStatus, domainEvent } from './helpers.js';
+import { FakeClock, makeEventSource, makeFetch, makeStatus, domainEvent } from './helpers.js';
 
 /** A scriptable stand-in for the sse client. */
 function fakeClient() {
-  const subs = { event: new Set(), reset: new Set(), state: new Set() };
+  const subs = { event: new Set(), reset: new Set(), state: new Set(), control: new Set() };
   const on = (kind) => (fn) => {
     subs[kind].add(fn);
     return () => subs[kind].delete(fn);
@@ -14,6 +14,7 @@ function fakeClient() {
   const client = {
     state: 'live',
     pollingFamilies: [],
+    info: { denied: [] },
     own: new Set(),
     isLive(family) {
       return this.state === 'live' && (family == null || !this.pollingFamilies.includes(family));
@@ -24,6 +25,10 @@ function fakeClient() {
     onEvent: on('event'),
     onReset: on('reset'),
     onStateChange: on('state'),
+    onControl: on('control'),
+    control(c) {
+      for (const fn of subs.control) fn(c);
+    },
     event(e) {
       for (const fn of subs.event) fn(e);
     },
@@ -190,6 +195,67 @@ test('refetchInterval answers false while live for the family, ms otherwise', ()
   assert.equal(rq.isLive('cards'), true);
 });
 
+test('refetchInterval with a topic: a denied or revoked topic keeps polling while the family is live', () => {
+  const { client, rq } = setup();
+  client.info = { topics: ['board:2'], denied: ['board:1'] };
+  const board1 = rq.refetchInterval('cards', 3000, 'board:1');
+  const board2 = rq.refetchInterval('cards', 3000, 'board:2');
+  const both = rq.refetchInterval('cards', 3000, ['board:2', 'board:1']);
+  const noTopic = rq.refetchInterval('cards', 3000);
+  assert.equal(board1(), 3000, 'denied at connection: no event will come, keep polling');
+  assert.equal(board2(), false);
+  assert.equal(both(), 3000, 'any denied topic of a list');
+  assert.equal(noTopic(), false, 'without a topic: the family decides alone');
+  client.info = { topics: [], denied: ['board:1', 'board:2'] }; // board:2 revoked on the open stream
+  assert.equal(board2(), 3000);
+  client.setState('polling', []);
+  assert.equal(board2(), 3000);
+  client.setState('live', []);
+  client.info = { topics: ['board:1', 'board:2'], denied: [] }; // granted again after a reconnect
+  assert.equal(board1(), false);
+  client.info = undefined; // no info at all (another client implementation)
+  assert.equal(board1(), false);
+});
+
+test('a revocation (control {revoked}) invalidates everything; other controls and invalidateOnModeChange: false do not', () => {
+  const { client, qc, f } = setup();
+  client.control({ mode: 'polling', families: [] });
+  client.control({ revoked: [] });
+  f.run();
+  assert.deepEqual(qc.calls, []);
+  client.event(domainEvent(1, { invalidate: [['cards', 1]] }));
+  client.control({ revoked: ['board:1'], topics: ['board:2'] });
+  f.run();
+  assert.deepEqual(qc.calls, ['ALL'], 'one invalidation of everything, pending keys included');
+
+  const quiet = setup({ invalidateOnModeChange: false });
+  quiet.client.control({ revoked: ['board:1'] });
+  quiet.f.run();
+  assert.deepEqual(quiet.qc.calls, []);
+
+  // a client without onControl (older client) is fine
+  const bare = fakeClient();
+  delete bare.onControl;
+  const rq = connectReactQuery(bare, fakeQueryClient(), { schedule: frames().schedule });
+  rq.disconnect();
+});
+
+test('refetchInterval asks client.pollInterval when the client has one (the poll-interval hint)', () => {
+  const { client, rq } = setup();
+  const asked = [];
+  client.pollInterval = (family, ms) => {
+    asked.push([family, ms]);
+    return client.isLive(family) ? false : Math.max(ms, 10000);
+  };
+  client.info = { denied: ['board:1'] };
+  const cards = rq.refetchInterval('cards', 3000, 'board:2');
+  assert.equal(cards(), false);
+  client.setState('live', ['cards']);
+  assert.equal(cards(), 10000, 'the hint lengthens the interval');
+  assert.equal(rq.refetchInterval('cards', 3000, 'board:1')(), 3000, 'a denied topic polls at its own interval, hint or not');
+  assert.deepEqual(asked, [['cards', 3000], ['cards', 3000]]);
+});
+
 test('disconnect() stops listening and drops the pending batch', () => {
   const { client, qc, f, rq } = setup();
   client.event(domainEvent(1, { invalidate: [['cards', 1]] }));
@@ -200,7 +266,10 @@ test('disconnect() stops listening and drops the pending batch', () => {
   client.setState('polling');
   f.run();
   assert.deepEqual(qc.calls, []);
-  assert.equal(client.subs.event.size + client.subs.reset.size + client.subs.state.size, 0);
+  client.control({ revoked: ['board:1'] });
+  f.run();
+  assert.deepEqual(qc.calls, []);
+  assert.equal(client.subs.event.size + client.subs.reset.size + client.subs.state.size + client.subs.control.size, 0);
 });
 
 test('flush() runs the pending batch at once', () => {
@@ -334,6 +403,92 @@ test('with the real client: mode changes flip refetchInterval through invalidate
   es.last.emit('card.updated', domainEvent(51, { origin: { client: 'x', mutation: 'other' }, invalidate: [['cards', 1]] }), '51');
   f.run();
   assert.equal(updates, 1);
+  rq.disconnect();
+  client.close();
+});
+
+test('with the real client: a denied topic polls from hello on, a revoked one starts polling through invalidateQueries()', async () => {
+  const clock = new FakeClock();
+  const es = makeEventSource();
+  const status = makeStatus();
+  const client = createSseClient({
+    EventSource: es.EventSource,
+    fetch: status.fetch,
+    now: clock.now,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    random: () => 0.5,
+    shareAcrossTabs: false,
+    lifecycleTarget: null,
+    topics: ['board:1', 'board:2', 'board:3'],
+    clientId: 'tab-1',
+  });
+  const qc = miniQueryClient();
+  const f = frames();
+  const rq = connectReactQuery(client, qc, { schedule: f.schedule });
+  const board1 = qc.observe(['cards', 1], rq.refetchInterval('cards', 3000, 'board:1'));
+  const board2 = qc.observe(['cards', 2], rq.refetchInterval('cards', 3000, 'board:2'));
+  const board3 = qc.observe(['cards', 3], rq.refetchInterval('cards', 3000, 'board:3'));
+  assert.deepEqual([board1.current, board2.current, board3.current], [3000, 3000, 3000], 'polls until live');
+
+  es.last.hello({ topics: ['board:2', 'board:3'], denied: ['board:1'] });
+  f.run();
+  assert.deepEqual([board1.current, board2.current, board3.current], [3000, false, false], 'board:1 denied: it keeps polling');
+
+  // The app's membership changed: the server revokes board:2 on the open stream. The state
+  // stays live (no onStateChange), the adapter follows the control.
+  es.last.emit('control', { revoked: ['board:2'], reasons: { 'board:2': 'forbidden' }, topics: ['board:3'] });
+  assert.equal(client.state, 'live');
+  assert.deepEqual(client.info.denied, ['board:1', 'board:2']);
+  assert.equal(board2.current, false, 'nothing re-evaluated before the batch runs');
+  f.run();
+  assert.deepEqual([board1.current, board2.current, board3.current], [3000, 3000, false], 'board:2 revoked: it polls again');
+
+  // The whole stream goes down and comes back with every topic granted.
+  es.last.fail(false);
+  f.run();
+  assert.deepEqual([board1.current, board2.current, board3.current], [3000, 3000, 3000]);
+  await clock.tick(clock.nextIn() ?? 0);
+  await clock.tick(clock.nextIn());
+  es.last.hello({ topics: ['board:1', 'board:2', 'board:3'], denied: [] });
+  f.run();
+  assert.deepEqual([board1.current, board2.current, board3.current], [false, false, false]);
+  rq.disconnect();
+  client.close();
+});
+
+test('with the real client: the poll-interval hint of client.fetch reaches refetchInterval of a polled family', async () => {
+  const clock = new FakeClock();
+  const es = makeEventSource();
+  const { fetch } = makeFetch((url) => (url.includes('/api/sse/status')
+    ? { status: 200, body: { mode: 'sse' } }
+    : { status: 200, body: [], headers: { 'x-sse-poll-interval-ms': '15000' } }));
+  const client = createSseClient({
+    EventSource: es.EventSource,
+    fetch,
+    now: clock.now,
+    setTimeout: clock.setTimeout,
+    clearTimeout: clock.clearTimeout,
+    random: () => 0.5,
+    shareAcrossTabs: false,
+    lifecycleTarget: null,
+    topics: ['board:1'],
+    clientId: 'tab-1',
+  });
+  const qc = miniQueryClient();
+  const f = frames();
+  const rq = connectReactQuery(client, qc, { schedule: f.schedule });
+  const cards = qc.observe(['cards', 1], rq.refetchInterval('cards', 3000, 'board:1'));
+  es.last.hello({ topics: ['board:1'], denied: [], heartbeat_ms: 0 });
+  es.last.emit('control', { mode: 'polling', reason: 'degraded', families: ['cards'] });
+  f.run();
+  assert.equal(cards.current, 3000, 'no hint yet');
+  await client.fetch('/api/boards/1/cards'); // the query's own poll, through client.fetch
+  qc.invalidateQueries({ queryKey: ['cards', 1] }); // what the poll's success dispatch does
+  assert.equal(cards.current, 15000);
+  await clock.tick(60_000);
+  qc.invalidateQueries({ queryKey: ['cards', 1] });
+  assert.equal(cards.current, 3000, 'the hint expires after a minute');
   rq.disconnect();
   client.close();
 });
