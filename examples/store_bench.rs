@@ -1,8 +1,9 @@
 //! Event-log benchmark: append throughput and commit latency of the SQLite log in `relaxed`
-//! and `strict` durability (and the in-memory log for reference).
+//! and `strict` durability, the Redis Streams log with `--redis URL`, and the in-memory log
+//! for reference.
 //!
 //! ```text
-//! cargo run --release --example store_bench -- [--events 20000] [--dir /tmp]
+//! cargo run --release --example store_bench -- [--events 20000] [--dir /tmp] [--redis redis://127.0.0.1:6379/0]
 //! ```
 //!
 //! - throughput: `--events` appends from 32 concurrent appenders (as concurrent mutations
@@ -14,6 +15,7 @@ use sse_sidecar::config::model::Durability;
 use sse_sidecar::events::types::now_ms;
 use sse_sidecar::events::Event;
 use sse_sidecar::store::memory::MemoryLog;
+use sse_sidecar::store::redis::RedisLog;
 use sse_sidecar::store::sqlite::SqliteLog;
 use sse_sidecar::store::EventLog;
 use std::sync::Arc;
@@ -83,13 +85,15 @@ async fn run(name: &str, log: Arc<dyn EventLog>, events: u64) {
 fn main() {
     let mut events = 20_000u64;
     let mut dir = std::env::temp_dir();
+    let mut redis_url: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--events" => events = args.next().and_then(|v| v.parse().ok()).unwrap_or(events),
             "--dir" => dir = args.next().map(Into::into).unwrap_or(dir),
+            "--redis" => redis_url = args.next(),
             other => {
-                eprintln!("unknown argument {other}; use --events N --dir PATH");
+                eprintln!("unknown argument {other}; use --events N --dir PATH [--redis URL]");
                 std::process::exit(2);
             }
         }
@@ -105,7 +109,22 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Opened before the runtime runs: the Redis log connects synchronously at start.
+    let redis = redis_url.map(|url| {
+        let prefix = format!("store-bench-{}", std::process::id());
+        (
+            url.clone(),
+            RedisLog::open(&url, &prefix, 1_000_000, Duration::from_secs(3600)),
+        )
+    });
     rt.block_on(async {
+        if let Some((url, log)) = redis {
+            match log {
+                Ok(log) if log.healthy() => run(&format!("redis ({url})"), log, events).await,
+                Ok(_) => eprintln!("redis at {url} is not answering"),
+                Err(e) => eprintln!("redis: {e}"),
+            }
+        }
         run(
             "memory",
             Arc::new(MemoryLog::new(1_000_000, Duration::from_secs(3600))),

@@ -60,7 +60,7 @@ for s in $scenarios; do
     redis-10k-10) start_redis; STORE=redis run "$s" --streams 10000 --procs 2 --rate 10 --seconds 30 --drain-seconds 3 ;;
     sqlite-10k-10) STORE=sqlite run "$s" --streams 10000 --procs 2 --rate 10 --seconds 30 --drain-seconds 3 ;;
     redis-real-1k-100) start_redis; STORE=redis run "$s" --streams 1000 --mode mutate --rate 100 --seconds 20 --drain-seconds 3 ;;
-    store) echo "== store"; target/release/examples/store_bench --events 20000 | tee -a "$work/store.txt" ;;
+    store) echo "== store"; start_redis; target/release/examples/store_bench --events 20000 --redis redis://127.0.0.1:6390/0 | tee -a "$work/store.txt" ;;
     passthrough) echo "== passthrough"; scripts/bench-passthrough.sh 64 10 ;;
     *) echo "unknown scenario $s"; exit 2 ;;
   esac

@@ -166,6 +166,7 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
         tracing::warn!("DISABLE_SSE_SYSTEM is set: pure pass-through, every client polls");
     }
     let store = log.clone();
+    let no_auth_rules = cfg.authorization.rules.is_empty();
     let state = State::new(ReloadHandle::new(config_path, cfg), hub, metrics, disabled);
 
     let conf = ServerConf {
@@ -221,6 +222,11 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     server.add_service(admin);
     server.add_service(lifecycle);
     tracing::info!(%listen, admin = %admin_listen, "sse-sidecar starting");
+    if no_auth_rules {
+        tracing::warn!(
+            "authorization has no rules: every topic is denied and every stream gets 403 (clients poll); add authorization.rules (see conf/sidecar.yaml)"
+        );
+    }
     server.run(pingora::server::RunArgs::default());
     // Every runtime is gone; flush the log and mark the shutdown clean.
     match tokio::runtime::Builder::new_current_thread()

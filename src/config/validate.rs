@@ -1008,6 +1008,14 @@ fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> crate::auth
                         }
                     },
                 };
+                if condition.is_some() && method == http::Method::HEAD {
+                    ok = false;
+                    c.push(
+                        format!("{path}.condition"),
+                        "a HEAD check has no answer body to test",
+                        Some("use GET for a check with a condition"),
+                    );
+                }
                 if !ok {
                     continue;
                 }
@@ -1202,6 +1210,60 @@ event_types:
             .matching_rules(&http::Method::PATCH, "/api/cards/9")
             .collect();
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn authorization_and_polling_problems_are_listed_with_their_paths() {
+        let bad = r#"
+upstream: {address: "127.0.0.1:3000"}
+sse: {allowed_origins: ["https://ok.example", "*.example.com"]}
+families:
+  cards: {mode: live}
+authorization:
+  forward_headers: [cookie, x-api-key]
+  rules:
+    - topic: "board:{board}"
+      check: "POST /api/boards/{board}"
+    - topic: "user:{user}"
+      check: "GET /api/users/{id}"
+    - topic: "a{x}b"
+      public: true
+    - topic: "presence"
+    - topic: "me:{user}"
+      check: "HEAD /api/me"
+      condition: "{response.user} == {user}"
+    - topic: "t:{x}"
+      public: true
+      check: "GET /x"
+polling:
+  routes:
+    - match: "POST /api/boards/{board}/cards"
+      family: cards
+      topics: ["board:{board}"]
+    - match: "GET /api/boards/{board}/cards"
+      family: ghosts
+      topics: ["board:{request.id}"]
+"#;
+        let err = parse_str(bad).expect_err("invalid");
+        let paths: Vec<String> = err.problems().into_iter().map(|p| p.path).collect();
+        for expected in [
+            "sse.allowed_origins[1]",
+            "authorization.forward_headers[1]",
+            "authorization.rules[0].check",
+            "authorization.rules[1].check",
+            "authorization.rules[2].topic",
+            "authorization.rules[3]",
+            "authorization.rules[4].condition",
+            "authorization.rules[5]",
+            "polling.routes[0].match",
+            "polling.routes[1].family",
+            "polling.routes[1].topics[0]",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == expected),
+                "missing {expected} in {paths:?}"
+            );
+        }
     }
 
     #[test]

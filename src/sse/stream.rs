@@ -284,6 +284,20 @@ pub fn cors_headers(origin: Option<&str>) -> Vec<(&'static str, String)> {
     }
 }
 
+/// A future that resolves, with the receiver back, at the channel's next change (never, if
+/// the sender is gone).
+type Changed<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = tokio::sync::watch::Receiver<T>> + Send>>;
+
+fn changed<T: Send + Sync + 'static>(mut rx: tokio::sync::watch::Receiver<T>) -> Changed<T> {
+    Box::pin(async move {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        rx
+    })
+}
+
 /// Counts a stream against its credentials' fingerprint while it lives.
 struct StreamHolder<'a>(&'a State, u128);
 
@@ -659,9 +673,12 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         return;
     }
 
-    let mut mode_rx = state.watch_mode();
-    let mut cfg_rx = state.reload.watch();
-    let mut drain_rx = state.draining.subscribe();
+    // The three shared signals are awaited by futures that live across loop turns: a frame's
+    // wake-up then does not deregister and re-register this stream with channels that every
+    // stream shares (measured: see README Performance).
+    let mut mode_w = changed(state.watch_mode());
+    let mut cfg_w = changed(state.reload.watch());
+    let mut drain_w = changed(state.draining.subscribe());
     let mut last_polling = state.polling_families();
     let types: Vec<String> = cfg.type_names().iter().map(|t| t.to_string()).collect();
     let heartbeat = cfg.sse.heartbeat;
@@ -680,16 +697,25 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     let mut filter = false;
     let close_reason: &str;
     loop {
-        if *drain_rx.borrow() {
+        if state.is_draining() {
             close_reason = drain(state, sink).await;
             break;
         }
         let step = tokio::select! {
             biased;
-            _ = drain_rx.changed() => Step::Drain,
-            _ = mode_rx.changed() => Step::ModeChanged,
+            rx = &mut drain_w => {
+                drain_w = changed(rx);
+                Step::Drain
+            }
+            rx = &mut mode_w => {
+                mode_w = changed(rx);
+                Step::ModeChanged
+            }
             _ = sub.notify.notified() => Step::Frames,
-            _ = cfg_rx.changed() => Step::ConfigChanged,
+            rx = &mut cfg_w => {
+                cfg_w = changed(rx);
+                Step::ConfigChanged
+            }
             _ = ticker.tick() => Step::Heartbeat,
             _ = &mut recheck => Step::Recheck,
             clean = sink.closed() => Step::ClientGone(clean),
