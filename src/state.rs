@@ -54,7 +54,7 @@ pub struct State {
     /// Topic authorization: decision cache and backend checks.
     pub auth: Arc<crate::auth::Authorizer>,
     /// Topic clock, coverage of polled routes, poll shielding.
-    pub polling: crate::polling::Tracker,
+    pub polling: Arc<crate::polling::Tracker>,
     /// When SSE last came back on after being switched off (0: never since start).
     pub kill_switch_exercised_ms: AtomicU64,
     /// Metric samples (one a minute) for the phase gates' window.
@@ -86,9 +86,14 @@ impl State {
             reload.current().authorization.max_concurrent_checks,
             metrics.clone(),
         );
+        // Events other instances derived reach this one through the shared log's feed: they
+        // tick the topic clock here too, so shielding never vouches for a change they made.
+        let polling = Arc::new(crate::polling::Tracker::new(100_000));
+        let clock = polling.clone();
+        hub.set_feed_hook(Box::new(move |e| clock.touch(&e.event.topics)));
         let state = Arc::new(State {
             auth,
-            polling: crate::polling::Tracker::new(100_000),
+            polling: polling.clone(),
             kill_switch_exercised_ms: AtomicU64::new(0),
             gate_history: Mutex::new(VecDeque::new()),
             reload,

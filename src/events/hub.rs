@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+/// A callback for every event a shared log's feed brings.
+pub type FeedHook = Box<dyn Fn(&StoredEvent) + Send + Sync>;
+
 /// Most events the sequencer appends in one batch.
 const MAX_BATCH: usize = 512;
 
@@ -168,6 +171,7 @@ pub struct Hub {
     shared: AtomicBool,
     /// See `loss_floor()`.
     loss_floor: AtomicU64,
+    feed_hook: std::sync::OnceLock<FeedHook>,
     next_sub: AtomicU64,
     /// Bytes queued across all subscribers.
     pub queued_bytes: AtomicUsize,
@@ -203,6 +207,7 @@ impl Hub {
             fanned: AtomicU64::new(head),
             shared: AtomicBool::new(false),
             loss_floor: AtomicU64::new(0),
+            feed_hook: std::sync::OnceLock::new(),
             log,
             tx,
             rx: Mutex::new(Some(rx)),
@@ -374,7 +379,12 @@ impl Hub {
             };
             match item {
                 None => return,
-                Some(crate::store::Feed::Events(events)) => self.fan_out(&events),
+                Some(crate::store::Feed::Events(events)) => {
+                    if let Some(hook) = self.feed_hook.get() {
+                        events.iter().for_each(|e| hook(e));
+                    }
+                    self.fan_out(&events)
+                }
                 Some(crate::store::Feed::Gap { head, reason }) => self.gap(head, reason),
             }
         }
@@ -411,6 +421,11 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Called for every event of a shared log's feed before it fans out.
+    pub fn set_feed_hook(&self, hook: FeedHook) {
+        let _ = self.feed_hook.set(hook);
     }
 
     /// Whether the log is shared with other instances (fan-out follows its feed).
