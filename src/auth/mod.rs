@@ -206,6 +206,12 @@ impl Credentials {
         &self.headers
     }
 
+    /// Drops the header values (a stream with nothing to re-check keeps only the
+    /// fingerprint).
+    pub fn forget_values(&mut self) {
+        self.headers = Vec::new();
+    }
+
     /// The first 16 hex digits of the fingerprint, for logs.
     pub fn fingerprint_hex(&self) -> String {
         format!("{:016x}", (self.fingerprint >> 64) as u64)
@@ -233,19 +239,19 @@ impl Grants {
             .map(|(t, r)| (t.clone(), serde_json::Value::from(r.as_str())))
             .collect()
     }
+}
 
-    /// The granted topics that need re-checking (not public).
-    pub fn checked(&self, policy: &Policy) -> BTreeSet<String> {
-        self.granted
-            .iter()
-            .filter(|t| {
-                policy
-                    .rule_for(t)
-                    .is_some_and(|(_, r, _)| r.check.is_some())
-            })
-            .cloned()
-            .collect()
-    }
+/// The topics among `granted` that need re-checking (not public), sorted.
+pub fn checked_topics(granted: &[String], policy: &Policy) -> Vec<String> {
+    let set: BTreeSet<&String> = granted
+        .iter()
+        .filter(|t| {
+            policy
+                .rule_for(t)
+                .is_some_and(|(_, r, _)| r.check.is_some())
+        })
+        .collect();
+    set.into_iter().cloned().collect()
 }
 
 #[cfg(test)]

@@ -143,7 +143,7 @@ impl ServerApp for Front {
             match read_head(&mut l4, &path, timeout).await {
                 Head::Gone => return None,
                 Head::Stream(req) => {
-                    serve_stream(&self.state, *l4, &req).await;
+                    serve_stream(&self.state, l4, req).await;
                     return None;
                 }
                 Head::Other(bytes) => {
@@ -174,7 +174,7 @@ impl ServerApp for Front {
 /// A socket the front took over, as a stream sink: chunked framing written directly,
 /// optionally gzip-compressed with a sync flush at every write (frames are never held back).
 pub struct SocketSink {
-    stream: L4Stream,
+    stream: Box<L4Stream>,
     write_timeout: Duration,
     buf: BytesMut,
     gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
@@ -300,20 +300,27 @@ async fn refuse(stream: &mut L4Stream, r: &stream::Refused) {
     .await;
 }
 
-async fn serve_stream(state: &Arc<State>, mut l4: L4Stream, req: &StreamRequest) {
+/// The socket stays boxed: a stream's future lives as long as the stream, and an inline
+/// `L4Stream` (moved into the sink) would be counted twice in it.
+async fn serve_stream(state: &Arc<State>, mut l4: Box<L4Stream>, req: StreamRequest) {
     use pingora::protocols::GetSocketDigest;
     let client = l4
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-    let admitted = match stream::admit(state, client, req) {
-        Ok(a) => stream::authorize(state, a, req).await,
+    let admitted = match stream::admit(state, client, &req) {
+        // Boxed: its state (concurrent checks) would otherwise be part of every stream's
+        // long-lived future, even though it is only needed for the handshake.
+        Ok(a) => Box::pin(stream::authorize(state, a, &req)).await,
         Err(r) => Err(r),
     };
+    let gzip_asked = req.gzip;
+    // The head (credentials included) is not kept for the stream's life.
+    drop(req);
     match admitted {
-        Err(r) => refuse(&mut l4, &r).await,
+        Err(r) => Box::pin(refuse(&mut l4, &r)).await,
         Ok(admitted) => {
             let cfg = state.config();
-            let gzip = (cfg.sse.gzip && req.gzip)
+            let gzip = (cfg.sse.gzip && gzip_asked)
                 .then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
             let mut sink = SocketSink {
                 stream: l4,
@@ -322,7 +329,9 @@ async fn serve_stream(state: &Arc<State>, mut l4: L4Stream, req: &StreamRequest)
                 gzip,
             };
             drop(cfg);
-            stream::run(state, admitted, &mut sink).await;
+            // Boxed on its own: inline, the compiler laid the stream's state out beside the
+            // handshake's instead of over it (measured: 4.1 KiB → 0.7 + 1.7 KiB per stream).
+            Box::pin(stream::run(state, admitted, &mut sink)).await;
         }
     }
 }

@@ -284,20 +284,6 @@ pub fn cors_headers(origin: Option<&str>) -> Vec<(&'static str, String)> {
     }
 }
 
-/// A future that resolves, with the receiver back, at the channel's next change (never, if
-/// the sender is gone).
-type Changed<T> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = tokio::sync::watch::Receiver<T>> + Send>>;
-
-fn changed<T: Send + Sync + 'static>(mut rx: tokio::sync::watch::Receiver<T>) -> Changed<T> {
-    Box::pin(async move {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        rx
-    })
-}
-
 /// Counts a stream against its credentials' fingerprint while it lives.
 struct StreamHolder<'a>(&'a State, u128);
 
@@ -493,8 +479,13 @@ pub async fn authorize(
         });
     }
     admitted.creds = creds;
+    if recheck.is_none() {
+        // Nothing to ask the backend again: keep the fingerprint, not the values.
+        admitted.creds.forget_values();
+    }
     admitted.grants = grants;
     admitted.recheck_at = recheck;
+    admitted.topics = Vec::new();
     Ok(admitted)
 }
 
@@ -526,7 +517,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let admitted = match admit(state, client, &req) {
-        Ok(a) => authorize(state, a, &req).await,
+        Ok(a) => Box::pin(authorize(state, a, &req)).await,
         Err(r) => Err(r),
     };
     match admitted {
@@ -602,7 +593,8 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         .sse_handshakes_total
         .with_label_values(&["accepted"])
         .inc();
-    let mut topics = admitted.grants.granted.clone();
+    let mut topics = std::mem::take(&mut admitted.grants.granted);
+    let denied_reasons = admitted.grants.denied_reasons();
     // These credentials hold a stream (the slow-down hint for their polls).
     let _holder = StreamHolder::new(state, admitted.creds.fingerprint);
     // Subscribe before replaying, so nothing falls between the two.
@@ -620,8 +612,8 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             "epoch": epoch,
             "head": head_id,
             "topics": topics,
-            "denied": admitted.grants.denied_topics(),
-            "denied_reasons": admitted.grants.denied_reasons(),
+            "denied": std::mem::take(&mut admitted.grants).denied_topics(),
+            "denied_reasons": denied_reasons,
             "heartbeat_ms": cfg.sse.heartbeat.as_millis() as u64,
             "types": cfg.type_names(),
             "polling_families": state.polling_families(),
@@ -666,19 +658,20 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             Resume::After(after) if after < state.hub.loss_floor() => {
                 send_reset(state, sink, "events_lost", &head_id).await
             }
-            Resume::After(after) => replay(state, sink, &topics, after, fanned, &head_id).await,
+            // Boxed, as the other one-off phases below: their states would otherwise stay part
+            // of every stream's long-lived future.
+            Resume::After(after) => {
+                Box::pin(replay(state, sink, &topics, after, fanned, &head_id)).await
+            }
         }
     };
     if !resumed {
         return;
     }
 
-    // The three shared signals are awaited by futures that live across loop turns: a frame's
-    // wake-up then does not deregister and re-register this stream with channels that every
-    // stream shares (measured: see README Performance).
-    let mut mode_w = changed(state.watch_mode());
-    let mut cfg_w = changed(state.reload.watch());
-    let mut drain_w = changed(state.draining.subscribe());
+    let mut mode_rx = state.watch_mode();
+    let mut cfg_rx = state.reload.watch();
+    let mut drain_rx = state.draining.subscribe();
     let mut last_polling = state.polling_families();
     let types: Vec<String> = cfg.type_names().iter().map(|t| t.to_string()).collect();
     let heartbeat = cfg.sse.heartbeat;
@@ -697,25 +690,16 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     let mut filter = false;
     let close_reason: &str;
     loop {
-        if state.is_draining() {
+        if *drain_rx.borrow() {
             close_reason = drain(state, sink).await;
             break;
         }
         let step = tokio::select! {
             biased;
-            rx = &mut drain_w => {
-                drain_w = changed(rx);
-                Step::Drain
-            }
-            rx = &mut mode_w => {
-                mode_w = changed(rx);
-                Step::ModeChanged
-            }
+            _ = drain_rx.changed() => Step::Drain,
+            _ = mode_rx.changed() => Step::ModeChanged,
             _ = sub.notify.notified() => Step::Frames,
-            rx = &mut cfg_w => {
-                cfg_w = changed(rx);
-                Step::ConfigChanged
-            }
+            _ = cfg_rx.changed() => Step::ConfigChanged,
             _ = ticker.tick() => Step::Heartbeat,
             _ = &mut recheck => Step::Recheck,
             clean = sink.closed() => Step::ClientGone(clean),
@@ -833,12 +817,9 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             }
             Step::Recheck => {
                 let cfg = state.config();
-                let checked: Vec<String> = admitted
-                    .grants
-                    .checked(&cfg.authorization)
-                    .into_iter()
-                    .collect();
-                let decisions = state.auth.decide_all(&cfg, &admitted.creds, &checked).await;
+                let checked = crate::auth::checked_topics(&topics, &cfg.authorization);
+                let decisions =
+                    Box::pin(state.auth.decide_all(&cfg, &admitted.creds, &checked)).await;
                 let mut revoked = Vec::new();
                 let mut next: Option<std::time::Instant> = None;
                 for (t, (d, until)) in checked.iter().zip(decisions) {
@@ -857,16 +838,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                     .reset(recheck_at.map(Into::into).unwrap_or_else(far));
                 if !revoked.is_empty() {
                     filter = true;
-                    if !revoke(
-                        state,
-                        sink,
-                        &sub,
-                        &mut admitted.grants,
-                        &mut topics,
-                        revoked,
-                    )
-                    .await
-                    {
+                    if !Box::pin(revoke(state, sink, &sub, &mut topics, revoked)).await {
                         close_reason = if topics.is_empty() {
                             "revoked"
                         } else {
@@ -889,8 +861,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                         .collect();
                     if !gone.is_empty() {
                         filter = true;
-                        if !revoke(state, sink, &sub, &mut admitted.grants, &mut topics, gone).await
-                        {
+                        if !Box::pin(revoke(state, sink, &sub, &mut topics, gone)).await {
                             close_reason = if topics.is_empty() {
                                 "revoked"
                             } else {
@@ -899,7 +870,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                             break;
                         }
                     }
-                    if !admitted.grants.checked(&now.authorization).is_empty() {
+                    if !crate::auth::checked_topics(&topics, &now.authorization).is_empty() {
                         let soon = std::time::Instant::now()
                             + Duration::from_millis(rand::random_range(0..=1000));
                         recheck_at = Some(recheck_at.map_or(soon, |r| r.min(soon)));
@@ -960,20 +931,17 @@ async fn revoke<S: Sink>(
     state: &State,
     sink: &mut S,
     sub: &Arc<crate::events::hub::Subscriber>,
-    grants: &mut crate::auth::Grants,
     topics: &mut Vec<String>,
     revoked: Vec<(String, crate::auth::DenyReason)>,
 ) -> bool {
     let names: Vec<String> = revoked.iter().map(|(t, _)| t.clone()).collect();
     state.hub.drop_topics(sub, &names);
     topics.retain(|t| !names.contains(t));
-    grants.granted.retain(|t| !names.contains(t));
     state.metrics.auth_revoked_total.inc_by(names.len() as u64);
     let reasons: serde_json::Map<String, serde_json::Value> = revoked
         .iter()
         .map(|(t, r)| (t.clone(), serde_json::Value::from(r.as_str())))
         .collect();
-    grants.denied.extend(revoked);
     let frame = encode::control_frame(
         "control",
         &json!({ "revoked": names, "reasons": reasons, "topics": topics }),
