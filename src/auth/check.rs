@@ -309,7 +309,8 @@ impl Authorizer {
             req.insert_header(k.to_owned(), v)
                 .map_err(|_| format!("header {k} cannot be sent"))
         };
-        set(&mut req, "host", &cfg.upstream.address)?;
+        let host = creds.host.as_deref().unwrap_or(&cfg.upstream.address);
+        set(&mut req, "host", host)?;
         set(&mut req, "accept", "application/json")?;
         set(&mut req, "user-agent", "sse-sidecar-authorization")?;
         set(&mut req, "x-sse-authorization-check", "1")?;

@@ -173,6 +173,9 @@ impl Policy {
 pub struct Credentials {
     headers: Vec<(String, String)>,
     pub fingerprint: u128,
+    /// The subscriber's `Host`, sent with checks (a backend may serve several hosts); not a
+    /// credential, not part of the fingerprint.
+    pub host: Option<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -199,6 +202,7 @@ impl Credentials {
         Credentials {
             headers: kept,
             fingerprint,
+            host: None,
         }
     }
 
@@ -210,6 +214,7 @@ impl Credentials {
     /// fingerprint).
     pub fn forget_values(&mut self) {
         self.headers = Vec::new();
+        self.host = None;
     }
 
     /// The first 16 hex digits of the fingerprint, for logs.

@@ -445,7 +445,9 @@ pub async fn authorize(
     req: &StreamRequest,
 ) -> Result<Admitted, Refused> {
     let cfg = state.config();
-    let creds = crate::auth::Credentials::new(&state.auth, &cfg.authorization, &req.credentials);
+    let mut creds =
+        crate::auth::Credentials::new(&state.auth, &cfg.authorization, &req.credentials);
+    creds.host = req.host.clone();
     let decisions = state.auth.decide_all(&cfg, &creds, &admitted.topics).await;
     let mut grants = crate::auth::Grants::default();
     let mut recheck: Option<std::time::Instant> = None;
