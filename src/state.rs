@@ -88,7 +88,7 @@ impl State {
         );
         // Events other instances derived reach this one through the shared log's feed: they
         // tick the topic clock here too, so shielding never vouches for a change they made.
-        let polling = Arc::new(crate::polling::Tracker::new(100_000));
+        let polling = Arc::new(crate::polling::Tracker::new(100_000, metrics.clone()));
         let clock = polling.clone();
         hub.set_feed_hook(Box::new(move |e| clock.touch(&e.event.topics)));
         let state = Arc::new(State {

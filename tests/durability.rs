@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{data, echo, Sidecar, SseClient};
+use common::{data, echo, job_n, Sidecar, SseClient};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -46,29 +46,13 @@ async fn mutate(c: &reqwest::Client, sc: &Sidecar, t: &str, n: u64) -> bool {
         .unwrap_or(false)
 }
 
-fn n_of(e: &eventsource_stream::Event) -> u64 {
-    data(e)["data"]["n"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(u64::MAX)
-}
-
-/// Reads job events until `want` numbers are seen (or the deadline), failing on duplicates.
+/// The numbers of up to `want` job events, read until the deadline.
 async fn read_jobs(s: &mut SseClient, want: usize, timeout: Duration) -> Vec<u64> {
-    let deadline = Instant::now() + timeout;
-    let mut got = Vec::new();
-    while got.len() < want {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || s.ended {
-            break;
-        }
-        if let Some(e) = s.next(left).await {
-            if e.event == "job.done" {
-                got.push(n_of(&e));
-            }
-        }
-    }
-    got
+    s.collect_of("job.done", want, timeout)
+        .await
+        .iter()
+        .map(job_n)
+        .collect()
 }
 
 async fn open(sc: &Sidecar, topics: &str, last: Option<&str>) -> SseClient {

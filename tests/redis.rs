@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{data, echo, free_port, wait_for, Proc, Sidecar, SseClient};
+use common::{data, echo, free_port, job_n, wait_for, Proc, Sidecar, SseClient};
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,29 +143,13 @@ async fn mutate(c: &reqwest::Client, sc: &Sidecar, t: &str, n: u64) -> bool {
         .unwrap_or(false)
 }
 
-fn n_of(e: &eventsource_stream::Event) -> u64 {
-    data(e)["data"]["n"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(u64::MAX)
-}
-
 /// Reads job events until `want` are seen or the deadline passes; returns (n, id) pairs.
 async fn read_jobs(s: &mut SseClient, want: usize, timeout: Duration) -> Vec<(u64, String)> {
-    let deadline = Instant::now() + timeout;
-    let mut got = Vec::new();
-    while got.len() < want {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || s.ended {
-            break;
-        }
-        if let Some(e) = s.next(left).await {
-            if e.event == "job.done" {
-                got.push((n_of(&e), e.id.clone()));
-            }
-        }
-    }
-    got
+    s.collect_of("job.done", want, timeout)
+        .await
+        .iter()
+        .map(|e| (job_n(e), e.id.clone()))
+        .collect()
 }
 
 async fn stream(sc: &Sidecar, topics: &str, last: Option<&str>) -> SseClient {

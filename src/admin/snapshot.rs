@@ -346,7 +346,7 @@ pub async fn run(state: Arc<State>) {
         state.adapt_coalescing(p99);
         let store_bad = !state.hub.log().healthy() || now.store_errors > prev.store_errors;
         state.sample_breakers(store_bad, p99, stream_health_bad(&prev, &now));
-        state.polling.settle(&state.metrics);
+        state.polling.settle();
         {
             let mut h = state.gate_history.lock().unwrap_or_else(|e| e.into_inner());
             if h.back()

@@ -16,7 +16,6 @@ use crate::events::template::{Body, Inputs};
 use crate::metrics::Metrics;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
-use pingora::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
@@ -317,13 +316,9 @@ impl Authorizer {
         for (k, v) in creds.headers() {
             set(&mut req, k, v)?;
         }
-        let up = &cfg.upstream;
-        let mut peer = HttpPeer::new(up.addr, false, String::new());
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.total_connection_timeout = Some(up.connect_timeout);
+        let mut peer = crate::proxy::upstream_peer(&cfg.upstream);
         peer.options.read_timeout = Some(cfg.authorization.check_timeout);
         peer.options.write_timeout = Some(cfg.authorization.check_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
         let (mut session, _reused) = self
             .connector
             .get_http_session(&peer)

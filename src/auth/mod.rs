@@ -233,6 +233,28 @@ pub struct Grants {
 }
 
 impl Grants {
+    /// Splits decisions for `topics` (in order) into grants, with the earliest instant a
+    /// granted topic must be decided again.
+    pub fn from_decisions(
+        topics: &[String],
+        decisions: Vec<(Decision, Option<std::time::Instant>)>,
+    ) -> (Grants, Option<std::time::Instant>) {
+        let mut grants = Grants::default();
+        let mut recheck: Option<std::time::Instant> = None;
+        for (topic, (decision, until)) in topics.iter().zip(decisions) {
+            match decision {
+                Decision::Allow => {
+                    grants.granted.push(topic.clone());
+                    if let Some(u) = until {
+                        recheck = Some(recheck.map_or(u, |r| r.min(u)));
+                    }
+                }
+                Decision::Deny(r) => grants.denied.push((topic.clone(), r)),
+            }
+        }
+        (grants, recheck)
+    }
+
     pub fn denied_topics(&self) -> Vec<&str> {
         self.denied.iter().map(|(t, _)| t.as_str()).collect()
     }

@@ -394,16 +394,9 @@ impl Hub {
     fn gap(&self, head: u64, reason: &'static str) {
         let reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         self.fanned.store(head, Ordering::Release);
-        let mut seen = HashSet::new();
-        for subs in reg.by_topic.values() {
-            for sub in subs {
-                if seen.insert(sub.id) {
-                    sub.mark_gap(reason, &self.queued_bytes);
-                }
-            }
-        }
+        let streams = self.mark_gaps(reg.by_topic.values(), reason);
         drop(reg);
-        tracing::warn!(reason, streams = seen.len(), "every stream gets a reset");
+        tracing::warn!(reason, streams, "every stream gets a reset");
         self.head_tx.send_replace(head);
     }
 
@@ -413,14 +406,25 @@ impl Hub {
         self.loss_floor
             .fetch_max(self.fanned.load(Ordering::Acquire) + 1, Ordering::AcqRel);
         let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        self.mark_gaps(
+            topics.iter().filter_map(|t| reg.by_topic.get(t)),
+            "events_lost",
+        );
+    }
+
+    /// Marks a gap once on every subscriber of these lists; returns how many.
+    fn mark_gaps<'a>(
+        &self,
+        lists: impl Iterator<Item = &'a Vec<Arc<Subscriber>>>,
+        reason: &'static str,
+    ) -> usize {
         let mut seen = HashSet::new();
-        for t in topics {
-            for sub in reg.by_topic.get(t).into_iter().flatten() {
-                if seen.insert(sub.id) {
-                    sub.mark_gap("events_lost", &self.queued_bytes);
-                }
+        for sub in lists.flatten() {
+            if seen.insert(sub.id) {
+                sub.mark_gap(reason, &self.queued_bytes);
             }
         }
+        seen.len()
     }
 
     /// Called for every event of a shared log's feed before it fans out.

@@ -22,10 +22,11 @@
 
 use crate::events::route::{Params, RoutePattern};
 use crate::events::template::{Body, Inputs, StrTemplate};
+use crate::metrics::Metrics;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most uncovered-change checks waiting for their grace period.
@@ -163,18 +164,22 @@ pub struct Tracker {
     streams: Mutex<HashMap<u128, u32>>,
     secret: std::collections::hash_map::RandomState,
     max_topics: usize,
-    /// Totals already added to the metrics, per route.
-    counted: Mutex<HashMap<String, (u64, u64)>>,
+    metrics: Arc<Metrics>,
 }
 
-impl Default for Tracker {
-    fn default() -> Self {
-        Tracker::new(100_000)
+/// The value below which an eighth of `values` lies: evicting up to it frees an eighth.
+fn eighth_cutoff<T: Ord + Copy>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut v: Vec<T> = values.collect();
+    let cut = v.len() / 8;
+    if v.is_empty() {
+        return None;
     }
+    v.select_nth_unstable(cut);
+    Some(v[cut])
 }
 
 impl Tracker {
-    pub fn new(max_topics: usize) -> Tracker {
+    pub fn new(max_topics: usize, metrics: Arc<Metrics>) -> Tracker {
         Tracker {
             counter: AtomicU64::new(0),
             clock: Mutex::new(Clock::default()),
@@ -184,7 +189,7 @@ impl Tracker {
             streams: Mutex::new(HashMap::new()),
             secret: Default::default(),
             max_topics: max_topics.max(16),
-            counted: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -195,12 +200,10 @@ impl Tracker {
         for t in topics {
             if clock.topics.len() >= self.max_topics && !clock.topics.contains_key(t) {
                 // Evict the oldest eighth; unknown topics then read as the floor.
-                let mut values: Vec<u64> = clock.topics.values().copied().collect();
-                let cut = values.len() / 8;
-                values.select_nth_unstable(cut);
-                let limit = values[cut];
-                clock.topics.retain(|_, v| *v > limit);
-                clock.floor = clock.floor.max(limit);
+                if let Some(limit) = eighth_cutoff(clock.topics.values().copied()) {
+                    clock.topics.retain(|_, v| *v > limit);
+                    clock.floor = clock.floor.max(limit);
+                }
             }
             clock.topics.insert(t.clone(), now);
         }
@@ -273,11 +276,9 @@ impl Tracker {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.len() >= cfg.max_tracked && !seen.contains_key(&key) {
                 // Forget the least recently used eighth.
-                let mut ages: Vec<Instant> = seen.values().map(|s| s.last_used).collect();
-                let cut = ages.len() / 8;
-                ages.select_nth_unstable(cut);
-                let limit = ages[cut];
-                seen.retain(|_, s| s.last_used > limit);
+                if let Some(limit) = eighth_cutoff(seen.values().map(|s| s.last_used)) {
+                    seen.retain(|_, s| s.last_used > limit);
+                }
             }
             seen.insert(
                 key.clone(),
@@ -319,7 +320,7 @@ impl Tracker {
     }
 
     /// Settles the changes whose grace period is over (called every second).
-    pub fn settle(&self, metrics: &crate::metrics::Metrics) {
+    pub fn settle(&self) {
         let now = Instant::now();
         let due: Vec<Pending> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -333,21 +334,6 @@ impl Tracker {
             let covered = self.version(&p.topics) > p.since;
             self.record(&p.route, &p.family, &p.url, covered);
         }
-        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
-        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        for (route, s) in stats.iter() {
-            let (c0, u0) = counted.get(route).copied().unwrap_or((0, 0));
-            let labels = |covered| [s.family.as_str(), route.as_str(), covered];
-            metrics
-                .poll_changes_total
-                .with_label_values(&labels("true"))
-                .inc_by(s.covered_total - c0);
-            metrics
-                .poll_changes_total
-                .with_label_values(&labels("false"))
-                .inc_by(s.uncovered_total - u0);
-            counted.insert(route.clone(), (s.covered_total, s.uncovered_total));
-        }
     }
 
     fn record(&self, route: &str, family: &str, url: &str, covered: bool) {
@@ -358,6 +344,10 @@ impl Tracker {
             s.changes.pop_front();
         }
         s.changes.push_back((Instant::now(), covered));
+        self.metrics
+            .poll_changes_total
+            .with_label_values(&[family, route, if covered { "true" } else { "false" }])
+            .inc();
         if covered {
             s.covered_total += 1;
         } else {
@@ -382,6 +372,11 @@ impl Tracker {
         } else {
             s.forwarded += 1;
         }
+        let outcome = if shielded { "shielded" } else { "forwarded" };
+        self.metrics
+            .polls_total
+            .with_label_values(&[route.pattern.as_str(), outcome])
+            .inc();
     }
 
     /// Coverage per route over `window`.
@@ -458,7 +453,7 @@ mod tests {
 
     #[test]
     fn changes_are_covered_by_events_on_their_topics() {
-        let t = Tracker::new(100);
+        let t = Tracker::new(100, Arc::new(Metrics::new()));
         let cfg = Polling {
             coverage_grace: Duration::ZERO,
             ..Default::default()
@@ -500,7 +495,7 @@ mod tests {
             t.observe(&r, key.clone(), topics.clone(), 3, c, None, 0, &cfg),
             None
         );
-        t.settle(&crate::metrics::Metrics::new());
+        t.settle();
         let cov = t.coverage(Duration::from_secs(60));
         assert_eq!(cov[0].changes, 2);
         assert_eq!(cov[0].covered, 1);
@@ -512,7 +507,7 @@ mod tests {
 
     #[test]
     fn etags_are_per_key_and_version() {
-        let t = Tracker::new(100);
+        let t = Tracker::new(100, Arc::new(Metrics::new()));
         let cfg = Polling::default();
         let r = route();
         let alice: Key = ("/api/boards/1/cards".into(), 1);
@@ -546,7 +541,7 @@ mod tests {
 
     #[test]
     fn evicted_topics_never_read_older() {
-        let t = Tracker::new(16);
+        let t = Tracker::new(16, Arc::new(Metrics::new()));
         let old = vec!["t0".to_string()];
         let v0 = t.version(&old);
         for i in 0..100 {

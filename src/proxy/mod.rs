@@ -87,8 +87,21 @@ pub struct PollCtx {
     hasher: std::collections::hash_map::DefaultHasher,
     etag: Option<String>,
     shield: bool,
-    family: String,
+    /// The family is live, SSE on and no breaker sends it to polling.
+    live: bool,
     fingerprint: u128,
+}
+
+/// The backend as a Pingora peer, with the configured timeouts (pass-through and
+/// authorization checks share it, and so its connection pool).
+pub fn upstream_peer(up: &crate::config::model::Upstream) -> HttpPeer {
+    let mut peer = HttpPeer::new(up.addr, false, String::new());
+    peer.options.connection_timeout = Some(up.connect_timeout);
+    peer.options.total_connection_timeout = Some(up.connect_timeout);
+    peer.options.read_timeout = Some(up.read_timeout);
+    peer.options.write_timeout = Some(up.write_timeout);
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    peer
 }
 
 /// The status class label for metrics.
@@ -314,7 +327,9 @@ impl Proxy {
         let tracker = &self.state.polling;
         let counter_at_request = tracker.counter();
         let version = tracker.version(&topics);
-        let shield = route.shield && self.may_shield(cfg, &route.family);
+        // Decided once per request: shielding and the slow-down hint both need it.
+        let live = self.may_shield(cfg, &route.family);
+        let shield = route.shield && live;
         if shield {
             let inm = req
                 .headers
@@ -324,11 +339,6 @@ impl Proxy {
                 if tracker.fresh(&key, inm, version, cfg.polling.max_staleness) {
                     let etag = inm.split(',').next().unwrap_or("").trim().to_owned();
                     tracker.count_poll(route, true);
-                    self.state
-                        .metrics
-                        .polls_total
-                        .with_label_values(&[route.pattern.as_str(), "shielded"])
-                        .inc();
                     let mut resp = ResponseHeader::build(304, Some(4))?;
                     resp.insert_header("etag", etag)?;
                     resp.insert_header("cache-control", "no-cache, private")?;
@@ -340,11 +350,6 @@ impl Proxy {
             }
         }
         tracker.count_poll(route, false);
-        self.state
-            .metrics
-            .polls_total
-            .with_label_values(&[route.pattern.as_str(), "forwarded"])
-            .inc();
         ctx.poll = Some(Box::new(PollCtx {
             route: idx,
             key,
@@ -354,7 +359,7 @@ impl Proxy {
             hasher: Default::default(),
             etag: None,
             shield,
-            family: route.family.clone(),
+            live,
             fingerprint: creds.fingerprint,
         }));
         Ok(false)
@@ -409,14 +414,7 @@ impl ProxyHttp for Proxy {
             Some(c) => c.clone(),
             None => self.state.config(),
         };
-        let up = &cfg.upstream;
-        let mut peer = HttpPeer::new(up.addr, false, String::new());
-        peer.options.connection_timeout = Some(up.connect_timeout);
-        peer.options.total_connection_timeout = Some(up.connect_timeout);
-        peer.options.read_timeout = Some(up.read_timeout);
-        peer.options.write_timeout = Some(up.write_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        Ok(Box::new(peer))
+        Ok(Box::new(upstream_peer(&cfg.upstream)))
     }
 
     async fn upstream_request_filter(
@@ -500,15 +498,10 @@ impl ProxyHttp for Proxy {
                 upstream_response.remove_header("expires");
                 p.etag = Some(etag);
             }
-            let cfg = ctx.cfg.clone().unwrap_or_else(|| self.state.config());
-            if cfg.polling.slow_down_ms > 0
-                && self.may_shield(&cfg, &p.family)
-                && self.state.polling.has_stream(p.fingerprint)
-            {
-                upstream_response.insert_header(
-                    "x-sse-poll-interval-ms",
-                    cfg.polling.slow_down_ms.to_string(),
-                )?;
+            let slow_down_ms = ctx.cfg.as_ref().map_or(0, |c| c.polling.slow_down_ms);
+            if slow_down_ms > 0 && p.live && self.state.polling.has_stream(p.fingerprint) {
+                upstream_response
+                    .insert_header("x-sse-poll-interval-ms", slow_down_ms.to_string())?;
             }
         }
         Ok(())

@@ -449,19 +449,7 @@ pub async fn authorize(
         crate::auth::Credentials::new(&state.auth, &cfg.authorization, &req.credentials);
     creds.host = req.host.clone();
     let decisions = state.auth.decide_all(&cfg, &creds, &admitted.topics).await;
-    let mut grants = crate::auth::Grants::default();
-    let mut recheck: Option<std::time::Instant> = None;
-    for (topic, (decision, until)) in admitted.topics.iter().zip(decisions) {
-        match decision {
-            crate::auth::Decision::Allow => {
-                grants.granted.push(topic.clone());
-                if let Some(u) = until {
-                    recheck = Some(recheck.map_or(u, |r| r.min(u)));
-                }
-            }
-            crate::auth::Decision::Deny(r) => grants.denied.push((topic.clone(), r)),
-        }
-    }
+    let (grants, recheck) = crate::auth::Grants::from_decisions(&admitted.topics, decisions);
     if grants.granted.is_empty() {
         state
             .metrics
@@ -822,18 +810,8 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                 let checked = crate::auth::checked_topics(&topics, &cfg.authorization);
                 let decisions =
                     Box::pin(state.auth.decide_all(&cfg, &admitted.creds, &checked)).await;
-                let mut revoked = Vec::new();
-                let mut next: Option<std::time::Instant> = None;
-                for (t, (d, until)) in checked.iter().zip(decisions) {
-                    match d {
-                        crate::auth::Decision::Allow => {
-                            if let Some(u) = until {
-                                next = Some(next.map_or(u, |n| n.min(u)));
-                            }
-                        }
-                        crate::auth::Decision::Deny(r) => revoked.push((t.clone(), r)),
-                    }
-                }
+                let (again, next) = crate::auth::Grants::from_decisions(&checked, decisions);
+                let revoked = again.denied;
                 recheck_at = next;
                 recheck
                     .as_mut()

@@ -46,41 +46,44 @@ const READ_COUNT: usize = 512;
 /// Feed batches waiting for the hub.
 const FEED_CAPACITY: usize = 256;
 
-/// Checks the epoch (restoring it if Redis lost it), then appends each payload under the
-/// next sequence number. KEYS: stream, seq, epoch. ARGV: epoch, maxlen, head known by this
-/// instance, payloads...
-const APPEND: &str = r#"
+/// The start of both scripts: restores the epoch if Redis lost it (moving the counter past
+/// this instance's head + jump), and leaves the epoch Redis holds in `cur`.
+/// KEYS: stream, seq, epoch. ARGV: epoch, head known by this instance, jump, ...
+macro_rules! restore_epoch_lua {
+    () => {
+        r#"
 local cur = redis.call('GET', KEYS[3])
 if not cur then
   redis.call('SET', KEYS[3], ARGV[1])
-  local floor = tonumber(ARGV[3]) + tonumber(ARGV[4])
+  local floor = tonumber(ARGV[2]) + tonumber(ARGV[3])
   local c = tonumber(redis.call('GET', KEYS[2]) or '0')
   if c < floor then redis.call('SET', KEYS[2], floor) end
-elseif cur ~= ARGV[1] then
+  cur = ARGV[1]
+end
+"#
+    };
+}
+
+/// Appends each payload under the next sequence number, if the epoch is this instance's.
+/// ARGV after the common three: maxlen, payloads...
+const APPEND: &str = concat!(
+    restore_epoch_lua!(),
+    r#"
+if cur ~= ARGV[1] then
   return redis.error_reply('EPOCH ' .. cur)
 end
 local seqs = {}
 for i = 5, #ARGV do
   local s = redis.call('INCR', KEYS[2])
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], s .. '-0', 'e', ARGV[i])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], s .. '-0', 'e', ARGV[i])
   seqs[#seqs + 1] = s
 end
 return seqs
-"#;
+"#
+);
 
-/// Restores a lost epoch (same as in APPEND) or reports the one Redis holds.
-/// KEYS: seq, epoch. ARGV: epoch, head known by this instance, jump. Returns the epoch.
-const ENSURE_EPOCH: &str = r#"
-local cur = redis.call('GET', KEYS[2])
-if not cur then
-  redis.call('SET', KEYS[2], ARGV[1])
-  local floor = tonumber(ARGV[2]) + tonumber(ARGV[3])
-  local c = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if c < floor then redis.call('SET', KEYS[1], floor) end
-  return ARGV[1]
-end
-return cur
-"#;
+/// Returns the epoch Redis holds (restored first if it was lost).
+const ENSURE_EPOCH: &str = concat!(restore_epoch_lua!(), "return cur\n");
 
 struct Keys {
     stream: String,
@@ -175,6 +178,7 @@ impl RedisLog {
         let mine = self.current_epoch();
         let epoch: String = self
             .ensure_script
+            .key(&self.keys.stream)
             .key(&self.keys.seq)
             .key(&self.keys.epoch)
             .arg(&*mine)
@@ -330,6 +334,7 @@ impl RedisLog {
         let head = self.head.load(Ordering::Acquire);
         let theirs: String = self
             .ensure_script
+            .key(&self.keys.stream)
             .key(&self.keys.seq)
             .key(&self.keys.epoch)
             .arg(&*mine)
@@ -482,9 +487,9 @@ impl EventLog for RedisLog {
             .key(&self.keys.seq)
             .key(&self.keys.epoch)
             .arg(&*epoch)
-            .arg(self.max_events)
             .arg(self.head())
-            .arg(RESTORE_JUMP);
+            .arg(RESTORE_JUMP)
+            .arg(self.max_events);
         for ev in &events {
             let json = serde_json::to_vec(ev).map_err(|e| StoreError::Write(e.to_string()))?;
             inv.arg(json);

@@ -354,6 +354,14 @@ pub struct SseClient {
     pub ended: bool,
 }
 
+/// The `n` of a `job.done` test event (`data.n`, sent as a string), `u64::MAX` if absent.
+pub fn job_n(e: &SseEvent) -> u64 {
+    data(e)["data"]["n"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// Parsed data of an event.
 pub fn data(e: &SseEvent) -> serde_json::Value {
     serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null)
@@ -434,6 +442,30 @@ impl SseClient {
                 None => {}
             }
         }
+    }
+
+    /// Reads until `want` events named `name` arrived (others skipped), the stream ended or
+    /// `timeout` passed; returns those events.
+    pub async fn collect_of(
+        &mut self,
+        name: &str,
+        want: usize,
+        timeout: Duration,
+    ) -> Vec<SseEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        while got.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.ended {
+                break;
+            }
+            if let Some(e) = self.next(left).await {
+                if e.event == name {
+                    got.push(e);
+                }
+            }
+        }
+        got
     }
 
     /// Collects every event other than heartbeats for `window`.
