@@ -46,9 +46,6 @@ pub struct State {
     pub handshakes: Mutex<crate::safety::HandshakeLimiter>,
     pub breakers: Mutex<crate::safety::Breakers>,
     pub dedup: Mutex<crate::safety::Dedup>,
-    /// The coalescing window in ms: 0 normally; widened while delivery latency climbs so each
-    /// stream's frames go out in fewer, larger writes (degradation level 1).
-    pub coalesce_ms: AtomicU64,
     /// The latest dashboard snapshot (JSON), refreshed every second by the lifecycle task.
     pub snapshot: watch::Sender<Arc<String>>,
     /// Topic authorization: decision cache and backend checks.
@@ -105,7 +102,6 @@ impl State {
             draining: watch::channel(false).0,
             connections: AtomicUsize::new(0),
             resume_floor: AtomicU64::new(0),
-            coalesce_ms: AtomicU64::new(0),
             handshakes: Mutex::new(Default::default()),
             breakers: Mutex::new(Default::default()),
             dedup: Mutex::new(Default::default()),
@@ -296,7 +292,7 @@ impl State {
             3
         } else if latency_open {
             2
-        } else if self.coalesce_ms.load(Ordering::Relaxed) > 0 {
+        } else if self.hub.coalesce_ms.load(Ordering::Relaxed) > 0 {
             1
         } else {
             0
@@ -307,7 +303,7 @@ impl State {
     /// (double, up to `MAX_COALESCE_MS`) above half the target (`safety.latency_target_ms`,
     /// 100 ms by default), narrow (halve, to 0) below a quarter of it. Returns the new window.
     pub fn adapt_coalescing(&self, p99_ms: Option<f64>) -> u64 {
-        let cur = self.coalesce_ms.load(Ordering::Relaxed);
+        let cur = self.hub.coalesce_ms.load(Ordering::Relaxed);
         let target = self.config().safety.latency_target_ms;
         let next = match p99_ms {
             Some(p) if p > target / 2.0 => (cur * 2).clamp(2, MAX_COALESCE_MS),
@@ -316,7 +312,7 @@ impl State {
             _ => cur,
         };
         if next != cur {
-            self.coalesce_ms.store(next, Ordering::Relaxed);
+            self.hub.coalesce_ms.store(next, Ordering::Relaxed);
             let mode = self.mode();
             self.metrics
                 .degradation_level
@@ -454,7 +450,7 @@ mod tests {
         for _ in 0..10 {
             s.adapt_coalescing(Some(500.0));
         }
-        assert_eq!(s.coalesce_ms.load(Ordering::Relaxed), MAX_COALESCE_MS);
+        assert_eq!(s.hub.coalesce_ms.load(Ordering::Relaxed), MAX_COALESCE_MS);
         assert_eq!(
             s.adapt_coalescing(Some(40.0)),
             MAX_COALESCE_MS,

@@ -133,7 +133,7 @@ pub fn status_json(s: &State) -> Value {
             "polling_families": s.polling_families(),
             "coverage": s.polling.coverage(cfg.polling.coverage_window),
             "degradation_level": s.metrics.degradation_level.get(),
-            "coalesce_ms": s.coalesce_ms.load(std::sync::atomic::Ordering::Relaxed),
+            "coalesce_ms": s.hub.coalesce_ms.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 }

@@ -6,17 +6,26 @@
 //! last id: nothing is dropped silently.
 //!
 //! Replay-then-live without gaps or duplicates: `subscribe` registers under the registry's
-//! write lock and returns the sequence number fanned out last; fan-out holds the read lock
-//! for a whole batch, so every event after that number reaches the new queue and every event
-//! up to it is in the log for replay.
+//! write lock and returns the sequence number fanned out last; fan-out takes an event's
+//! subscribers and advances that number under the read lock, so every event after it reaches
+//! the new queue and every event up to it is in the log for replay.
+//!
+//! Direct writes: a stream whose queue is empty and whose task is only waiting lends its
+//! socket to the fan-out (`Subscriber::enable_direct`), which then writes the event's chunk
+//! itself with one non-blocking `send` — no task wake-up, no queue, no second copy. Anything
+//! short of a whole write (a full socket buffer, a write inside the coalescing window) hands
+//! the stream back to its task through the queue; the task takes direct mode back before it
+//! writes anything itself, so the two never interleave on the socket.
 
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::store::{EventLog, StoredEvent};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// A callback for every event a shared log's feed brings.
@@ -24,6 +33,9 @@ pub type FeedHook = Box<dyn Fn(&StoredEvent) + Send + Sync>;
 
 /// Most events the sequencer appends in one batch.
 const MAX_BATCH: usize = 512;
+
+/// From this many subscribers of one event on, its fan-out runs on two threads.
+const PARALLEL_FAN_OUT: usize = 2048;
 
 /// A frame waiting in a subscriber's queue.
 /// (The stored event itself, shared: its frame, its topics for filtering after a
@@ -52,6 +64,46 @@ struct SubQueue {
     overflowed: bool,
     /// The shared log lost continuity since the last drain: the stream owes a `reset`.
     gap: Option<&'static str>,
+    /// Direct mode: the stream's socket, lent to the fan-out while nothing is queued.
+    direct: Option<RawFd>,
+    /// The unwritten rest of a direct write cut short; the stream writes it before anything.
+    rest: Option<Bytes>,
+    /// When bytes last went to this stream (ms since the Unix epoch), for coalescing.
+    last_write_ms: u64,
+}
+
+/// What became of one event for one subscriber.
+#[derive(Debug, PartialEq, Eq)]
+enum Delivery {
+    /// Written to the socket by the fan-out.
+    Direct,
+    /// Queued for the stream's task.
+    Queued,
+    /// Not delivered: the queue overflowed (the stream closes) or the socket failed.
+    Dropped,
+}
+
+/// One non-blocking `send` of `buf` on a stream's socket from the fan-out's thread.
+/// Written by hand because the socket is owned by the stream's task (tokio and std only write
+/// through the owner); the hub borrows the descriptor under the subscriber's queue lock.
+fn send_now(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `fd` is only ever in `SubQueue::direct` while the stream's sink holds the open
+    // socket: the sink clears it (under the same lock this call runs under) before it writes
+    // itself or closes the socket, so the descriptor cannot be closed or reused meanwhile.
+    // `buf` is a valid slice for its length.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 /// One open stream's mailbox.
@@ -74,33 +126,108 @@ pub enum Drained {
 }
 
 impl Subscriber {
-    fn push(
+    /// Delivers a run of events (`chunk` holds their frames): written straight to the socket
+    /// in direct mode (unless this stream wrote within the coalescing window `window_ms`),
+    /// otherwise queued for the task.
+    fn deliver(
         &self,
-        stored: &Arc<StoredEvent>,
+        group: &[Arc<StoredEvent>],
+        chunk: &Bytes,
         global_bytes: &AtomicUsize,
         fair_share: Option<usize>,
-    ) -> bool {
-        let len = stored.frame.len();
+        window_ms: u64,
+    ) -> Delivery {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.overflowed {
-            return false;
+            return Delivery::Dropped;
         }
+        if let Some(fd) = q.direct.take() {
+            let now = crate::events::types::now_ms();
+            if window_ms == 0 || now.saturating_sub(q.last_write_ms) >= window_ms {
+                match send_now(fd, chunk) {
+                    Ok(n) if n == chunk.len() => {
+                        q.direct = Some(fd);
+                        q.last_write_ms = now;
+                        return Delivery::Direct;
+                    }
+                    Ok(n) if n > 0 => {
+                        // The task finishes the chunk before it writes anything else.
+                        q.rest = Some(chunk.slice(n..));
+                        q.last_write_ms = now;
+                        drop(q);
+                        self.notify.notify_one();
+                        return Delivery::Direct;
+                    }
+                    // A full socket buffer: the task takes over (with its write timeout).
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => {
+                        // The client is gone; its task finds out and ends the stream.
+                        drop(q);
+                        self.notify.notify_one();
+                        return Delivery::Dropped;
+                    }
+                }
+            }
+        }
+        let len: usize = group.iter().map(|s| s.frame.len()).sum();
         let over_share = fair_share.is_some_and(|share| q.bytes + len > share);
         if q.bytes + len > self.max_bytes || over_share {
             q.overflowed = true;
             global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
             q.bytes = 0;
             q.frames = VecDeque::new();
-        } else {
-            q.bytes += len;
-            global_bytes.fetch_add(len, Ordering::Relaxed);
-            q.frames.push_back(QueuedFrame {
-                stored: stored.clone(),
-            });
+            drop(q);
+            self.notify.notify_one();
+            return Delivery::Dropped;
         }
+        q.bytes += len;
+        global_bytes.fetch_add(len, Ordering::Relaxed);
+        q.frames
+            .extend(group.iter().map(|s| QueuedFrame { stored: s.clone() }));
         drop(q);
         self.notify.notify_one();
+        Delivery::Queued
+    }
+
+    /// Lends the stream's socket to the fan-out (direct mode). Refused (false) while anything
+    /// is queued or owed: frames, the rest of a cut-short write, a reset, an overflow.
+    pub fn enable_direct(&self, fd: RawFd) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.overflowed
+            || q.gap.is_some()
+            || q.rest.is_some()
+            || !q.frames.is_empty()
+            || self.closed.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        q.direct = Some(fd);
         true
+    }
+
+    /// Takes the socket back from the fan-out (before the stream writes or closes it);
+    /// returns the rest of a cut-short direct write, which must be written first.
+    pub fn disable_direct(&self) -> Option<Bytes> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.direct = None;
+        q.rest.take()
+    }
+
+    /// When bytes last went to this stream (ms since the Unix epoch).
+    pub fn last_write_ms(&self) -> u64 {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_write_ms
+    }
+
+    /// Records that the stream's task wrote at `now_ms`.
+    pub fn note_write(&self, now_ms: u64) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_write_ms = now_ms;
     }
 
     /// Whether this subscriber's queue overflowed (a slow consumer).
@@ -134,6 +261,8 @@ impl Subscriber {
         q.bytes = 0;
         q.frames.clear();
         q.gap = Some(reason);
+        // The reset goes first: no more direct writes until the task has sent it.
+        q.direct = None;
         drop(q);
         self.notify.notify_one();
     }
@@ -183,6 +312,10 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// Head sequence, published for streams and status (changes after each batch).
     head_tx: watch::Sender<u64>,
+    /// The coalescing window in ms: 0 normally; widened while delivery latency climbs so each
+    /// stream's frames go out in fewer, larger writes (degradation level 1). A stream that
+    /// wrote within the window gets its frames through its queue, after the window.
+    pub coalesce_ms: AtomicU64,
 }
 
 /// Removes its subscriber from the hub when the stream ends, however it ends.
@@ -218,6 +351,7 @@ impl Hub {
             peak_queued: AtomicUsize::new(0),
             metrics,
             head_tx: watch::channel(head).0,
+            coalesce_ms: AtomicU64::new(0),
         })
     }
 
@@ -259,7 +393,8 @@ impl Hub {
             })
     }
 
-    /// Publishes and waits until the event is stored and fanned out; returns its id.
+    /// Publishes and waits until the event is stored (and fanned out, unless the coalescing
+    /// window holds the fan-out back); returns its id.
     pub async fn publish(&self, event: Event) -> Result<String, HubError> {
         let (tx, rx) = oneshot::channel();
         self.try_publish(event, Some(tx))?;
@@ -343,9 +478,22 @@ impl Hub {
             tokio::spawn(self.clone().follow(feed, shutdown.clone()));
         }
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Stored events whose fan-out waits for the coalescing window.
+        let mut pending: Vec<Arc<StoredEvent>> = Vec::new();
+        let mut last_fan_out = tokio::time::Instant::now();
         loop {
+            // Under pressure (the coalescing window open), events stored within the window
+            // after the last fan-out leave together: one write per subscriber for all of them.
+            let due =
+                last_fan_out + Duration::from_millis(self.coalesce_ms.load(Ordering::Relaxed));
             let first = tokio::select! {
                 m = rx.recv() => m,
+                _ = tokio::time::sleep_until(due), if !pending.is_empty() => {
+                    self.fan_out(&pending);
+                    pending.clear();
+                    last_fan_out = tokio::time::Instant::now();
+                    continue;
+                }
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { rx.close(); }
                     continue;
@@ -359,7 +507,14 @@ impl Hub {
                     Err(_) => break,
                 }
             }
-            self.process(&mut batch).await;
+            let fan_out_now = tokio::time::Instant::now() >= due;
+            self.process(&mut batch, &mut pending, fan_out_now).await;
+            if fan_out_now {
+                last_fan_out = tokio::time::Instant::now();
+            }
+        }
+        if !pending.is_empty() {
+            self.fan_out(&pending);
         }
     }
 
@@ -442,7 +597,15 @@ impl Hub {
         self.loss_floor.load(Ordering::Acquire)
     }
 
-    async fn process(&self, batch: &mut Vec<Publish>) {
+    /// Appends a batch; its events join `pending`, which is fanned out now if `fan_out_now`.
+    /// Publishers learn their ids once the events are stored and, unless the coalescing
+    /// window holds the fan-out back, fanned out.
+    async fn process(
+        &self,
+        batch: &mut Vec<Publish>,
+        pending: &mut Vec<Arc<StoredEvent>>,
+        fan_out_now: bool,
+    ) {
         let (events, dones): (Vec<Event>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.done)).unzip();
         let families: Vec<String> = events.iter().map(|e| e.family.clone()).collect();
@@ -460,7 +623,11 @@ impl Hub {
                 self.metrics.store_appends_total.inc_by(stored.len() as u64);
                 // A shared log fans out from its feed, in the order all instances agree on.
                 if !self.shared.load(Ordering::Acquire) {
-                    self.fan_out(&stored);
+                    pending.extend(stored.iter().cloned());
+                    if fan_out_now {
+                        self.fan_out(pending);
+                        pending.clear();
+                    }
                 }
                 for (s, done) in stored.iter().zip(dones) {
                     if let Some(done) = done {
@@ -485,48 +652,115 @@ impl Hub {
         }
     }
 
+    /// Fans out off the async worker when there are many subscribers: direct writes make it
+    /// a run of system calls, and the runtime's other tasks should not wait behind it.
     fn fan_out(&self, stored: &[Arc<StoredEvent>]) {
-        let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let many = self.subscriber_count() >= 256;
+        match Handle::try_current() {
+            Ok(h) if many && h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.fan_out_now(stored))
+            }
+            _ => self.fan_out_now(stored),
+        }
+    }
+
+    fn fan_out_now(&self, stored: &[Arc<StoredEvent>]) {
         let mut seen = HashSet::new();
+        let mut targets: Vec<Arc<Subscriber>> = Vec::new();
         let limit = self.queued_limit.load(Ordering::Relaxed);
-        for s in stored {
-            // Over the global bound, only queues within their fair share may grow.
-            let fair_share = (self.queued_bytes.load(Ordering::Relaxed) + s.frame.len() > limit)
-                .then(|| limit / reg.count.max(1));
-            let mut delivered = 0u64;
-            if s.event.topics.len() == 1 {
-                if let Some(subs) = reg.by_topic.get(&s.event.topics[0]) {
-                    for sub in subs {
-                        delivered += sub.push(s, &self.queued_bytes, fair_share) as u64;
-                    }
+        let window = self.coalesce_ms.load(Ordering::Relaxed);
+        let mut rest = stored;
+        while let Some(first) = rest.first() {
+            // A run of events on the same topics leaves in one write to each subscriber
+            // (a batch holds several when publishing outpaces the fan-out).
+            let run = rest
+                .iter()
+                .take_while(|s| s.event.topics == first.event.topics)
+                .count();
+            let (group, next) = rest.split_at(run);
+            rest = next;
+            let topics = &first.event.topics;
+            // Who gets it, and the fanned-out mark, under the read lock (see the module doc);
+            // the writes after it, so subscribing never waits for a fan-out's system calls.
+            targets.clear();
+            let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            if topics.len() == 1 {
+                if let Some(subs) = reg.by_topic.get(&topics[0]) {
+                    targets.extend(subs.iter().cloned());
                 }
             } else {
                 seen.clear();
-                for t in &s.event.topics {
+                for t in topics {
                     if let Some(subs) = reg.by_topic.get(t) {
-                        for sub in subs {
-                            if seen.insert(sub.id) {
-                                delivered += sub.push(s, &self.queued_bytes, fair_share) as u64;
-                            }
-                        }
+                        targets.extend(subs.iter().filter(|sub| seen.insert(sub.id)).cloned());
                     }
                 }
             }
-            self.fanned.store(s.seq, Ordering::Release);
+            let count = reg.count;
+            if let Some(last) = group.last() {
+                self.fanned.store(last.seq, Ordering::Release);
+            }
+            drop(reg);
+            let bytes: usize = group.iter().map(|s| s.frame.len()).sum();
+            // Over the global bound, only queues within their fair share may grow.
+            let fair_share = (self.queued_bytes.load(Ordering::Relaxed) + bytes > limit)
+                .then(|| limit / count.max(1));
+            let chunk = if let [one] = group {
+                crate::sse::encode::chunk(&one.frame)
+            } else {
+                let mut frames = bytes::BytesMut::with_capacity(bytes);
+                group
+                    .iter()
+                    .for_each(|s| frames.extend_from_slice(&s.frame));
+                crate::sse::encode::chunk(&frames)
+            };
+            let deliver = |subs: &[Arc<Subscriber>]| {
+                let latency = self.metrics.delivery_latency_seconds.local();
+                let mut delivered = 0u64;
+                for sub in subs {
+                    match sub.deliver(group, &chunk, &self.queued_bytes, fair_share, window) {
+                        Delivery::Direct => {
+                            delivered += 1;
+                            let now = crate::events::types::now_ms();
+                            for s in group {
+                                latency.observe(now.saturating_sub(s.event.ts) as f64 / 1000.0);
+                            }
+                        }
+                        Delivery::Queued => delivered += 1,
+                        Delivery::Dropped => {}
+                    }
+                }
+                latency.flush();
+                delivered
+            };
+            // A large fan-out is split over two threads (each subscriber is in one half, so
+            // its frames keep their order; the halves join before the next run).
+            let delivered = if targets.len() >= PARALLEL_FAN_OUT {
+                let (a, b) = targets.split_at(targets.len() / 2);
+                std::thread::scope(|scope| {
+                    let other = scope.spawn(|| deliver(b));
+                    let mine = deliver(a);
+                    mine + other.join().unwrap_or(0)
+                })
+            } else {
+                deliver(&targets)
+            };
             self.peak_queued
                 .fetch_max(self.queued_bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.metrics
-                .events_published_total
-                .with_label_values(&[s.event.family.as_str()])
-                .inc();
-            if delivered > 0 {
+            for s in group {
                 self.metrics
-                    .events_delivered_total
-                    .with_label_values(&[s.event.family.as_str(), s.event.event_type.as_str()])
-                    .inc_by(delivered);
+                    .events_published_total
+                    .with_label_values(&[s.event.family.as_str()])
+                    .inc();
+                if delivered > 0 {
+                    self.metrics
+                        .events_delivered_total
+                        .with_label_values(&[s.event.family.as_str(), s.event.event_type.as_str()])
+                        .inc_by(delivered);
+                }
             }
         }
-        drop(reg);
         self.metrics
             .queued_bytes
             .set(self.queued_bytes.load(Ordering::Relaxed) as i64);
@@ -599,5 +833,87 @@ mod tests {
             Drained::Overflowed
         ));
         assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// Decodes a chunked body; returns the SSE ids in it (panics on a malformed chunk).
+    fn ids_in_chunks(mut wire: &[u8]) -> Vec<u64> {
+        let mut body = Vec::new();
+        while !wire.is_empty() {
+            let line_end = wire
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .expect("size line");
+            let size = std::str::from_utf8(&wire[..line_end]).expect("hex");
+            let size = usize::from_str_radix(size, 16).expect("chunk size");
+            let data = &wire[line_end + 2..];
+            body.extend_from_slice(&data[..size]);
+            assert_eq!(&data[size..size + 2], b"\r\n", "chunk ends with CRLF");
+            wire = &data[size + 2..];
+        }
+        String::from_utf8(body)
+            .expect("utf-8")
+            .lines()
+            .filter_map(|l| l.strip_prefix("id: "))
+            .map(|id| {
+                id.rsplit('-')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("id")
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn direct_writes_hand_over_to_the_queue_without_losing_or_reordering_a_byte() {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let log = Arc::new(MemoryLog::new(10_000, Duration::from_secs(60)));
+        let hub = Hub::new(log, 64, Arc::new(Metrics::new()));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(hub.clone().run(stop_rx));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        let (s, _) = hub.subscribe(vec!["x".into()], 64 << 20);
+        assert!(s.sub.enable_direct(server.as_raw_fd()));
+        // 4 KiB events while the client reads nothing: direct until the socket buffers fill,
+        // then (a cut-short write, or a full buffer) the queue.
+        let n = 4000u64;
+        let big = "y".repeat(4096);
+        for _ in 0..n {
+            let mut e = ev(&["x"]);
+            e.data = serde_json::json!({ "pad": big });
+            hub.publish(e).await.expect("publish");
+        }
+        assert!(
+            !s.sub.enable_direct(server.as_raw_fd()),
+            "frames are queued: direct mode stays off"
+        );
+        let mut wire = Vec::new();
+        client.set_nonblocking(true).expect("nonblocking");
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => wire.extend_from_slice(&buf[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        assert!(!wire.is_empty(), "the first events went out directly");
+        if let Some(rest) = s.sub.disable_direct() {
+            wire.extend_from_slice(&rest);
+        }
+        let Drained::Frames(frames) = s.sub.drain(&hub.queued_bytes) else {
+            panic!("frames expected");
+        };
+        assert!(!frames.is_empty(), "the later events were queued");
+        for f in &frames {
+            wire.extend_from_slice(&crate::sse::encode::chunk(f.bytes()));
+        }
+        assert_eq!(ids_in_chunks(&wire), (1..=n).collect::<Vec<_>>());
+        drop(server);
     }
 }

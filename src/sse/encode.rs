@@ -5,6 +5,21 @@
 use crate::events::Event;
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// Appends one HTTP/1.1 chunk (size line, data, CRLF) without an intermediate allocation.
+pub fn put_chunk(buf: &mut BytesMut, data: &[u8]) {
+    use std::fmt::Write;
+    let _ = write!(buf, "{:X}\r\n", data.len());
+    buf.put_slice(data);
+    buf.put_slice(b"\r\n");
+}
+
+/// `data` as one HTTP/1.1 chunk.
+pub fn chunk(data: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(data.len() + 12);
+    put_chunk(&mut buf, data);
+    buf.freeze()
+}
+
 fn put_field(buf: &mut BytesMut, name: &str, value: &str) {
     buf.put_slice(name.as_bytes());
     buf.put_slice(b": ");
@@ -72,6 +87,14 @@ pub fn retry(ms: u64) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_framed() {
+        assert_eq!(
+            &chunk(&[b'x'; 26])[..],
+            b"1A\r\nxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"
+        );
+    }
 
     #[test]
     fn frames_are_well_formed() {

@@ -9,10 +9,11 @@
 //! pass-through requests behave exactly as before, including keep-alive reuse.
 
 use super::stream::{self, Sink, StreamRequest};
+use crate::events::hub::Subscriber;
 use crate::proxy::Proxy;
 use crate::state::State;
 use async_trait::async_trait;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -178,10 +179,27 @@ pub struct SocketSink {
     write_timeout: Duration,
     buf: BytesMut,
     gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    /// The subscriber the socket is lent to (direct mode, see `events::hub`), if it is.
+    direct: Option<Arc<Subscriber>>,
+    /// The rest of a direct write cut short: written before anything else.
+    rest: Option<Bytes>,
 }
 
 impl SocketSink {
     async fn write(&mut self, bytes: &[u8]) -> bool {
+        self.take_back();
+        if let Some(rest) = self.rest.take() {
+            if !self.write_now(&rest).await {
+                return false;
+            }
+        }
+        self.write_now(bytes).await
+    }
+
+    async fn write_now(&mut self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
         let w = async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
@@ -190,6 +208,25 @@ impl SocketSink {
             tokio::time::timeout(self.write_timeout, w).await,
             Ok(Ok(()))
         )
+    }
+
+    /// Ends direct mode; keeps what a cut-short direct write left for the next write.
+    fn take_back(&mut self) {
+        if let Some(sub) = self.direct.take() {
+            if let Some(rest) = sub.disable_direct() {
+                self.rest = Some(rest);
+            }
+        }
+    }
+}
+
+impl Drop for SocketSink {
+    /// The fan-out must never write to a closed (or reused) descriptor: take the socket back
+    /// before it closes (fields drop after this).
+    fn drop(&mut self) {
+        if let Some(sub) = self.direct.take() {
+            sub.disable_direct();
+        }
     }
 }
 
@@ -226,12 +263,33 @@ impl Sink for SocketSink {
         // One write per chunk, the frame buffer reused between writes.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        put_chunk(&mut buf, &bytes);
+        super::encode::put_chunk(&mut buf, &bytes);
         let ok = self.write(&buf).await;
         if buf.capacity() <= 16 * 1024 {
             self.buf = buf;
         }
         ok
+    }
+
+    async fn resume_direct(&mut self, sub: &Arc<Subscriber>) -> bool {
+        use std::os::fd::AsRawFd;
+        // Compressed streams keep one deflate state per stream: never direct.
+        if self.gzip.is_some() {
+            return true;
+        }
+        self.take_back();
+        // Boxed: rare, and its state would otherwise be part of every stream's future.
+        if self.rest.is_some() && !Box::pin(self.write(&[])).await {
+            return false;
+        }
+        if sub.enable_direct(self.stream.as_raw_fd()) {
+            self.direct = Some(sub.clone());
+        }
+        true
+    }
+
+    fn pause_direct(&mut self) {
+        self.take_back();
     }
 
     async fn closed(&mut self) -> bool {
@@ -251,7 +309,7 @@ impl Sink for SocketSink {
             if let Ok(tail) = enc.finish() {
                 if !tail.is_empty() {
                     let mut buf = BytesMut::new();
-                    put_chunk(&mut buf, &tail);
+                    super::encode::put_chunk(&mut buf, &tail);
                     let _ = self.write(&buf).await;
                 }
             }
@@ -259,14 +317,6 @@ impl Sink for SocketSink {
         let _ = self.write(b"0\r\n\r\n").await;
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
     }
-}
-
-/// Appends one HTTP/1.1 chunk (size line, data, CRLF) without an intermediate allocation.
-fn put_chunk(buf: &mut BytesMut, data: &[u8]) {
-    use std::fmt::Write;
-    let _ = write!(buf, "{:X}\r\n", data.len());
-    buf.put_slice(data);
-    buf.put_slice(b"\r\n");
 }
 
 /// Answers a refusal on the raw socket and closes.
@@ -327,6 +377,8 @@ async fn serve_stream(state: &Arc<State>, mut l4: Box<L4Stream>, req: StreamRequ
                 write_timeout: cfg.sse.write_timeout,
                 buf: BytesMut::new(),
                 gzip,
+                direct: None,
+                rest: None,
             };
             drop(cfg);
             // Boxed on its own: inline, the compiler laid the stream's state out beside the
@@ -376,13 +428,6 @@ mod tests {
         );
         assert_eq!(take("GET /api/cards HTTP/1.1\r\nHost: x\r\n\r\n"), None);
         assert_eq!(take("garbage\r\n\r\n"), None);
-    }
-
-    #[test]
-    fn chunks_are_framed() {
-        let mut b = BytesMut::new();
-        put_chunk(&mut b, &[b'x'; 26]);
-        assert_eq!(&b[..], b"1A\r\nxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n");
     }
 
     #[test]

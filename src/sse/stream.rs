@@ -12,7 +12,7 @@
 //! handle when the config changes.
 
 use super::encode;
-use crate::events::hub::Drained;
+use crate::events::hub::{Drained, Subscriber};
 use crate::events::route::parse_query;
 use crate::events::types::{now_ms, EventId, Topic};
 use crate::state::State;
@@ -217,6 +217,16 @@ pub trait Sink: Send {
     fn closed(&mut self) -> impl std::future::Future<Output = bool> + Send;
     /// Ends the chunked body.
     fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send;
+    /// Lends the socket to the fan-out while the stream only waits (direct mode, see
+    /// `events::hub`), where the sink can; false when a pending write failed.
+    fn resume_direct(
+        &mut self,
+        _sub: &Arc<Subscriber>,
+    ) -> impl std::future::Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
+    /// Takes the socket back: the stream is about to write (or stop).
+    fn pause_direct(&mut self) {}
 }
 
 /// The Pingora session as a sink.
@@ -670,7 +680,6 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let sub = subscription.sub.clone();
-    let mut last_write = tokio::time::Instant::now();
     // Re-check of expiring authorization decisions; far away when nothing needs one.
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let mut recheck_at = admitted.recheck_at;
@@ -684,6 +693,11 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             close_reason = drain(state, sink).await;
             break;
         }
+        // Nothing queued and nothing to do: let the fan-out write to the client itself.
+        if skip_through == 0 && !sink.resume_direct(&sub).await {
+            close_reason = write_failure(&sub);
+            break;
+        }
         let step = tokio::select! {
             biased;
             _ = drain_rx.changed() => Step::Drain,
@@ -694,18 +708,19 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             _ = &mut recheck => Step::Recheck,
             clean = sink.closed() => Step::ClientGone(clean),
         };
+        sink.pause_direct();
         match step {
             Step::Frames => {
                 // Under pressure, frames arriving soon after a write wait for the window
                 // so that they leave together.
-                let window = state.coalesce_ms.load(Ordering::Relaxed);
+                let window = state.hub.coalesce_ms.load(Ordering::Relaxed);
                 if window > 0 {
-                    let until = last_write + std::time::Duration::from_millis(window);
-                    if until > tokio::time::Instant::now() {
-                        tokio::time::sleep_until(until).await;
+                    let since = now_ms().saturating_sub(sub.last_write_ms());
+                    if since < window {
+                        tokio::time::sleep(Duration::from_millis(window - since)).await;
                     }
                 }
-                last_write = tokio::time::Instant::now();
+                sub.note_write(now_ms());
                 match sub.drain(&state.hub.queued_bytes) {
                     Drained::Overflowed => {
                         close_reason = "slow_consumer";
@@ -772,13 +787,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                             buf.freeze()
                         };
                         if !sink.send(body).await {
-                            // A write that timed out while the queue overflowed behind it
-                            // is a slow consumer, not a network error.
-                            close_reason = if sub.overflowed() {
-                                "slow_consumer"
-                            } else {
-                                "write_error"
-                            };
+                            close_reason = write_failure(&sub);
                             break;
                         }
                     }
@@ -907,6 +916,16 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
 
 /// Stops delivering revoked topics and tells the client with `control {revoked}`; false
 /// when the stream must end (nothing left granted, or the client cannot be written to).
+/// Why a stream whose write failed ends: a write that timed out while the queue overflowed
+/// behind it is a slow consumer, not a network error.
+fn write_failure(sub: &Subscriber) -> &'static str {
+    if sub.overflowed() {
+        "slow_consumer"
+    } else {
+        "write_error"
+    }
+}
+
 async fn revoke<S: Sink>(
     state: &State,
     sink: &mut S,
