@@ -534,11 +534,27 @@ impl Hub {
             };
             match item {
                 None => return,
-                Some(crate::store::Feed::Events(events)) => {
+                Some(crate::store::Feed::Events(mut events)) => {
+                    // What else the feed already holds (the fan-out fell behind) leaves in the
+                    // same fan-out: runs of same-topic events go out in one write per stream.
+                    let mut gap = None;
+                    while events.len() < MAX_BATCH * 8 {
+                        match feed.try_recv() {
+                            Ok(crate::store::Feed::Events(more)) => events.extend(more),
+                            Ok(crate::store::Feed::Gap { head, reason }) => {
+                                gap = Some((head, reason));
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     if let Some(hook) = self.feed_hook.get() {
                         events.iter().for_each(|e| hook(e));
                     }
-                    self.fan_out(&events)
+                    self.fan_out(&events);
+                    if let Some((head, reason)) = gap {
+                        self.gap(head, reason);
+                    }
                 }
                 Some(crate::store::Feed::Gap { head, reason }) => self.gap(head, reason),
             }
