@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -259,7 +259,8 @@ struct Shared {
     established: AtomicUsize,
     closed: AtomicUsize,
     last_close_us: AtomicU64,
-    storm: AtomicBool,
+    /// Turns true for the reconnect storm.
+    storm: tokio::sync::watch::Receiver<bool>,
     storm_done: AtomicUsize,
     stop: tokio::sync::watch::Receiver<bool>,
 }
@@ -272,9 +273,11 @@ async fn run_stream(
     permit: Arc<tokio::sync::Semaphore>,
 ) -> StreamStats {
     let mut st = StreamStats::default();
-    let mut last_id: Option<String> = None;
+    // The last event id seen (reused: no allocation per frame).
+    let mut last_id: Vec<u8> = Vec::new();
     let mut stormed = false;
     let mut stop = shared.stop.clone();
+    let mut storm = shared.storm.clone();
     let frame_end = memchr::memmem::Finder::new(b"\n\n");
     'connect: loop {
         // Connects are limited while opening; the storm reconnects all at once.
@@ -293,7 +296,8 @@ async fn run_stream(
             "GET /api/sse/events?topics={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
             args.topic, args.target
         );
-        if let Some(id) = &last_id {
+        if !last_id.is_empty() {
+            let id = String::from_utf8_lossy(&last_id);
             req.push_str(&format!("Last-Event-ID: {id}\r\n"));
         }
         if args.gzip {
@@ -307,15 +311,20 @@ async fn run_stream(
         let mut chunk = [0u8; 8192];
         let mut header_done = false;
         let mut hello = false;
+        // The signals are awaited by futures that live across reads: a new one per read would
+        // register a waker (and a timer) for every frame, which the load client cannot afford.
+        let stop_signal = stop.changed();
+        tokio::pin!(stop_signal);
+        let storm_signal = storm.wait_for(|s| *s);
+        tokio::pin!(storm_signal);
         loop {
-            if !stormed && hello && shared.storm.load(Ordering::Relaxed) {
-                stormed = true;
-                continue 'connect; // close and come back with the last id
-            }
             let read = tokio::select! {
                 r = conn.read(&mut chunk) => r,
-                _ = stop.changed() => return st,
-                _ = tokio::time::sleep(Duration::from_millis(50)), if !stormed && hello => continue,
+                _ = &mut stop_signal => return st,
+                _ = &mut storm_signal, if !stormed && hello => {
+                    stormed = true;
+                    continue 'connect; // close and come back with the last id
+                }
             };
             let n = match read {
                 Ok(0) | Err(_) => {
@@ -323,7 +332,7 @@ async fn run_stream(
                     shared.closed.fetch_add(1, Ordering::Relaxed);
                     shared.last_close_us.fetch_max(now_us(), Ordering::Relaxed);
                     // Hold the result until the parent asks for the report.
-                    let _ = stop.changed().await;
+                    let _ = (&mut stop_signal).await;
                     return st;
                 }
                 Ok(n) => n,
@@ -348,7 +357,7 @@ async fn run_stream(
                         "stream refused: {}",
                         String::from_utf8_lossy(&buf[..end.min(80)])
                     );
-                    let _ = stop.changed().await;
+                    let _ = (&mut stop_signal).await;
                     return st;
                 }
                 buf.drain(..end + 4);
@@ -399,7 +408,8 @@ async fn run_stream(
                             .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
                             .unwrap_or(0);
                         if let Some(id) = id {
-                            last_id = Some(String::from_utf8_lossy(id).into_owned());
+                            last_id.clear();
+                            last_id.extend_from_slice(id);
                         }
                         st.record(n_val, seq);
                     }
@@ -415,6 +425,7 @@ async fn run_stream(
 async fn child(args: Args) {
     let args = Arc::new(args);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (storm_tx, storm_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         hist: AtomicHist::new(),
         bytes: AtomicU64::new(0),
@@ -422,7 +433,7 @@ async fn child(args: Args) {
         established: AtomicUsize::new(0),
         closed: AtomicUsize::new(0),
         last_close_us: AtomicU64::new(0),
-        storm: AtomicBool::new(false),
+        storm: storm_rx,
         storm_done: AtomicUsize::new(0),
         stop: stop_rx,
     });
@@ -460,7 +471,7 @@ async fn child(args: Args) {
         match cmd.trim() {
             "storm" => {
                 let t = Instant::now();
-                shared.storm.store(true, Ordering::Relaxed);
+                storm_tx.send_replace(true);
                 let deadline = Instant::now() + Duration::from_secs(60);
                 while shared.storm_done.load(Ordering::Relaxed) < args.streams
                     && Instant::now() < deadline

@@ -2,7 +2,8 @@
 # Pass-through comparison, one run: requests/s and latency percentiles with wrk against
 #   1. the backend directly,
 #   2. sse-sidecar in front of it,
-#   3. nginx proxy_pass in front of the same backend.
+#   3. nginx proxy_pass in front of the same backend,
+#   4. a bare Pingora proxy (examples/bare_proxy.rs: no hooks), Pingora's own cost.
 # The backend is nginx serving a small JSON document (fast, so the proxies are what is
 # measured). Needs: wrk, nginx (Debian packages), a release build of the sidecar.
 # Usage: scripts/bench-passthrough.sh [connections=64] [seconds=10]
@@ -15,7 +16,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-backend=$(free_port); nginxp=$(free_port); sidecar=$(free_port); admin=$(free_port)
+backend=$(free_port); nginxp=$(free_port); sidecar=$(free_port); admin=$(free_port); bare=$(free_port)
 
 mkdir -p "$work/www/api" "$work/logs"
 printf '{"board_id":"1","cards":[{"id":"c1","title":"one","column":"todo"},{"id":"c2","title":"two","column":"doing"}],"version":7}' > "$work/www/api/cards.json"
@@ -43,8 +44,10 @@ admin: {listen: "127.0.0.1:$admin"}
 logging: {level: warn}
 CONF
 [ -x target/release/sse-sidecar ] || cargo build --release --bin sse-sidecar
+[ -x target/release/examples/bare_proxy ] || cargo build --release --example bare_proxy
 target/release/sse-sidecar --config "$work/sidecar.yaml" & pids+=($!)
-for p in $backend $nginxp $sidecar; do
+target/release/examples/bare_proxy "127.0.0.1:$bare" "127.0.0.1:$backend" 1 & pids+=($!)
+for p in $backend $nginxp $sidecar $bare; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/api/cards.json" >/dev/null && break; sleep 0.1; done
 done
 
@@ -59,8 +62,9 @@ run() {
   printf '%-22s %10s req/s   p50 %8s   p90 %8s   p99 %8s\n' "$name" "$rps" "$p50" "$p90" "$p99"
   printf '{"case":"%s","connections":%s,"seconds":%s,"rps":%s,"p50":"%s","p90":"%s","p99":"%s"}\n' "$name" "$conns" "$secs" "$rps" "$p50" "$p90" "$p99" >> "$work/results.jsonl"
 }
-echo "wrk -t1 -c$conns -d${secs}s, 1 worker each (nginx worker_processes 1, sidecar threads 1), $(nproc) cores shared"
+echo "wrk -t1 -c$conns -d${secs}s, 1 worker each (nginx worker_processes 1, sidecar and bare Pingora threads 1), $(nproc) cores shared"
 run direct "$backend"
 run sse-sidecar "$sidecar"
 run nginx-proxy_pass "$nginxp"
+run pingora-bare "$bare"
 cat "$work/results.jsonl"

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_OUT:-bench-results.jsonl}
-cargo build --release --bin sse-sidecar --example loadgen --example store_bench
+cargo build --release --bin sse-sidecar --example loadgen --example store_bench --example bare_proxy --example send_floor
 lg=target/release/examples/loadgen
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
