@@ -1244,26 +1244,22 @@ polling:
       family: ghosts
       topics: ["board:{request.id}"]
 "#;
-        let err = parse_str(bad).expect_err("invalid");
-        let paths: Vec<String> = err.problems().into_iter().map(|p| p.path).collect();
-        for expected in [
-            "sse.allowed_origins[1]",
-            "authorization.forward_headers[1]",
-            "authorization.rules[0].check",
-            "authorization.rules[1].check",
-            "authorization.rules[2].topic",
-            "authorization.rules[3]",
-            "authorization.rules[4].condition",
-            "authorization.rules[5]",
-            "polling.routes[0].match",
-            "polling.routes[1].family",
-            "polling.routes[1].topics[0]",
-        ] {
-            assert!(
-                paths.iter().any(|p| p == expected),
-                "missing {expected} in {paths:?}"
-            );
-        }
+        assert_problems_at(
+            bad,
+            &[
+                "sse.allowed_origins[1]",
+                "authorization.forward_headers[1]",
+                "authorization.rules[0].check",
+                "authorization.rules[1].check",
+                "authorization.rules[2].topic",
+                "authorization.rules[3]",
+                "authorization.rules[4].condition",
+                "authorization.rules[5]",
+                "polling.routes[0].match",
+                "polling.routes[1].family",
+                "polling.routes[1].topics[0]",
+            ],
+        );
     }
 
     #[test]
@@ -1288,22 +1284,30 @@ event_types:
   card.updated: {family: cards, schema: {type: 12}}
   other: {family: ghosts}
 "#;
+        assert_problems_at(
+            bad,
+            &[
+                "upstream.address",
+                "sse",
+                "store.backend",
+                "colour",
+                "families.cards.mode",
+                "families.cards.rules[0].match",
+                "families.cards.rules[0].event",
+                "families.cards.rules[0].topics[0]",
+                "families.cards.rules[1].topics[0]",
+                "families.cards.rules[1].data",
+                "event_types.card.updated.schema",
+                "event_types.other.family",
+            ],
+        );
+    }
+
+    /// `bad` is refused with a problem at each of these YAML paths (among others).
+    fn assert_problems_at(bad: &str, expected: &[&str]) {
         let err = parse_str(bad).expect_err("invalid");
         let paths: Vec<String> = err.problems().into_iter().map(|p| p.path).collect();
-        for expected in [
-            "upstream.address",
-            "sse",
-            "store.backend",
-            "colour",
-            "families.cards.mode",
-            "families.cards.rules[0].match",
-            "families.cards.rules[0].event",
-            "families.cards.rules[0].topics[0]",
-            "families.cards.rules[1].topics[0]",
-            "families.cards.rules[1].data",
-            "event_types.card.updated.schema",
-            "event_types.other.family",
-        ] {
+        for expected in expected {
             assert!(
                 paths.iter().any(|p| p == expected),
                 "missing {expected} in {paths:?}"

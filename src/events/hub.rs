@@ -75,8 +75,8 @@ struct SubQueue {
 /// What became of one event for one subscriber.
 #[derive(Debug, PartialEq, Eq)]
 enum Delivery {
-    /// Written to the socket by the fan-out.
-    Direct,
+    /// Written to the socket by the fan-out, at this time (ms since the Unix epoch).
+    Direct(u64),
     /// Queued for the stream's task.
     Queued,
     /// Not delivered: the queue overflowed (the stream closes) or the socket failed.
@@ -148,7 +148,7 @@ impl Subscriber {
                     Ok(n) if n == chunk.len() => {
                         q.direct = Some(fd);
                         q.last_write_ms = now;
-                        return Delivery::Direct;
+                        return Delivery::Direct(now);
                     }
                     Ok(n) if n > 0 => {
                         // The task finishes the chunk before it writes anything else.
@@ -156,7 +156,7 @@ impl Subscriber {
                         q.last_write_ms = now;
                         drop(q);
                         self.notify.notify_one();
-                        return Delivery::Direct;
+                        return Delivery::Direct(now);
                     }
                     // A full socket buffer: the task takes over (with its write timeout).
                     Ok(_) => {}
@@ -222,14 +222,6 @@ impl Subscriber {
             .last_write_ms
     }
 
-    /// Records that the stream's task wrote at `now_ms`.
-    pub fn note_write(&self, now_ms: u64) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_write_ms = now_ms;
-    }
-
     /// Whether this subscriber's queue overflowed (a slow consumer).
     pub fn overflowed(&self) -> bool {
         self.queue
@@ -238,9 +230,11 @@ impl Subscriber {
             .overflowed
     }
 
-    /// Takes everything queued.
+    /// Takes everything queued (the stream is about to write it: its write time for
+    /// coalescing is now).
     pub fn drain(&self, global_bytes: &AtomicUsize) -> Drained {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        q.last_write_ms = crate::events::types::now_ms();
         if q.overflowed {
             return Drained::Overflowed;
         }
@@ -589,13 +583,30 @@ impl Hub {
         lists: impl Iterator<Item = &'a Vec<Arc<Subscriber>>>,
         reason: &'static str,
     ) -> usize {
+        let mut n = 0;
+        Self::each_once(lists, |sub| {
+            sub.mark_gap(reason, &self.queued_bytes);
+            n += 1;
+        });
+        n
+    }
+
+    /// Calls `f` once for every subscriber of these lists (one that is in several, once).
+    fn each_once<'a>(
+        mut lists: impl Iterator<Item = &'a Vec<Arc<Subscriber>>>,
+        mut f: impl FnMut(&'a Arc<Subscriber>),
+    ) {
+        let Some(first) = lists.next() else { return };
+        let Some(second) = lists.next() else {
+            // One list: nobody appears twice, no set needed (the common case, one topic).
+            return first.iter().for_each(f);
+        };
         let mut seen = HashSet::new();
-        for sub in lists.flatten() {
+        for sub in [first, second].into_iter().chain(lists).flatten() {
             if seen.insert(sub.id) {
-                sub.mark_gap(reason, &self.queued_bytes);
+                f(sub);
             }
         }
-        seen.len()
     }
 
     /// Called for every event of a shared log's feed before it fans out.
@@ -682,7 +693,6 @@ impl Hub {
     }
 
     fn fan_out_now(&self, stored: &[Arc<StoredEvent>]) {
-        let mut seen = HashSet::new();
         let mut targets: Vec<Arc<Subscriber>> = Vec::new();
         let limit = self.queued_limit.load(Ordering::Relaxed);
         let window = self.coalesce_ms.load(Ordering::Relaxed);
@@ -701,18 +711,9 @@ impl Hub {
             // the writes after it, so subscribing never waits for a fan-out's system calls.
             targets.clear();
             let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
-            if topics.len() == 1 {
-                if let Some(subs) = reg.by_topic.get(&topics[0]) {
-                    targets.extend(subs.iter().cloned());
-                }
-            } else {
-                seen.clear();
-                for t in topics {
-                    if let Some(subs) = reg.by_topic.get(t) {
-                        targets.extend(subs.iter().filter(|sub| seen.insert(sub.id)).cloned());
-                    }
-                }
-            }
+            Self::each_once(topics.iter().filter_map(|t| reg.by_topic.get(t)), |sub| {
+                targets.push(sub.clone())
+            });
             let count = reg.count;
             if let Some(last) = group.last() {
                 self.fanned.store(last.seq, Ordering::Release);
@@ -722,23 +723,15 @@ impl Hub {
             // Over the global bound, only queues within their fair share may grow.
             let fair_share = (self.queued_bytes.load(Ordering::Relaxed) + bytes > limit)
                 .then(|| limit / count.max(1));
-            let chunk = if let [one] = group {
-                crate::sse::encode::chunk(&one.frame)
-            } else {
-                let mut frames = bytes::BytesMut::with_capacity(bytes);
-                group
-                    .iter()
-                    .for_each(|s| frames.extend_from_slice(&s.frame));
-                crate::sse::encode::chunk(&frames)
-            };
+            let frames: Vec<&[u8]> = group.iter().map(|s| &s.frame[..]).collect();
+            let chunk = crate::sse::encode::chunk(&frames);
             let deliver = |subs: &[Arc<Subscriber>]| {
                 let latency = self.metrics.delivery_latency_seconds.local();
                 let mut delivered = 0u64;
                 for sub in subs {
                     match sub.deliver(group, &chunk, &self.queued_bytes, fair_share, window) {
-                        Delivery::Direct => {
+                        Delivery::Direct(now) => {
                             delivered += 1;
-                            let now = crate::events::types::now_ms();
                             for s in group {
                                 latency.observe(now.saturating_sub(s.event.ts) as f64 / 1000.0);
                             }
@@ -805,6 +798,15 @@ mod tests {
         }
     }
 
+    /// A hub on a memory log (`max_events`), its sequencer running until the sender drops.
+    fn running_hub(max_events: u64, queue: usize) -> (Arc<Hub>, watch::Sender<bool>) {
+        let log = Arc::new(MemoryLog::new(max_events, Duration::from_secs(60)));
+        let hub = Hub::new(log, queue, Arc::new(Metrics::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(hub.clone().run(stop_rx));
+        (hub, stop_tx)
+    }
+
     fn seqs(d: Drained) -> Vec<u64> {
         match d {
             Drained::Frames(f) => f.iter().map(|f| f.seq()).collect(),
@@ -815,10 +817,7 @@ mod tests {
 
     #[tokio::test]
     async fn fans_out_by_topic_once_per_subscriber() {
-        let log = Arc::new(MemoryLog::new(100, Duration::from_secs(60)));
-        let hub = Hub::new(log, 16, Arc::new(Metrics::new()));
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(hub.clone().run(stop_rx));
+        let (hub, _stop) = running_hub(100, 16);
         let (a, at) = hub.subscribe(vec!["x".into(), "y".into()], 1 << 20);
         let (b, _) = hub.subscribe(vec!["y".into()], 1 << 20);
         assert_eq!(at, 0);
@@ -836,10 +835,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_marks_a_slow_consumer() {
-        let log = Arc::new(MemoryLog::new(100, Duration::from_secs(60)));
-        let hub = Hub::new(log, 16, Arc::new(Metrics::new()));
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(hub.clone().run(stop_rx));
+        let (hub, _stop) = running_hub(100, 16);
         let (slow, _) = hub.subscribe(vec!["x".into()], 200);
         for _ in 0..5 {
             hub.publish(ev(&["x"])).await.expect("publish");
@@ -883,10 +879,7 @@ mod tests {
     async fn direct_writes_hand_over_to_the_queue_without_losing_or_reordering_a_byte() {
         use std::io::Read;
         use std::os::fd::AsRawFd;
-        let log = Arc::new(MemoryLog::new(10_000, Duration::from_secs(60)));
-        let hub = Hub::new(log, 64, Arc::new(Metrics::new()));
-        let (_stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(hub.clone().run(stop_rx));
+        let (hub, _stop) = running_hub(10_000, 64);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
@@ -927,7 +920,7 @@ mod tests {
         };
         assert!(!frames.is_empty(), "the later events were queued");
         for f in &frames {
-            wire.extend_from_slice(&crate::sse::encode::chunk(f.bytes()));
+            wire.extend_from_slice(&crate::sse::encode::chunk(&[f.bytes()]));
         }
         assert_eq!(ids_in_chunks(&wire), (1..=n).collect::<Vec<_>>());
         drop(server);

@@ -13,10 +13,14 @@ pub fn put_chunk(buf: &mut BytesMut, data: &[u8]) {
     buf.put_slice(b"\r\n");
 }
 
-/// `data` as one HTTP/1.1 chunk.
-pub fn chunk(data: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(data.len() + 12);
-    put_chunk(&mut buf, data);
+/// `parts`, one after the other, as one HTTP/1.1 chunk.
+pub fn chunk(parts: &[&[u8]]) -> Bytes {
+    use std::fmt::Write;
+    let len = parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut buf = BytesMut::with_capacity(len + 12);
+    let _ = write!(buf, "{len:X}\r\n");
+    parts.iter().for_each(|p| buf.put_slice(p));
+    buf.put_slice(b"\r\n");
     buf.freeze()
 }
 
@@ -91,7 +95,7 @@ mod tests {
     #[test]
     fn chunks_are_framed() {
         assert_eq!(
-            &chunk(&[b'x'; 26])[..],
+            &chunk(&[&[b'x'; 20], &[b'x'; 6]])[..],
             b"1A\r\nxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n"
         );
     }

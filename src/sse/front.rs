@@ -224,9 +224,7 @@ impl Drop for SocketSink {
     /// The fan-out must never write to a closed (or reused) descriptor: take the socket back
     /// before it closes (fields drop after this).
     fn drop(&mut self) {
-        if let Some(sub) = self.direct.take() {
-            sub.disable_direct();
-        }
+        self.take_back();
     }
 }
 

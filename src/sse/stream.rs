@@ -720,7 +720,6 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                         tokio::time::sleep(Duration::from_millis(window - since)).await;
                     }
                 }
-                sub.note_write(now_ms());
                 match sub.drain(&state.hub.queued_bytes) {
                     Drained::Overflowed => {
                         close_reason = "slow_consumer";
