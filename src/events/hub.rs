@@ -34,6 +34,10 @@ pub type FeedHook = Box<dyn Fn(&StoredEvent) + Send + Sync>;
 /// Most events the sequencer appends in one batch.
 const MAX_BATCH: usize = 512;
 
+/// Most events one fan-out takes: what the coalescing window holds back, or what a shared
+/// log's feed has piled up, is bounded by this.
+const MAX_FAN_OUT: usize = MAX_BATCH * 8;
+
 /// From this many subscribers of one event on, its fan-out runs on two threads.
 const PARALLEL_FAN_OUT: usize = 2048;
 
@@ -501,7 +505,8 @@ impl Hub {
                     Err(_) => break,
                 }
             }
-            let fan_out_now = tokio::time::Instant::now() >= due;
+            let fan_out_now =
+                tokio::time::Instant::now() >= due || pending.len() + batch.len() >= MAX_FAN_OUT;
             self.process(&mut batch, &mut pending, fan_out_now).await;
             if fan_out_now {
                 last_fan_out = tokio::time::Instant::now();
@@ -532,7 +537,7 @@ impl Hub {
                     // What else the feed already holds (the fan-out fell behind) leaves in the
                     // same fan-out: runs of same-topic events go out in one write per stream.
                     let mut gap = None;
-                    while events.len() < MAX_BATCH * 8 {
+                    while events.len() < MAX_FAN_OUT {
                         match feed.try_recv() {
                             Ok(crate::store::Feed::Events(more)) => events.extend(more),
                             Ok(crate::store::Feed::Gap { head, reason }) => {
