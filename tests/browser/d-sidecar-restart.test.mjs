@@ -102,8 +102,14 @@ test('d. sidecar restart mid-session', { timeout: 120_000 }, async (parent) => {
       assert.equal(log && log.marker, marker, 'the page was reloaded (marker lost)');
       const after = await H.clientInfo(page);
       assert.notEqual(after.epoch, before.epoch, 'a restarted memory store has a new epoch');
-      const resets = log.resets.filter((x) => x.at >= r.readyAt);
-      assert.ok(resets.length >= 1, `no reset after the restart; states: ${JSON.stringify(log.states)}`);
+      // The reset is written right after the hello that turned the badge live: the page may
+      // not have handled it yet when the badge is read, so it is waited for (bounded).
+      const afterRestart = async () => (await H.sseLog(page)).resets.filter((x) => x.at >= r.readyAt);
+      const resets = await H.waitFor('a reset after the restart', async () => {
+        const found = await afterRestart();
+        return found.length >= 1 ? found : null;
+      }, { timeout: 5_000 }).catch(() => []);
+      assert.ok(resets.length >= 1, `no reset after the restart; states: ${JSON.stringify((await H.sseLog(page)).states)}`);
       t.diagnostic(`reset after the restart: ${JSON.stringify(resets.map(({ at, ...x }) => x))}`);
       await H.waitForCard(page, title, { timeout: 5_000 });
       t.diagnostic(`card ${directCard.id}, made directly at the backend while the sidecar was down, is shown`);
