@@ -34,6 +34,9 @@ pub struct State {
     /// Kill switch thrown from the admin API, with its reason; survives reloads.
     pub admin_kill: Mutex<Option<String>>,
     mode_tx: watch::Sender<SseMode>,
+    /// How many times SSE has been switched off since start: a stream compares the value it
+    /// captured at admission, so an off→on flap it was too busy to see still reaches it.
+    off_generation: AtomicU64,
     /// Turns true when the server starts draining (SIGTERM).
     pub draining: watch::Sender<bool>,
     pub connections: AtomicUsize,
@@ -99,6 +102,7 @@ impl State {
             env_disabled,
             admin_kill: Mutex::new(None),
             mode_tx: watch::channel(SseMode::Enabled).0,
+            off_generation: AtomicU64::new(0),
             draining: watch::channel(false).0,
             connections: AtomicUsize::new(0),
             resume_floor: AtomicU64::new(0),
@@ -123,6 +127,11 @@ impl State {
 
     pub fn watch_mode(&self) -> watch::Receiver<SseMode> {
         self.mode_tx.subscribe()
+    }
+
+    /// How many times SSE has been switched off since start (see `watch_mode`).
+    pub fn off_generation(&self) -> u64 {
+        self.off_generation.load(Ordering::Acquire)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -193,6 +202,11 @@ impl State {
                     self.mark_resumed();
                 }
                 SseMode::Disabled { reason } => {
+                    // Counted before receivers wake, so every stream that sees the change
+                    // also sees the new generation.
+                    if m.is_enabled() {
+                        self.off_generation.fetch_add(1, Ordering::AcqRel);
+                    }
                     tracing::warn!(%reason, "SSE switched off: every client goes back to polling");
                     self.record_transition("kill_switch", format!("SSE switched off ({reason})"));
                 }

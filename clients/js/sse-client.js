@@ -387,14 +387,7 @@ function createStream(cfg, hooks) {
     connectTimer = clear(connectTimer);
     frame();
     heartbeatMs = nonNegative(hello.heartbeat_ms) || 0;
-    if (Array.isArray(hello.types)) {
-      for (const name of hello.types) {
-        if (typeof name === 'string' && name) {
-          types.add(name);
-          if (registerOnSource) registerOnSource(name);
-        }
-      }
-    }
+    addTypes(hello.types);
     liveSince = cfg.now();
     hooks.hello(hello);
     hooks.state('live', {
@@ -406,6 +399,17 @@ function createStream(cfg, hooks) {
       heartbeatMs,
     });
     armWatchdog();
+  }
+
+  /** Listens for event types the server announced (in `hello` or after a reload). */
+  function addTypes(names) {
+    if (!Array.isArray(names)) return;
+    for (const name of names) {
+      if (typeof name === 'string' && name) {
+        types.add(name);
+        if (registerOnSource) registerOnSource(name);
+      }
+    }
   }
 
   function onDomain(ev) {
@@ -426,6 +430,7 @@ function createStream(cfg, hooks) {
     const control = parseObject(ev.data);
     if (!control) return;
     hooks.control(control);
+    addTypes(control.types);
     if (control.mode === 'polling') {
       if (Array.isArray(control.families)) {
         hooks.families(uniqSorted(control.families), control.reason);

@@ -118,7 +118,11 @@ pub struct Subscriber {
     max_bytes: usize,
     queue: Mutex<SubQueue>,
     pub notify: Notify,
+    /// Set (under the queue lock) when the stream ends: nothing is queued after that.
     closed: AtomicBool,
+    /// Set when topics were dropped (a revocation): deliveries then check the current topics,
+    /// since a fan-out may have listed this subscriber before the drop.
+    narrowed: AtomicBool,
 }
 
 /// What a stream takes from its queue.
@@ -142,7 +146,7 @@ impl Subscriber {
         window_ms: u64,
     ) -> Delivery {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        if q.overflowed {
+        if q.overflowed || self.closed.load(Ordering::Relaxed) || !self.still_wants(group) {
             return Delivery::Dropped;
         }
         if let Some(fd) = q.direct.take() {
@@ -192,6 +196,29 @@ impl Subscriber {
         drop(q);
         self.notify.notify_one();
         Delivery::Queued
+    }
+
+    /// Whether a run of events (all on the same topics) is still for this subscriber: false
+    /// when its topics were revoked after the fan-out listed it.
+    fn still_wants(&self, group: &[Arc<StoredEvent>]) -> bool {
+        if !self.narrowed.load(Ordering::Acquire) {
+            return true;
+        }
+        let mine = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        group
+            .first()
+            .is_some_and(|s| s.event.topics.iter().any(|t| mine.contains(t)))
+    }
+
+    /// Ends the subscriber: what is queued is released, and nothing is queued after this
+    /// (a fan-out that listed it before it left delivers nothing).
+    fn close(&self, global_bytes: &AtomicUsize) {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.closed.store(true, Ordering::Relaxed);
+        global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
+        q.bytes = 0;
+        q.frames = VecDeque::new();
+        q.direct = None;
     }
 
     /// Lends the stream's socket to the fan-out (direct mode). Refused (false) while anything
@@ -324,9 +351,8 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.sub.closed.store(true, Ordering::Relaxed);
         self.hub.unsubscribe(&self.sub);
-        let _ = self.sub.drain(&self.hub.queued_bytes);
+        self.sub.close(&self.hub.queued_bytes);
     }
 }
 
@@ -413,6 +439,7 @@ impl Hub {
             queue: Mutex::new(SubQueue::default()),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
+            narrowed: AtomicBool::new(false),
         });
         let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         for t in &topics {
@@ -445,6 +472,7 @@ impl Hub {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|t| !topics.contains(t));
+        sub.narrowed.store(true, Ordering::Release);
         Self::remove_from(&mut reg, sub, topics);
     }
 
@@ -479,6 +507,9 @@ impl Hub {
         // Stored events whose fan-out waits for the coalescing window.
         let mut pending: Vec<Arc<StoredEvent>> = Vec::new();
         let mut last_fan_out = tokio::time::Instant::now();
+        // Set once shutdown is asked (or its sender is gone): the queue is closed and
+        // drained, and the shutdown branch is not polled again (it would be ready forever).
+        let mut stopping = false;
         loop {
             // Under pressure (the coalescing window open), events stored within the window
             // after the last fan-out leave together: one write per subscriber for all of them.
@@ -492,8 +523,11 @@ impl Hub {
                     last_fan_out = tokio::time::Instant::now();
                     continue;
                 }
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { rx.close(); }
+                changed = shutdown.changed(), if !stopping => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                        rx.close();
+                    }
                     continue;
                 }
             };
@@ -526,8 +560,8 @@ impl Hub {
         loop {
             let item = tokio::select! {
                 f = feed.recv() => f,
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { return; }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() { return; }
                     continue;
                 }
             };
@@ -850,6 +884,73 @@ mod tests {
             Drained::Overflowed
         ));
         assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    /// One stored event on `topics`, taken from a subscriber's queue.
+    async fn stored(hub: &Arc<Hub>, topics: &[&str]) -> Arc<StoredEvent> {
+        let (probe, _) = hub.subscribe(topics.iter().map(|t| t.to_string()).collect(), 1 << 20);
+        hub.publish(ev(topics)).await.expect("publish");
+        match probe.sub.drain(&hub.queued_bytes) {
+            Drained::Frames(mut f) => f.pop().expect("one frame").stored,
+            _ => panic!("no frame"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_to_a_stream_that_left_meanwhile_queues_nothing() {
+        let (hub, _stop) = running_hub(100, 16);
+        let event = stored(&hub, &["x"]).await;
+        let (gone, _) = hub.subscribe(vec!["x".into()], 1 << 20);
+        // A fan-out listed it, then the stream ended before the delivery.
+        let listed = gone.sub.clone();
+        drop(gone);
+        let chunk = crate::sse::encode::chunk(&[&event.frame[..]]);
+        let d = listed.deliver(&[event], &chunk, &hub.queued_bytes, None, 0);
+        assert_eq!(d, Delivery::Dropped);
+        assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_delivery_listed_before_a_revocation_does_not_reach_the_stream() {
+        let (hub, _stop) = running_hub(100, 16);
+        let revoked = stored(&hub, &["x"]).await;
+        let kept = stored(&hub, &["y"]).await;
+        let (s, _) = hub.subscribe(vec!["x".into(), "y".into()], 1 << 20);
+        let listed = s.sub.clone();
+        hub.drop_topics(&s.sub, &["x".to_string()]);
+        let chunk = crate::sse::encode::chunk(&[&revoked.frame[..]]);
+        let d = listed.deliver(&[revoked], &chunk, &hub.queued_bytes, None, 0);
+        assert_eq!(d, Delivery::Dropped, "a revoked topic is not delivered");
+        let chunk = crate::sse::encode::chunk(&[&kept.frame[..]]);
+        let d = listed.deliver(&[kept], &chunk, &hub.queued_bytes, None, 0);
+        assert_eq!(d, Delivery::Queued, "the topics still granted are");
+    }
+
+    #[test]
+    fn the_sequencer_ends_when_its_shutdown_sender_is_gone() {
+        let log = Arc::new(MemoryLog::new(10, Duration::from_secs(60)));
+        let hub = Hub::new(log, 4, Arc::new(Metrics::new()));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        // Its own thread: a sequencer that spins would never let a timeout run.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let run = tokio::spawn(hub.clone().run(stop_rx));
+                drop(stop_tx);
+                // The sequencer exits once nothing can publish any more either.
+                drop(hub);
+                let _ = run.await;
+            });
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the sequencer kept running after its shutdown sender was dropped"
+        );
     }
 
     /// Decodes a chunked body; returns the SSE ids in it (panics on a malformed chunk).

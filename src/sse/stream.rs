@@ -56,29 +56,52 @@ impl std::fmt::Debug for StreamRequest {
     }
 }
 
-/// Longest header value kept from a stream request (larger ones are ignored).
+/// Longest header value kept from a stream request, other than credentials (larger ones are
+/// ignored). Credentials are kept whole: the head's own cap bounds them.
 const MAX_KEPT_HEADER: usize = 8 * 1024;
+
+/// What an unusable `Last-Event-ID` (too long, not UTF-8) becomes: an id that never parses,
+/// so the client gets `reset {reason: "malformed_id"}` instead of a silent fresh start.
+const UNUSABLE_ID: &str = "\u{fffd}";
 
 impl StreamRequest {
     /// Takes what matters from one request header.
     pub fn header(&mut self, name: &str, value: &[u8]) {
-        if value.len() > MAX_KEPT_HEADER {
+        let name = name.to_ascii_lowercase();
+        let text = std::str::from_utf8(value).ok();
+        if name == "last-event-id" {
+            let usable = text.filter(|v| v.len() <= crate::events::types::MAX_EVENT_ID_LEN);
+            self.last_event_id = Some(usable.unwrap_or(UNUSABLE_ID).to_owned());
             return;
         }
-        let Ok(v) = std::str::from_utf8(value) else {
+        if crate::auth::CREDENTIAL_HEADERS.contains(&name.as_str()) {
+            if let Some(v) = text {
+                self.credential(name, v);
+            }
+            return;
+        }
+        let Some(v) = text.filter(|_| value.len() <= MAX_KEPT_HEADER) else {
             return;
         };
-        let name = name.to_ascii_lowercase();
         match name.as_str() {
-            "last-event-id" => self.last_event_id = Some(v.to_owned()),
             "accept-encoding" => self.gzip = super::front::accepts_gzip(v),
             "origin" => self.origin = Some(v.trim().to_owned()),
             "host" => self.host = Some(v.trim().to_owned()),
-            n if crate::auth::CREDENTIAL_HEADERS.contains(&n) => {
-                self.credentials.push((name, v.to_owned()))
-            }
             _ => {}
         }
+    }
+
+    /// Keeps a credential header; several `Cookie` headers are one cookie list (RFC 6265
+    /// §5.4), so the check sees every cookie, not only the last header's.
+    fn credential(&mut self, name: String, value: &str) {
+        if name == "cookie" {
+            if let Some((_, v)) = self.credentials.iter_mut().find(|(n, _)| n == "cookie") {
+                v.push_str("; ");
+                v.push_str(value);
+                return;
+            }
+        }
+        self.credentials.push((name, value.to_owned()));
     }
 }
 
@@ -320,8 +343,44 @@ impl Drop for ConnGuard {
     }
 }
 
+/// What a stream reacts to, observed from admission on. The receivers are made before the
+/// first state admission reads, so a reload, kill switch or drain that lands during the
+/// handshake, authorization or replay still reaches the stream (a `watch` subscription only
+/// reports changes after it was made).
+struct Signals {
+    mode_rx: tokio::sync::watch::Receiver<crate::state::SseMode>,
+    cfg_rx: tokio::sync::watch::Receiver<u64>,
+    drain_rx: tokio::sync::watch::Receiver<bool>,
+    /// How often SSE had been switched off when the stream was admitted: an off→on flap
+    /// that completes while the stream is busy still shows as a new generation.
+    off_generation: u64,
+    /// The config version admission decided under.
+    config_version: String,
+    /// The event types announced in `hello`.
+    types: Vec<String>,
+}
+
+impl Signals {
+    fn observe(state: &State) -> Signals {
+        let mode_rx = state.watch_mode();
+        let cfg_rx = state.reload.watch();
+        let drain_rx = state.draining.subscribe();
+        let off_generation = state.off_generation();
+        let cfg = state.config();
+        Signals {
+            mode_rx,
+            cfg_rx,
+            drain_rx,
+            off_generation,
+            config_version: cfg.version.clone(),
+            types: cfg.type_names().iter().map(|t| t.to_string()).collect(),
+        }
+    }
+}
+
 /// An admitted stream request, ready to run.
 pub struct Admitted {
+    signals: Signals,
     topics: Vec<String>,
     last_id: Option<String>,
     /// The origin to echo in CORS headers (allowed cross-origin request).
@@ -341,6 +400,8 @@ pub fn admit(
     client: Option<std::net::IpAddr>,
     req: &StreamRequest,
 ) -> Result<Admitted, Refused> {
+    // Before anything is read: every later change reaches the stream.
+    let signals = Signals::observe(state);
     let query = req.query.as_str();
     let last_event_id_header = req.last_event_id.as_deref();
     let cfg = state.config();
@@ -437,6 +498,7 @@ pub fn admit(
             .map(|(_, v)| v.clone())
     });
     Ok(Admitted {
+        signals,
         topics,
         last_id,
         cors,
@@ -584,6 +646,14 @@ async fn preflight(
 /// Runs an admitted stream to its end: head, `retry:` and `hello`, replay or reset, then
 /// live frames and heartbeats until something ends it.
 pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut S) {
+    let Signals {
+        mut mode_rx,
+        mut cfg_rx,
+        mut drain_rx,
+        mut off_generation,
+        mut config_version,
+        mut types,
+    } = admitted.signals;
     let cfg = state.config();
     if !sink.start(admitted.cors.as_deref()).await {
         return;
@@ -606,7 +676,10 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         cfg.sse.retry_min_ms,
         cfg.sse.retry_max_ms,
     )));
-    preamble.extend_from_slice(&encode::control_frame(
+    // `id: <head>`: a spec-following EventSource that reconnects before any event resumes
+    // exactly after the head instead of sending no Last-Event-ID.
+    preamble.extend_from_slice(&encode::frame(
+        Some(&head_id),
         "hello",
         &json!({
             "epoch": epoch,
@@ -615,9 +688,10 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             "denied": std::mem::take(&mut admitted.grants).denied_topics(),
             "denied_reasons": denied_reasons,
             "heartbeat_ms": cfg.sse.heartbeat.as_millis() as u64,
-            "types": cfg.type_names(),
+            "types": types,
             "polling_families": state.polling_families(),
-        }),
+        })
+        .to_string(),
     ));
     if !sink.send(preamble.freeze()).await {
         return;
@@ -669,13 +743,8 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         return;
     }
 
-    let mut mode_rx = state.watch_mode();
-    let mut cfg_rx = state.reload.watch();
-    let mut drain_rx = state.draining.subscribe();
     let mut last_polling = state.polling_families();
-    let types: Vec<String> = cfg.type_names().iter().map(|t| t.to_string()).collect();
     let heartbeat = cfg.sse.heartbeat;
-    let mut config_version = cfg.version.clone();
     drop(cfg);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -729,13 +798,16 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                         );
                         break;
                     }
-                    Drained::Reset(reason, frames) => {
+                    Drained::Reset(reason, mut frames) => {
                         // The epoch may have changed with the gap (shared log).
                         epoch = state.hub.epoch().to_string();
                         let head = EventId::new(&epoch, state.hub.head()).to_string();
                         if !send_reset(state, sink, reason, &head).await {
                             close_reason = "write_error";
                             break;
+                        }
+                        if filter {
+                            frames.retain(|f| granted(f, &topics));
                         }
                         if !frames.is_empty() {
                             let mut buf = BytesMut::new();
@@ -756,13 +828,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                             }
                         }
                         if filter {
-                            frames.retain(|f| {
-                                f.stored
-                                    .event
-                                    .topics
-                                    .iter()
-                                    .any(|t| topics.binary_search(t).is_ok())
-                            });
+                            frames.retain(|f| granted(f, &topics));
                         }
                         if frames.is_empty() {
                             continue;
@@ -811,6 +877,17 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                     let _ = sink.send(frame).await;
                     close_reason = "kill_switch";
                     break;
+                }
+                // Off and on again while this stream was busy: what changed meanwhile was
+                // never recorded, so the client must refetch.
+                let generation = state.off_generation();
+                if generation != off_generation {
+                    off_generation = generation;
+                    let head = EventId::new(&epoch, state.hub.head()).to_string();
+                    if !send_reset(state, sink, "sse_was_off", &head).await {
+                        close_reason = "write_error";
+                        break;
+                    }
                 }
             }
             Step::Recheck => {
@@ -868,16 +945,17 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                     }
                 }
                 if now.type_names() != types {
-                    // Browsers drop frames of event names they did not register at hello:
-                    // ask for a fresh handshake that lists the new types.
-                    let retry_ms = jittered_retry(now.sse.retry_min_ms, now.sse.retry_max_ms);
+                    // Browsers drop frames of event names they did not register: tell the
+                    // client the new list (no reconnect storm for a config change).
+                    types = now.type_names().iter().map(|t| t.to_string()).collect();
                     let frame = encode::control_frame(
                         "control",
-                        &json!({ "mode": "reconnect", "reason": "types_changed", "retry_ms": retry_ms }),
+                        &json!({ "reason": "types_changed", "types": types }),
                     );
-                    let _ = sink.send(frame).await;
-                    close_reason = "types_changed";
-                    break;
+                    if !sink.send(frame).await {
+                        close_reason = "write_error";
+                        break;
+                    }
                 }
                 let now_polling = state.polling_families();
                 if now_polling != last_polling {
@@ -909,12 +987,22 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         .with_label_values(&[close_reason])
         .inc();
     drop(subscription);
-    // End the chunked body cleanly; the client may already be gone.
-    sink.finish().await;
+    // End the chunked body cleanly, unless writing is what failed: a client that cannot
+    // take a write is released at once, not after another write timeout.
+    if !matches!(close_reason, "write_error" | "slow_consumer") {
+        sink.finish().await;
+    }
 }
 
-/// Stops delivering revoked topics and tells the client with `control {revoked}`; false
-/// when the stream must end (nothing left granted, or the client cannot be written to).
+/// Whether a queued frame carries one of the stream's (sorted) granted topics.
+fn granted(f: &crate::events::hub::QueuedFrame, topics: &[String]) -> bool {
+    f.stored
+        .event
+        .topics
+        .iter()
+        .any(|t| topics.binary_search(t).is_ok())
+}
+
 /// Why a stream whose write failed ends: a write that timed out while the queue overflowed
 /// behind it is a slow consumer, not a network error.
 fn write_failure(sub: &Subscriber) -> &'static str {
@@ -925,6 +1013,8 @@ fn write_failure(sub: &Subscriber) -> &'static str {
     }
 }
 
+/// Stops delivering revoked topics and tells the client with `control {revoked}`; false
+/// when the stream must end (nothing left granted, or the client cannot be written to).
 async fn revoke<S: Sink>(
     state: &State,
     sink: &mut S,
@@ -1092,6 +1182,26 @@ mod tests {
             Resume::Reset("sse_was_off")
         );
         assert_eq!(plan_resume(Some("ep-8"), "ep", 10, 5, 8), Resume::After(8));
+    }
+
+    #[test]
+    fn cookies_are_kept_whole_and_unusable_ids_are_never_fresh() {
+        let mut r = StreamRequest::default();
+        r.header("Cookie", b"user=alice");
+        r.header("cookie", b"theme=dark");
+        let big = format!("pad={}", "p".repeat(10 * 1024));
+        r.header("authorization", big.as_bytes());
+        assert_eq!(
+            r.credentials[0],
+            ("cookie".into(), "user=alice; theme=dark".into())
+        );
+        assert_eq!(r.credentials[1].1, big);
+        for bad in [&b"\xff\xfe-1"[..], "9".repeat(10_000).as_bytes()] {
+            let mut r = StreamRequest::default();
+            r.header("last-event-id", bad);
+            let plan = plan_resume(r.last_event_id.as_deref(), "ep", 10, 5, 0);
+            assert_eq!(plan, Resume::Reset("malformed_id"));
+        }
     }
 
     #[test]
