@@ -86,6 +86,18 @@ test('events are delivered and lastEventId tracks them', () => {
   assert.equal(events.length, 3);
 });
 
+test('types announced after a reload (control {types}) are heard without a reconnect', () => {
+  const { es, client, events } = setup();
+  es.last.hello({ head: '3', types: ['card.updated'] });
+  const source = es.last;
+  assert.equal(source.emit('card.moved', domainEvent(4, { type: 'card.moved' }), '4'), false);
+  source.emit('control', { reason: 'types_changed', types: ['card.updated', 'card.moved'] });
+  assert.equal(es.last, source, 'same connection');
+  assert.equal(client.state, 'live');
+  assert.equal(source.emit('card.moved', domainEvent(5, { type: 'card.moved' }), '5'), true);
+  assert.equal(events.at(-1).id, '5');
+});
+
 test('a given lastEventId is used on the first connection and not replaced by hello head', () => {
   const { es, client } = setup({ lastEventId: 'abc' });
   assert.equal(es.last.params.get('lastEventId'), 'abc');
