@@ -38,6 +38,10 @@ pub enum StartError {
         "admin.listen is {addr}, which is not a loopback address, and no token is set: {hint}"
     )]
     AdminUnprotected { addr: String, hint: String },
+    #[error(
+        "admin.token_env names the environment variable {name}, which is unset, empty or blank: set {name} to a secret token (e.g. `export {name}=$(openssl rand -hex 32)`), or remove admin.token_env to run the admin listener on loopback without a token"
+    )]
+    AdminTokenMissing { name: String },
 }
 
 /// Whether `DISABLE_SSE_SYSTEM` asks for pure pass-through.
@@ -78,27 +82,25 @@ fn open_store(cfg: &Config) -> Result<Arc<dyn EventLog>, StartError> {
     }
 }
 
-/// Reads the admin token from the variable the config names; refuses to expose an
-/// unprotected admin listener beyond loopback.
+/// Reads the admin token from the variable the config names; refuses to start when that
+/// variable is unset, empty or blank (the admin would silently run unauthenticated), and
+/// refuses to expose an unprotected admin listener beyond loopback. The token is read once:
+/// `admin.token_env` is a restart-only key (a reload reports it, see `config::diff`).
 fn admin_token(cfg: &Config) -> Result<Option<String>, StartError> {
-    let token = cfg
-        .admin
-        .token_env
-        .as_ref()
-        .and_then(|name| std::env::var(name).ok())
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty());
-    if token.is_none() && !cfg.admin.listen.ip().is_loopback() {
-        let hint = match &cfg.admin.token_env {
-            Some(name) => format!("set the environment variable {name} to a secret token"),
-            None => "set admin.token_env to the name of an environment variable holding a secret token, or listen on 127.0.0.1".into(),
-        };
+    if let Some(name) = &cfg.admin.token_env {
+        let token = std::env::var(name).unwrap_or_default().trim().to_owned();
+        if token.is_empty() {
+            return Err(StartError::AdminTokenMissing { name: name.clone() });
+        }
+        return Ok(Some(token));
+    }
+    if !cfg.admin.listen.ip().is_loopback() {
         return Err(StartError::AdminUnprotected {
             addr: cfg.admin.listen.to_string(),
-            hint,
+            hint: "set admin.token_env to the name of an environment variable holding a secret token, or listen on 127.0.0.1".into(),
         });
     }
-    Ok(token)
+    Ok(None)
 }
 
 /// Background task: runs the hub's sequencer, applies reloads (file watch, SIGHUP) and turns
@@ -153,11 +155,13 @@ impl BackgroundService for Lifecycle {
 /// event log cleanly.
 pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), StartError> {
     let metrics = Arc::new(Metrics::new());
-    let log = open_store(&cfg)?;
     let token = admin_token(&cfg)?;
+    let log = open_store(&cfg)?;
     let hub = Hub::new(log.clone(), HUB_QUEUE, metrics.clone());
     let listen = cfg.listen.to_string();
-    let admin_listen = cfg.admin.listen.to_string();
+    let admin_addr = cfg.admin.listen;
+    let admin_listen = admin_addr.to_string();
+    let allowed_hosts = cfg.admin.allowed_hosts.clone();
     let threads = cfg.threads;
     let grace = cfg.shutdown.grace_period_seconds;
     let upgrade_sock = cfg.shutdown.upgrade_sock.clone();
@@ -211,6 +215,8 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
         Admin {
             state: state.clone(),
             token,
+            listen: admin_addr,
+            allowed_hosts,
         },
         "sse-sidecar admin",
     );

@@ -48,6 +48,9 @@ pub struct AdminFile {
     /// Name of the environment variable that holds the admin bearer token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Further Host names (`name` or `name:port`) the admin listener answers to.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminFile {
@@ -55,6 +58,7 @@ impl Default for AdminFile {
         Self {
             listen: default_admin_listen(),
             token_env: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
