@@ -175,16 +175,33 @@ async fn a_validator_panic_on_reload_rejects_the_file_and_the_process_stays_whol
     assert!(sc.proc.wait_exit(Duration::from_secs(10)).is_some());
 }
 
+/// Runs the binary until it exits (killed after 10 s): exit code and stderr.
 fn run_to_exit(config_path: &std::path::Path) -> (Option<i32>, String) {
-    let out = std::process::Command::new(BIN)
+    use std::io::Read;
+    let mut child = std::process::Command::new(BIN)
         .arg("--config")
         .arg(config_path)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code();
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let _ = child.wait();
+    (code, err)
 }
 
 #[test]
