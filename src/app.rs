@@ -1,5 +1,8 @@
-//! Composition root: builds the state (store, hub, reload handle, metrics), the Pingora
-//! services (proxy listener, admin listener, lifecycle background task) and runs them.
+//! Composition root: checks what must hold before anything starts (the admin token, a
+//! private upgrade-socket directory), builds the state (store, hub, reload handle, metrics),
+//! the Pingora services (proxy listener, admin listener, lifecycle background task) and runs
+//! them. The lifecycle task supervises the background tasks (one that fails ends the
+//! process, exit 70) and ends the process as soon as a drain is done.
 
 use crate::admin::Admin;
 use crate::config::{Config, StoreBackend};
@@ -300,17 +303,37 @@ async fn supervise(state: &State, grace: Duration, hub_stop: watch::Sender<bool>
     std::process::exit(0)
 }
 
-/// Builds and runs the sidecar until it has shut down (SIGTERM, SIGINT), then closes the
-/// event log cleanly.
-pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), StartError> {
-    let metrics = Arc::new(Metrics::new());
-    let token = admin_token(&cfg)?;
+/// What must hold before anything is opened: the admin token (when one is configured) and
+/// a private upgrade-socket directory.
+fn preflight(cfg: &Config) -> Result<Option<String>, StartError> {
+    let token = admin_token(cfg)?;
     private_socket_dir(Path::new(&cfg.shutdown.upgrade_sock)).map_err(|why| {
         StartError::UpgradeSock {
             path: cfg.shutdown.upgrade_sock.clone(),
             why,
         }
     })?;
+    Ok(token)
+}
+
+/// The admin listener's service: one thread, on `admin.listen`.
+fn admin_service(
+    conf: &Arc<ServerConf>,
+    admin: Admin,
+) -> pingora::services::listening::Service<pingora::proxy::HttpProxy<Admin>> {
+    let listen = admin.listen.to_string();
+    let mut service =
+        pingora::proxy::http_proxy_service_with_name(conf, admin, "sse-sidecar admin");
+    service.threads = Some(1);
+    service.add_tcp(&listen);
+    service
+}
+
+/// Builds and runs the sidecar until it has shut down (SIGTERM, SIGINT), then closes the
+/// event log cleanly.
+pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let token = preflight(&cfg)?;
     let log = open_store(&cfg)?;
     let hub = Hub::new(log.clone(), HUB_QUEUE, metrics.clone());
     let listen = cfg.listen.to_string();
@@ -365,25 +388,15 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
         ListenerConfig::tcp(listen.clone())
             .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
     );
-    let mut admin = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Admin {
-            state: state.clone(),
-            token,
-            listen: admin_addr,
-            allowed_hosts,
-        },
-        "sse-sidecar admin",
-    );
-    admin.threads = Some(1);
-    admin.add_tcp(&admin_listen);
-    let lifecycle = background_service(
-        "lifecycle",
-        Lifecycle {
-            state,
-            grace: Duration::from_secs(grace),
-        },
-    );
+    let admin = Admin {
+        state: state.clone(),
+        token,
+        listen: admin_addr,
+        allowed_hosts,
+    };
+    let admin = admin_service(&server.configuration, admin);
+    let grace = Duration::from_secs(grace);
+    let lifecycle = background_service("lifecycle", Lifecycle { state, grace });
 
     server.add_service(front);
     server.add_service(admin);
@@ -395,7 +408,13 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
         );
     }
     server.run(pingora::server::RunArgs::default());
-    // Every runtime is gone; flush the log and mark the shutdown clean.
+    close_store(store);
+    Ok(())
+}
+
+/// After the grace period, every runtime gone: flushes the log and marks the shutdown
+/// clean. (A drain that finished early closed it already; closing twice is harmless.)
+fn close_store(store: Arc<dyn EventLog>) {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -404,7 +423,6 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
         Err(e) => tracing::error!(error = %e, "cannot close the event log cleanly"),
     }
     tracing::info!("sse-sidecar stopped");
-    Ok(())
 }
 
 #[cfg(test)]

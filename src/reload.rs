@@ -2,7 +2,8 @@
 //! request), a change signal for long-lived streams, and a bounded history of reloads.
 //! Triggers: file watch (inotify via `notify`, watching the directory so editors that
 //! replace the file are seen), SIGHUP, and the admin API. A reload validates the whole
-//! file first; a bad file changes nothing.
+//! file first; a bad file changes nothing (nor does one that makes the validator panic: it
+//! is rejected like any other problem).
 
 use crate::config::{self, diff, Config, Problem};
 use crate::events::types::now_ms;

@@ -220,6 +220,64 @@ impl Admin {
         Ok(())
     }
 
+    /// Host, Origin and Sec-Fetch-Site (`guard`), then the token; false when the request
+    /// was answered (421, 403 or 401).
+    async fn admitted(&self, session: &mut Session, method: &str, path: &str) -> Result<bool> {
+        let verdict = guard::check_request(
+            header(session, "host"),
+            header(session, "origin"),
+            header(session, "sec-fetch-site"),
+            self.listen,
+            &self.allowed_hosts,
+        );
+        // The dashboard page itself is static: a link from another site (a cross-site
+        // navigation) may open it; it cannot be framed, and what it fetches is same-origin.
+        let page = method == "GET" && (path == "/admin" || path == "/admin/");
+        if let Err(r) = verdict {
+            if !(page && r.status == 403) {
+                // Debug only: a hostile page could make a browser send these in a loop.
+                tracing::debug!(status = r.status, %path, "admin request refused: {}", r.message);
+                refuse(session, &r).await?;
+                return Ok(false);
+            }
+        }
+        if !self.authorized(session) {
+            respond(
+                session,
+                401,
+                "text/plain; charset=utf-8",
+                &[("www-authenticate", "Bearer".to_string())],
+                Bytes::from_static(b"missing or wrong bearer token\n"),
+            )
+            .await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// `POST /admin/reload`: reads, validates and applies the file.
+    async fn reload_action(&self, session: &mut Session) -> Result<()> {
+        if read_json_body(session).await?.is_err() {
+            return Ok(());
+        }
+        let outcome = self.state.reload("admin");
+        let (status, body) = match outcome {
+            ReloadOutcome::Applied {
+                version,
+                restart_required,
+            } => (
+                200,
+                json!({ "outcome": "applied", "version": version, "restart_required": restart_required }),
+            ),
+            ReloadOutcome::Unchanged => (200, json!({ "outcome": "unchanged" })),
+            ReloadOutcome::Rejected(problems) => (
+                422,
+                json!({ "outcome": "rejected", "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
+            ),
+        };
+        json_response(session, status, &body).await
+    }
+
     async fn publish(&self, session: &mut Session) -> Result<()> {
         let Ok(body) = read_json_body(session).await? else {
             return Ok(());
@@ -381,32 +439,7 @@ impl ProxyHttp for Admin {
             }
             _ => {}
         }
-        let verdict = guard::check_request(
-            header(session, "host"),
-            header(session, "origin"),
-            header(session, "sec-fetch-site"),
-            self.listen,
-            &self.allowed_hosts,
-        );
-        // The dashboard page itself is static: a link from another site (a cross-site
-        // navigation) may open it; it cannot be framed, and what it fetches is same-origin.
-        let page = method == "GET" && (path == "/admin" || path == "/admin/");
-        if let Err(r) = verdict {
-            if !(page && r.status == 403) {
-                tracing::warn!(status = r.status, %path, "admin request refused: {}", r.message);
-                refuse(session, &r).await?;
-                return Ok(true);
-            }
-        }
-        if !self.authorized(session) {
-            respond(
-                session,
-                401,
-                "text/plain; charset=utf-8",
-                &[("www-authenticate", "Bearer".to_string())],
-                Bytes::from_static(b"missing or wrong bearer token\n"),
-            )
-            .await?;
+        if !self.admitted(session, method.as_str(), &path).await? {
             return Ok(true);
         }
         match (method.as_str(), path.as_str()) {
@@ -440,27 +473,7 @@ impl ProxyHttp for Admin {
                 .await?
             }
             ("GET", "/admin/stream") => self.stream(session).await?,
-            ("POST", "/admin/reload") => {
-                if read_json_body(session).await?.is_err() {
-                    return Ok(true);
-                }
-                let outcome = s.reload("admin");
-                let (status, body) = match outcome {
-                    ReloadOutcome::Applied {
-                        version,
-                        restart_required,
-                    } => (
-                        200,
-                        json!({ "outcome": "applied", "version": version, "restart_required": restart_required }),
-                    ),
-                    ReloadOutcome::Unchanged => (200, json!({ "outcome": "unchanged" })),
-                    ReloadOutcome::Rejected(problems) => (
-                        422,
-                        json!({ "outcome": "rejected", "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
-                    ),
-                };
-                json_response(session, status, &body).await?
-            }
+            ("POST", "/admin/reload") => self.reload_action(session).await?,
             ("POST", "/admin/kill-switch") => self.kill_switch(session).await?,
             ("GET", "/admin/gates") => {
                 json_response(session, 200, &snapshot::gates(&self.state)).await?
