@@ -1,4 +1,5 @@
-//! The `sse-sidecar` binary: parse the command line, set up logging, load the config, run.
+//! The `sse-sidecar` binary: parse the command line, set up logging (colour only on a
+//! terminal; panics logged through it), load the config, run.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sse_sidecar::config::{self, model::LogFormat};
@@ -50,13 +51,35 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Escape codes only for a person at a terminal, never in a file or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
     }
+}
+
+/// Panics go to the log like every other error (with the thread and the place), so a
+/// panicking task is never silent; what happens next is the supervisor's call (`app`).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let thread = std::thread::current();
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            %location,
+            "panicked: {what}"
+        );
+    }));
 }
 
 fn main() -> ExitCode {
@@ -94,6 +117,7 @@ fn main() -> ExitCode {
         None => cfg.logging.format,
     };
     init_logging(format, &cfg.logging.level);
+    log_panics();
     match sse_sidecar::app::run(cli.config.clone(), cfg, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

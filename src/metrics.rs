@@ -10,6 +10,8 @@ use prometheus::{
 pub struct Metrics {
     pub registry: Registry,
     pub sse_connections: IntGauge,
+    /// Requests the proxy is answering (streams not included); a drain waits for 0.
+    pub requests_in_flight: IntGauge,
     pub sse_handshakes_total: IntCounterVec,
     pub events_derived_total: IntCounterVec,
     pub events_shadow_total: IntCounterVec,
@@ -80,6 +82,10 @@ impl Metrics {
         };
         Metrics {
             sse_connections: gauge("sse_connections", "Open SSE streams."),
+            requests_in_flight: gauge(
+                "requests_in_flight",
+                "Requests being proxied to the backend now (streams not included).",
+            ),
             sse_handshakes_total: counter_vec(
                 &r,
                 "sse_handshakes_total",
@@ -276,6 +282,23 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Counts one request in `requests_in_flight` for as long as it lives (however the request
+/// ends: answered, failed or cancelled).
+pub struct InFlight(IntGauge);
+
+impl InFlight {
+    pub fn start(m: &Metrics) -> InFlight {
+        m.requests_in_flight.inc();
+        InFlight(m.requests_in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

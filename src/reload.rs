@@ -2,7 +2,8 @@
 //! request), a change signal for long-lived streams, and a bounded history of reloads.
 //! Triggers: file watch (inotify via `notify`, watching the directory so editors that
 //! replace the file are seen), SIGHUP, and the admin API. A reload validates the whole
-//! file first; a bad file changes nothing.
+//! file first; a bad file changes nothing (nor does one that makes the validator panic: it
+//! is rejected like any other problem).
 
 use crate::config::{self, diff, Config, Problem};
 use crate::events::types::now_ms;
@@ -100,8 +101,8 @@ impl ReloadHandle {
     /// Reads, validates and (if valid and different) applies the file.
     pub fn reload(&self, trigger: &str) -> ReloadOutcome {
         let old = self.current();
-        let outcome = match config::load_file(&self.path) {
-            Err(e) => ReloadOutcome::Rejected(e.problems()),
+        let outcome = match load_guarded(&self.path) {
+            Err(problems) => ReloadOutcome::Rejected(problems),
             Ok(new) if new.version == old.version => ReloadOutcome::Unchanged,
             Ok(mut new) => {
                 let restart_required = diff::restart_required(&old, &new);
@@ -156,6 +157,27 @@ impl ReloadHandle {
             }
         }
         outcome
+    }
+}
+
+/// Loads and validates the file; a panic inside (a validator bug) rejects the file like any
+/// problem instead of killing the task that reloads, so the running config stays in force.
+fn load_guarded(path: &Path) -> Result<Config, Vec<Problem>> {
+    match std::panic::catch_unwind(|| config::load_file(path)) {
+        Ok(Ok(cfg)) => Ok(cfg),
+        Ok(Err(e)) => Err(e.problems()),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(vec![Problem {
+                path: "(file)".into(),
+                message: format!("the validator failed on this file (a bug in sse-sidecar): {what}"),
+                hint: Some("the previous config keeps running; report this file, and check it with `sse-sidecar check`".into()),
+            }])
+        }
     }
 }
 

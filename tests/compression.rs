@@ -110,6 +110,7 @@ async fn gzip_streams_flush_every_frame() {
         );
         let r = c
             .post(sc.admin_url("/admin/publish"))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await

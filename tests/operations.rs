@@ -136,6 +136,7 @@ async fn metrics_parse_and_move_under_a_scripted_run() {
     // The kill switch moves its gauges, the reload counter, and closes the streams.
     let r = c
         .post(sc.admin_url("/admin/kill-switch"))
+        .header("content-type", "application/json")
         .body(r#"{"enabled": false, "reason": "drill"}"#)
         .send()
         .await
@@ -165,6 +166,7 @@ async fn metrics_parse_and_move_under_a_scripted_run() {
     assert_eq!(sc.stream_status("jobs").await.expect("request"), 204);
     let r = c
         .post(sc.admin_url("/admin/kill-switch"))
+        .header("content-type", "application/json")
         .body(r#"{"enabled": true}"#)
         .send()
         .await
@@ -198,6 +200,7 @@ async fn publish_validates_against_the_registry() {
     s.next_of("hello", T).await.expect("hello");
     let ok = c
         .post(sc.admin_url("/admin/publish"))
+        .header("content-type", "application/json")
         .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {"code": "7"}}"#)
         .send()
         .await
@@ -212,6 +215,7 @@ async fn publish_validates_against_the_registry() {
     assert_eq!(data(&e)["data"]["code"], "7");
     let bad = c
         .post(sc.admin_url("/admin/publish"))
+        .header("content-type", "application/json")
         .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {"note": 5}}"#)
         .send()
         .await
@@ -239,6 +243,7 @@ async fn publish_validates_against_the_registry() {
     ] {
         let r = c
             .post(sc.admin_url("/admin/publish"))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
@@ -285,6 +290,7 @@ async fn admin_actions_need_the_token_when_one_is_set() {
     let auth = "Bearer s3cret-token";
     let r = c
         .post(sc.admin_url("/admin/kill-switch"))
+        .header("content-type", "application/json")
         .header("authorization", auth)
         .body(r#"{"enabled": false, "reason": "x"}"#)
         .send()

@@ -235,6 +235,7 @@ async fn clients_that_stop_reading_are_cut_and_memory_stays_bounded() {
         );
         let r = c
             .post(sc.admin_url("/admin/publish"))
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
@@ -366,6 +367,7 @@ async fn the_latency_breaker_sheds_low_priorities_then_recovers() {
     while !shed && Instant::now() < deadline {
         let r = c
             .post(sc.admin_url("/admin/publish"))
+            .header("content-type", "application/json")
             .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {}}"#)
             .send()
             .await
@@ -444,6 +446,7 @@ async fn the_memory_breaker_refuses_new_streams_under_queue_pressure() {
                 r#"{{"type": "job.done", "topics": ["jobs"], "data": {{"pad": "{big}"}}}}"#
             );
             c.post(sc.admin_url("/admin/publish"))
+                .header("content-type", "application/json")
                 .body(body)
                 .send()
                 .await
@@ -505,6 +508,7 @@ async fn the_stream_health_breaker_switches_sse_off_then_back_on() {
         }
         let _ = c
             .post(sc.admin_url("/admin/publish"))
+            .header("content-type", "application/json")
             .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {}}"#)
             .send()
             .await;

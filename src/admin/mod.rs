@@ -1,7 +1,8 @@
 //! The admin listener (127.0.0.1:9090 by default): `/metrics`, `/healthz`, `/readyz`,
 //! `/admin/status.json`, and the actions `POST /admin/reload`, `POST /admin/kill-switch`,
-//! `POST /admin/publish`. When `admin.token_env` names a variable, every endpoint but the
-//! health checks wants `Authorization: Bearer <token>`.
+//! `POST /admin/publish`. Every endpoint but the health checks refuses requests from other
+//! sites first (Host, Origin, Sec-Fetch-Site: see `guard`), and every POST body must be
+//! JSON; then, when `admin.token_env` names a variable, wants `Authorization: Bearer <token>`.
 
 use crate::events::derive::validate;
 use crate::events::types::{now_ms, Event, EventId, Topic};
@@ -13,9 +14,11 @@ use bytes::{Bytes, BytesMut};
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::{json, Value};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod guard;
 pub mod snapshot;
 
 /// The dashboard page (static, no external resources).
@@ -28,6 +31,10 @@ pub struct Admin {
     pub state: Arc<State>,
     /// The bearer token, read once at start from the variable `admin.token_env` names.
     pub token: Option<String>,
+    /// The admin listener's own address (the Host and Origin rules, see `guard`).
+    pub listen: SocketAddr,
+    /// `admin.allowed_hosts`: further names the listener answers to.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -48,6 +55,49 @@ async fn json_response(session: &mut Session, status: u16, v: &Value) -> Result<
         Bytes::from(v.to_string()),
     )
     .await
+}
+
+fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+}
+
+async fn refuse(session: &mut Session, r: &guard::Refusal) -> Result<()> {
+    respond(
+        session,
+        r.status,
+        "text/plain; charset=utf-8",
+        &[],
+        Bytes::from(format!("{}\n", r.message)),
+    )
+    .await
+}
+
+/// Reads a POST body, which must be JSON (`guard::check_content_type`); `Err` when the
+/// request was answered (413 or 415).
+async fn read_json_body(session: &mut Session) -> Result<std::result::Result<Bytes, ()>> {
+    let content_type = header(session, "content-type").map(str::to_owned);
+    if content_type.is_some() {
+        if let Err(r) = guard::check_content_type(content_type.as_deref(), false) {
+            refuse(session, &r).await?;
+            return Ok(Err(()));
+        }
+    }
+    let body = match read_body(session).await {
+        Ok(b) => b,
+        Err(e) => {
+            json_response(session, 413, &json!({ "error": e })).await?;
+            return Ok(Err(()));
+        }
+    };
+    if let Err(r) = guard::check_content_type(content_type.as_deref(), body.is_empty()) {
+        refuse(session, &r).await?;
+        return Ok(Err(()));
+    }
+    Ok(Ok(body))
 }
 
 async fn read_body(session: &mut Session) -> std::result::Result<Bytes, &'static str> {
@@ -170,10 +220,67 @@ impl Admin {
         Ok(())
     }
 
+    /// Host, Origin and Sec-Fetch-Site (`guard`), then the token; false when the request
+    /// was answered (421, 403 or 401).
+    async fn admitted(&self, session: &mut Session, method: &str, path: &str) -> Result<bool> {
+        let verdict = guard::check_request(
+            header(session, "host"),
+            header(session, "origin"),
+            header(session, "sec-fetch-site"),
+            self.listen,
+            &self.allowed_hosts,
+        );
+        // The dashboard page itself is static: a link from another site (a cross-site
+        // navigation) may open it; it cannot be framed, and what it fetches is same-origin.
+        let page = method == "GET" && (path == "/admin" || path == "/admin/");
+        if let Err(r) = verdict {
+            if !(page && r.status == 403) {
+                // Debug only: a hostile page could make a browser send these in a loop.
+                tracing::debug!(status = r.status, %path, "admin request refused: {}", r.message);
+                refuse(session, &r).await?;
+                return Ok(false);
+            }
+        }
+        if !self.authorized(session) {
+            respond(
+                session,
+                401,
+                "text/plain; charset=utf-8",
+                &[("www-authenticate", "Bearer".to_string())],
+                Bytes::from_static(b"missing or wrong bearer token\n"),
+            )
+            .await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// `POST /admin/reload`: reads, validates and applies the file.
+    async fn reload_action(&self, session: &mut Session) -> Result<()> {
+        if read_json_body(session).await?.is_err() {
+            return Ok(());
+        }
+        let outcome = self.state.reload("admin");
+        let (status, body) = match outcome {
+            ReloadOutcome::Applied {
+                version,
+                restart_required,
+            } => (
+                200,
+                json!({ "outcome": "applied", "version": version, "restart_required": restart_required }),
+            ),
+            ReloadOutcome::Unchanged => (200, json!({ "outcome": "unchanged" })),
+            ReloadOutcome::Rejected(problems) => (
+                422,
+                json!({ "outcome": "rejected", "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
+            ),
+        };
+        json_response(session, status, &body).await
+    }
+
     async fn publish(&self, session: &mut Session) -> Result<()> {
-        let body = match read_body(session).await {
-            Ok(b) => b,
-            Err(e) => return json_response(session, 413, &json!({ "error": e })).await,
+        let Ok(body) = read_json_body(session).await? else {
+            return Ok(());
         };
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -256,9 +363,8 @@ impl Admin {
     }
 
     async fn kill_switch(&self, session: &mut Session) -> Result<()> {
-        let body = match read_body(session).await {
-            Ok(b) => b,
-            Err(e) => return json_response(session, 413, &json!({ "error": e })).await,
+        let Ok(body) = read_json_body(session).await? else {
+            return Ok(());
         };
         #[derive(serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -333,15 +439,7 @@ impl ProxyHttp for Admin {
             }
             _ => {}
         }
-        if !self.authorized(session) {
-            respond(
-                session,
-                401,
-                "text/plain; charset=utf-8",
-                &[("www-authenticate", "Bearer".to_string())],
-                Bytes::from_static(b"missing or wrong bearer token\n"),
-            )
-            .await?;
+        if !self.admitted(session, method.as_str(), &path).await? {
             return Ok(true);
         }
         match (method.as_str(), path.as_str()) {
@@ -363,30 +461,19 @@ impl ProxyHttp for Admin {
                     session,
                     200,
                     "text/html; charset=utf-8",
-                    &[],
+                    &[
+                        ("x-frame-options", "DENY".to_string()),
+                        (
+                            "content-security-policy",
+                            "frame-ancestors 'none'".to_string(),
+                        ),
+                    ],
                     Bytes::from_static(DASHBOARD_HTML.as_bytes()),
                 )
                 .await?
             }
             ("GET", "/admin/stream") => self.stream(session).await?,
-            ("POST", "/admin/reload") => {
-                let outcome = s.reload("admin");
-                let (status, body) = match outcome {
-                    ReloadOutcome::Applied {
-                        version,
-                        restart_required,
-                    } => (
-                        200,
-                        json!({ "outcome": "applied", "version": version, "restart_required": restart_required }),
-                    ),
-                    ReloadOutcome::Unchanged => (200, json!({ "outcome": "unchanged" })),
-                    ReloadOutcome::Rejected(problems) => (
-                        422,
-                        json!({ "outcome": "rejected", "problems": problems.iter().map(|p| p.to_string()).collect::<Vec<_>>() }),
-                    ),
-                };
-                json_response(session, status, &body).await?
-            }
+            ("POST", "/admin/reload") => self.reload_action(session).await?,
             ("POST", "/admin/kill-switch") => self.kill_switch(session).await?,
             ("GET", "/admin/gates") => {
                 json_response(session, 200, &snapshot::gates(&self.state)).await?

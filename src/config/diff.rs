@@ -18,6 +18,9 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin.token_env != new.admin.token_env {
         out.push("admin.token_env");
     }
+    if old.admin.allowed_hosts != new.admin.allowed_hosts {
+        out.push("admin.allowed_hosts");
+    }
     if old.store.backend != new.store.backend {
         out.push("store.backend");
     }

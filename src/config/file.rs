@@ -48,6 +48,9 @@ pub struct AdminFile {
     /// Name of the environment variable that holds the admin bearer token.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Further Host names (`name` or `name:port`) the admin listener answers to.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminFile {
@@ -55,6 +58,7 @@ impl Default for AdminFile {
         Self {
             listen: default_admin_listen(),
             token_env: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -481,8 +485,19 @@ fn default_grace_period_seconds() -> u64 {
 fn default_drain_window_seconds() -> u64 {
     5
 }
+/// A private directory (never a world-writable one such as /tmp itself, where another user
+/// could put a socket there first and receive the listeners): `$XDG_RUNTIME_DIR/sse-sidecar/`,
+/// `/run/sse-sidecar/` for root, else `<temp dir>/sse-sidecar-<uid>/`. The sidecar creates
+/// the directory with mode 0700 and refuses a directory others can write (`app`).
 fn default_upgrade_sock() -> String {
-    "/tmp/sse-sidecar-upgrade.sock".into()
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => std::path::PathBuf::from(d).join("sse-sidecar"),
+        None if uid == 0 => std::path::PathBuf::from("/run/sse-sidecar"),
+        None => std::env::temp_dir().join(format!("sse-sidecar-{uid}")),
+    };
+    dir.join("upgrade.sock").to_string_lossy().into_owned()
 }
 fn default_log_format() -> String {
     "human".into()

@@ -108,6 +108,8 @@ pub struct Upstream {
 pub struct Admin {
     pub listen: SocketAddr,
     pub token_env: Option<String>,
+    /// Host names the admin listener answers to besides its own address and localhost.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -247,9 +247,19 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 );
             }
         }
+        for (i, h) in a.allowed_hosts.iter().enumerate() {
+            if !crate::admin::guard::valid_host_entry(h) {
+                c.push(
+                    format!("admin.allowed_hosts[{i}]"),
+                    format!("{h:?} is not a host name or name:port"),
+                    Some("write the name the dashboard is opened with, e.g. admin.internal or admin.internal:8443 (no scheme, no path)"),
+                );
+            }
+        }
         Some(Admin {
             listen,
             token_env: a.token_env,
+            allowed_hosts: a.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
         })
     });
 

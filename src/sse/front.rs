@@ -158,7 +158,11 @@ impl ServerApp for Front {
                     if let Some(p) = persistent.take() {
                         p.apply_to_session(&mut session);
                     }
-                    let reused = self.proxy.process_new_http(session, shutdown).await?;
+                    // Counted until answered: a drain exits once nothing is in flight.
+                    let in_flight = crate::metrics::InFlight::start(&self.state.metrics);
+                    let reused = self.proxy.process_new_http(session, shutdown).await;
+                    drop(in_flight);
+                    let reused = reused?;
                     let (next, settings) = reused.consume();
                     persistent = settings;
                     timeout = KEEPALIVE;
