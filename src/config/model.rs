@@ -206,6 +206,9 @@ pub struct Config {
     pub safety: Safety,
     pub authorization: crate::auth::Policy,
     pub polling: crate::polling::Polling,
+    /// What validates but cannot work as probably meant, with YAML paths and hints
+    /// (`check` prints them; start and reload log them).
+    pub warnings: Vec<super::validate::Problem>,
 }
 
 impl Config {
