@@ -363,7 +363,21 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             256,
             16 << 20,
         );
+        c.range(
+            "sse.max_request_head_bytes",
+            s.max_request_head_bytes as u64,
+            1024,
+            1 << 20,
+        );
+        c.range(
+            "sse.request_head_timeout_seconds",
+            s.request_head_timeout_seconds,
+            1,
+            600,
+        );
         Sse {
+            max_request_head_bytes: s.max_request_head_bytes,
+            request_head_timeout: Duration::from_secs(s.request_head_timeout_seconds),
             queued_bytes_total: s.queued_bytes_total,
             handshakes_per_client_per_second: s.handshakes_per_client_per_second,
             handshake_burst: s.handshake_burst,
