@@ -125,3 +125,21 @@ async fn a_bare_lf_head_is_answered_at_once() {
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 }
+
+/// Issue 15 item 17: a topic part `.` or `..` would be a dot segment in a check path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_topic_part_is_refused_with_a_clear_400() {
+    let sc = start().await;
+    for topics in ["board:..", "board:.", "board:1,org:..:x"] {
+        let r = reqwest::get(sc.url(&format!("/api/sse/events?topics={topics}")))
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 400, "{topics}");
+        let body = r.text().await.expect("body");
+        assert!(body.contains("dot segment"), "{topics}: {body}");
+    }
+    let r = reqwest::get(sc.url("/api/sse/events?topics=board:..."))
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200, "three dots are an ordinary part");
+}
