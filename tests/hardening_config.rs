@@ -90,3 +90,36 @@ fn check_warns_about_checks_that_ignore_the_topic() {
     assert!(!err.contains("authorization.rules[2]"), "{err}");
     assert!(!err.contains("authorization.rules[3]"), "{err}");
 }
+
+/// The same warnings are logged when the sidecar starts and when a reload applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_are_logged_at_start_and_on_reload() {
+    let families = "families:\n  cards: {phase: 2, mode: live}\n";
+    let backend = common::echo::start().await.to_string();
+    let sc = common::Sidecar::start(families, &backend)
+        .await
+        .expect("sidecar");
+    common::wait_for(
+        "the start warning",
+        std::time::Duration::from_secs(5),
+        || {
+            let log = sc.log();
+            async move { (log.contains("config warning") && log.contains("rollout")).then_some(()) }
+        },
+    )
+    .await
+    .expect("rollout warning at start");
+    sc.write_config(&format!("rollout: {{phase: 1}}\n{families}"), &backend)
+        .expect("write");
+    sc.proc.signal("HUP");
+    common::wait_for(
+        "the reload warning",
+        std::time::Duration::from_secs(10),
+        || {
+            let log = sc.log();
+            async move { log.contains("families.cards.phase").then_some(()) }
+        },
+    )
+    .await
+    .expect("family phase warning on reload");
+}
