@@ -45,7 +45,8 @@ fn used_as_the_sidecar_would(cfg: &sse_sidecar::config::Config) {
     let rate = cfg.sse.handshakes_per_client_per_second;
     let burst = f64::from(cfg.sse.handshake_burst);
     assert!(
-        Duration::try_from_secs_f64(burst / rate).is_ok() && Duration::try_from_secs_f64(1.0 / rate).is_ok(),
+        Duration::try_from_secs_f64(burst / rate).is_ok()
+            && Duration::try_from_secs_f64(1.0 / rate).is_ok(),
         "rate {rate} with burst {burst} gives durations no clock holds"
     );
     let mut limiter = sse_sidecar::safety::HandshakeLimiter::default();
@@ -55,8 +56,15 @@ fn used_as_the_sidecar_would(cfg: &sse_sidecar::config::Config) {
         let _ = limiter.admit(ip, now, rate, cfg.sse.handshake_burst);
     }
     let now = Instant::now();
-    for d in [cfg.sse.heartbeat, cfg.sse.write_timeout, cfg.upstream.read_timeout, cfg.store.max_age] {
-        let _ = now.checked_add(d).expect("a configured duration fits the clock");
+    for d in [
+        cfg.sse.heartbeat,
+        cfg.sse.write_timeout,
+        cfg.upstream.read_timeout,
+        cfg.store.max_age,
+    ] {
+        let _ = now
+            .checked_add(d)
+            .expect("a configured duration fits the clock");
     }
     for origin in &cfg.sse.allowed_origins {
         assert!(origin.is_ascii(), "accepted origin {origin:?}");

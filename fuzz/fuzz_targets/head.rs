@@ -30,11 +30,17 @@ fuzz_target!(|data: &[u8]| {
             break st;
         }
     };
-    assert_eq!(first, whole, "piecewise verdict differs (pieces of {piece})");
+    assert_eq!(
+        first, whole,
+        "piecewise verdict differs (pieces of {piece})"
+    );
     if let HeadState::Complete(n) = first {
         if classify(&rest[..end], PATH).is_some() {
             let head = &rest[..n];
-            assert!(head.windows(4).any(|w| w == b"GET "), "a stream head is a GET");
+            assert!(
+                head.windows(4).any(|w| w == b"GET "),
+                "a stream head is a GET"
+            );
             assert!(head.windows(PATH.len()).any(|w| w == PATH.as_bytes()));
         }
     }

@@ -1,6 +1,10 @@
 //! Turns YAML text into a validated [`Config`], collecting every problem with its YAML path
 //! and a hint instead of stopping at the first. Each section, family, rule and event type is
-//! deserialized on its own so that one typo does not hide the rest. Never panics.
+//! deserialized on its own so that one typo does not hide the rest. Never panics, whatever
+//! the text (non-ASCII strings, NaN/infinite/absurd numbers: problems with their paths).
+//! A valid config also carries warnings (same shape): what validates but cannot work as
+//! meant — no authorization rule, no rollout phase, a family above it, a string value its
+//! schema types otherwise, a check that ignores part of its topic.
 
 use super::file::*;
 use super::model::*;
@@ -1419,6 +1423,25 @@ event_types:
             .matching_rules(&http::Method::PATCH, "/api/cards/9")
             .collect();
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn unworkable_parts_of_a_valid_file_are_warnings_with_paths_and_hints() {
+        let cfg = parse_str(GOOD).expect("valid");
+        let at: Vec<&str> = cfg.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            at,
+            ["authorization", "families.ui.phase"],
+            "{:?}",
+            cfg.warnings
+        );
+        assert!(cfg.warnings.iter().all(|w| w.hint.is_some()));
+        let with_auth = format!(
+            "{GOOD}authorization:\n  rules:\n    - {{topic: \"team:*\", check: \"GET /api/me\"}}\n    - {{topic: \"b:{{b}}\", check: \"GET /api/b/{{b}}\"}}\n"
+        );
+        let cfg = parse_str(&with_auth).expect("valid");
+        let at: Vec<&str> = cfg.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(at, ["authorization.rules[0].check", "families.ui.phase"]);
     }
 
     #[test]
