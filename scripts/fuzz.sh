@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SECS="${1:-60}"
-TARGETS=(topic last_event_id route template encoder config)
+TARGETS=(topic last_event_id route template encoder config head)
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   echo "installing cargo-fuzz (crates.io)..."

@@ -349,6 +349,7 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     }
     let store = log.clone();
     let no_auth_rules = cfg.authorization.rules.is_empty();
+    let warnings = cfg.warnings.clone();
     let state = State::new(ReloadHandle::new(config_path, cfg), hub, metrics, disabled);
 
     let conf = ServerConf {
@@ -402,6 +403,9 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     server.add_service(admin);
     server.add_service(lifecycle);
     tracing::info!(%listen, admin = %admin_listen, "sse-sidecar starting");
+    for w in &warnings {
+        tracing::warn!(at = %w.path, "config warning: {w}");
+    }
     if no_auth_rules {
         tracing::warn!(
             "authorization has no rules: every topic is denied and every stream gets 403 (clients poll); add authorization.rules (see conf/sidecar.yaml)"

@@ -88,13 +88,17 @@ fn main() -> ExitCode {
     if let Some(Command::Check) = cli.command {
         return match loaded {
             Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("{}: warning: {w}", cli.config.display());
+                }
                 println!(
-                    "{}: OK (version {}, {} families, {} rules, {} event types)",
+                    "{}: OK (version {}, {} families, {} rules, {} event types, {} warning(s))",
                     cli.config.display(),
                     cfg.version,
                     cfg.families.len(),
                     cfg.rules.len(),
-                    cfg.event_types.len()
+                    cfg.event_types.len(),
+                    cfg.warnings.len()
                 );
                 ExitCode::SUCCESS
             }

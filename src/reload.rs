@@ -122,6 +122,9 @@ impl ReloadHandle {
                 version,
                 restart_required,
             } => {
+                for w in &self.current().warnings {
+                    tracing::warn!(at = %w.path, "config warning: {w}");
+                }
                 if restart_required.is_empty() {
                     tracing::info!(%trigger, %version, "config reloaded");
                 } else {

@@ -17,7 +17,11 @@ fn parse(stream: &str) -> Vec<(String, String, String)> {
                 if data.ends_with('\n') {
                     data.pop();
                 }
-                out.push((id.clone(), std::mem::take(&mut event), std::mem::take(&mut data)));
+                out.push((
+                    id.clone(),
+                    std::mem::take(&mut event),
+                    std::mem::take(&mut data),
+                ));
             }
             has_data = false;
             continue;
@@ -46,11 +50,18 @@ fuzz_target!(|input: (String, String, String)| {
     let text = std::str::from_utf8(&f).expect("frames are UTF-8");
     let events = parse(text);
     assert_eq!(events.len(), 1, "one frame, one event: {text:?}");
-    let strip = |s: &str| s.chars().filter(|c| !matches!(c, '\r' | '\n' | '\0')).collect::<String>();
+    let strip = |s: &str| {
+        s.chars()
+            .filter(|c| !matches!(c, '\r' | '\n' | '\0'))
+            .collect::<String>()
+    };
     let (pid, pev, pdata) = &events[0];
     // One leading space after the colon is the separator; the parser strips it once.
     assert_eq!(pid, &strip(&id));
     assert_eq!(pev, &strip(&event));
-    let want = data.replace("\r\n", "\n").replace('\r', "\n").replace('\0', "");
+    let want = data
+        .replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\0', "");
     assert_eq!(pdata, &want);
 });

@@ -37,5 +37,9 @@ fuzz_target!(|data: &[u8]| {
             req.header(k, v.as_bytes());
         }
     }
-    let _ = cross_origin(req.origin.as_deref(), req.host.as_deref(), &["https://a.example".into()]);
+    let _ = cross_origin(
+        req.origin.as_deref(),
+        req.host.as_deref(),
+        &["https://a.example".into()],
+    );
 });

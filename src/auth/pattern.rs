@@ -112,6 +112,11 @@ impl TopicPattern {
         })
     }
 
+    /// Whether the pattern ends in `*` (a part no check path can use).
+    pub fn has_wildcard(&self) -> bool {
+        matches!(self.segs.last(), Some(Seg::Rest))
+    }
+
     /// Matches a (valid) topic, capturing the parameters.
     pub fn matches(&self, topic: &str) -> Option<Params> {
         let mut params = Params::new();

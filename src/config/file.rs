@@ -99,6 +99,20 @@ pub struct SseFile {
     /// Origins allowed to open streams cross-origin (with credentials). Empty: same-origin only.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Largest request head the listener accepts, on every path (431 beyond).
+    #[serde(default = "default_max_request_head_bytes")]
+    pub max_request_head_bytes: usize,
+    /// Time a request head may take from its first byte to its end, however it trickles
+    /// (408 beyond), on every path.
+    #[serde(default = "default_request_head_timeout_seconds")]
+    pub request_head_timeout_seconds: u64,
+}
+
+fn default_max_request_head_bytes() -> usize {
+    16 * 1024
+}
+fn default_request_head_timeout_seconds() -> u64 {
+    10
 }
 
 impl Default for SseFile {

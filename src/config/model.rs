@@ -135,6 +135,10 @@ pub struct Sse {
     pub gzip: bool,
     /// Origins (`scheme://host[:port]`) allowed to open streams cross-origin.
     pub allowed_origins: Vec<String>,
+    /// Largest request head accepted on the listener, every path (431 beyond).
+    pub max_request_head_bytes: usize,
+    /// A request head must be complete this long after its first byte (408 beyond).
+    pub request_head_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +212,9 @@ pub struct Config {
     pub safety: Safety,
     pub authorization: crate::auth::Policy,
     pub polling: crate::polling::Polling,
+    /// What validates but cannot work as probably meant, with YAML paths and hints
+    /// (`check` prints them; start and reload log them).
+    pub warnings: Vec<super::validate::Problem>,
 }
 
 impl Config {

@@ -1,6 +1,10 @@
 //! Turns YAML text into a validated [`Config`], collecting every problem with its YAML path
 //! and a hint instead of stopping at the first. Each section, family, rule and event type is
-//! deserialized on its own so that one typo does not hide the rest. Never panics.
+//! deserialized on its own so that one typo does not hide the rest. Never panics, whatever
+//! the text (non-ASCII strings, NaN/infinite/absurd numbers: problems with their paths).
+//! A valid config also carries warnings (same shape): what validates but cannot work as
+//! meant — no authorization rule, no rollout phase, a family above it, a string value its
+//! schema types otherwise, a check that ignores part of its topic.
 
 use super::file::*;
 use super::model::*;
@@ -15,6 +19,10 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Smallest `sse.handshakes_per_client_per_second`: one new stream per client address every
+/// 1,000 s. Below that the limiter's waits overflow any clock.
+pub const MIN_HANDSHAKE_RATE: f64 = 0.001;
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +78,20 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 
 struct Collector {
     problems: Vec<Problem>,
+    /// Things that validate but cannot work as the operator probably means (reported by
+    /// `check`, logged at start and on reload; never a refusal).
+    warnings: Vec<Problem>,
 }
 
 impl Collector {
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>, hint: &str) {
+        self.warnings.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            hint: Some(hint.to_owned()),
+        });
+    }
+
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<&str>) {
         self.problems.push(Problem {
             path: path.into(),
@@ -120,6 +139,18 @@ impl Collector {
         }
     }
 
+    /// A finite number within `[lo, hi]` (NaN, infinities, negatives and absurdly small or
+    /// large values are refused).
+    fn float_range(&mut self, path: &str, v: f64, lo: f64, hi: f64, what: &str) {
+        if !(v.is_finite() && v >= lo && v <= hi) {
+            self.push(
+                path,
+                format!("{v} is out of range"),
+                Some(&format!("use {lo} to {hi} ({what})")),
+            );
+        }
+    }
+
     fn range(&mut self, path: &str, v: u64, lo: u64, hi: u64) {
         if v < lo || v > hi {
             self.push(
@@ -135,6 +166,7 @@ impl Collector {
 pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     let mut c = Collector {
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let version = {
         let digest = Sha256::digest(text.as_bytes());
@@ -324,14 +356,15 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             65_536,
             1 << 40,
         );
-        if !(s.handshakes_per_client_per_second > 0.0 && s.handshakes_per_client_per_second <= 1e6)
-        {
-            c.push(
-                "sse.handshakes_per_client_per_second",
-                "must be a positive rate",
-                Some("e.g. 10"),
-            );
-        }
+        // The limiter divides by the rate (refill and Retry-After times): a rate too small
+        // gives durations no clock can hold.
+        c.float_range(
+            "sse.handshakes_per_client_per_second",
+            s.handshakes_per_client_per_second,
+            MIN_HANDSHAKE_RATE,
+            1e6,
+            "new streams per second per client address, e.g. 10",
+        );
         c.range(
             "sse.handshake_burst",
             s.handshake_burst as u64,
@@ -344,7 +377,21 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             256,
             16 << 20,
         );
+        c.range(
+            "sse.max_request_head_bytes",
+            s.max_request_head_bytes as u64,
+            1024,
+            1 << 20,
+        );
+        c.range(
+            "sse.request_head_timeout_seconds",
+            s.request_head_timeout_seconds,
+            1,
+            600,
+        );
         Sse {
+            max_request_head_bytes: s.max_request_head_bytes,
+            request_head_timeout: Duration::from_secs(s.request_head_timeout_seconds),
             queued_bytes_total: s.queued_bytes_total,
             handshakes_per_client_per_second: s.handshakes_per_client_per_second,
             handshake_burst: s.handshake_burst,
@@ -366,8 +413,9 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 .enumerate()
                 .filter_map(|(i, o)| {
                     let o = o.trim_end_matches('/');
-                    let ok = (o.starts_with("http://") || o.starts_with("https://"))
-                        && !o["https://".len().min(o.len())..].contains('/')
+                    // No byte slicing: an entry may hold any (non-ASCII) text.
+                    let host = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
+                    let ok = host.is_some_and(|h| !h.is_empty() && !h.contains('/'))
                         && o.len() <= 256
                         && o.bytes().all(|b| b.is_ascii_graphic());
                     if !ok {
@@ -637,13 +685,13 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         .map(|v| c.section::<SafetyFile>("safety", v))
         .unwrap_or_else(|| Some(SafetyFile::default()));
     let safety = safety.map(|sf| {
-        if !(sf.latency_target_ms > 0.0 && sf.latency_target_ms <= 60_000.0) {
-            c.push(
-                "safety.latency_target_ms",
-                "must be between 0 and 60000",
-                Some("the plan's target is 100"),
-            );
-        }
+        c.float_range(
+            "safety.latency_target_ms",
+            sf.latency_target_ms,
+            0.01,
+            60_000.0,
+            "the plan's target is 100",
+        );
         c.range(
             "safety.breaker_cooldown_seconds",
             sf.breaker_cooldown_seconds,
@@ -670,6 +718,16 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         None => Some(crate::polling::Polling::default()),
     };
 
+    if let (Some(rollout), Some(authorization)) = (&rollout, &authorization) {
+        let rollout_given = get("rollout").is_some();
+        warn_unworkable(
+            &mut c,
+            rollout_given.then_some(rollout.phase),
+            &families,
+            authorization,
+        );
+        warn_string_typed_as_other(&mut c, &rules, &event_types);
+    }
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid(c.problems));
     }
@@ -705,6 +763,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             Some(authorization),
             Some(polling),
         ) => Ok(Config {
+            warnings: c.warnings,
             version,
             listen,
             threads,
@@ -733,6 +792,158 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             message: "incomplete configuration".into(),
             hint: None,
         }])),
+    }
+}
+
+/// A check that does not depend on every variable part of its topic pattern grants every
+/// matching topic on one answer (`team:*` with `GET /api/me` grants every team).
+fn warn_topic_independent_check(
+    c: &mut Collector,
+    path: &str,
+    pattern: &crate::auth::TopicPattern,
+    check: &crate::auth::Check,
+) {
+    let mut used: Vec<&str> = Vec::new();
+    let cond = check
+        .condition
+        .iter()
+        .flat_map(|c| c.left.sources().chain(c.right.sources()));
+    for src in check.path.sources().chain(cond) {
+        if let Source::Param(p) = src {
+            used.push(p);
+        }
+    }
+    let at = format!("{path}.check");
+    if pattern.has_wildcard() {
+        c.warn(
+            at,
+            format!(
+                "the check cannot depend on the `*` of {:?}: one answer grants every matching topic",
+                pattern.as_str()
+            ),
+            "name the part instead, e.g. topic \"team:{team}\" with check \"GET /api/teams/{team}\" (or mark the topics public)",
+        );
+        return;
+    }
+    let unused: Vec<&str> = pattern
+        .param_names()
+        .filter(|p| !used.contains(p))
+        .collect();
+    if !unused.is_empty() {
+        let names: Vec<String> = unused.iter().map(|p| format!("{{{p}}}")).collect();
+        c.warn(
+            at,
+            format!(
+                "the check does not use {} of {:?}: one answer grants that topic for every value",
+                names.join(", "),
+                pattern.as_str()
+            ),
+            "use every parameter in the check path (e.g. \"GET /api/boards/{board}\") or in its condition",
+        );
+    }
+}
+
+/// Configs that validate but cannot work: no authorization rule (every stream is refused),
+/// no rollout phase (every family is off), a family above the rollout phase.
+fn warn_unworkable(
+    c: &mut Collector,
+    rollout_phase: Option<u32>,
+    families: &BTreeMap<String, Family>,
+    authorization: &crate::auth::Policy,
+) {
+    if authorization.rules.is_empty() {
+        c.warn(
+            "authorization",
+            "no authorization rule: every topic is denied (no_rule), every stream gets 403 and clients poll",
+            "add authorization.rules, e.g. {topic: \"board:{board}\", check: \"GET /api/boards/{board}\"} or {topic: \"presence\", public: true}",
+        );
+    }
+    let enabled = || families.values().filter(|f| f.mode != Mode::Off);
+    match rollout_phase {
+        None if enabled().next().is_some() => c.warn(
+            "rollout",
+            "missing: the rollout phase is 0, so every family is off (no events are derived)",
+            "add `rollout: {phase: N}` with N at least the phase of each family to turn on",
+        ),
+        None => {}
+        Some(phase) => {
+            for f in enabled().filter(|f| f.phase > phase) {
+                c.warn(
+                    format!("families.{}.phase", f.name),
+                    format!(
+                        "phase {} is above rollout.phase {phase}: the family is off (mode {} has no effect)",
+                        f.phase,
+                        f.mode.as_str()
+                    ),
+                    "raise rollout.phase when the family is ready, or lower its phase",
+                );
+            }
+        }
+    }
+}
+
+/// A rule's `data` field filled from a path parameter or query value (always a string) or
+/// a text template, where the event type's schema wants another type: every event of the
+/// rule fails the schema.
+fn warn_string_typed_as_other(
+    c: &mut Collector,
+    rules: &[Rule],
+    event_types: &BTreeMap<String, EventType>,
+) {
+    for r in rules {
+        let (DataSpec::Template(t), Some(et)) = (&r.data, event_types.get(&r.event_type)) else {
+            continue;
+        };
+        let mut found = Vec::new();
+        string_fields_typed_otherwise(t, &et.schema, &format!("{}.data", r.location), &mut found);
+        for (at, what, ty) in found {
+            c.warn(
+                at,
+                format!(
+                    "{what} is always a string, but event_types.{}.schema types it as {ty}: every event of this rule fails the schema",
+                    et.name
+                ),
+                "type it as a string in the schema (e.g. {type: string, pattern: \"^[0-9]+$\"}), or take the value from the response body",
+            );
+        }
+    }
+}
+
+fn string_fields_typed_otherwise(
+    t: &ValueTemplate,
+    schema: &serde_json::Value,
+    at: &str,
+    out: &mut Vec<(String, String, String)>,
+) {
+    match t {
+        ValueTemplate::Object(fields) => {
+            for (k, v) in fields {
+                if let Some(sub) = schema.get("properties").and_then(|p| p.get(k)) {
+                    string_fields_typed_otherwise(v, sub, &format!("{at}.{k}"), out);
+                }
+            }
+        }
+        ValueTemplate::Exact(src @ (Source::Param(_) | Source::Query(_) | Source::Header(_))) => {
+            push_if_not_string(schema, at, src.describe(), out)
+        }
+        ValueTemplate::Str(_) => push_if_not_string(schema, at, "a text template".into(), out),
+        _ => {}
+    }
+}
+
+fn push_if_not_string(
+    schema: &serde_json::Value,
+    at: &str,
+    what: String,
+    out: &mut Vec<(String, String, String)>,
+) {
+    let ty = match schema.get("type") {
+        Some(serde_json::Value::String(t)) => vec![t.as_str()],
+        Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).collect(),
+        _ => return,
+    };
+    if !ty.is_empty() && !ty.contains(&"string") {
+        out.push((at.to_owned(), what, ty.join(" or ")));
     }
 }
 
@@ -1029,11 +1240,13 @@ fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> crate::auth
                 if !ok {
                     continue;
                 }
-                Some(Check {
+                let check = Check {
                     method,
                     path: path_t,
                     condition,
-                })
+                };
+                warn_topic_independent_check(c, &path, &pattern, &check);
+                Some(check)
             }
         };
         rules.push(AuthRule {
@@ -1223,6 +1436,25 @@ event_types:
     }
 
     #[test]
+    fn unworkable_parts_of_a_valid_file_are_warnings_with_paths_and_hints() {
+        let cfg = parse_str(GOOD).expect("valid");
+        let at: Vec<&str> = cfg.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            at,
+            ["authorization", "families.ui.phase"],
+            "{:?}",
+            cfg.warnings
+        );
+        assert!(cfg.warnings.iter().all(|w| w.hint.is_some()));
+        let with_auth = format!(
+            "{GOOD}authorization:\n  rules:\n    - {{topic: \"team:*\", check: \"GET /api/me\"}}\n    - {{topic: \"b:{{b}}\", check: \"GET /api/b/{{b}}\"}}\n"
+        );
+        let cfg = parse_str(&with_auth).expect("valid");
+        let at: Vec<&str> = cfg.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(at, ["authorization.rules[0].check", "families.ui.phase"]);
+    }
+
+    #[test]
     fn authorization_and_polling_problems_are_listed_with_their_paths() {
         let bad = r#"
 upstream: {address: "127.0.0.1:3000"}
@@ -1322,6 +1554,78 @@ event_types:
                 paths.iter().any(|p| p == expected),
                 "missing {expected} in {paths:?}"
             );
+        }
+    }
+
+    #[test]
+    fn non_ascii_origins_are_problems_not_panics() {
+        for origin in [
+            "http://é",
+            "http://ééé/x",
+            "https://日本.example",
+            "ht\u{e9}tp://x",
+            "http://",
+        ] {
+            let text = format!(
+                "upstream: {{address: \"127.0.0.1:3000\"}}\nsse: {{allowed_origins: [{origin:?}]}}\n"
+            );
+            assert_problems_at(&text, &["sse.allowed_origins[0]"]);
+        }
+    }
+
+    #[test]
+    fn floats_out_of_range_are_problems_with_their_paths() {
+        for v in [
+            "1e-300",
+            "0",
+            "-1",
+            ".nan",
+            ".inf",
+            "-.inf",
+            "1e300",
+            "0.0000001",
+        ] {
+            let text = format!(
+                "upstream: {{address: \"127.0.0.1:3000\"}}\n\
+                 sse: {{handshakes_per_client_per_second: {v}}}\n\
+                 safety: {{latency_target_ms: {v}}}\n"
+            );
+            let err = parse_str(&text).expect_err(v);
+            let problems = err.problems();
+            for at in [
+                "sse.handshakes_per_client_per_second",
+                "safety.latency_target_ms",
+            ] {
+                let p = problems.iter().find(|p| p.path == at);
+                assert!(
+                    p.is_some_and(|p| p.hint.is_some()),
+                    "{v}: no hinted problem at {at}: {problems:?}"
+                );
+            }
+        }
+        let text = "upstream: {address: \"127.0.0.1:3000\"}\n\
+                    sse: {handshakes_per_client_per_second: 0.001}\n\
+                    safety: {latency_target_ms: 0.5}\n";
+        assert!(parse_str(text).is_ok());
+    }
+
+    #[test]
+    fn huge_and_negative_integers_are_problems_not_panics() {
+        for key in [
+            "sse: {heartbeat_seconds: 18446744073709551615}",
+            "sse: {heartbeat_seconds: 99999999999999999999999}",
+            "sse: {max_topics_per_stream: -1}",
+            "sse: {handshake_burst: 4294967296}",
+            "threads: 18446744073709551615",
+            "families: {a: {phase: 99999999999, priority: 300}}",
+            "rollout: {phase: -3}",
+            "store: {retention: {max_age_seconds: 18446744073709551615}}",
+            "shutdown: {grace_period_seconds: 18446744073709551615}",
+            "polling: {max_staleness_seconds: 18446744073709551615}",
+            "authorization: {cache_ttl_seconds: 18446744073709551615}",
+        ] {
+            let text = format!("upstream: {{address: \"127.0.0.1:3000\"}}\n{key}\n");
+            assert!(parse_str(&text).is_err(), "{key} should be refused");
         }
     }
 

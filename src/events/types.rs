@@ -20,9 +20,14 @@ pub enum TopicError {
     TooLong,
     #[error("topic {0:?} has a character outside A-Z a-z 0-9 _ . : -")]
     BadChar(String),
+    /// A part (between colons) that is exactly `.` or `..`: filled into a check path it
+    /// would be a dot segment, and the backend would answer for another resource.
+    #[error("topic {0:?} has a part that is `.` or `..` (not allowed: it would be a dot segment in a check path)")]
+    DotPart(String),
 }
 
-/// A subscription topic such as `board:42`: 1 to 128 characters of `A-Z a-z 0-9 _ . : -`.
+/// A subscription topic such as `board:42`: 1 to 128 characters of `A-Z a-z 0-9 _ . : -`,
+/// no colon-separated part exactly `.` or `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct Topic(String);
@@ -38,6 +43,9 @@ impl Topic {
         if !s.bytes().all(is_name_byte) {
             let shown: String = s.chars().take(40).collect();
             return Err(TopicError::BadChar(shown));
+        }
+        if s.split(':').any(|part| part == "." || part == "..") {
+            return Err(TopicError::DotPart(s.to_owned()));
         }
         Ok(Topic(s.to_owned()))
     }
@@ -177,6 +185,34 @@ mod tests {
         assert!(matches!(Topic::parse("a b"), Err(TopicError::BadChar(_))));
         assert!(matches!(Topic::parse("a\nb"), Err(TopicError::BadChar(_))));
         assert_eq!(Topic::parse(&"a".repeat(129)), Err(TopicError::TooLong));
+    }
+
+    #[test]
+    fn dot_parts_are_refused_with_a_clear_reason() {
+        for bad in [
+            "board:..",
+            "board:.",
+            "..",
+            ".",
+            "org:..:board:1",
+            "a:.:b",
+            "..:x",
+        ] {
+            assert_eq!(
+                Topic::parse(bad),
+                Err(TopicError::DotPart(bad.into())),
+                "{bad:?} should be refused"
+            );
+        }
+        let msg = Topic::parse("board:..").unwrap_err().to_string();
+        assert!(
+            msg.contains("board:..") && msg.contains("dot segment"),
+            "{msg}"
+        );
+        // Dots inside a part are fine.
+        for ok in ["board:...", "board:.x", "board:x.", "v1.2:a..b", "a.b"] {
+            assert!(Topic::parse(ok).is_ok(), "{ok:?} should be accepted");
+        }
     }
 
     #[test]

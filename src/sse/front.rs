@@ -1,6 +1,10 @@
 //! The listener's front: reads each request head on a connection itself; event-stream
 //! requests are served right on the socket, everything else is handed, bytes untouched, to
-//! Pingora's proxy.
+//! Pingora's proxy. Every head, whatever its path, is held to the same limits here, before
+//! Pingora sees it: at most `sse.max_request_head_bytes` (431 beyond) and complete within
+//! `sse.request_head_timeout_seconds` of its first byte however it trickles (408 beyond).
+//! A head is complete when `httparse` says so (bare-LF line ends included, as Pingora
+//! accepts them) — [`head_state`], pure and fuzzed.
 //!
 //! Why: a stream served inside Pingora's proxy keeps the whole per-request machinery alive
 //! for hours (its request future, session, header buffers: about 28 KiB per stream
@@ -24,10 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Largest request head the front reads; a larger one goes to Pingora, which refuses it.
-const MAX_HEAD: usize = 16 * 1024;
-/// How long a new connection may take to send its first request head.
+/// How long a new connection may wait before the first byte of its first request head.
 const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Header lines `httparse` is given room for: Pingora's own limit.
+const MAX_HEADERS: usize = 256;
 /// How long an idle keep-alive connection is kept (Pingora's default).
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -44,6 +48,51 @@ enum Head {
     Stream(StreamRequest),
     /// Anything else: the bytes read so far, to be replayed to Pingora.
     Other(BytesMut),
+    /// Answered here and closed: 431 (head over the cap) or 408 (head past its deadline).
+    Refuse(u16),
+}
+
+/// How far a request head read so far has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadState {
+    /// More bytes are needed.
+    Partial,
+    /// A whole head of this many bytes, or one Pingora will refuse as it is (not HTTP, too
+    /// many headers) with its end in the buffer: either way it goes on to be answered.
+    Complete(usize),
+    /// Over the cap (complete or not): 431.
+    TooLarge,
+}
+
+/// Whether `buf` holds a whole request head, within `max` bytes. Never reads past `max`
+/// bytes of `buf`. A head `httparse` refuses counts as complete only once a blank line ends
+/// it, so nothing is handed on before its end has arrived.
+pub fn head_state(buf: &[u8], max: usize) -> HeadState {
+    let window = &buf[..buf.len().min(max.saturating_add(1))];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let state = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => HeadState::Complete(n),
+        Ok(httparse::Status::Partial) => HeadState::Partial,
+        Err(_) => match blank_line_end(window) {
+            Some(n) => HeadState::Complete(n),
+            None => HeadState::Partial,
+        },
+    };
+    match state {
+        HeadState::Complete(n) if n > max => HeadState::TooLarge,
+        HeadState::Partial if window.len() > max => HeadState::TooLarge,
+        s => s,
+    }
+}
+
+/// The end of the first blank line (`\n\n` or `\n\r\n`), if any.
+fn blank_line_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).enumerate().find_map(|(i, w)| match w {
+        [b'\n', b'\n'] => Some(i + 2),
+        [b'\n', b'\r'] if buf.get(i + 2) == Some(&b'\n') => Some(i + 3),
+        _ => None,
+    })
 }
 
 /// Whether an `Accept-Encoding` value accepts gzip (a `q=0` refuses it).
@@ -61,7 +110,7 @@ pub fn accepts_gzip(value: &str) -> bool {
 }
 
 /// Classifies a complete head: `GET <stream path>[?query]` is ours.
-fn classify(buf: &[u8], stream_path: &str) -> Option<StreamRequest> {
+pub fn classify(buf: &[u8], stream_path: &str) -> Option<StreamRequest> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -93,36 +142,73 @@ fn classify(buf: &[u8], stream_path: &str) -> Option<StreamRequest> {
     Some(out)
 }
 
-async fn read_head(stream: &mut L4Stream, stream_path: &str, timeout: Duration) -> Head {
+/// The limits every request head is held to (from `sse.*`, read per connection turn).
+struct HeadLimits {
+    max_bytes: usize,
+    timeout: Duration,
+}
+
+/// Reads one request head: waits up to `idle` for its first byte, then up to the limits'
+/// timeout for the rest.
+async fn read_head(
+    stream: &mut L4Stream,
+    stream_path: &str,
+    idle: Duration,
+    limits: &HeadLimits,
+) -> Head {
     let mut buf = BytesMut::with_capacity(1024);
-    let read = async {
-        loop {
-            if buf.len() >= MAX_HEAD {
-                return true;
-            }
-            buf.reserve(1024);
-            match stream.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(_) => {}
-            }
-            if memchr_head_end(&buf) {
-                return true;
-            }
+    // Idle or closed before a byte: nothing to serve or answer.
+    match tokio::time::timeout(idle, stream.read_buf(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return Head::Gone,
+    }
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    loop {
+        match head_state(&buf, limits.max_bytes) {
+            HeadState::Complete(_) => break,
+            HeadState::TooLarge => return Head::Refuse(431),
+            HeadState::Partial => {}
         }
-    };
-    match tokio::time::timeout(timeout, read).await {
-        Ok(true) => match classify(&buf, stream_path) {
-            Some(req) => Head::Stream(req),
-            None => Head::Other(buf),
-        },
-        // Idle or closed: nothing to serve. Partial bytes of a timed-out head are dropped
-        // with the connection, as Pingora would.
-        _ => Head::Gone,
+        buf.reserve(1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed mid-head: dropped with the connection, as Pingora would.
+            Ok(_) => return Head::Gone,
+            Err(_) => return Head::Refuse(408),
+        }
+    }
+    match classify(&buf, stream_path) {
+        Some(req) => Head::Stream(req),
+        None => Head::Other(buf),
     }
 }
 
-fn memchr_head_end(buf: &[u8]) -> bool {
-    buf.windows(4).any(|w| w == b"\r\n\r\n")
+/// Answers a head the front refused (431, 408) and closes.
+async fn refuse_head(stream: &mut L4Stream, status: u16) {
+    let body = match status {
+        431 => "request head too large\n",
+        _ => "request head not received in time\n",
+    };
+    let r = stream::Refused {
+        status,
+        outcome: "bad_head",
+        retry_after: None,
+        body: body.into(),
+    };
+    refuse(stream, &r).await;
+    // Read (and drop) what the client is still sending for a moment: closing with unread
+    // bytes would reset the connection and could destroy the answer before it is read.
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut left: usize = 1 << 20;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 #[async_trait]
@@ -140,9 +226,20 @@ impl ServerApp for Front {
         let mut persistent: Option<HttpPersistentSettings> = None;
         let mut timeout = FIRST_HEAD_TIMEOUT;
         loop {
-            let path = self.state.config().sse.path.clone();
-            match read_head(&mut l4, &path, timeout).await {
+            let (path, limits) = {
+                let cfg = self.state.config();
+                let limits = HeadLimits {
+                    max_bytes: cfg.sse.max_request_head_bytes,
+                    timeout: cfg.sse.request_head_timeout,
+                };
+                (cfg.sse.path.clone(), limits)
+            };
+            match read_head(&mut l4, &path, timeout, &limits).await {
                 Head::Gone => return None,
+                Head::Refuse(status) => {
+                    refuse_head(&mut l4, status).await;
+                    return None;
+                }
                 Head::Stream(req) => {
                     serve_stream(&self.state, l4, req).await;
                     return None;
@@ -430,6 +527,55 @@ mod tests {
         );
         assert_eq!(take("GET /api/cards HTTP/1.1\r\nHost: x\r\n\r\n"), None);
         assert_eq!(take("garbage\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn heads_are_complete_when_httparse_says_so_bare_lf_included() {
+        let st = |s: &str| head_state(s.as_bytes(), 64);
+        assert_eq!(
+            st("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            HeadState::Complete(27)
+        );
+        assert_eq!(st("GET / HTTP/1.1\nHost: x\n\n"), HeadState::Complete(24));
+        assert_eq!(st("GET / HTTP/1.1\r\nHost: x\r\n"), HeadState::Partial);
+        assert_eq!(st("GET / HTTP/1.1\nHost: x\n"), HeadState::Partial);
+        assert_eq!(st(""), HeadState::Partial);
+        // A body after the head does not count against the cap.
+        let with_body = format!(
+            "POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\n{}",
+            "b".repeat(100)
+        );
+        assert_eq!(st(&with_body), HeadState::Complete(40));
+        // Not HTTP: handed on (to be refused by Pingora) once its blank line arrived.
+        assert_eq!(st("garbage\r\n\r\n"), HeadState::Complete(11));
+        assert_eq!(st("garbage\n\nmore"), HeadState::Complete(9));
+        assert_eq!(st("garbage\r\n"), HeadState::Partial);
+    }
+
+    #[test]
+    fn heads_over_the_cap_are_too_large_complete_or_not() {
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100));
+        assert_eq!(head_state(long.as_bytes(), 64), HeadState::TooLarge);
+        assert_eq!(head_state(&long.as_bytes()[..70], 64), HeadState::TooLarge);
+        assert_eq!(head_state(&long.as_bytes()[..64], 64), HeadState::Partial);
+        assert_eq!(
+            head_state(b"garbage garbage garbage", 8),
+            HeadState::TooLarge
+        );
+        assert!(matches!(
+            head_state(long.as_bytes(), 1024),
+            HeadState::Complete(_)
+        ));
+        // More header lines than httparse has room for: complete at the blank line, not
+        // before (never handed on half-read).
+        let many: String = (0..300).map(|i| format!("h{i}: v\r\n")).collect();
+        let head = format!("GET / HTTP/1.1\r\n{many}");
+        assert_eq!(head_state(head.as_bytes(), 1 << 20), HeadState::Partial);
+        let head = format!("{head}\r\n");
+        assert_eq!(
+            head_state(head.as_bytes(), 1 << 20),
+            HeadState::Complete(head.len())
+        );
     }
 
     #[test]
