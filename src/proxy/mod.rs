@@ -540,7 +540,10 @@ impl Proxy {
             None => self.state.config(),
         };
         let path = normalize_path(req.uri.path());
-        self.state.metrics.mutations_unmatched_total.inc();
+        if self.state.mode().is_enabled() {
+            // With SSE off nothing is matched; only count what rules could have explained.
+            self.state.metrics.mutations_unmatched_total.inc();
+        }
         let routes: Vec<_> = cfg.polling.routes_near(&path).collect();
         tracing::debug!(method = %req.method, path = %path, forced = routes.len(),
             "a 2xx mutation matched no rule; the shielded routes it could change are forwarded");
