@@ -42,6 +42,11 @@ pub struct Metrics {
     pub auth_revoked_total: IntCounter,
     pub polls_total: IntCounterVec,
     pub poll_changes_total: IntCounterVec,
+    /// Proxy hardening: what the proxy refused, left unshielded or forced.
+    pub proxy_refusals_total: IntCounterVec,
+    pub shield_skipped_total: IntCounterVec,
+    pub mutations_unmatched_total: IntCounter,
+    pub origin_ids_refused_total: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -263,6 +268,32 @@ impl Metrics {
                 "poll_changes_total",
                 "Changes seen in polled answers, by family, route pattern and whether an event explained them.",
                 &["family", "route", "covered"],
+            ),
+            proxy_refusals_total: counter_vec(
+                &r,
+                "proxy_refusals_total",
+                "Requests the proxy refused itself, by reason (non_canonical_path: a mutation whose path is not in RFC 3986 normal form and would match a rule).",
+                &["reason"],
+            ),
+            shield_skipped_total: counter_vec(
+                &r,
+                "shield_skipped_total",
+                "Polls of shielded routes left unshielded, by reason (no_store: the backend said no-store; non_canonical_path).",
+                &["reason"],
+            ),
+            mutations_unmatched_total: register(
+                &r,
+                IntCounter::new(
+                    "mutations_unmatched_total",
+                    "2xx mutations no rule matched; the shielded routes they could touch are forwarded next.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            origin_ids_refused_total: counter_vec(
+                &r,
+                "origin_ids_refused_total",
+                "X-Client-Id / X-Mutation-Id values refused (origin left null), by header and reason (too_long, bad_char).",
+                &["header", "reason"],
             ),
             registry: r,
         }

@@ -147,7 +147,9 @@ const reply = (status, body, headers) => ({ status, body, headers });
 function sendJson(res, status, body, headers) {
   const noBody = status === 204 || status === 304 || body === null || body === undefined;
   const payload = noBody ? '' : JSON.stringify(body);
-  const h = { 'cache-control': 'no-store', ...headers };
+  // Always revalidate, never share: answers may be stored by the browser (so a sidecar may
+  // shield the polled ones with its own validators; it never shields a no-store answer).
+  const h = { 'cache-control': 'no-cache, private', ...headers };
   if (!noBody) {
     h['content-type'] = 'application/json';
     h['content-length'] = Buffer.byteLength(payload);

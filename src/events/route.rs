@@ -1,7 +1,10 @@
 //! Route patterns such as `PATCH /api/cards/{id}`: a method and a path whose segments are
 //! literals or `{name}` parameters. Matching is pure and allocation-light; it runs for every
-//! mutation the proxy sees.
+//! mutation the proxy sees. `normalize_path` gives the RFC 3986 form of a request path (what
+//! a backend resolves `/a/../b` or `//b` to), so callers can tell a canonical path from one
+//! that only reaches the same resource.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Longest pattern accepted in the config.
@@ -95,6 +98,16 @@ impl RoutePattern {
         &self.source
     }
 
+    /// Whether a request path could be served under this pattern's first segment: the
+    /// first segments are equal, or the pattern's is a parameter.
+    pub fn shares_first_segment(&self, path: &str) -> bool {
+        let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        match self.segments.first() {
+            Some(Segment::Literal(l)) => l == first,
+            Some(Segment::Param(_)) | None => true,
+        }
+    }
+
     /// Matches a request's method and path (no query). Parameters must be non-empty; they are
     /// percent-decoded only if the result is valid UTF-8, otherwise kept as sent.
     pub fn matches(&self, method: &http::Method, path: &str) -> Option<Params> {
@@ -124,6 +137,73 @@ impl RoutePattern {
         }
         Some(params)
     }
+}
+
+/// The RFC 3986 normal form of a request path, as backends resolve it: percent-encoded
+/// unreserved characters decoded (`%2E` is `.`, `%63` is `c`), dot segments removed
+/// (section 5.2.4) and runs of slashes merged. A trailing slash is kept. Borrowed when the
+/// path is already canonical; a path not starting with `/` is returned as is.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Cow::Borrowed(path);
+    };
+    let mut out: Vec<Cow<'_, str>> = Vec::new();
+    let mut trailing = false;
+    for raw in rest.split('/') {
+        let seg = decode_unreserved(raw);
+        trailing = true;
+        match seg.as_ref() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            _ => {
+                out.push(seg);
+                trailing = false;
+            }
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if trailing || out.is_empty() {
+        s.push('/');
+    }
+    if s == path {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(s)
+    }
+}
+
+/// Decodes the percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`), which
+/// RFC 3986 says are equivalent to the characters themselves; other escapes stay.
+fn decode_unreserved(seg: &str) -> Cow<'_, str> {
+    if !seg.contains('%') {
+        return Cow::Borrowed(seg);
+    }
+    let b = seg.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                    out.push(v as char);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        // Copy one whole character (the path may hold non-ASCII text).
+        let ch_len = seg[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&seg[i..i + ch_len]);
+        i += ch_len;
+    }
+    Cow::Owned(out)
 }
 
 /// Minimal percent-decoding of one path segment (`%2F` stays inside the segment). Written
@@ -185,6 +265,10 @@ mod tests {
             .expect("match");
         assert_eq!(m["board"], "b 1");
         assert_eq!(p.param_names().collect::<Vec<_>>(), vec!["board"]);
+        assert!(p.shares_first_segment("/api/cards/1"));
+        assert!(!p.shares_first_segment("/login"));
+        let any = RoutePattern::parse("GET /{tenant}/cards").expect("valid");
+        assert!(any.shares_first_segment("/login"));
     }
 
     #[test]
@@ -204,6 +288,30 @@ mod tests {
         ] {
             assert!(RoutePattern::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn normalizes_paths_like_a_backend_resolves_them() {
+        for (raw, canon) in [
+            ("/api/cards/c1", "/api/cards/c1"),
+            ("/api/x/../cards/c1", "/api/cards/c1"),
+            ("/api/x/%2e%2e/cards/c1", "/api/cards/c1"),
+            ("/api/x/%2E%2E/cards/c1", "/api/cards/c1"),
+            ("//api/cards/c1", "/api/cards/c1"),
+            ("/api//cards/./c1", "/api/cards/c1"),
+            ("/api/%63ards/c1", "/api/cards/c1"),
+            ("/api/cards/c%201", "/api/cards/c%201"),
+            ("/api/cards/a%2Fb", "/api/cards/a%2Fb"),
+            ("/api/cards/", "/api/cards/"),
+            ("/api/cards/..", "/api/"),
+            ("/../..", "/"),
+            ("/", "/"),
+            ("/caf\u{e9}/%", "/caf\u{e9}/%"),
+            ("*", "*"),
+        ] {
+            assert_eq!(normalize_path(raw), canon, "{raw}");
+        }
+        assert!(matches!(normalize_path("/api/cards/c1"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -131,6 +131,50 @@ impl Body {
             Err(_) => Body::NotJson,
         }
     }
+
+    /// Parses a captured answer sent with `Content-Encoding: encoding`: gzip and deflate
+    /// are inflated (at most `cap` bytes: past that the body reads as too large); an
+    /// encoding the sidecar cannot read (br, zstd) reads as not JSON. The proxy asks the
+    /// backend for `identity` on matched mutations, so this is for backends that compress
+    /// anyway.
+    pub fn from_encoded(
+        bytes: &[u8],
+        overflowed: bool,
+        encoding: Option<&str>,
+        cap: usize,
+    ) -> Body {
+        use std::io::Read;
+        let encoding = encoding.map(|e| e.trim().to_ascii_lowercase());
+        let mut out = Vec::new();
+        let limit = cap as u64 + 1;
+        let read = match encoding.as_deref() {
+            None | Some("") | Some("identity") => return Body::from_capture(bytes, overflowed),
+            _ if overflowed => return Body::TooLarge,
+            Some("gzip") | Some("x-gzip") => flate2::read::MultiGzDecoder::new(bytes)
+                .take(limit)
+                .read_to_end(&mut out),
+            Some("deflate") => {
+                let zlib = flate2::read::ZlibDecoder::new(bytes)
+                    .take(limit)
+                    .read_to_end(&mut out);
+                if zlib.is_err() {
+                    // Some servers send raw deflate under this name.
+                    out.clear();
+                    flate2::read::DeflateDecoder::new(bytes)
+                        .take(limit)
+                        .read_to_end(&mut out)
+                } else {
+                    zlib
+                }
+            }
+            Some(_) => return Body::NotJson,
+        };
+        match read {
+            Ok(n) if n > cap => Body::TooLarge,
+            Ok(_) => Body::from_capture(&out, false),
+            Err(_) => Body::NotJson,
+        }
+    }
 }
 
 /// Everything a template can read.
@@ -371,6 +415,34 @@ pub fn lookup(src: &Source, inputs: &Inputs) -> Result<Value, FillError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compressed_answers_are_inflated_within_the_cap() {
+        use std::io::Write;
+        let json = br#"{"x": 1}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(json).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        zl.write_all(json).expect("zlib");
+        let zl = zl.finish().expect("zlib");
+        let want = Body::Json(serde_json::json!({"x": 1}));
+        assert_eq!(Body::from_encoded(&gz, false, Some("gzip"), 64), want);
+        assert_eq!(Body::from_encoded(&zl, false, Some("Deflate"), 64), want);
+        assert_eq!(Body::from_encoded(json, false, None, 64), want);
+        assert_eq!(
+            Body::from_encoded(&gz, false, Some("gzip"), 4),
+            Body::TooLarge
+        );
+        assert_eq!(
+            Body::from_encoded(&gz, false, Some("br"), 64),
+            Body::NotJson
+        );
+        assert_eq!(
+            Body::from_encoded(b"junk", false, Some("gzip"), 64),
+            Body::NotJson
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

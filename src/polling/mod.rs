@@ -12,13 +12,25 @@
 //!   (`coverage_grace_ms`) because the event of a mutation is derived when the mutation's
 //!   answer ends, which can be a moment after a poll already shows its effect. A change no
 //!   event explains is uncovered: counted, logged with its URL (never credentials) and shown
-//!   with the coverage ratio over a window.
+//!   with the coverage ratio over a window. Query values are redacted there
+//!   (`?q=<redacted>`, keys kept): they may carry personal data.
 //! - Shielding (`shield: true`, per route): answers get an ETag from the sidecar that stands
-//!   for (URL, fingerprint, the topics' clock) and `cache-control: no-cache, private`, so the
-//!   browser revalidates. A revalidation whose ETag is still current — no event touched the
-//!   topics since, less than `max_staleness_seconds` since the backend was last asked, the
-//!   family live and no breaker open — is answered 304 by the sidecar without calling the
-//!   backend. Credentials are part of the key: two users never share a decision.
+//!   for (URL, fingerprint, the route's stamp, the answer's content) and
+//!   `cache-control: no-cache, private`, so the browser revalidates. A revalidation whose
+//!   ETag is still current — the stamp unchanged, less than `max_staleness_seconds` since the
+//!   backend was last asked, the family live and no breaker open — is answered 304 by the
+//!   sidecar without calling the backend. Credentials are part of the key: two users never
+//!   share a decision. Clients of one key (two tabs, anonymous readers of a public board)
+//!   share the validator: a forwarded answer keeps the current ETag while the stamp holds, and
+//!   if its content turns out to differ the ETag is withdrawn (the next revalidation of anyone
+//!   is forwarded) rather than left to name two contents.
+//! - The stamp of a route is the topics' clock plus the route's forcing generation. The
+//!   proxy forces (bumps the generation of) routes whose change no event explains: the
+//!   family's routes after a confirmed mutation whose event could not be derived, the routes
+//!   sharing the first path segment after a 2xx mutation no rule matched. Forcing never
+//!   counts as coverage: the forwarded poll that then shows the change is counted uncovered.
+//!   Answers the backend marks `no-store` are never shielded (their caching is never
+//!   weakened), nor are GETs of non-canonical paths (see the proxy module).
 
 use crate::events::route::{Params, RoutePattern};
 use crate::events::template::{Body, Inputs, StrTemplate};
@@ -81,6 +93,23 @@ impl Polling {
     }
 }
 
+impl Polling {
+    /// The shielded routes a 2xx mutation of `path` that no rule matched could have
+    /// changed: those sharing its first path segment (or starting with a parameter).
+    pub fn routes_near<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a PollRoute> + 'a {
+        self.routes
+            .iter()
+            .filter(move |r| r.shield && r.pattern.shares_first_segment(path))
+    }
+
+    /// The shielded routes of a family.
+    pub fn routes_of<'a>(&'a self, family: &'a str) -> impl Iterator<Item = &'a PollRoute> + 'a {
+        self.routes
+            .iter()
+            .filter(move |r| r.shield && r.family == family)
+    }
+}
+
 impl PollRoute {
     /// The route's topics for one request (`None` when a template cannot be filled).
     pub fn topics_for(&self, params: &Params, query: &[(String, String)]) -> Option<Vec<String>> {
@@ -98,13 +127,35 @@ impl PollRoute {
 /// (path and query, credential fingerprint).
 pub type Key = (String, u128);
 
+/// What a shield ETag stands for: the topics' clock and the route's forcing generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub version: u64,
+    pub forced: u64,
+}
+
+/// A complete 200 answer of a polled route, as the proxy saw it.
+pub struct Answer {
+    pub key: Key,
+    pub topics: Vec<String>,
+    /// Hash of the body.
+    pub body: u64,
+    /// The topic clock when the request was forwarded.
+    pub counter_at_request: u64,
+    /// The ETag sent with it (shielded answers only).
+    pub etag: Option<String>,
+    /// The body hash that ETag was kept for, when it was the key's current one.
+    pub predicted: Option<u64>,
+    pub stamp: Stamp,
+}
+
 struct Seen {
     body: u64,
     /// The topic clock when this answer's request was forwarded.
     counter_at_request: u64,
     etag: Option<String>,
-    /// The topics' version the ETag stands for.
-    version: u64,
+    /// The stamp the ETag stands for.
+    stamp: Stamp,
     fetched: Instant,
     last_used: Instant,
 }
@@ -157,6 +208,10 @@ pub struct RouteCoverage {
 pub struct Tracker {
     counter: AtomicU64,
     clock: Mutex<Clock>,
+    /// Forcing generation per route pattern (bounded by the routes ever configured).
+    forced: Mutex<HashMap<String, u64>>,
+    /// Source of fresh ETags.
+    nonce: AtomicU64,
     seen: Mutex<HashMap<Key, Seen>>,
     pending: Mutex<Vec<Pending>>,
     stats: Mutex<BTreeMap<String, RouteStats>>,
@@ -165,6 +220,21 @@ pub struct Tracker {
     secret: std::collections::hash_map::RandomState,
     max_topics: usize,
     metrics: Arc<Metrics>,
+}
+
+/// A URL with its query values redacted (`/p?q=<redacted>&flag`), keys kept.
+pub fn redact_query(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) => format!("{k}=<redacted>"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }
 
 /// The value below which an eighth of `values` lies: evicting up to it frees an eighth.
@@ -183,6 +253,8 @@ impl Tracker {
         Tracker {
             counter: AtomicU64::new(0),
             clock: Mutex::new(Clock::default()),
+            forced: Mutex::new(HashMap::new()),
+            nonce: AtomicU64::new(0),
             seen: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
             stats: Mutex::new(BTreeMap::new()),
@@ -224,8 +296,31 @@ impl Tracker {
             .unwrap_or(0)
     }
 
+    /// The route's forcing generation.
+    pub fn forced(&self, route: &str) -> u64 {
+        let forced = self.forced.lock().unwrap_or_else(|e| e.into_inner());
+        forced.get(route).copied().unwrap_or(0)
+    }
+
+    /// The stamp of a route's answer showing `topics`.
+    pub fn stamp(&self, route: &str, topics: &[String]) -> Stamp {
+        Stamp {
+            version: self.version(topics),
+            forced: self.forced(route),
+        }
+    }
+
+    /// A change no event explains may have touched these routes: their current ETags stop
+    /// being current, so the next poll of each is forwarded.
+    pub fn force<'a>(&self, routes: impl Iterator<Item = &'a PollRoute>) {
+        let mut forced = self.forced.lock().unwrap_or_else(|e| e.into_inner());
+        for r in routes.filter(|r| r.shield) {
+            *forced.entry(r.pattern.as_str().to_owned()).or_insert(0) += 1;
+        }
+    }
+
     /// Whether `if_none_match` names the current ETag of `key`: the sidecar may answer 304.
-    pub fn fresh(&self, key: &Key, if_none_match: &str, version: u64, max_age: Duration) -> bool {
+    pub fn fresh(&self, key: &Key, if_none_match: &str, stamp: Stamp, max_age: Duration) -> bool {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = seen.get_mut(key) else {
             return false;
@@ -235,7 +330,7 @@ impl Tracker {
             .split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
             .any(|t| t == etag);
-        if named && s.version == version && s.fetched.elapsed() < max_age {
+        if named && s.stamp == stamp && s.fetched.elapsed() < max_age {
             s.last_used = Instant::now();
             true
         } else {
@@ -243,34 +338,40 @@ impl Tracker {
         }
     }
 
-    /// A new ETag for an answer about to be sent.
-    pub fn new_etag(&self, key: &Key, version: u64) -> String {
+    /// The ETag for a shielded answer about to be sent, and the body hash it is kept for:
+    /// the key's current ETag while the stamp holds (every client of the key keeps a valid
+    /// validator), else a new one.
+    pub fn etag_for(&self, key: &Key, stamp: Stamp) -> (String, Option<u64>) {
+        {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = seen.get(key).filter(|s| s.stamp == stamp) {
+                if let Some(etag) = &s.etag {
+                    return (etag.clone(), Some(s.body));
+                }
+            }
+        }
         let mut h = self.secret.build_hasher();
         h.write(key.0.as_bytes());
         h.write_u128(key.1);
-        h.write_u64(version);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        format!("\"s{:016x}\"", h.finish())
+        h.write_u64(stamp.version);
+        h.write_u64(stamp.forced);
+        h.write_u64(self.nonce.fetch_add(1, Ordering::Relaxed));
+        (format!("\"s{:016x}\"", h.finish()), None)
     }
 
     /// A complete 200 answer of a polled route: remembers it and checks coverage.
-    #[allow(clippy::too_many_arguments)]
-    pub fn observe(
-        &self,
-        route: &PollRoute,
-        key: Key,
-        topics: Vec<String>,
-        body: u64,
-        counter_at_request: u64,
-        etag: Option<String>,
-        version: u64,
-        cfg: &Polling,
-    ) -> Option<bool> {
+    pub fn observe(&self, route: &PollRoute, a: Answer, cfg: &Polling) -> Option<bool> {
+        let Answer {
+            key,
+            topics,
+            body,
+            counter_at_request,
+            etag,
+            predicted,
+            stamp,
+        } = a;
+        // An ETag kept for another content no longer names one answer: withdraw it.
+        let etag = etag.filter(|_| predicted.is_none_or(|p| p == body));
         let now = Instant::now();
         let prev = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -286,7 +387,7 @@ impl Tracker {
                     body,
                     counter_at_request,
                     etag,
-                    version,
+                    stamp,
                     fetched: now,
                     last_used: now,
                 },
@@ -352,6 +453,8 @@ impl Tracker {
             s.covered_total += 1;
         } else {
             s.uncovered_total += 1;
+            let url = redact_query(url);
+            let url = url.as_str();
             s.last_uncovered = Some((url.to_owned(), crate::events::types::now_ms()));
             tracing::warn!(
                 family,
@@ -441,6 +544,25 @@ impl Tracker {
 mod tests {
     use super::*;
 
+    fn answer(
+        key: Key,
+        topics: Vec<String>,
+        body: u64,
+        counter_at_request: u64,
+        etag: Option<String>,
+        version: u64,
+    ) -> Answer {
+        Answer {
+            key,
+            topics,
+            body,
+            counter_at_request,
+            etag,
+            predicted: None,
+            stamp: Stamp { version, forced: 0 },
+        }
+    }
+
     fn route() -> PollRoute {
         PollRoute {
             location: "polling.routes[0]".into(),
@@ -464,12 +586,7 @@ mod tests {
         assert_eq!(
             t.observe(
                 &r,
-                key.clone(),
-                topics.clone(),
-                1,
-                t.counter(),
-                None,
-                0,
+                answer(key.clone(), topics.clone(), 1, t.counter(), None, 0),
                 &cfg
             ),
             None
@@ -479,12 +596,7 @@ mod tests {
         assert_eq!(
             t.observe(
                 &r,
-                key.clone(),
-                topics.clone(),
-                2,
-                t.counter(),
-                None,
-                0,
+                answer(key.clone(), topics.clone(), 2, t.counter(), None, 0),
                 &cfg
             ),
             Some(true)
@@ -492,7 +604,7 @@ mod tests {
         // A change with no event: settled as uncovered once the grace is over.
         let c = t.counter();
         assert_eq!(
-            t.observe(&r, key.clone(), topics.clone(), 3, c, None, 0, &cfg),
+            t.observe(&r, answer(key.clone(), topics.clone(), 3, c, None, 0), &cfg),
             None
         );
         t.settle();
@@ -513,30 +625,106 @@ mod tests {
         let alice: Key = ("/api/boards/1/cards".into(), 1);
         let bob: Key = ("/api/boards/1/cards".into(), 2);
         let topics = vec!["board:1".to_string()];
-        let v = t.version(&topics);
-        let etag = t.new_etag(&alice, v);
+        let s0 = t.stamp(r.pattern.as_str(), &topics);
+        let v = s0.version;
+        let (etag, _) = t.etag_for(&alice, s0);
+        let stamp = |version| Stamp { version, forced: 0 };
         t.observe(
             &r,
-            alice.clone(),
-            topics.clone(),
-            1,
-            0,
-            Some(etag.clone()),
-            v,
+            answer(alice.clone(), topics.clone(), 1, 0, Some(etag.clone()), v),
             &cfg,
         );
-        assert!(t.fresh(&alice, &etag, v, Duration::from_secs(30)));
+        assert!(t.fresh(&alice, &etag, stamp(v), Duration::from_secs(30)));
         assert!(
-            !t.fresh(&bob, &etag, v, Duration::from_secs(30)),
+            !t.fresh(&bob, &etag, stamp(v), Duration::from_secs(30)),
             "other credentials"
         );
         t.touch(&topics);
         let v2 = t.version(&topics);
         assert!(
-            !t.fresh(&alice, &etag, v2, Duration::from_secs(30)),
+            !t.fresh(&alice, &etag, stamp(v2), Duration::from_secs(30)),
             "an event since"
         );
-        assert!(!t.fresh(&alice, &etag, v, Duration::ZERO), "too old");
+        assert!(!t.fresh(&alice, &etag, stamp(v), Duration::ZERO), "too old");
+    }
+
+    #[test]
+    fn one_key_keeps_one_validator_while_its_content_holds() {
+        let t = Tracker::new(100, Arc::new(Metrics::new()));
+        let cfg = Polling::default();
+        let r = route();
+        let key: Key = ("/api/boards/1/cards".into(), 1);
+        let topics = vec!["board:1".to_string()];
+        let max = Duration::from_secs(30);
+        let st = t.stamp(r.pattern.as_str(), &topics);
+        let (e1, p1) = t.etag_for(&key, st);
+        assert_eq!(p1, None);
+        let mut a = answer(key.clone(), topics.clone(), 10, 0, Some(e1.clone()), 0);
+        a.stamp = st;
+        t.observe(&r, a, &cfg);
+        // A second tab forwarded with the same content gets the same ETag.
+        let (e2, p2) = t.etag_for(&key, st);
+        assert_eq!((e2.as_str(), p2), (e1.as_str(), Some(10)));
+        let mut a = answer(key.clone(), topics.clone(), 10, 0, Some(e2), 0);
+        (a.predicted, a.stamp) = (p2, st);
+        t.observe(&r, a, &cfg);
+        assert!(t.fresh(&key, &e1, st, max), "both tabs revalidate");
+        // Content changed under the same ETag: withdrawn, nobody gets a 304 for it.
+        let mut a = answer(key.clone(), topics.clone(), 11, 0, Some(e1.clone()), 0);
+        (a.predicted, a.stamp) = (Some(10), st);
+        t.observe(&r, a, &cfg);
+        assert!(!t.fresh(&key, &e1, st, max));
+        let (e3, p3) = t.etag_for(&key, st);
+        assert_ne!(e3, e1);
+        assert_eq!(p3, None);
+    }
+
+    #[test]
+    fn forcing_a_route_ends_its_304s_without_covering() {
+        let t = Tracker::new(100, Arc::new(Metrics::new()));
+        let cfg = Polling {
+            coverage_grace: Duration::ZERO,
+            ..Default::default()
+        };
+        let r = route();
+        let key: Key = ("/api/boards/1/cards".into(), 1);
+        let topics = vec!["board:1".to_string()];
+        let st = t.stamp(r.pattern.as_str(), &topics);
+        let (e, _) = t.etag_for(&key, st);
+        let mut a = answer(
+            key.clone(),
+            topics.clone(),
+            1,
+            t.counter(),
+            Some(e.clone()),
+            0,
+        );
+        a.stamp = st;
+        t.observe(&r, a, &cfg);
+        let max = Duration::from_secs(30);
+        assert!(t.fresh(&key, &e, t.stamp(r.pattern.as_str(), &topics), max));
+        t.force(std::iter::once(&r));
+        let st2 = t.stamp(r.pattern.as_str(), &topics);
+        assert!(!t.fresh(&key, &e, st2, max), "forced: forwarded");
+        let mut a = answer(key.clone(), topics.clone(), 2, t.counter(), None, 0);
+        a.stamp = st2;
+        t.observe(&r, a, &cfg);
+        t.settle();
+        let cov = t.coverage(Duration::from_secs(60));
+        assert_eq!(
+            (cov[0].changes, cov[0].covered),
+            (1, 0),
+            "counted uncovered"
+        );
+    }
+
+    #[test]
+    fn uncovered_urls_hide_query_values() {
+        assert_eq!(
+            redact_query("/api/search?q=alice%40x.org&page=2&flag"),
+            "/api/search?q=<redacted>&page=<redacted>&flag"
+        );
+        assert_eq!(redact_query("/api/boards/1/cards"), "/api/boards/1/cards");
     }
 
     #[test]

@@ -3,13 +3,34 @@
 //! filters capture (bounded) what a matched mutation sends and receives while it streams
 //! unchanged; when the upstream has answered 2xx and its body has ended, the rule derives an
 //! event that goes to the hub. Everything else is forwarded byte for byte.
+//!
+//! Hardening, where a rule or a shield could otherwise be bypassed or blinded:
+//! - Paths are matched in RFC 3986 normal form (`route::normalize_path`: dot segments, also
+//!   as `%2E`, merged slashes, decoded unreserved escapes). A mutation whose path is not in
+//!   normal form and would match a rule (as sent or normalized) is refused with 400: the
+//!   backend would resolve it to a matched route, and forwarding it rewritten would break
+//!   the "forwarded unchanged" promise. Non-canonical mutations that match nothing are
+//!   forwarded unchanged. A GET of a polled route is matched normalized but never shielded
+//!   (nor answered 304) unless its path is canonical.
+//! - A matched mutation is sent upstream with `Accept-Encoding: identity`, so rules can read
+//!   the answer; a backend that compresses anyway (gzip, deflate) is inflated within the
+//!   capture cap. The client gets a valid identity answer.
+//! - After a confirmed (2xx) matched mutation whose event could not be derived (over the
+//!   cap, template miss, schema, duplicate, the body cut short) the family's shielded routes
+//!   are forced (their next polls are forwarded). A 2xx mutation no rule matched forces the
+//!   shielded routes sharing its first path segment and is counted
+//!   (`mutations_unmatched_total`); the change then shows as uncovered, never as a 304.
+//! - Idempotency keys are scoped by rule and credential fingerprint.
+//! - `X-Client-Id` / `X-Mutation-Id`: printable ASCII (0x20–0x7E, trimmed), at most
+//!   `MAX_ORIGIN_ID_LEN` (128) characters; other values are refused (origin null), counted
+//!   (`origin_ids_refused_total`) and logged at debug level.
 
 use crate::config::model::Durability;
 use crate::config::{Config, Delivery};
 use crate::events::derive::derive;
-use crate::events::route::{parse_query, Params};
+use crate::events::route::{normalize_path, parse_query, Params};
 use crate::events::template::{Body, Inputs};
-use crate::events::types::{sanitize_origin_id, EventId, Origin};
+use crate::events::types::{EventId, Origin, MAX_ORIGIN_ID_LEN};
 use crate::sse::{self, Own};
 use crate::state::State;
 use async_trait::async_trait;
@@ -39,6 +60,10 @@ pub struct Capture {
     origin: Origin,
     /// The request's Idempotency-Key: a retried mutation publishes one event.
     idempotency_key: Option<String>,
+    /// The sender's credential fingerprint (scopes the idempotency key).
+    fingerprint: u128,
+    /// The answer's `Content-Encoding`, if any.
+    encoding: Option<String>,
     cap: usize,
     req: BytesMut,
     req_over: bool,
@@ -59,10 +84,13 @@ fn append_capped(buf: &mut BytesMut, over: &mut bool, chunk: &[u8], cap: usize) 
     }
 }
 
+/// The confirmation that a strict-durability event was stored.
+type Commit = tokio::sync::oneshot::Receiver<Result<String, crate::events::hub::HubError>>;
+
 #[derive(Default)]
 pub struct Ctx {
     /// Strict durability: commits the answer waits for, and the body held until then.
-    commits: Vec<tokio::sync::oneshot::Receiver<Result<String, crate::events::hub::HubError>>>,
+    commits: Vec<Commit>,
     held: Option<BytesMut>,
     /// The answer outgrew the capture cap and streams on unheld.
     hold_released: bool,
@@ -81,11 +109,13 @@ pub struct PollCtx {
     route: usize,
     key: crate::polling::Key,
     topics: Vec<String>,
-    /// The topics' clock when the request was forwarded (what the ETag stands for).
-    version: u64,
+    /// The route's stamp when the request was forwarded (what the ETag stands for).
+    stamp: crate::polling::Stamp,
     counter_at_request: u64,
     hasher: std::collections::hash_map::DefaultHasher,
     etag: Option<String>,
+    /// The body hash a reused ETag was kept for.
+    predicted: Option<u64>,
     shield: bool,
     /// The family is live, SSE on and no breaker sends it to polling.
     live: bool,
@@ -123,7 +153,82 @@ fn is_mutation(m: &http::Method) -> bool {
     )
 }
 
+/// An origin id header value: printable ASCII (inner spaces allowed), trimmed, at most
+/// `MAX_ORIGIN_ID_LEN` bytes. `Err(reason)` for a value that is refused; `Ok(None)` for an
+/// absent or blank one.
+pub fn parse_origin_id(raw: Option<&[u8]>) -> Result<Option<String>, &'static str> {
+    let Some(raw) = raw else { return Ok(None) };
+    let s = raw.trim_ascii();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.len() > MAX_ORIGIN_ID_LEN {
+        return Err("too_long");
+    }
+    if !s.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        return Err("bad_char");
+    }
+    Ok(std::str::from_utf8(s).ok().map(str::to_owned))
+}
+
+/// Whether a `Cache-Control` value forbids storing the answer.
+fn is_no_store(v: &str) -> bool {
+    v.split(',').any(|d| {
+        d.trim()
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .eq_ignore_ascii_case("no-store")
+    })
+}
+
 impl Proxy {
+    /// The request's credentials as the authorization policy sees them.
+    fn credentials(&self, cfg: &Config, req: &RequestHeader) -> crate::auth::Credentials {
+        let headers: Vec<(String, String)> = crate::auth::CREDENTIAL_HEADERS
+            .iter()
+            .filter_map(|h| {
+                let v = req.headers.get(*h)?.to_str().ok()?;
+                Some(((*h).to_owned(), v.to_owned()))
+            })
+            .collect();
+        crate::auth::Credentials::new(&self.state.auth, &cfg.authorization, &headers)
+    }
+
+    /// A mutation whose path is not in normal form and would match a rule, as sent or as
+    /// the backend resolves it: refused (see the module header).
+    fn non_canonical_mutation(&self, cfg: &Config, req: &RequestHeader) -> bool {
+        if !is_mutation(&req.method) || !self.state.mode().is_enabled() {
+            return false;
+        }
+        let raw = req.uri.path();
+        let canon = normalize_path(raw);
+        canon != raw
+            && (cfg.matching_rules(&req.method, &canon).next().is_some()
+                || cfg.matching_rules(&req.method, raw).next().is_some())
+    }
+
+    /// An origin id header, refused values counted and logged.
+    fn origin_id(&self, req: &RequestHeader, name: &'static str) -> Option<String> {
+        match parse_origin_id(req.headers.get(name).map(|v| v.as_bytes())) {
+            Ok(v) => v,
+            Err(reason) => {
+                self.state
+                    .metrics
+                    .origin_ids_refused_total
+                    .with_label_values(&[name, reason])
+                    .inc();
+                tracing::debug!(
+                    header = name,
+                    reason,
+                    max_len = MAX_ORIGIN_ID_LEN,
+                    "origin id refused (printable ASCII only); the event's origin is null"
+                );
+                None
+            }
+        }
+    }
+
     fn start_capture(&self, cfg: &Config, req: &RequestHeader) -> Option<Box<Capture>> {
         if !is_mutation(&req.method) || !self.state.mode().is_enabled() {
             return None;
@@ -144,13 +249,15 @@ impl Proxy {
             query: parse_query(req.uri.query().unwrap_or("")),
             headers,
             origin: Origin {
-                client: sanitize_origin_id(header("x-client-id")),
-                mutation: sanitize_origin_id(header("x-mutation-id")),
+                client: self.origin_id(req, "x-client-id"),
+                mutation: self.origin_id(req, "x-mutation-id"),
             },
             idempotency_key: header("idempotency-key")
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.len() <= 256)
                 .map(str::to_owned),
+            fingerprint: self.credentials(cfg, req).fingerprint,
+            encoding: None,
             cap: cfg.capture_max_bytes,
             req: BytesMut::new(),
             req_over: false,
@@ -173,18 +280,23 @@ impl Proxy {
         // off mid-request emits nothing.
         let now = self.state.config();
         if !self.state.mode().is_enabled() {
+            // No event: polls of these families must not be answered from before it.
+            self.force_rules(&cfg, cap);
             return;
         }
         let request = Body::from_capture(&cap.req, cap.req_over);
-        let response = Body::from_capture(&cap.resp, cap.resp_over);
+        let response =
+            Body::from_encoded(&cap.resp, cap.resp_over, cap.encoding.as_deref(), cap.cap);
         let metrics = &self.state.metrics;
-        let mut commits = Vec::new();
         for (idx, params) in &cap.rules {
             let Some(rule) = cfg.rules.get(*idx) else {
                 continue;
             };
             let delivery = now.delivery(&rule.family);
             if delivery == Delivery::Off {
+                self.state
+                    .polling
+                    .force(now.polling.routes_of(&rule.family));
                 continue;
             }
             let inputs = Inputs {
@@ -195,26 +307,13 @@ impl Proxy {
                 response: &response,
             };
             match derive(&now, rule, &inputs, cap.origin.clone()) {
+                Ok(_) if self.duplicate(&now, rule, cap) => {
+                    // A retry may still have changed what the family's polls show.
+                    self.state
+                        .polling
+                        .force(now.polling.routes_of(&rule.family));
+                }
                 Ok(event) => {
-                    if let Some(key) = &cap.idempotency_key {
-                        let first = self
-                            .state
-                            .dedup
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .first(
-                                &format!("{}|{key}", rule.location),
-                                Instant::now(),
-                                now.dedup_window,
-                            );
-                        if !first {
-                            metrics
-                                .events_rejected_total
-                                .with_label_values(&[rule.family.as_str(), "duplicate"])
-                                .inc();
-                            continue;
-                        }
-                    }
                     metrics
                         .events_derived_total
                         .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
@@ -229,20 +328,9 @@ impl Proxy {
                             .inc();
                         continue;
                     }
-                    let family = event.family.clone();
-                    let done = if cfg.store.durability == Durability::Strict {
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        commits.push(rx);
-                        Some(tx)
-                    } else {
-                        None
-                    };
-                    if let Err(e) = self.state.hub.try_publish(event, done) {
-                        metrics
-                            .events_rejected_total
-                            .with_label_values(&[family.as_str(), "hub_queue_full"])
-                            .inc();
-                        tracing::warn!(rule = %rule.location, error = %e, "event dropped: hub queue full");
+                    let strict = cfg.store.durability == Durability::Strict;
+                    if let Some(rx) = self.publish(rule, event, strict) {
+                        ctx.commits.push(rx);
                     }
                 }
                 Err(e) => {
@@ -251,11 +339,74 @@ impl Proxy {
                         .with_label_values(&[rule.family.as_str(), e.reason()])
                         .inc();
                     tracing::warn!(rule = %rule.location, reason = e.reason(), error = %e,
-                        "no event derived from a confirmed mutation");
+                        "no event derived from a confirmed mutation; its family's polls are forwarded");
+                    self.state
+                        .polling
+                        .force(now.polling.routes_of(&rule.family));
                 }
             }
         }
-        ctx.commits.extend(commits);
+    }
+
+    /// Whether the mutation's idempotency key (scoped by rule and credentials) was already
+    /// seen within the window: a retry publishes nothing.
+    fn duplicate(&self, now: &Config, rule: &crate::config::model::Rule, cap: &Capture) -> bool {
+        let Some(key) = &cap.idempotency_key else {
+            return false;
+        };
+        let scoped = crate::safety::Dedup::scoped(&rule.location, cap.fingerprint, key);
+        let first = self
+            .state
+            .dedup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first(&scoped, Instant::now(), now.dedup_window);
+        if !first {
+            self.state
+                .metrics
+                .events_rejected_total
+                .with_label_values(&[rule.family.as_str(), "duplicate"])
+                .inc();
+        }
+        !first
+    }
+
+    /// Hands an event to the hub; under strict durability, returns the commit to wait for.
+    fn publish(
+        &self,
+        rule: &crate::config::model::Rule,
+        event: crate::events::types::Event,
+        strict: bool,
+    ) -> Option<Commit> {
+        let family = event.family.clone();
+        let (done, rx) = if strict {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if let Err(e) = self.state.hub.try_publish(event, done) {
+            self.state
+                .metrics
+                .events_rejected_total
+                .with_label_values(&[family.as_str(), "hub_queue_full"])
+                .inc();
+            tracing::warn!(rule = %rule.location, error = %e, "event dropped: hub queue full");
+            return None;
+        }
+        rx
+    }
+
+    /// Forces the shielded routes of every family a captured mutation's rules belong to.
+    fn force_rules(&self, cfg: &Config, cap: &Capture) {
+        let now = self.state.config();
+        for (idx, _) in &cap.rules {
+            if let Some(rule) = cfg.rules.get(*idx) {
+                self.state
+                    .polling
+                    .force(now.polling.routes_of(&rule.family));
+            }
+        }
     }
 
     /// Strict durability: waits (bounded) until this mutation's events are committed. The
@@ -302,21 +453,16 @@ impl Proxy {
     async fn start_poll(&self, session: &mut Session, cfg: &Config, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
         let path = req.uri.path();
-        let Some((idx, route, params)) = cfg.polling.route_for(path) else {
+        let canon = normalize_path(path);
+        let canonical = canon == path;
+        let Some((idx, route, params)) = cfg.polling.route_for(&canon) else {
             return Ok(false);
         };
         let query = crate::events::route::parse_query(req.uri.query().unwrap_or(""));
         let Some(topics) = route.topics_for(&params, &query) else {
             return Ok(false);
         };
-        let headers: Vec<(String, String)> = crate::auth::CREDENTIAL_HEADERS
-            .iter()
-            .filter_map(|h| {
-                let v = req.headers.get(*h)?.to_str().ok()?;
-                Some(((*h).to_owned(), v.to_owned()))
-            })
-            .collect();
-        let creds = crate::auth::Credentials::new(&self.state.auth, &cfg.authorization, &headers);
+        let creds = self.credentials(cfg, req);
         let url = req
             .uri
             .path_and_query()
@@ -326,17 +472,24 @@ impl Proxy {
         let key: crate::polling::Key = (url, creds.fingerprint);
         let tracker = &self.state.polling;
         let counter_at_request = tracker.counter();
-        let version = tracker.version(&topics);
+        let stamp = tracker.stamp(route.pattern.as_str(), &topics);
         // Decided once per request: shielding and the slow-down hint both need it.
         let live = self.may_shield(cfg, &route.family);
-        let shield = route.shield && live;
+        if route.shield && live && !canonical {
+            self.state
+                .metrics
+                .shield_skipped_total
+                .with_label_values(&["non_canonical_path"])
+                .inc();
+        }
+        let shield = route.shield && live && canonical;
         if shield {
             let inm = req
                 .headers
                 .get("if-none-match")
                 .and_then(|v| v.to_str().ok());
             if let Some(inm) = inm {
-                if tracker.fresh(&key, inm, version, cfg.polling.max_staleness) {
+                if tracker.fresh(&key, inm, stamp, cfg.polling.max_staleness) {
                     let etag = inm.split(',').next().unwrap_or("").trim().to_owned();
                     tracker.count_poll(route, true);
                     let mut resp = ResponseHeader::build(304, Some(4))?;
@@ -354,10 +507,11 @@ impl Proxy {
             route: idx,
             key,
             topics,
-            version,
+            stamp,
             counter_at_request,
             hasher: Default::default(),
             etag: None,
+            predicted: None,
             shield,
             live,
             fingerprint: creds.fingerprint,
@@ -370,6 +524,30 @@ impl Proxy {
         self.state.mode().is_enabled()
             && cfg.delivery(family) == Delivery::Live
             && !self.state.polling_families().iter().any(|f| f == family)
+    }
+}
+
+impl Proxy {
+    /// A 2xx answer to a request that may change state (not GET, HEAD, OPTIONS, TRACE) that
+    /// no rule matched: the shielded routes it could have changed are forced, before the
+    /// client has the answer, so its next poll reaches the backend (and coverage sees it).
+    fn unmatched_mutation(&self, req: &RequestHeader, ctx: &Ctx) {
+        if req.method.is_safe() || ctx.own {
+            return;
+        }
+        let cfg = match &ctx.cfg {
+            Some(c) => c.clone(),
+            None => self.state.config(),
+        };
+        let path = normalize_path(req.uri.path());
+        if self.state.mode().is_enabled() {
+            // With SSE off nothing is matched; only count what rules could have explained.
+            self.state.metrics.mutations_unmatched_total.inc();
+        }
+        let routes: Vec<_> = cfg.polling.routes_near(&path).collect();
+        tracing::debug!(method = %req.method, path = %path, forced = routes.len(),
+            "a 2xx mutation matched no rule; the shielded routes it could change are forwarded");
+        self.state.polling.force(routes.into_iter());
     }
 }
 
@@ -395,6 +573,20 @@ impl ProxyHttp for Proxy {
                 Own::Status => sse::serve_status(&self.state, session).await?,
                 Own::Client | Own::ReactQuery => sse::serve_module(session, own).await?,
             }
+            return Ok(true);
+        }
+        if self.non_canonical_mutation(&cfg, session.req_header()) {
+            self.state
+                .metrics
+                .proxy_refusals_total
+                .with_label_values(&["non_canonical_path"])
+                .inc();
+            ctx.own = true;
+            let body = Bytes::from_static(
+                b"400 the path is not in normal form (dot segments, doubled slashes or encoded \
+                  dots); send it as the backend resolves it\n",
+            );
+            sse::respond(session, 400, "text/plain; charset=utf-8", &[], body).await?;
             return Ok(true);
         }
         ctx.capture = self.start_capture(&cfg, session.req_header());
@@ -425,6 +617,10 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         for h in HOP_BY_HOP {
             upstream_request.remove_header(*h);
+        }
+        if ctx.capture.is_some() {
+            // Rules read the answer: ask for it uncompressed (the client can read that too).
+            upstream_request.insert_header("accept-encoding", "identity")?;
         }
         if ctx.poll.as_ref().is_some_and(|p| p.shield) {
             // The browser's validators are the sidecar's ETags, not the backend's: ask for
@@ -466,13 +662,22 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         if status >= 200 {
             ctx.status = status;
+        }
+        if let Some(cap) = ctx.capture.as_mut() {
+            cap.encoding = upstream_response
+                .headers
+                .get("content-encoding")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        } else if (200..300).contains(&status) {
+            self.unmatched_mutation(session.req_header(), ctx);
         }
         Ok(())
     }
@@ -490,13 +695,30 @@ impl ProxyHttp for Proxy {
             ctx.poll = None;
         }
         if let Some(p) = ctx.poll.as_mut() {
+            let no_store = upstream_response
+                .headers
+                .get_all("cache-control")
+                .iter()
+                .any(|v| v.to_str().map_or(true, is_no_store));
+            if p.shield && no_store {
+                // Never weaken the backend's caching: a no-store answer is not shielded.
+                p.shield = false;
+                self.state
+                    .metrics
+                    .shield_skipped_total
+                    .with_label_values(&["no_store"])
+                    .inc();
+                tracing::debug!(url = %crate::polling::redact_query(&p.key.0),
+                    "not shielded: the backend answered cache-control: no-store");
+            }
             if p.shield {
-                let etag = self.state.polling.new_etag(&p.key, p.version);
+                let (etag, predicted) = self.state.polling.etag_for(&p.key, p.stamp);
                 upstream_response.insert_header("etag", etag.as_str())?;
                 upstream_response.insert_header("cache-control", "no-cache, private")?;
                 upstream_response.remove_header("last-modified");
                 upstream_response.remove_header("expires");
                 p.etag = Some(etag);
+                p.predicted = predicted;
             }
             let slow_down_ms = ctx.cfg.as_ref().map_or(0, |c| c.polling.slow_down_ms);
             if slow_down_ms > 0 && p.live && self.state.polling.has_stream(p.fingerprint) {
@@ -532,16 +754,16 @@ impl ProxyHttp for Proxy {
                 if let Some(p) = ctx.poll.take() {
                     let cfg = ctx.cfg.clone().unwrap_or_else(|| self.state.config());
                     if let Some(route) = cfg.polling.routes.get(p.route) {
-                        self.state.polling.observe(
-                            route,
-                            p.key,
-                            p.topics,
-                            p.hasher.finish(),
-                            p.counter_at_request,
-                            p.etag,
-                            p.version,
-                            &cfg.polling,
-                        );
+                        let answer = crate::polling::Answer {
+                            key: p.key,
+                            topics: p.topics,
+                            body: p.hasher.finish(),
+                            counter_at_request: p.counter_at_request,
+                            etag: p.etag,
+                            predicted: p.predicted,
+                            stamp: p.stamp,
+                        };
+                        self.state.polling.observe(route, answer, &cfg.polling);
                     }
                 }
             }
@@ -642,6 +864,12 @@ impl ProxyHttp for Proxy {
         if e.is_none() && ctx.capture.as_ref().is_some_and(|c| !c.derived) {
             self.derive_events(ctx);
         }
+        if let (Some(cap), Some(cfg)) = (ctx.capture.as_ref(), ctx.cfg.as_ref()) {
+            if (200..300).contains(&ctx.status) && !cap.derived {
+                // Confirmed by the backend but cut short: no event, so no 304 from before it.
+                self.force_rules(cfg, cap);
+            }
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -674,6 +902,33 @@ mod tests {
         assert!(buf.is_empty());
         append_capped(&mut buf, &mut over, b"1", 8);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn origin_ids_take_printable_ascii_up_to_the_limit() {
+        let ok = |v: &str| parse_origin_id(Some(v.as_bytes()));
+        assert_eq!(ok("tab-1"), Ok(Some("tab-1".into())));
+        assert_eq!(
+            ok("  tab 1/{x}=\"q\"  "),
+            Ok(Some("tab 1/{x}=\"q\"".into()))
+        );
+        assert_eq!(ok(&"a".repeat(128)), Ok(Some("a".repeat(128))));
+        assert_eq!(ok(&"a".repeat(129)), Err("too_long"));
+        assert_eq!(ok("x\ty"), Err("bad_char"));
+        assert_eq!(
+            parse_origin_id(Some("caf\u{e9}".as_bytes())),
+            Err("bad_char")
+        );
+        assert_eq!(ok("   "), Ok(None));
+        assert_eq!(parse_origin_id(None), Ok(None));
+    }
+
+    #[test]
+    fn no_store_is_found_among_directives() {
+        assert!(is_no_store("no-store"));
+        assert!(is_no_store("private, No-Store, max-age=0"));
+        assert!(!is_no_store("no-cache, private"));
+        assert!(!is_no_store("max-age=60"));
     }
 
     #[test]

@@ -98,6 +98,13 @@ pub struct Dedup {
 }
 
 impl Dedup {
+    /// An idempotency key as it is remembered: scoped by the rule and the sender's
+    /// credential fingerprint, so one user's key (or a key sent to another route) can never
+    /// swallow another user's event.
+    pub fn scoped(rule: &str, fingerprint: u128, key: &str) -> String {
+        format!("{rule}|{fingerprint:032x}|{key}")
+    }
+
     /// True the first time `key` is seen within `window`.
     pub fn first(&mut self, key: &str, now: Instant, window: Duration) -> bool {
         while let Some((k, at)) = self.order.front() {
@@ -156,5 +163,25 @@ mod tests {
             "window over"
         );
         assert!(d.seen.len() <= 2);
+    }
+
+    #[test]
+    fn keys_are_scoped_by_rule_and_credentials() {
+        let mut d = Dedup::default();
+        let t0 = Instant::now();
+        let w = Duration::from_secs(60);
+        assert!(d.first(&Dedup::scoped("rules[0]", 1, "k"), t0, w));
+        assert!(
+            d.first(&Dedup::scoped("rules[0]", 2, "k"), t0, w),
+            "other user"
+        );
+        assert!(
+            d.first(&Dedup::scoped("rules[1]", 1, "k"), t0, w),
+            "other rule"
+        );
+        assert!(
+            !d.first(&Dedup::scoped("rules[0]", 1, "k"), t0, w),
+            "a retry"
+        );
     }
 }
