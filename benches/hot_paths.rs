@@ -13,9 +13,9 @@ use sse_sidecar::events::template::{Body, Inputs};
 use sse_sidecar::events::types::now_ms;
 use sse_sidecar::events::{Event, Origin};
 use sse_sidecar::metrics::Metrics;
-use sse_sidecar::sse::encode::event_frame;
 use sse_sidecar::sse::stream::parse_topics;
 use sse_sidecar::store::memory::MemoryLog;
+use sse_sidecar::wire::encode::event_frame;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -9,7 +9,8 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation: classify, capture, forward.
 //! - [`events`]: ids, topics, templates, derivation, schema registry, the fan-out hub.
 //! - [`store`]: the `EventLog` trait and its backends.
-//! - [`sse`]: frame encoding and the stream handler.
+//! - [`wire`]: SSE framing and the typed frames every stream writes.
+//! - [`sse`]: the stream handler, its listener front and the client modules.
 //! - [`auth`]: topic authorization delegated to the backend, decision cache.
 //! - [`polling`]: coverage check of polled routes and poll shielding.
 //! - [`admin`]: metrics, health and admin endpoints.
@@ -28,3 +29,4 @@ pub mod safety;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod wire;

@@ -449,8 +449,6 @@ function createStream(cfg, hooks) {
         retryTimer = null;
         connect('server-reconnect');
       }, delay);
-    } else if ((control.mode === 'sse' || control.mode === 'live') && Array.isArray(control.families)) {
-      hooks.familiesLive(uniqSorted(control.families), control.reason);
     }
   }
 
@@ -691,9 +689,7 @@ export function createSseClient(options = {}) {
     // A solo stream is filtered by the server; a shared stream carries the union of all tabs'
     // topics, so each tab only delivers what it asked for.
     if (role === 'solo' || !ownTopics.length || !Array.isArray(event.topics)) return true;
-    return event.topics.some((topic) => ownTopics.some((mine) => (
-      mine === topic || (mine.endsWith('*') && String(topic).startsWith(mine.slice(0, -1)))
-    )));
+    return event.topics.some((topic) => ownTopics.includes(topic));
   }
 
   function deliverEvent(event, id) {
@@ -755,7 +751,6 @@ export function createSseClient(options = {}) {
       emit('control', control);
     },
     families: (list, reason) => setFamilies(list, reason),
-    familiesLive: (list, reason) => setFamilies(pollingFamilies.filter((f) => !list.includes(f)), reason),
   });
 
   // ---- cross-tab -------------------------------------------------------------------------

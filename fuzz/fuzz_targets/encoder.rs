@@ -3,7 +3,7 @@
 //! documented in src/sse/encode.rs).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sse_sidecar::sse::encode::frame;
+use sse_sidecar::wire::encode::frame;
 
 /// A parser written after the WHATWG "interpret an event stream" steps (tests only).
 fn parse(stream: &str) -> Vec<(String, String, String)> {

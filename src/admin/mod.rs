@@ -202,7 +202,7 @@ impl Admin {
         let mut drain = self.state.draining.subscribe();
         loop {
             let snap = rx.borrow_and_update().clone();
-            let frame = crate::sse::encode::frame(None, "snapshot", &snap);
+            let frame = crate::wire::encode::frame(None, "snapshot", &snap);
             if session
                 .write_response_body(Some(frame), false)
                 .await

@@ -20,6 +20,7 @@
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::store::{EventLog, StoredEvent};
+use crate::wire::ResetReason;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::RawFd;
@@ -67,7 +68,7 @@ struct SubQueue {
     bytes: usize,
     overflowed: bool,
     /// The shared log lost continuity since the last drain: the stream owes a `reset`.
-    gap: Option<&'static str>,
+    gap: Option<ResetReason>,
     /// Direct mode: the stream's socket, lent to the fan-out while nothing is queued.
     direct: Option<RawFd>,
     /// The unwritten rest of a direct write cut short; the stream writes it before anything.
@@ -130,7 +131,7 @@ pub enum Drained {
     Frames(Vec<QueuedFrame>),
     Overflowed,
     /// Continuity was lost: send a `reset` with this reason, then these (later) frames.
-    Reset(&'static str, Vec<QueuedFrame>),
+    Reset(ResetReason, Vec<QueuedFrame>),
 }
 
 impl Subscriber {
@@ -280,7 +281,7 @@ impl Subscriber {
 
     /// Marks a gap: what is queued is dropped (the client refetches anyway) and the next
     /// drain returns `Reset`.
-    fn mark_gap(&self, reason: &'static str, global_bytes: &AtomicUsize) {
+    fn mark_gap(&self, reason: ResetReason, global_bytes: &AtomicUsize) {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
         q.bytes = 0;
@@ -595,12 +596,16 @@ impl Hub {
     }
 
     /// Continuity lost: every subscriber owes its client a `reset`.
-    fn gap(&self, head: u64, reason: &'static str) {
+    fn gap(&self, head: u64, reason: ResetReason) {
         let reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         self.fanned.store(head, Ordering::Release);
         let streams = self.mark_gaps(reg.by_topic.values(), reason);
         drop(reg);
-        tracing::warn!(reason, streams, "every stream gets a reset");
+        tracing::warn!(
+            reason = reason.as_str(),
+            streams,
+            "every stream gets a reset"
+        );
         self.head_tx.send_replace(head);
     }
 
@@ -612,7 +617,7 @@ impl Hub {
         let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
         self.mark_gaps(
             topics.iter().filter_map(|t| reg.by_topic.get(t)),
-            "events_lost",
+            ResetReason::EventsLost,
         );
     }
 
@@ -620,7 +625,7 @@ impl Hub {
     fn mark_gaps<'a>(
         &self,
         lists: impl Iterator<Item = &'a Vec<Arc<Subscriber>>>,
-        reason: &'static str,
+        reason: ResetReason,
     ) -> usize {
         let mut n = 0;
         Self::each_once(lists, |sub| {
@@ -763,7 +768,7 @@ impl Hub {
             let fair_share = (self.queued_bytes.load(Ordering::Relaxed) + bytes > limit)
                 .then(|| limit / count.max(1));
             let frames: Vec<&[u8]> = group.iter().map(|s| &s.frame[..]).collect();
-            let chunk = crate::sse::encode::chunk(&frames);
+            let chunk = crate::wire::encode::chunk(&frames);
             let deliver = |subs: &[Arc<Subscriber>]| {
                 let latency = self.metrics.delivery_latency_seconds.local();
                 let mut delivered = 0u64;
@@ -850,7 +855,7 @@ mod tests {
         match d {
             Drained::Frames(f) => f.iter().map(|f| f.seq()).collect(),
             Drained::Overflowed => panic!("overflowed"),
-            Drained::Reset(r, _) => panic!("reset {r}"),
+            Drained::Reset(r, _) => panic!("reset {}", r.as_str()),
         }
     }
 
@@ -904,7 +909,7 @@ mod tests {
         // A fan-out listed it, then the stream ended before the delivery.
         let listed = gone.sub.clone();
         drop(gone);
-        let chunk = crate::sse::encode::chunk(&[&event.frame[..]]);
+        let chunk = crate::wire::encode::chunk(&[&event.frame[..]]);
         let d = listed.deliver(&[event], &chunk, &hub.queued_bytes, None, 0);
         assert_eq!(d, Delivery::Dropped);
         assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
@@ -918,10 +923,10 @@ mod tests {
         let (s, _) = hub.subscribe(vec!["x".into(), "y".into()], 1 << 20);
         let listed = s.sub.clone();
         hub.drop_topics(&s.sub, &["x".to_string()]);
-        let chunk = crate::sse::encode::chunk(&[&revoked.frame[..]]);
+        let chunk = crate::wire::encode::chunk(&[&revoked.frame[..]]);
         let d = listed.deliver(&[revoked], &chunk, &hub.queued_bytes, None, 0);
         assert_eq!(d, Delivery::Dropped, "a revoked topic is not delivered");
-        let chunk = crate::sse::encode::chunk(&[&kept.frame[..]]);
+        let chunk = crate::wire::encode::chunk(&[&kept.frame[..]]);
         let d = listed.deliver(&[kept], &chunk, &hub.queued_bytes, None, 0);
         assert_eq!(d, Delivery::Queued, "the topics still granted are");
     }
@@ -1026,7 +1031,7 @@ mod tests {
         };
         assert!(!frames.is_empty(), "the later events were queued");
         for f in &frames {
-            wire.extend_from_slice(&crate::sse::encode::chunk(&[f.bytes()]));
+            wire.extend_from_slice(&crate::wire::encode::chunk(&[f.bytes()]));
         }
         assert_eq!(ids_in_chunks(&wire), (1..=n).collect::<Vec<_>>());
         drop(server);

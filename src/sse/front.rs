@@ -362,7 +362,7 @@ impl Sink for SocketSink {
         // One write per chunk, the frame buffer reused between writes.
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        super::encode::put_chunk(&mut buf, &bytes);
+        crate::wire::encode::put_chunk(&mut buf, &bytes);
         let ok = self.write(&buf).await;
         if buf.capacity() <= 16 * 1024 {
             self.buf = buf;
@@ -408,7 +408,7 @@ impl Sink for SocketSink {
             if let Ok(tail) = enc.finish() {
                 if !tail.is_empty() {
                     let mut buf = BytesMut::new();
-                    super::encode::put_chunk(&mut buf, &tail);
+                    crate::wire::encode::put_chunk(&mut buf, &tail);
                     let _ = self.write(&buf).await;
                 }
             }

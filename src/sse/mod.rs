@@ -1,8 +1,7 @@
 //! The sidecar's own browser-facing endpoints: the event stream (`stream`), its status
 //! (`/api/sse/status`) and the client modules it serves (`/api/sse/client.js`,
-//! `/api/sse/react-query.js`). Framing is in `encode`, pure and unit-tested.
+//! `/api/sse/react-query.js`). Frames come from `crate::wire`.
 
-pub mod encode;
 pub mod front;
 pub mod stream;
 

@@ -11,16 +11,15 @@
 //! The stream never lives on the config snapshot it started with: it re-reads the reload
 //! handle when the config changes.
 
-use super::encode;
 use crate::events::hub::{Drained, Subscriber};
 use crate::events::route::parse_query;
 use crate::events::types::{now_ms, EventId, Topic};
 use crate::state::State;
 use crate::store::ReadAfter;
+use crate::wire::{Control, Frame, Hello, ResetReason};
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -174,7 +173,7 @@ pub enum Resume {
     /// Replay events after this sequence number.
     After(u64),
     /// Replay cannot help: tell the client to refetch.
-    Reset(&'static str),
+    Reset(ResetReason),
 }
 
 /// Decides how to resume from a client's id, given the log's epoch, the sequence fanned out
@@ -193,19 +192,19 @@ pub fn plan_resume(
         return Resume::Fresh;
     };
     let Ok(id) = EventId::parse(raw) else {
-        return Resume::Reset("malformed_id");
+        return Resume::Reset(ResetReason::MalformedId);
     };
     if id.epoch != epoch {
-        return Resume::Reset("unknown_epoch");
+        return Resume::Reset(ResetReason::UnknownEpoch);
     }
     if id.seq > fanned {
-        return Resume::Reset("future_id");
+        return Resume::Reset(ResetReason::FutureId);
     }
     if id.seq < floor {
-        return Resume::Reset("sse_was_off");
+        return Resume::Reset(ResetReason::SseWasOff);
     }
     if fanned - id.seq > cap {
-        return Resume::Reset("too_far_behind");
+        return Resume::Reset(ResetReason::TooFarBehind);
     }
     Resume::After(id.seq)
 }
@@ -671,28 +670,27 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     let (subscription, fanned) = state.hub.subscribe(topics.clone(), cfg.sse.queue_max_bytes);
     let mut epoch = state.hub.epoch().to_string();
     let head_id = EventId::new(&epoch, fanned).to_string();
+    let hello = Hello {
+        epoch: epoch.clone(),
+        head: head_id.clone(),
+        topics: topics.clone(),
+        denied: admitted
+            .grants
+            .denied_topics()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        denied_reasons,
+        heartbeat_ms: cfg.sse.heartbeat.as_millis() as u64,
+        types: types.clone(),
+        polling_families: state.polling_families(),
+    };
+    admitted.grants = Default::default();
     let mut preamble = BytesMut::new();
-    preamble.extend_from_slice(&encode::retry(jittered_retry(
-        cfg.sse.retry_min_ms,
-        cfg.sse.retry_max_ms,
-    )));
-    // `id: <head>`: a spec-following EventSource that reconnects before any event resumes
-    // exactly after the head instead of sending no Last-Event-ID.
-    preamble.extend_from_slice(&encode::frame(
-        Some(&head_id),
-        "hello",
-        &json!({
-            "epoch": epoch,
-            "head": head_id,
-            "topics": topics,
-            "denied": std::mem::take(&mut admitted.grants).denied_topics(),
-            "denied_reasons": denied_reasons,
-            "heartbeat_ms": cfg.sse.heartbeat.as_millis() as u64,
-            "types": types,
-            "polling_families": state.polling_families(),
-        })
-        .to_string(),
-    ));
+    let retry = jittered_retry(cfg.sse.retry_min_ms, cfg.sse.retry_max_ms);
+    preamble.extend_from_slice(&Frame::Retry(retry).encode());
+    preamble.extend_from_slice(&Frame::Hello(&hello).encode());
+    drop(hello);
     if !sink.send(preamble.freeze()).await {
         return;
     }
@@ -730,7 +728,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             Resume::Reset(reason) => send_reset(state, sink, reason, &head_id).await,
             // Events that could not be stored after this id: replay cannot vouch for it.
             Resume::After(after) if after < state.hub.loss_floor() => {
-                send_reset(state, sink, "events_lost", &head_id).await
+                send_reset(state, sink, ResetReason::EventsLost, &head_id).await
             }
             // Boxed, as the other one-off phases below: their states would otherwise stay part
             // of every stream's long-lived future.
@@ -859,10 +857,8 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                 }
             }
             Step::Heartbeat => {
-                let frame = encode::control_frame(
-                    "heartbeat",
-                    &json!({ "head": EventId::new(&epoch, state.hub.head()).to_string() }),
-                );
+                let head = EventId::new(&epoch, state.hub.head()).to_string();
+                let frame = Frame::Heartbeat { head: &head }.encode();
                 if !sink.send(frame).await {
                     close_reason = "write_error";
                     break;
@@ -870,10 +866,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             }
             Step::ModeChanged => {
                 if let crate::state::SseMode::Disabled { reason } = state.mode() {
-                    let frame = encode::control_frame(
-                        "control",
-                        &json!({ "mode": "polling", "reason": reason }),
-                    );
+                    let frame = Frame::Control(Control::Polling { reason }).encode();
                     let _ = sink.send(frame).await;
                     close_reason = "kill_switch";
                     break;
@@ -884,7 +877,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                 if generation != off_generation {
                     off_generation = generation;
                     let head = EventId::new(&epoch, state.hub.head()).to_string();
-                    if !send_reset(state, sink, "sse_was_off", &head).await {
+                    if !send_reset(state, sink, ResetReason::SseWasOff, &head).await {
                         close_reason = "write_error";
                         break;
                     }
@@ -948,10 +941,10 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                     // Browsers drop frames of event names they did not register: tell the
                     // client the new list (no reconnect storm for a config change).
                     types = now.type_names().iter().map(|t| t.to_string()).collect();
-                    let frame = encode::control_frame(
-                        "control",
-                        &json!({ "reason": "types_changed", "types": types }),
-                    );
+                    let frame = Frame::Control(Control::Types {
+                        types: types.clone(),
+                    })
+                    .encode();
                     if !sink.send(frame).await {
                         close_reason = "write_error";
                         break;
@@ -959,10 +952,10 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                 }
                 let now_polling = state.polling_families();
                 if now_polling != last_polling {
-                    let frame = encode::control_frame(
-                        "control",
-                        &json!({ "mode": "polling", "reason": "rollout", "families": now_polling }),
-                    );
+                    let frame = Frame::Control(Control::PollingFamilies {
+                        families: now_polling.clone(),
+                    })
+                    .encode();
                     last_polling = now_polling;
                     if !sink.send(frame).await {
                         close_reason = "write_error";
@@ -1026,14 +1019,14 @@ async fn revoke<S: Sink>(
     state.hub.drop_topics(sub, &names);
     topics.retain(|t| !names.contains(t));
     state.metrics.auth_revoked_total.inc_by(names.len() as u64);
-    let reasons: serde_json::Map<String, serde_json::Value> = revoked
-        .iter()
-        .map(|(t, r)| (t.clone(), serde_json::Value::from(r.as_str())))
-        .collect();
-    let frame = encode::control_frame(
-        "control",
-        &json!({ "revoked": names, "reasons": reasons, "topics": topics }),
-    );
+    let frame = Frame::Control(Control::Revoked {
+        revoked: revoked
+            .iter()
+            .map(|(t, r)| (t.clone(), r.as_str()))
+            .collect(),
+        topics: topics.clone(),
+    })
+    .encode();
     sink.send(frame).await && !topics.is_empty()
 }
 
@@ -1042,29 +1035,24 @@ async fn drain<S: Sink>(state: &State, sink: &mut S) -> &'static str {
     let window = cfg.shutdown.drain_window.as_millis() as u64;
     let retry_ms = jittered_retry(cfg.sse.retry_min_ms, cfg.sse.retry_min_ms + window);
     let mut buf = BytesMut::new();
-    buf.extend_from_slice(&encode::retry(retry_ms));
-    buf.extend_from_slice(&encode::control_frame(
-        "control",
-        &json!({ "mode": "reconnect", "reason": "draining", "retry_ms": retry_ms }),
-    ));
+    buf.extend_from_slice(&Frame::Retry(retry_ms).encode());
+    let reconnect = Control::Reconnect {
+        reason: "draining",
+        retry_ms,
+    };
+    buf.extend_from_slice(&Frame::Control(reconnect).encode());
     let _ = sink.send(buf.freeze()).await;
     "draining"
 }
 
 /// Sends `reset`; false when the client cannot be written to.
-async fn send_reset<S: Sink>(
-    state: &State,
-    sink: &mut S,
-    reason: &'static str,
-    head: &str,
-) -> bool {
+async fn send_reset<S: Sink>(state: &State, sink: &mut S, reason: ResetReason, head: &str) -> bool {
     state
         .metrics
         .resets_total
-        .with_label_values(&[reason])
+        .with_label_values(&[reason.as_str()])
         .inc();
-    let frame = encode::control_frame("reset", &json!({ "reason": reason, "head": head }));
-    sink.send(frame).await
+    sink.send(Frame::Reset { reason, head }.encode()).await
 }
 
 /// Sends the events of `topics` with `after < seq <= fanned`, or a reset when the log no
@@ -1090,13 +1078,13 @@ async fn replay<S: Sink>(
         let events = match read {
             Ok(Ok(ReadAfter::Events(v))) => v,
             Ok(Ok(ReadAfter::Evicted { .. })) => {
-                return send_reset(state, sink, "evicted", head).await;
+                return send_reset(state, sink, ResetReason::Evicted, head).await;
             }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "replay read failed; sending reset");
-                return send_reset(state, sink, "store_unavailable", head).await;
+                return send_reset(state, sink, ResetReason::StoreUnavailable, head).await;
             }
-            Err(_) => return send_reset(state, sink, "store_timeout", head).await,
+            Err(_) => return send_reset(state, sink, ResetReason::StoreTimeout, head).await,
         };
         if events.is_empty() {
             break;
@@ -1158,19 +1146,19 @@ mod tests {
         assert_eq!(plan_resume(Some(""), "ep", 10, 5, 0), Resume::Fresh);
         assert_eq!(
             plan_resume(Some("garbage"), "ep", 10, 5, 0),
-            Resume::Reset("malformed_id")
+            Resume::Reset(ResetReason::MalformedId)
         );
         assert_eq!(
             plan_resume(Some("other-3"), "ep", 10, 5, 0),
-            Resume::Reset("unknown_epoch")
+            Resume::Reset(ResetReason::UnknownEpoch)
         );
         assert_eq!(
             plan_resume(Some("ep-11"), "ep", 10, 5, 0),
-            Resume::Reset("future_id")
+            Resume::Reset(ResetReason::FutureId)
         );
         assert_eq!(
             plan_resume(Some("ep-4"), "ep", 10, 5, 0),
-            Resume::Reset("too_far_behind")
+            Resume::Reset(ResetReason::TooFarBehind)
         );
         assert_eq!(plan_resume(Some("ep-5"), "ep", 10, 5, 0), Resume::After(5));
         assert_eq!(
@@ -1179,7 +1167,7 @@ mod tests {
         );
         assert_eq!(
             plan_resume(Some("ep-7"), "ep", 10, 5, 8),
-            Resume::Reset("sse_was_off")
+            Resume::Reset(ResetReason::SseWasOff)
         );
         assert_eq!(plan_resume(Some("ep-8"), "ep", 10, 5, 8), Resume::After(8));
     }
@@ -1200,7 +1188,7 @@ mod tests {
             let mut r = StreamRequest::default();
             r.header("last-event-id", bad);
             let plan = plan_resume(r.last_event_id.as_deref(), "ep", 10, 5, 0);
-            assert_eq!(plan, Resume::Reset("malformed_id"));
+            assert_eq!(plan, Resume::Reset(ResetReason::MalformedId));
         }
     }
 

@@ -22,7 +22,7 @@ pub struct StoredEvent {
 
 impl StoredEvent {
     pub fn new(seq: u64, event: Event) -> Arc<StoredEvent> {
-        let frame = crate::sse::encode::event_frame(&event);
+        let frame = crate::wire::Frame::Event(&event).encode();
         Arc::new(StoredEvent { seq, event, frame })
     }
 }
@@ -80,5 +80,8 @@ pub enum Feed {
     Events(Vec<Arc<StoredEvent>>),
     /// Continuity was lost (events missing after a failover, or a new epoch): every open
     /// stream gets a `reset`; `head` is the log's position now.
-    Gap { head: u64, reason: &'static str },
+    Gap {
+        head: u64,
+        reason: crate::wire::ResetReason,
+    },
 }

@@ -355,7 +355,7 @@ impl RedisLog {
             let _ = tx
                 .send(Feed::Gap {
                     head: new_head,
-                    reason: "epoch_changed",
+                    reason: crate::wire::ResetReason::EpochChanged,
                 })
                 .await;
             return Ok(());
@@ -393,7 +393,7 @@ impl RedisLog {
                     let _ = tx
                         .send(Feed::Gap {
                             head: seq - 1,
-                            reason: "log_gap",
+                            reason: crate::wire::ResetReason::LogGap,
                         })
                         .await;
                 }

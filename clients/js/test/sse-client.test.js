@@ -255,11 +255,11 @@ test('control polling with families: stays live, pollingFamilies updated and obs
   assert.equal(states.length, 4);
 });
 
-test('pollingFamilies: hello.polling_families and control mode sse restore families', async () => {
+test('pollingFamilies: hello.polling_families and the next families list restore families', async () => {
   const { es, client, clock } = setup();
   es.last.hello();
   es.last.emit('control', { mode: 'polling', families: ['cards', 'lists'] });
-  es.last.emit('control', { mode: 'sse', families: ['lists'] });
+  es.last.emit('control', { mode: 'polling', reason: 'rollout', families: ['cards'] });
   assert.deepEqual(client.pollingFamilies, ['cards']);
   es.last.emit('control', { mode: 'reconnect', retry_ms: 10 });
   await clock.tick(10);
