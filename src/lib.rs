@@ -13,6 +13,7 @@
 //! - [`sse`]: the stream handler, its listener front and the client modules.
 //! - [`auth`]: topic authorization delegated to the backend, decision cache.
 //! - [`polling`]: coverage check of polled routes and poll shielding.
+//! - [`http`]: plain answers written to a Pingora session, shared by the edges.
 //! - [`admin`]: metrics, health and admin endpoints.
 //! - [`app`]: the composition root that wires everything into a Pingora server.
 
@@ -21,6 +22,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod http;
 pub mod metrics;
 pub mod polling;
 pub mod proxy;

@@ -23,57 +23,20 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// `host[:port]` or `[v6][:port]` → (lower-case name without brackets, port).
-fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
-    let a = authority.trim();
-    let (name, port) = if let Some(rest) = a.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']')?;
-        match after {
-            "" => (v6, None),
-            p => (v6, Some(p.strip_prefix(':')?)),
-        }
-    } else {
-        match a.rsplit_once(':') {
-            Some((n, p)) if !n.contains(':') => (n, Some(p)),
-            Some(_) => return None,
-            None => (a, None),
-        }
-    };
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
-    {
-        return None;
-    }
-    let port = match port {
-        None => None,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-            Some(p.parse::<u16>().ok()?)
-        }
-        Some(_) => return None,
-    };
-    Some((name.to_ascii_lowercase(), port))
-}
-
-/// Whether an `admin.allowed_hosts` entry is a `name` or `name:port` (no scheme, no path).
-pub fn valid_host_entry(entry: &str) -> bool {
-    entry.trim() == entry && split_authority(entry).is_some()
-}
-
 /// Whether `authority` (a Host value, or the authority of an Origin) names this listener.
 pub fn host_allowed(authority: &str, listen: SocketAddr, allowed_hosts: &[String]) -> bool {
-    let Some((name, port)) = split_authority(authority) else {
+    let Some((name, port)) = crate::wire::headers::split_authority(authority) else {
         return false;
     };
     let effective_port = port.unwrap_or(80);
-    let listed = allowed_hosts
-        .iter()
-        .any(|entry| match split_authority(entry) {
-            Some((n, None)) => n == name,
-            Some((n, Some(p))) => n == name && p == effective_port,
-            None => false,
-        });
+    let listed =
+        allowed_hosts
+            .iter()
+            .any(|entry| match crate::wire::headers::split_authority(entry) {
+                Some((n, None)) => n == name,
+                Some((n, Some(p))) => n == name && p == effective_port,
+                None => false,
+            });
     if listed {
         return true;
     }

@@ -6,8 +6,8 @@
 
 use crate::events::derive::validate;
 use crate::events::types::{now_ms, Event, EventId, Topic};
+use crate::http::respond;
 use crate::reload::ReloadOutcome;
-use crate::sse::respond;
 use crate::state::State;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};

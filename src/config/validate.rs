@@ -280,7 +280,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             }
         }
         for (i, h) in a.allowed_hosts.iter().enumerate() {
-            if !crate::admin::guard::valid_host_entry(h) {
+            if !crate::wire::headers::valid_host_entry(h) {
                 c.push(
                     format!("admin.allowed_hosts[{i}]"),
                     format!("{h:?} is not a host name or name:port"),

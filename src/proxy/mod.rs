@@ -33,6 +33,7 @@ use crate::events::template::{Body, Inputs};
 use crate::events::types::{EventId, Origin, MAX_ORIGIN_ID_LEN};
 use crate::sse::{self, Own};
 use crate::state::State;
+use crate::wire::headers::SECRET_HEADERS;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -44,9 +45,6 @@ use std::time::{Duration, Instant};
 /// Request headers never forwarded (hop-by-hop; `connection`/`upgrade` are handled by
 /// Pingora itself).
 const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"];
-
-/// Header names a template may never read: credentials must not end up in events.
-pub const SECRET_HEADERS: &[&str] = &["cookie", "authorization", "proxy-authorization"];
 
 pub struct Proxy {
     pub state: Arc<State>,
@@ -586,7 +584,7 @@ impl ProxyHttp for Proxy {
                 b"400 the path is not in normal form (dot segments, doubled slashes or encoded \
                   dots); send it as the backend resolves it\n",
             );
-            sse::respond(session, 400, "text/plain; charset=utf-8", &[], body).await?;
+            crate::http::respond(session, 400, "text/plain; charset=utf-8", &[], body).await?;
             return Ok(true);
         }
         ctx.capture = self.start_capture(&cfg, session.req_header());
@@ -845,7 +843,7 @@ impl ProxyHttp for Proxy {
                 Bytes::from(format!("{code} {text}\n"))
             };
             if let Err(err) =
-                sse::respond(session, code, "text/plain; charset=utf-8", &[], body).await
+                crate::http::respond(session, code, "text/plain; charset=utf-8", &[], body).await
             {
                 tracing::debug!(error = %err, "could not send the error response");
             }

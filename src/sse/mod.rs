@@ -5,6 +5,7 @@
 pub mod front;
 pub mod stream;
 
+use crate::http::respond;
 use crate::state::State;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -42,31 +43,6 @@ pub fn classify(stream_path: &str, path: &str) -> Option<Own> {
         REACT_QUERY_SUFFIX => Some(Own::ReactQuery),
         _ => None,
     }
-}
-
-/// Writes a complete small response.
-pub async fn respond(
-    session: &mut Session,
-    status: u16,
-    content_type: &str,
-    headers: &[(&str, String)],
-    body: Bytes,
-) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4 + headers.len()))?;
-    resp.insert_header("content-type", content_type)?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("cache-control", "no-store")?;
-    for (k, v) in headers {
-        resp.insert_header(k.to_string(), v.as_str())?;
-    }
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), body.is_empty() || head_only)
-        .await?;
-    if !body.is_empty() && !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
 }
 
 /// `GET /api/sse/status`: `{mode, epoch, head, retry_after}`; clients ask it after a stream

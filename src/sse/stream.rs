@@ -564,7 +564,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         return preflight(state, session, &req).await;
     }
     if method != http::Method::GET && method != http::Method::HEAD {
-        return super::respond(
+        return crate::http::respond(
             session,
             405,
             "text/plain; charset=utf-8",
@@ -587,7 +587,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
             if let Some(s) = r.retry_after {
                 headers.push(("retry-after", s.to_string()));
             }
-            super::respond(
+            crate::http::respond(
                 session,
                 r.status,
                 "text/plain; charset=utf-8",
@@ -625,10 +625,10 @@ async fn preflight(
                 "last-event-id, cache-control, accept".to_owned(),
             ));
             headers.push(("access-control-max-age", "600".to_owned()));
-            super::respond(session, 204, "text/plain", &headers, Bytes::new()).await
+            crate::http::respond(session, 204, "text/plain", &headers, Bytes::new()).await
         }
         Err(OriginRefused) => {
-            super::respond(
+            crate::http::respond(
                 session,
                 403,
                 "text/plain; charset=utf-8",
