@@ -1,7 +1,9 @@
 //! Safety controls that are pure state machines (time passed in, tested without sockets):
 //! the per-client handshake limiter and the idempotency de-duplicator. Both are bounded.
+//! `health` counts the server-side stream failures the `stream_health` breaker judges.
 
 pub mod breaker;
+pub mod health;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -18,6 +20,8 @@ pub struct Breakers {
     pub memory: breaker::Breaker,
     /// Most new streams failing → SSE off automatically (clients poll), probed back.
     pub stream_health: breaker::Breaker,
+    /// Server-side stream failures since the last sample, per client address.
+    pub health: health::StreamHealth,
 }
 
 impl Default for Breakers {
@@ -29,6 +33,7 @@ impl Default for Breakers {
             // Memory pressure is acute: one bad second trips it.
             memory: breaker::Breaker::new("memory", 1, D::from_secs(10)),
             stream_health: breaker::Breaker::new("stream_health", 3, D::from_secs(15)),
+            health: Default::default(),
         }
     }
 }

@@ -330,6 +330,8 @@ pub struct Admitted {
     grants: crate::auth::Grants,
     /// When the earliest checked decision expires (re-check then).
     recheck_at: Option<std::time::Instant>,
+    /// The client's address (the stream-health breaker bounds each address's share).
+    client: Option<std::net::IpAddr>,
     _conn: ConnGuard,
 }
 
@@ -443,6 +445,7 @@ pub fn admit(
         creds: Default::default(),
         grants: Default::default(),
         recheck_at: None,
+        client,
         _conn: ConnGuard(state.clone()),
     })
 }
@@ -902,6 +905,10 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                 break;
             }
         }
+    }
+    if close_reason == "write_error" {
+        let mut b = state.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        b.health.record_failure(admitted.client);
     }
     state
         .metrics
