@@ -138,3 +138,85 @@ async fn client_resets_from_a_few_addresses_leave_sse_on() {
     assert!(closed >= 90.0, "the streams did end: {closed}\n{text}");
     assert_eq!(sc.stream_status("jobs").await.expect("request"), 200);
 }
+
+fn slow_checks_config() -> String {
+    jobs_config("{handshakes_per_client_per_second: 100000, handshake_burst: 100000}")
+        + r#"
+authorization:
+  check_timeout_ms: 2000
+  max_concurrent_checks: 64
+  rules:
+    - topic: "slow:{x}"
+      check: "GET /slow/1500"
+    - topic: "victim"
+      check: "GET /slow/50"
+"#
+}
+
+/// Item 10: 4 handshakes × 32 slow topics with random cookies from one address do not take
+/// every check slot: a victim elsewhere is granted; no slot in time is a 503, not a denial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_topics_with_random_cookies_cannot_starve_another_clients_check() {
+    let backend = echo::start().await;
+    let sc = Sidecar::start(&slow_checks_config(), &backend.to_string())
+        .await
+        .expect("sidecar");
+    let topics: Vec<String> = (0..32).map(|i| format!("slow:{i}")).collect();
+    let path = format!("/api/sse/events?topics={}", topics.join(","));
+    let mut attackers = Vec::new();
+    for _ in 0..4 {
+        let path = path.clone();
+        let port = sc.port;
+        attackers.push(tokio::spawn(async move {
+            let cookie = format!("cookie: sid={}\r\n", rand_hex());
+            open_from([127, 0, 0, 1], port, &path, &cookie).await
+        }));
+    }
+    // Let the attackers' checks take (and queue for) the slots first.
+    common::wait_for("attacker checks running", T, || async {
+        let text = sc.metrics().await.ok()?;
+        let miss = common::metric_value(&text, "sse_sidecar_auth_cache_total{result=\"miss\"}");
+        (miss >= 100.0).then_some(())
+    })
+    .await
+    .expect("attackers started");
+    let started = Instant::now();
+    let (status, head, _victim) = open_from(
+        [127, 0, 0, 9],
+        sc.port,
+        "/api/sse/events?topics=victim",
+        "cookie: sid=victim\r\n",
+    )
+    .await
+    .expect("victim answer");
+    assert_eq!(status, 200, "the victim is granted: {head}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    for a in attackers {
+        let (status, head, _) = a.await.expect("join").expect("attacker answer");
+        // The attacker gets what fitted its share; the rest is busy, never a cached denial.
+        assert!(status == 200 || status == 503, "{status} {head}");
+        if status == 503 {
+            assert!(head.contains("retry-after:"), "{head}");
+        }
+    }
+    let text = sc.metrics().await.expect("metrics");
+    assert_eq!(
+        common::metric_value(
+            &text,
+            "sse_sidecar_auth_checks_total{outcome=\"check_failed\"}"
+        ),
+        0.0,
+        "{text}"
+    );
+}
+
+fn rand_hex() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    format!("{:016x}", h.finish())
+}

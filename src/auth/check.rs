@@ -8,7 +8,9 @@
 //!   for the same answer. 1,000 tabs with one cookie opening at once cost one backend call.
 //! - The check: the rule's method and path, the subscriber's forwarded credential headers,
 //!   through Pingora's connector (pooled connections to the same upstream as the proxy).
-//!   Concurrency is bounded; waiting for a slot counts against the check's timeout.
+//!   Concurrency is bounded and shared fairly (`slots.rs`): waiting for a slot is bounded by
+//!   `check_timeout` on its own (the check then has its whole `check_timeout`); no slot in
+//!   time is `check_busy`, which is never cached.
 
 use super::{Credentials, Decision, DenyReason};
 use crate::config::Config;
@@ -20,7 +22,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 type Key = (u128, String);
 type Answer = Option<(Decision, Instant)>;
@@ -40,7 +42,7 @@ pub struct Authorizer {
     ),
     cache: Mutex<Cache>,
     inflight: Mutex<HashMap<Key, watch::Receiver<Answer>>>,
-    permits: Semaphore,
+    slots: super::slots::Slots,
     connector: Connector,
     metrics: Arc<Metrics>,
 }
@@ -51,7 +53,7 @@ impl Authorizer {
             keys: Default::default(),
             cache: Mutex::new(Cache::default()),
             inflight: Mutex::new(HashMap::new()),
-            permits: Semaphore::new(max_concurrent_checks.max(1)),
+            slots: super::slots::Slots::new(max_concurrent_checks),
             connector: Connector::new(None),
             metrics,
         })
@@ -143,10 +145,14 @@ impl Authorizer {
                             Decision::Deny(DenyReason::CheckFailed) => {
                                 cfg.authorization.failure_ttl
                             }
+                            Decision::Deny(DenyReason::Busy) => Duration::ZERO,
                             _ => cfg.authorization.cache_ttl,
                         };
                         let until = Instant::now() + ttl;
-                        me.remember(&cfg, key.clone(), decision, until);
+                        if decision != Decision::Deny(DenyReason::Busy) {
+                            // No slot is not a decision about this subscriber: never cached.
+                            me.remember(&cfg, key.clone(), decision, until);
+                        }
                         me.inflight
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -157,7 +163,8 @@ impl Authorizer {
                 }
             }
         };
-        let wait = policy.check_timeout + Duration::from_secs(1);
+        // The wait for a slot, then the check itself, each bounded by `check_timeout`.
+        let wait = policy.check_timeout * 2 + Duration::from_secs(1);
         let answer = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
             Ok(Ok(v)) => *v,
             _ => None,
@@ -223,16 +230,24 @@ impl Authorizer {
         let Some(check) = &rule.check else {
             return Decision::Allow;
         };
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(policy.check_timeout, async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| "closed".to_string())?;
-            self.ask(cfg, creds, check, &params).await
-        })
+        let queued = tokio::time::timeout(
+            policy.check_timeout,
+            self.slots.acquire(creds.fingerprint, creds.client),
+        )
         .await;
+        let Ok(Some(_slot)) = queued else {
+            // Counted, not logged at warn: under a flood this would be one line per topic.
+            tracing::debug!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),
+                "no authorization check slot came free in time; answering busy (not cached)");
+            self.metrics
+                .auth_checks_total
+                .with_label_values(&[DenyReason::Busy.as_str()])
+                .inc();
+            return Decision::Deny(DenyReason::Busy);
+        };
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(policy.check_timeout, self.ask(cfg, creds, check, &params)).await;
         let decision = match outcome {
             Err(_) => {
                 tracing::warn!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),

@@ -461,8 +461,24 @@ pub async fn authorize(
     let mut creds =
         crate::auth::Credentials::new(&state.auth, &cfg.authorization, &req.credentials);
     creds.host = req.host.clone();
+    creds.client = admitted.client;
     let decisions = state.auth.decide_all(&cfg, &creds, &admitted.topics).await;
     let (grants, recheck) = crate::auth::Grants::from_decisions(&admitted.topics, decisions);
+    let busy = |(_, r): &(String, crate::auth::DenyReason)| *r == crate::auth::DenyReason::Busy;
+    if grants.granted.is_empty() && grants.denied.iter().any(busy) {
+        // No check slot in time: not a denial; the client retries.
+        state
+            .metrics
+            .sse_handshakes_total
+            .with_label_values(&["check_busy"])
+            .inc();
+        return Err(Refused {
+            status: 503,
+            outcome: "check_busy",
+            retry_after: Some(cfg.authorization.check_timeout.as_secs().max(1)),
+            body: "authorization checks are busy; retry later\n".into(),
+        });
+    }
     if grants.granted.is_empty() {
         state
             .metrics
