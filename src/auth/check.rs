@@ -1,11 +1,14 @@
 //! Decisions: cache, coalescing and the backend check itself.
 //!
-//! - Cache: (credential fingerprint, topic) → decision until it expires, bounded by
+//! - Cache: (credential fingerprint, Host, topic) → decision until it expires, bounded by
 //!   `cache_max_entries` (expired entries are purged first, then an arbitrary eighth of the
 //!   map). Emptied when the config's version changes, so an edited rule applies at once.
+//!   The Host is part of the key because the check carries it: a backend that serves
+//!   tenants by Host may answer the same credentials differently per Host.
 //! - Coalescing: the first asker of a key starts the check in a task of its own (so it
-//!   finishes even if that asker goes away); everyone asking the same key meanwhile waits
-//!   for the same answer. 1,000 tabs with one cookie opening at once cost one backend call.
+//!   finishes even if that asker goes away); everyone asking the same key under the same
+//!   config version meanwhile waits for the same answer (a check started under old rules
+//!   never answers for new ones). 1,000 tabs with one cookie opening at once cost one call.
 //! - The check: the rule's method and path, the subscriber's forwarded credential headers,
 //!   through Pingora's connector (pooled connections to the same upstream as the proxy).
 //!   Concurrency is bounded and shared fairly (`slots.rs`): waiting for a slot is bounded by
@@ -24,7 +27,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-type Key = (u128, String);
+/// (credential fingerprint, Host as sent with the check, topic).
+type Key = (u128, Option<String>, String);
+/// A running check: the config version it runs under, and its key.
+type Running = (String, Key);
 type Answer = Option<(Decision, Instant)>;
 
 #[derive(Default)]
@@ -41,7 +47,7 @@ pub struct Authorizer {
         std::collections::hash_map::RandomState,
     ),
     cache: Mutex<Cache>,
-    inflight: Mutex<HashMap<Key, watch::Receiver<Answer>>>,
+    inflight: Mutex<HashMap<Running, watch::Receiver<Answer>>>,
     slots: super::slots::Slots,
     connector: Connector,
     metrics: Arc<Metrics>,
@@ -100,7 +106,9 @@ impl Authorizer {
             self.count_decision(Decision::Allow);
             return (Decision::Allow, None);
         }
-        let key: Key = (creds.fingerprint, topic.to_owned());
+        let host = creds.host.as_deref().map(str::to_ascii_lowercase);
+        let key: Key = (creds.fingerprint, host, topic.to_owned());
+        let running: Running = (cfg.version.clone(), key.clone());
         let now = Instant::now();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -121,7 +129,7 @@ impl Authorizer {
         }
         let mut rx = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            match inflight.get(&key) {
+            match inflight.get(&running) {
                 Some(rx) => {
                     self.metrics
                         .auth_cache_total
@@ -135,12 +143,12 @@ impl Authorizer {
                         .with_label_values(&["miss"])
                         .inc();
                     let (tx, rx) = watch::channel(None);
-                    inflight.insert(key.clone(), rx.clone());
+                    inflight.insert(running.clone(), rx.clone());
                     let me = self.clone();
                     let cfg = cfg.clone();
                     let creds = creds.clone();
                     tokio::spawn(async move {
-                        let decision = me.check(&cfg, &creds, &key.1).await;
+                        let decision = me.check(&cfg, &creds, &key.2).await;
                         let ttl = match decision {
                             Decision::Deny(DenyReason::CheckFailed) => {
                                 cfg.authorization.failure_ttl
@@ -156,7 +164,7 @@ impl Authorizer {
                         me.inflight
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .remove(&key);
+                            .remove(&running);
                         let _ = tx.send(Some((decision, until)));
                     });
                     rx
@@ -389,5 +397,91 @@ impl Authorizer {
             Body::Empty
         };
         Ok((status, parsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A backend answering `/allow*` 200 after `delay`, anything else 403; counts requests.
+    async fn backend(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let allow = buf.starts_with(b"GET /allow");
+                        buf.clear();
+                        tokio::time::sleep(delay).await;
+                        let status = if allow { "200 OK" } else { "403 Forbidden" };
+                        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    fn config(upstream: &str, check: &str) -> Arc<Config> {
+        let yaml = format!(
+            "upstream: {{address: \"{upstream}\"}}\n\
+             authorization:\n  rules:\n    - topic: \"t:{{x}}\"\n      check: \"GET {check}\"\n"
+        );
+        Arc::new(crate::config::validate::parse_str(&yaml).expect("config"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_started_before_a_reload_does_not_answer_under_the_new_rules() {
+        let (addr, _) = backend(Duration::from_millis(400)).await;
+        let old = config(&addr, "/allow");
+        let new = config(&addr, "/deny");
+        assert_ne!(old.version, new.version);
+        let auth = Authorizer::new(8, Arc::new(Metrics::new()));
+        let creds = Credentials::new(&auth, &old.authorization, &[]);
+        let (a, o, c) = (auth.clone(), old.clone(), creds.clone());
+        let before = tokio::spawn(async move { a.decide(&o, &c, "t:1").await.0 });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = auth.decide(&new, &creds, "t:1").await.0;
+        assert_eq!(after, Decision::Deny(DenyReason::Forbidden), "new rules");
+        assert_eq!(before.await.expect("join"), Decision::Allow, "old rules");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decisions_are_kept_per_host() {
+        let (addr, count) = backend(Duration::ZERO).await;
+        let cfg = config(&addr, "/allow");
+        let auth = Authorizer::new(8, Arc::new(Metrics::new()));
+        let mut creds = Credentials::new(&auth, &cfg.authorization, &[]);
+        creds.host = Some("a.example".into());
+        assert_eq!(auth.decide(&cfg, &creds, "t:1").await.0, Decision::Allow);
+        assert_eq!(auth.decide(&cfg, &creds, "t:1").await.0, Decision::Allow);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "cached");
+        creds.host = Some("b.example".into());
+        assert_eq!(auth.decide(&cfg, &creds, "t:1").await.0, Decision::Allow);
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "another Host is asked on its own"
+        );
     }
 }
