@@ -95,6 +95,9 @@ pub struct SseFile {
     /// Origins allowed to open streams cross-origin (with credentials). Empty: same-origin only.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Proxies (addresses or CIDR blocks) whose X-Forwarded-For / Forwarded name the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for SseFile {

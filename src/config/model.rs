@@ -133,6 +133,9 @@ pub struct Sse {
     pub gzip: bool,
     /// Origins (`scheme://host[:port]`) allowed to open streams cross-origin.
     pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` name the client (the handshake limiter's
+    /// and the check slots' address).
+    pub trusted_proxies: Vec<crate::safety::client_addr::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,6 +40,9 @@ pub struct StreamRequest {
     pub credentials: Vec<(String, String)>,
     pub origin: Option<String>,
     pub host: Option<String>,
+    /// `X-Forwarded-For` and `Forwarded` values: read only from `sse.trusted_proxies`.
+    pub x_forwarded_for: Vec<String>,
+    pub forwarded: Vec<String>,
 }
 
 impl std::fmt::Debug for StreamRequest {
@@ -74,6 +77,11 @@ impl StreamRequest {
             "accept-encoding" => self.gzip = super::front::accepts_gzip(v),
             "origin" => self.origin = Some(v.trim().to_owned()),
             "host" => self.host = Some(v.trim().to_owned()),
+            // Bounded: a head holds few of them (and at most MAX_KEPT_HEADER bytes each).
+            "x-forwarded-for" if self.x_forwarded_for.len() < 16 => {
+                self.x_forwarded_for.push(v.to_owned())
+            }
+            "forwarded" if self.forwarded.len() < 16 => self.forwarded.push(v.to_owned()),
             n if crate::auth::CREDENTIAL_HEADERS.contains(&n) => {
                 self.credentials.push((name, v.to_owned()))
             }
@@ -372,6 +380,10 @@ pub fn admit(
             "draining: reconnect to another instance or retry later\n",
         ));
     }
+    let client = client.map(|peer| {
+        let trusted = &cfg.sse.trusted_proxies;
+        crate::safety::client_addr::client_addr(peer, &req.x_forwarded_for, &req.forwarded, trusted)
+    });
     if let Some(ip) = client {
         let limited = state
             .handshakes
