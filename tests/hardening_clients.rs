@@ -267,3 +267,83 @@ async fn the_handshake_limiter_keys_on_the_client_behind_a_trusted_proxy() {
         keep.push(s);
     }
 }
+
+/// A backend that serves tenants by Host: `GET /allow` is 200 for `Host: a.example` only.
+async fn host_routing_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let Some(head) = read_request(&mut s).await else {
+                        return;
+                    };
+                    let ok = head.lines().any(|l| l.trim() == "host: a.example");
+                    let status = if ok { "200 OK" } else { "403 Forbidden" };
+                    let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one request head (lower case).
+async fn read_request(s: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(String::from_utf8_lossy(&buf).to_ascii_lowercase())
+}
+
+/// Item 13 (decision cache): a grant decided for one Host is not reused for another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_on_one_tenant_host_is_not_reused_for_another() {
+    let backend = host_routing_backend().await;
+    let cfg = jobs_config("{handshakes_per_client_per_second: 100000, handshake_burst: 100000}")
+        + r#"
+authorization:
+  cache_ttl_seconds: 60
+  rules:
+    - topic: "board:{b}"
+      check: "GET /allow"
+"#;
+    let sc = Sidecar::start(&cfg, &backend.to_string())
+        .await
+        .expect("sidecar");
+    let open = |host: &'static str| {
+        let port = sc.port;
+        async move {
+            let sock = tokio::net::TcpSocket::new_v4().ok()?;
+            let mut s = sock
+                .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+                .await
+                .ok()?;
+            let req = format!(
+                "GET /api/sse/events?topics=board:1 HTTP/1.1\r\nHost: {host}\r\n\
+                 Cookie: user=alice\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.ok()?;
+            read_head(&mut s).await.map(|(st, _)| (st, s))
+        }
+    };
+    let (a, _keep) = open("a.example").await.expect("answer");
+    assert_eq!(a, 200, "granted on tenant a");
+    let (b, _) = open("b.example").await.expect("answer");
+    assert_eq!(
+        b, 403,
+        "the same cookie on tenant b is asked again, and denied"
+    );
+}
