@@ -11,6 +11,7 @@
 //! - [`store`]: the `EventLog` trait and its backends.
 //! - [`wire`]: SSE framing and the typed frames every stream writes.
 //! - [`sse`]: the stream handler, its listener front and the client modules.
+//! - [`upstream`]: the backend as a Pingora peer (pass-through and checks share it).
 //! - [`auth`]: topic authorization delegated to the backend, decision cache.
 //! - [`polling`]: coverage check of polled routes and poll shielding.
 //! - [`http`]: plain answers written to a Pingora session, shared by the edges.
@@ -31,4 +32,5 @@ pub mod safety;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod upstream;
 pub mod wire;

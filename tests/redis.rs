@@ -445,3 +445,110 @@ async fn redis_losing_its_data_resets_instead_of_reusing_ids() {
         .await
         .expect("reset for an id from before the loss");
 }
+
+/// A TCP relay to Redis that can be cut (connections closed, new ones refused) and
+/// restored: one instance loses Redis while the others keep it.
+struct Relay {
+    port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn start(to: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let tasks: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let (o, t) = (open.clone(), tasks.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+                t.lock().expect("tasks").push(task.abort_handle());
+            }
+        });
+        Relay { port, open, tasks }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for t in self.tasks.lock().expect("tasks").drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Issue 15 item 8: an append that fails on instance A (A lost Redis, B did not) resets
+/// B's streams too (`events_lost`), once A reaches Redis again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_failing_on_one_instance_resets_the_streams_of_every_instance() {
+    let redis = Redis::start(false).await;
+    let relay = Relay::start(redis.port).await;
+    let backend = echo::start().await.to_string();
+    let direct = config(&redis, "");
+    let via_relay = direct.replace(&redis.url(), &format!("redis://127.0.0.1:{}/0", relay.port));
+    let a = Sidecar::start(&via_relay, &backend).await.expect("a");
+    let b = Sidecar::start(&direct, &backend).await.expect("b");
+    let c = reqwest::Client::new();
+    let mut on_b = stream(&b, "t:x", None).await;
+    assert!(mutate(&c, &a, "x", 1).await);
+    assert_eq!(
+        read_jobs(&mut on_b, 1, T).await.len(),
+        1,
+        "A's events reach B"
+    );
+    relay.cut();
+    // The mutation succeeds at the backend; its event cannot be stored.
+    assert!(mutate(&c, &a, "x", 2).await);
+    wait_for("A's append failed", T, || async {
+        (a.metric("sse_sidecar_store_errors_total").await.ok()? >= 1.0).then_some(())
+    })
+    .await
+    .expect("append failed");
+    relay.restore();
+    let reset = on_b.next_of("reset", Duration::from_secs(15)).await;
+    let reset = reset.expect("B's stream is reset: the event is lost for it too");
+    assert_eq!(data(&reset)["reason"], "events_lost");
+    // And the log goes on.
+    assert!(mutate(&c, &a, "x", 3).await);
+    let got = read_jobs(&mut on_b, 1, T).await;
+    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![3]);
+}
+
+/// Issue 15 item 8: an entry that does not decode is not skipped silently: the streams get
+/// a `log_gap` reset and it is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_entry_resets_the_streams() {
+    let redis = Redis::start(false).await;
+    let backend = echo::start().await.to_string();
+    let b = Sidecar::start(&config(&redis, ""), &backend)
+        .await
+        .expect("b");
+    let mut on_b = stream(&b, "t:x", None).await;
+    let cli = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let seq = cli(&["INCR", "test:seq"]);
+    cli(&["XADD", "test:events", &format!("{seq}-0"), "e", "{not json"]);
+    let reset = on_b.next_of("reset", T).await.expect("reset");
+    assert_eq!(data(&reset)["reason"], "log_gap");
+    assert!(b.log().contains("undecodable entry"), "{}", b.log());
+}

@@ -32,10 +32,22 @@ event_types:
 
 /// Opens a raw stream request and returns (status, retry-after, the socket).
 async fn raw_open(port: u16) -> Option<(u16, Option<String>, tokio::net::TcpStream)> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    raw_open_path(port, [127, 0, 0, 1], "/api/sse/events?topics=jobs").await
+}
+
+/// `raw_open` of `path` from the local address `from` (any 127.x.y.z works on Linux).
+async fn raw_open_path(
+    port: u16,
+    from: [u8; 4],
+    path: &str,
+) -> Option<(u16, Option<String>, tokio::net::TcpStream)> {
+    let sock = tokio::net::TcpSocket::new_v4().ok()?;
+    sock.bind(std::net::SocketAddr::from((from, 0))).ok()?;
+    let mut s = sock
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .ok()?;
-    s.write_all(b"GET /api/sse/events?topics=jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .ok()?;
     let mut buf = Vec::new();
@@ -476,48 +488,73 @@ async fn the_memory_breaker_refuses_new_streams_under_queue_pressure() {
     assert_eq!(status, 200);
 }
 
-/// The stream-health breaker end to end: most streams failing on write switch SSE off (new
-/// streams get 204), then it probes back on.
+/// The stream-health breaker end to end: most streams failing on write (server-side write
+/// timeouts, from many addresses) switch SSE off (new streams get 204), then it probes back
+/// on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_health_breaker_switches_sse_off_then_back_on() {
     let backend = echo::start().await;
-    let cfg = config("{handshakes_per_client_per_second: 100000, handshake_burst: 100000}")
-        + "safety: {breaker_cooldown_seconds: 2}\n";
+    let cfg = config(
+        "{handshakes_per_client_per_second: 100000, handshake_burst: 100000, \
+         write_timeout_seconds: 1, max_event_bytes: 1048576, queue_max_bytes: 67108864, \
+         queued_bytes_total: 4294967296}",
+    ) + "safety: {breaker_cooldown_seconds: 2}\n";
     let sc = Sidecar::start(&cfg, &backend.to_string())
         .await
         .expect("sidecar");
-    let mut doomed = Vec::new();
-    for _ in 0..300 {
-        let (status, _, s) = raw_open(sc.port).await.expect("answer");
-        assert_eq!(status, 200);
-        doomed.push(s);
+    // Groups of 25 streams that never read, from 100 addresses (one address counts at most
+    // a small share of the failures), each group on its own topic.
+    const GROUPS: u16 = 8;
+    let mut groups = Vec::new();
+    for g in 0..GROUPS {
+        let mut group = Vec::new();
+        for i in 0..25u16 {
+            let n = g * 25 + i;
+            let from = [127, 0, 1, (1 + n % 100) as u8];
+            let path = format!("/api/sse/events?topics=g{g}");
+            let (status, _, s) = raw_open_path(sc.port, from, &path).await.expect("answer");
+            assert_eq!(status, 200);
+            group.push(s);
+        }
+        groups.push(group);
     }
     let c = reqwest::Client::new();
+    // 5 MB per group: more than a loopback socket's buffers hold.
+    let big = "x".repeat(200 * 1024);
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut off = false;
+    let mut g = 0;
     while !off && Instant::now() < deadline {
-        // Every 300 ms, 25 clients vanish with a reset and an event makes their writes fail.
-        for _ in 0..25 {
-            if let Some(s) = doomed.pop() {
-                // A zero linger makes the close a reset and never blocks (the deprecation is
-                // about non-zero lingers blocking on drop).
-                #[allow(deprecated)]
-                let _ = s.set_linger(Some(Duration::ZERO));
-                drop(s);
-            }
+        // Every 300 ms or so, the next group's writes stall: they time out a second later.
+        if g < GROUPS {
+            let body = format!(
+                r#"{{"type": "job.done", "topics": ["g{g}"], "data": {{"pad": "{big}"}}}}"#
+            );
+            let publish = |body: String| {
+                c.post(sc.admin_url("/admin/publish"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+            };
+            futures_util::future::join_all((0..25).map(|_| publish(body.clone()))).await;
+            g += 1;
         }
-        let _ = c
-            .post(sc.admin_url("/admin/publish"))
-            .header("content-type", "application/json")
-            .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {}}"#)
-            .send()
-            .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         off = sc
             .status()
             .await
             .ok()
             .is_some_and(|s| s["breakers"]["stream_health"] == "open");
+    }
+    drop(groups);
+    if !off {
+        let m = sc.metrics().await.unwrap_or_default();
+        for l in m
+            .lines()
+            .filter(|l| l.contains("closes") || l.contains("published"))
+        {
+            eprintln!("{l}");
+        }
     }
     assert!(off, "the stream-health breaker opened");
     let st: serde_json::Value = sc.sse_status().await.expect("status");

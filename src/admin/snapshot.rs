@@ -3,6 +3,7 @@
 //! delivery latency p50/p99 over the last interval). Published through `State::snapshot` to
 //! every open `/admin/stream`.
 
+use crate::safety::health::Failures;
 use crate::state::State;
 use prometheus::core::Collector;
 use serde_json::{json, Map, Value};
@@ -69,13 +70,12 @@ impl Sample {
                 .get("accepted")
                 .copied()
                 .unwrap_or(0),
-            write_errors: {
-                let closes = counter_by_label(&m.stream_closes_total, "reason");
-                ["write_error", "client_reset"]
-                    .iter()
-                    .filter_map(|r| closes.get(*r))
-                    .sum()
-            },
+            // Server-side failures only (write errors and write timeouts): a client's reset,
+            // however many, says nothing about the server.
+            write_errors: counter_by_label(&m.stream_closes_total, "reason")
+                .get("write_error")
+                .copied()
+                .unwrap_or(0),
             store_errors: m.store_errors_total.get(),
             latency,
             latency_count,
@@ -87,12 +87,13 @@ impl Sample {
     }
 }
 
-/// Most streams failing: at least 20 streams started or failed (write error or reset) in the
-/// interval, and more than half of them failed.
-fn stream_health_bad(prev: &Sample, now: &Sample) -> bool {
-    let failed = now.write_errors.saturating_sub(prev.write_errors);
-    let attempts = now.handshakes.saturating_sub(prev.handshakes) + failed;
-    attempts >= 20 && failed * 2 > attempts
+/// Most streams failing on the server's side (`safety::health::unhealthy`). Failures the
+/// streams recorded with their client address (`Breakers::health`) count bounded per
+/// address; write errors only the metrics know of count as they are.
+fn stream_health_bad(prev: &Sample, now: &Sample, known: Failures) -> bool {
+    let counted = now.write_errors.saturating_sub(prev.write_errors);
+    let failed = counted.saturating_sub(known.recorded) + known.bounded;
+    crate::safety::health::unhealthy(now.handshakes.saturating_sub(prev.handshakes), failed)
 }
 
 /// The q-quantile (in ms) of the observations between two samples, from bucket deltas.
@@ -345,7 +346,13 @@ pub async fn run(state: Arc<State>) {
         let p99 = quantile_ms(&prev, &now, 0.99);
         state.adapt_coalescing(p99);
         let store_bad = !state.hub.log().healthy() || now.store_errors > prev.store_errors;
-        state.sample_breakers(store_bad, p99, stream_health_bad(&prev, &now));
+        let known = state
+            .breakers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .health
+            .take();
+        state.sample_breakers(store_bad, p99, stream_health_bad(&prev, &now, known));
         state.polling.settle();
         {
             let mut h = state.gate_history.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,14 +1,19 @@
 //! Decisions: cache, coalescing and the backend check itself.
 //!
-//! - Cache: (credential fingerprint, topic) → decision until it expires, bounded by
+//! - Cache: (credential fingerprint, Host, topic) → decision until it expires, bounded by
 //!   `cache_max_entries` (expired entries are purged first, then an arbitrary eighth of the
 //!   map). Emptied when the config's version changes, so an edited rule applies at once.
+//!   The Host is part of the key because the check carries it: a backend that serves
+//!   tenants by Host may answer the same credentials differently per Host.
 //! - Coalescing: the first asker of a key starts the check in a task of its own (so it
-//!   finishes even if that asker goes away); everyone asking the same key meanwhile waits
-//!   for the same answer. 1,000 tabs with one cookie opening at once cost one backend call.
+//!   finishes even if that asker goes away); everyone asking the same key under the same
+//!   config version meanwhile waits for the same answer (a check started under old rules
+//!   never answers for new ones). 1,000 tabs with one cookie opening at once cost one call.
 //! - The check: the rule's method and path, the subscriber's forwarded credential headers,
 //!   through Pingora's connector (pooled connections to the same upstream as the proxy).
-//!   Concurrency is bounded; waiting for a slot counts against the check's timeout.
+//!   Concurrency is bounded and shared fairly (`slots.rs`): waiting for a slot is bounded by
+//!   `check_timeout` on its own (the check then has its whole `check_timeout`); no slot in
+//!   time is `check_busy`, which is never cached.
 
 use super::{Credentials, Decision, DenyReason};
 use crate::config::Config;
@@ -20,9 +25,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
-type Key = (u128, String);
+/// (credential fingerprint, Host as sent with the check, topic).
+type Key = (u128, Option<String>, String);
+/// A running check: the config version it runs under, and its key.
+type Running = (String, Key);
 type Answer = Option<(Decision, Instant)>;
 
 #[derive(Default)]
@@ -39,8 +47,8 @@ pub struct Authorizer {
         std::collections::hash_map::RandomState,
     ),
     cache: Mutex<Cache>,
-    inflight: Mutex<HashMap<Key, watch::Receiver<Answer>>>,
-    permits: Semaphore,
+    inflight: Mutex<HashMap<Running, watch::Receiver<Answer>>>,
+    slots: super::slots::Slots,
     connector: Connector,
     metrics: Arc<Metrics>,
 }
@@ -51,7 +59,7 @@ impl Authorizer {
             keys: Default::default(),
             cache: Mutex::new(Cache::default()),
             inflight: Mutex::new(HashMap::new()),
-            permits: Semaphore::new(max_concurrent_checks.max(1)),
+            slots: super::slots::Slots::new(max_concurrent_checks),
             connector: Connector::new(None),
             metrics,
         })
@@ -98,7 +106,9 @@ impl Authorizer {
             self.count_decision(Decision::Allow);
             return (Decision::Allow, None);
         }
-        let key: Key = (creds.fingerprint, topic.to_owned());
+        let host = creds.host.as_deref().map(str::to_ascii_lowercase);
+        let key: Key = (creds.fingerprint, host, topic.to_owned());
+        let running: Running = (cfg.version.clone(), key.clone());
         let now = Instant::now();
         {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -119,7 +129,7 @@ impl Authorizer {
         }
         let mut rx = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            match inflight.get(&key) {
+            match inflight.get(&running) {
                 Some(rx) => {
                     self.metrics
                         .auth_cache_total
@@ -133,31 +143,36 @@ impl Authorizer {
                         .with_label_values(&["miss"])
                         .inc();
                     let (tx, rx) = watch::channel(None);
-                    inflight.insert(key.clone(), rx.clone());
+                    inflight.insert(running.clone(), rx.clone());
                     let me = self.clone();
                     let cfg = cfg.clone();
                     let creds = creds.clone();
                     tokio::spawn(async move {
-                        let decision = me.check(&cfg, &creds, &key.1).await;
+                        let decision = me.check(&cfg, &creds, &key.2).await;
                         let ttl = match decision {
                             Decision::Deny(DenyReason::CheckFailed) => {
                                 cfg.authorization.failure_ttl
                             }
+                            Decision::Deny(DenyReason::Busy) => Duration::ZERO,
                             _ => cfg.authorization.cache_ttl,
                         };
                         let until = Instant::now() + ttl;
-                        me.remember(&cfg, key.clone(), decision, until);
+                        if decision != Decision::Deny(DenyReason::Busy) {
+                            // No slot is not a decision about this subscriber: never cached.
+                            me.remember(&cfg, key.clone(), decision, until);
+                        }
                         me.inflight
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .remove(&key);
+                            .remove(&running);
                         let _ = tx.send(Some((decision, until)));
                     });
                     rx
                 }
             }
         };
-        let wait = policy.check_timeout + Duration::from_secs(1);
+        // The wait for a slot, then the check itself, each bounded by `check_timeout`.
+        let wait = policy.check_timeout * 2 + Duration::from_secs(1);
         let answer = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
             Ok(Ok(v)) => *v,
             _ => None,
@@ -223,16 +238,24 @@ impl Authorizer {
         let Some(check) = &rule.check else {
             return Decision::Allow;
         };
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(policy.check_timeout, async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| "closed".to_string())?;
-            self.ask(cfg, creds, check, &params).await
-        })
+        let queued = tokio::time::timeout(
+            policy.check_timeout,
+            self.slots.acquire(creds.fingerprint, creds.client),
+        )
         .await;
+        let Ok(Some(_slot)) = queued else {
+            // Counted, not logged at warn: under a flood this would be one line per topic.
+            tracing::debug!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),
+                "no authorization check slot came free in time; answering busy (not cached)");
+            self.metrics
+                .auth_checks_total
+                .with_label_values(&[DenyReason::Busy.as_str()])
+                .inc();
+            return Decision::Deny(DenyReason::Busy);
+        };
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(policy.check_timeout, self.ask(cfg, creds, check, &params)).await;
         let decision = match outcome {
             Err(_) => {
                 tracing::warn!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),
@@ -316,7 +339,7 @@ impl Authorizer {
         for (k, v) in creds.headers() {
             set(&mut req, k, v)?;
         }
-        let mut peer = crate::proxy::upstream_peer(&cfg.upstream);
+        let mut peer = crate::upstream::peer(&cfg.upstream);
         peer.options.read_timeout = Some(cfg.authorization.check_timeout);
         peer.options.write_timeout = Some(cfg.authorization.check_timeout);
         let (mut session, _reused) = self
@@ -374,5 +397,91 @@ impl Authorizer {
             Body::Empty
         };
         Ok((status, parsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A backend answering `/allow*` 200 after `delay`, anything else 403; counts requests.
+    async fn backend(delay: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let allow = buf.starts_with(b"GET /allow");
+                        buf.clear();
+                        tokio::time::sleep(delay).await;
+                        let status = if allow { "200 OK" } else { "403 Forbidden" };
+                        let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, count)
+    }
+
+    fn config(upstream: &str, check: &str) -> Arc<Config> {
+        let yaml = format!(
+            "upstream: {{address: \"{upstream}\"}}\n\
+             authorization:\n  rules:\n    - topic: \"t:{{x}}\"\n      check: \"GET {check}\"\n"
+        );
+        Arc::new(crate::config::validate::parse_str(&yaml).expect("config"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_check_started_before_a_reload_does_not_answer_under_the_new_rules() {
+        let (addr, _) = backend(Duration::from_millis(400)).await;
+        let old = config(&addr, "/allow");
+        let new = config(&addr, "/deny");
+        assert_ne!(old.version, new.version);
+        let auth = Authorizer::new(8, Arc::new(Metrics::new()));
+        let creds = Credentials::new(&auth, &old.authorization, &[]);
+        let (a, o, c) = (auth.clone(), old.clone(), creds.clone());
+        let before = tokio::spawn(async move { a.decide(&o, &c, "t:1").await.0 });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let after = auth.decide(&new, &creds, "t:1").await.0;
+        assert_eq!(after, Decision::Deny(DenyReason::Forbidden), "new rules");
+        assert_eq!(before.await.expect("join"), Decision::Allow, "old rules");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decisions_are_kept_per_host() {
+        let (addr, count) = backend(Duration::ZERO).await;
+        let cfg = config(&addr, "/allow");
+        let auth = Authorizer::new(8, Arc::new(Metrics::new()));
+        let mut creds = Credentials::new(&auth, &cfg.authorization, &[]);
+        creds.host = Some("a.example".into());
+        assert_eq!(auth.decide(&cfg, &creds, "t:1").await.0, Decision::Allow);
+        assert_eq!(auth.decide(&cfg, &creds, "t:1").await.0, Decision::Allow);
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "cached");
+        creds.host = Some("b.example".into());
+        assert_eq!(auth.decide(&cfg, &creds, "t:1").await.0, Decision::Allow);
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "another Host is asked on its own"
+        );
     }
 }

@@ -10,11 +10,14 @@
 //! its own reason: the sidecar fails closed.
 //!
 //! Decisions are cached per (credential fingerprint, topic) for a TTL in a bounded map, and
-//! identical concurrent checks share one backend call (`check.rs`). Credentials are never
+//! identical concurrent checks share one backend call (`check.rs`). Check slots are shared
+//! fairly: one credential or one address cannot take them all; a check that finds no slot in
+//! time is `check_busy` (503 + Retry-After to the stream, never cached as a denial). Credentials are never
 //! logged, counted by label or shown: only a keyed hash of them (the fingerprint) is kept.
 
 pub mod check;
 pub mod pattern;
+pub mod slots;
 
 pub use check::Authorizer;
 pub use pattern::TopicPattern;
@@ -39,6 +42,9 @@ pub enum DenyReason {
     /// The check could not be made or the backend failed (timeout, connect error, 5xx):
     /// denied because the sidecar fails closed.
     CheckFailed,
+    /// No check slot came free in time (the sidecar's checks are all busy): not a decision
+    /// about the subscriber, never cached; the stream answers 503 with Retry-After.
+    Busy,
 }
 
 impl DenyReason {
@@ -48,6 +54,7 @@ impl DenyReason {
             DenyReason::Forbidden => "forbidden",
             DenyReason::Condition => "condition_failed",
             DenyReason::CheckFailed => "check_failed",
+            DenyReason::Busy => "check_busy",
         }
     }
 }
@@ -176,6 +183,8 @@ pub struct Credentials {
     /// The subscriber's `Host`, sent with checks (a backend may serve several hosts); not a
     /// credential, not part of the fingerprint.
     pub host: Option<String>,
+    /// The subscriber's address: its checks share a bounded number of slots.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -203,6 +212,7 @@ impl Credentials {
             headers: kept,
             fingerprint,
             host: None,
+            client: None,
         }
     }
 

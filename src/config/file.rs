@@ -106,6 +106,9 @@ pub struct SseFile {
     /// (408 beyond), on every path.
     #[serde(default = "default_request_head_timeout_seconds")]
     pub request_head_timeout_seconds: u64,
+    /// Proxies (addresses or CIDR blocks) whose X-Forwarded-For / Forwarded name the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 fn default_max_request_head_bytes() -> usize {

@@ -139,6 +139,9 @@ pub struct Sse {
     pub max_request_head_bytes: usize,
     /// A request head must be complete this long after its first byte (408 beyond).
     pub request_head_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` name the client (the handshake limiter's
+    /// and the check slots' address).
+    pub trusted_proxies: Vec<crate::safety::client_addr::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

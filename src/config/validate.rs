@@ -428,6 +428,22 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                     ok.then(|| o.to_ascii_lowercase())
                 })
                 .collect(),
+            trusted_proxies: s
+                .trusted_proxies
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| match crate::safety::client_addr::Cidr::parse(p) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        c.push(
+                            format!("sse.trusted_proxies[{i}]"),
+                            e,
+                            Some("write an IP address or a CIDR block, e.g. 10.0.0.0/8 or ::1"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
         }
     });
 

@@ -120,18 +120,6 @@ pub struct PollCtx {
     fingerprint: u128,
 }
 
-/// The backend as a Pingora peer, with the configured timeouts (pass-through and
-/// authorization checks share it, and so its connection pool).
-pub fn upstream_peer(up: &crate::config::model::Upstream) -> HttpPeer {
-    let mut peer = HttpPeer::new(up.addr, false, String::new());
-    peer.options.connection_timeout = Some(up.connect_timeout);
-    peer.options.total_connection_timeout = Some(up.connect_timeout);
-    peer.options.read_timeout = Some(up.read_timeout);
-    peer.options.write_timeout = Some(up.write_timeout);
-    peer.options.idle_timeout = Some(Duration::from_secs(60));
-    peer
-}
-
 /// The status class label for metrics.
 pub fn status_class(status: u16) -> &'static str {
     match status {
@@ -604,7 +592,7 @@ impl ProxyHttp for Proxy {
             Some(c) => c.clone(),
             None => self.state.config(),
         };
-        Ok(Box::new(upstream_peer(&cfg.upstream)))
+        Ok(Box::new(crate::upstream::peer(&cfg.upstream)))
     }
 
     async fn upstream_request_filter(

@@ -1,7 +1,11 @@
 //! Safety controls that are pure state machines (time passed in, tested without sockets):
 //! the per-client handshake limiter and the idempotency de-duplicator. Both are bounded.
+//! `health` counts the server-side stream failures the `stream_health` breaker judges;
+//! `client_addr` finds the client's address behind trusted proxies.
 
 pub mod breaker;
+pub mod client_addr;
+pub mod health;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -18,6 +22,8 @@ pub struct Breakers {
     pub memory: breaker::Breaker,
     /// Most new streams failing → SSE off automatically (clients poll), probed back.
     pub stream_health: breaker::Breaker,
+    /// Server-side stream failures since the last sample, per client address.
+    pub health: health::StreamHealth,
 }
 
 impl Default for Breakers {
@@ -29,6 +35,7 @@ impl Default for Breakers {
             // Memory pressure is acute: one bad second trips it.
             memory: breaker::Breaker::new("memory", 1, D::from_secs(10)),
             stream_health: breaker::Breaker::new("stream_health", 3, D::from_secs(15)),
+            health: Default::default(),
         }
     }
 }
@@ -52,11 +59,19 @@ const MAX_CLIENTS: usize = 100_000;
 /// Most idempotency keys remembered.
 const MAX_KEYS: usize = 100_000;
 
-/// Token buckets of new-stream handshakes per client address.
+/// Token buckets of new-stream handshakes per client address, in two generations: the
+/// current one takes new addresses; when it holds half of `MAX_CLIENTS`, it becomes the
+/// previous one and the old previous one is forgotten (the least recently seen addresses).
+/// An address seen again moves to the current generation. O(1) per handshake, bounded,
+/// and never open: a forgotten address starts again from a full bucket, like a new one.
 #[derive(Default)]
 pub struct HandshakeLimiter {
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    current: HashMap<IpAddr, (f64, Instant)>,
+    previous: HashMap<IpAddr, (f64, Instant)>,
 }
+
+/// The longest wait a limiter answers (a tiny configured rate would otherwise overflow).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 impl HandshakeLimiter {
     /// Takes one token for `ip`; `Err(retry_after)` when its bucket is empty.
@@ -67,26 +82,35 @@ impl HandshakeLimiter {
         rate: f64,
         burst: u32,
     ) -> Result<(), Duration> {
-        if self.buckets.len() >= MAX_CLIENTS && !self.buckets.contains_key(&ip) {
-            // Forget clients whose bucket has refilled; under a flood of distinct addresses
-            // fail open (the connection limit still holds).
-            let full_after = Duration::from_secs_f64(burst as f64 / rate);
-            self.buckets
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) < full_after);
-            if self.buckets.len() >= MAX_CLIENTS {
-                return Ok(());
-            }
+        let burst = f64::from(burst.max(1));
+        let entry = match self.current.remove(&ip) {
+            Some(e) => Some(e),
+            None => self.previous.remove(&ip),
+        };
+        if self.current.len() >= MAX_CLIENTS / 2 {
+            self.previous = std::mem::take(&mut self.current);
         }
-        let (tokens, at) = self.buckets.entry(ip).or_insert((burst as f64, now));
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * rate;
-        *tokens = (*tokens + refill).min(burst as f64);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        let (mut tokens, at) = entry.unwrap_or((burst, now));
+        let refill = now.saturating_duration_since(at).as_secs_f64() * rate;
+        tokens = if refill.is_finite() {
+            (tokens + refill).min(burst)
+        } else {
+            burst
+        };
+        let answer = if tokens >= 1.0 {
+            tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *tokens) / rate))
-        }
+            let wait = Duration::try_from_secs_f64((1.0 - tokens) / rate).unwrap_or(MAX_WAIT);
+            Err(wait.min(MAX_WAIT))
+        };
+        self.current.insert(ip, (tokens, now));
+        answer
+    }
+
+    /// Addresses tracked.
+    pub fn tracked(&self) -> usize {
+        self.current.len() + self.previous.len()
     }
 }
 
@@ -148,6 +172,48 @@ mod tests {
         );
         let other: IpAddr = "10.0.0.2".parse().expect("ip");
         assert!(l.admit(other, t0, 1.0, 5).is_ok(), "per client");
+    }
+
+    #[test]
+    fn a_flood_of_addresses_is_bounded_and_never_opens_the_limit() {
+        let mut l = HandshakeLimiter::default();
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        for _ in 0..5 {
+            assert!(l.admit(ip, t0, 1.0, 5).is_ok());
+        }
+        for i in 0..(MAX_CLIENTS as u32 * 2) {
+            let other = IpAddr::from((i + 1_000_000).to_be_bytes());
+            let _ = l.admit(other, t0, 1.0, 5);
+            if i % 1000 == 0 {
+                // The limited address keeps being seen: it stays limited.
+                assert!(l.admit(ip, t0, 1.0, 5).is_err(), "still limited at {i}");
+            }
+        }
+        assert!(l.tracked() <= MAX_CLIENTS, "{}", l.tracked());
+        let flooder = IpAddr::from(7_000_000u32.to_be_bytes());
+        for _ in 0..5 {
+            assert!(l.admit(flooder, t0, 1.0, 5).is_ok());
+        }
+        assert!(
+            l.admit(flooder, t0, 1.0, 5).is_err(),
+            "limits still apply when full"
+        );
+    }
+
+    #[test]
+    fn odd_rates_never_panic() {
+        let mut l = HandshakeLimiter::default();
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        for rate in [1e-300, f64::MIN_POSITIVE, 1e300, f64::INFINITY] {
+            for _ in 0..3 {
+                let _ = l.admit(ip, t0 + Duration::from_secs(1), rate, 1);
+            }
+            if let Err(wait) = l.admit(ip, t0 + Duration::from_secs(2), rate, 1) {
+                assert!(wait <= MAX_WAIT);
+            }
+        }
     }
 
     #[test]

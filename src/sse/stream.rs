@@ -39,6 +39,9 @@ pub struct StreamRequest {
     pub credentials: Vec<(String, String)>,
     pub origin: Option<String>,
     pub host: Option<String>,
+    /// `X-Forwarded-For` and `Forwarded` values: read only from `sse.trusted_proxies`.
+    pub x_forwarded_for: Vec<String>,
+    pub forwarded: Vec<String>,
 }
 
 impl std::fmt::Debug for StreamRequest {
@@ -86,6 +89,11 @@ impl StreamRequest {
             "accept-encoding" => self.gzip = super::front::accepts_gzip(v),
             "origin" => self.origin = Some(v.trim().to_owned()),
             "host" => self.host = Some(v.trim().to_owned()),
+            // Bounded: a head holds few of them (and at most MAX_KEPT_HEADER bytes each).
+            "x-forwarded-for" if self.x_forwarded_for.len() < 16 => {
+                self.x_forwarded_for.push(v.to_owned())
+            }
+            "forwarded" if self.forwarded.len() < 16 => self.forwarded.push(v.to_owned()),
             _ => {}
         }
     }
@@ -388,6 +396,8 @@ pub struct Admitted {
     grants: crate::auth::Grants,
     /// When the earliest checked decision expires (re-check then).
     recheck_at: Option<std::time::Instant>,
+    /// The client's address (the stream-health breaker bounds each address's share).
+    client: Option<std::net::IpAddr>,
     _conn: ConnGuard,
 }
 
@@ -430,6 +440,10 @@ pub fn admit(
             "draining: reconnect to another instance or retry later\n",
         ));
     }
+    let client = client.map(|peer| {
+        let trusted = &cfg.sse.trusted_proxies;
+        crate::safety::client_addr::client_addr(peer, &req.x_forwarded_for, &req.forwarded, trusted)
+    });
     if let Some(ip) = client {
         let limited = state
             .handshakes
@@ -504,6 +518,7 @@ pub fn admit(
         creds: Default::default(),
         grants: Default::default(),
         recheck_at: None,
+        client,
         _conn: ConnGuard(state.clone()),
     })
 }
@@ -519,8 +534,24 @@ pub async fn authorize(
     let mut creds =
         crate::auth::Credentials::new(&state.auth, &cfg.authorization, &req.credentials);
     creds.host = req.host.clone();
+    creds.client = admitted.client;
     let decisions = state.auth.decide_all(&cfg, &creds, &admitted.topics).await;
     let (grants, recheck) = crate::auth::Grants::from_decisions(&admitted.topics, decisions);
+    let busy = |(_, r): &(String, crate::auth::DenyReason)| *r == crate::auth::DenyReason::Busy;
+    if grants.granted.is_empty() && grants.denied.iter().any(busy) {
+        // No check slot in time: not a denial; the client retries.
+        state
+            .metrics
+            .sse_handshakes_total
+            .with_label_values(&["check_busy"])
+            .inc();
+        return Err(Refused {
+            status: 503,
+            outcome: "check_busy",
+            retry_after: Some(cfg.authorization.check_timeout.as_secs().max(1)),
+            body: "authorization checks are busy; retry later\n".into(),
+        });
+    }
     if grants.granted.is_empty() {
         state
             .metrics
@@ -973,6 +1004,10 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
                 break;
             }
         }
+    }
+    if close_reason == "write_error" {
+        let mut b = state.breakers.lock().unwrap_or_else(|e| e.into_inner());
+        b.health.record_failure(admitted.client);
     }
     state
         .metrics

@@ -16,6 +16,11 @@
 //! families to polling; pass-through never waits on Redis). The tailer reconnects and goes on
 //! from its last id. A jump in the sequence (entries lost in a failover, or trimmed before
 //! this instance read them) is a `Feed::Gap`: every stream gets a `reset`, never silence.
+//! An append that fails loses its events for every instance, not only this one: the
+//! instance remembers it and, as soon as Redis answers again, appends a loss marker (an
+//! entry whose payload is `LOSS_MARKER`); every instance's tailer turns it into a
+//! `Feed::Gap` (`events_lost`), and a replay across it answers `Evicted` (a reset). An entry
+//! that does not decode is counted, logged and a `log_gap`: never skipped silently.
 //! If Redis comes back empty (the epoch key is gone), the first instance to notice restores
 //! the epoch and moves the counter far past anything issued, so every resuming client is
 //! reset rather than handed reused ids. If Redis holds another epoch than this instance's
@@ -45,6 +50,17 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_COUNT: usize = 512;
 /// Feed batches waiting for the hub.
 const FEED_CAPACITY: usize = 256;
+/// The payload of a loss marker: not JSON, so no event can look like it.
+const LOSS_MARKER: &[u8] = b"\0sse-sidecar:events-lost";
+
+/// What one stream entry holds.
+enum Entry {
+    Event(Arc<StoredEvent>),
+    /// An append failed on some instance: events are missing here.
+    Lost(u64),
+    /// Unreadable (counted and logged).
+    Undecodable(u64),
+}
 
 /// The start of both scripts: restores the epoch if Redis lost it (moving the counter past
 /// this instance's head + jump), and leaves the epoch Redis holds in `cur`.
@@ -109,6 +125,10 @@ pub struct RedisLog {
     ensure_script: redis::Script,
     feed_taken: Mutex<bool>,
     url_shown: String,
+    /// An append failed: a loss marker is owed to the log.
+    loss_owed: AtomicBool,
+    /// Entries that could not be decoded (tailer, replay, trim).
+    decode_errors: AtomicU64,
 }
 
 /// `redis://user:secret@host/0` → `redis://host/0` for logs.
@@ -159,6 +179,8 @@ impl RedisLog {
             ensure_script: redis::Script::new(ENSURE_EPOCH),
             feed_taken: Mutex::new(false),
             url_shown: redact(url),
+            loss_owed: AtomicBool::new(false),
+            decode_errors: AtomicU64::new(0),
         });
         match log.open_sync() {
             Ok(()) => log.healthy.store(true, Ordering::Release),
@@ -242,22 +264,73 @@ impl RedisLog {
         self.healthy.store(ok, Ordering::Release);
     }
 
-    fn decode(&self, epoch: &str, entry: &StreamId) -> Option<Arc<StoredEvent>> {
+    /// Entries of the stream that could not be decoded, since start.
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors.load(Ordering::Relaxed)
+    }
+
+    fn decode(&self, epoch: &str, entry: &StreamId) -> Option<Entry> {
         let seq = seq_of(&entry.id)?;
-        let raw: Vec<u8> = match entry.map.get("e")? {
-            redis::Value::BulkString(b) => b.clone(),
-            redis::Value::SimpleString(s) => s.clone().into_bytes(),
-            _ => return None,
+        let raw: Vec<u8> = match entry.map.get("e") {
+            Some(redis::Value::BulkString(b)) => b.clone(),
+            Some(redis::Value::SimpleString(s)) => s.clone().into_bytes(),
+            _ => Vec::new(),
         };
-        let mut ev: Event = match serde_json::from_slice(&raw) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(id = %entry.id, error = %e, "undecodable event in the redis stream; skipped");
-                return None;
+        if raw == LOSS_MARKER {
+            return Some(Entry::Lost(seq));
+        }
+        match serde_json::from_slice::<Event>(&raw) {
+            Ok(mut ev) => {
+                ev.id = crate::events::types::EventId::new(epoch, seq).to_string();
+                Some(Entry::Event(StoredEvent::new(seq, ev)))
             }
-        };
-        ev.id = crate::events::types::EventId::new(epoch, seq).to_string();
-        Some(StoredEvent::new(seq, ev))
+            Err(e) => {
+                let n = self.decode_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(id = %entry.id, error = %e, decode_errors = n,
+                    "undecodable entry in the redis stream: its subscribers get a reset");
+                Some(Entry::Undecodable(seq))
+            }
+        }
+    }
+
+    /// The event of an entry, if it holds one.
+    fn event_of(&self, epoch: &str, entry: &StreamId) -> Option<Arc<StoredEvent>> {
+        match self.decode(epoch, entry)? {
+            Entry::Event(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Appends the loss marker owed since a failed append; false if Redis failed again.
+    async fn settle_loss(&self, con: &mut ConnectionManager) -> bool {
+        if !self.loss_owed.swap(false, Ordering::AcqRel) {
+            return true;
+        }
+        let epoch = self.current_epoch();
+        let done: Result<Vec<u64>, _> = self
+            .append_script
+            .key(&self.keys.stream)
+            .key(&self.keys.seq)
+            .key(&self.keys.epoch)
+            .arg(&*epoch)
+            .arg(self.head())
+            .arg(RESTORE_JUMP)
+            .arg(self.max_events)
+            .arg(LOSS_MARKER)
+            .invoke_async(con)
+            .await;
+        match done {
+            Ok(seqs) => {
+                tracing::warn!(seq = ?seqs.first(),
+                    "an append failed earlier: loss marker written, every instance's streams get a reset");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "loss marker not written yet; retrying");
+                self.loss_owed.store(true, Ordering::Release);
+                false
+            }
+        }
     }
 
     /// The tailer: XREAD BLOCK from the last id, in order, into the feed; reconnects after
@@ -286,6 +359,11 @@ impl RedisLog {
                 }
             }
             let Some(c) = con.as_mut() else { continue };
+            if self.loss_owed.load(Ordering::Acquire) {
+                if let Ok(mut cmd) = self.con().await {
+                    self.settle_loss(&mut cmd).await;
+                }
+            }
             match self.tail_once(c, &tx).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
@@ -398,8 +476,20 @@ impl RedisLog {
                         .await;
                 }
                 expected = seq + 1;
-                if let Some(stored) = self.decode(&epoch, &entry) {
-                    batch.push(stored);
+                let gap = match self.decode(&epoch, &entry) {
+                    Some(Entry::Event(stored)) => {
+                        batch.push(stored);
+                        None
+                    }
+                    Some(Entry::Lost(at)) => Some((at, crate::wire::ResetReason::EventsLost)),
+                    Some(Entry::Undecodable(at)) => Some((at, crate::wire::ResetReason::LogGap)),
+                    None => None,
+                };
+                if let Some((at, reason)) = gap {
+                    if !batch.is_empty() {
+                        let _ = tx.send(Feed::Events(std::mem::take(&mut batch))).await;
+                    }
+                    let _ = tx.send(Feed::Gap { head: at, reason }).await;
                 }
                 self.head.store(seq, Ordering::Release);
             }
@@ -421,7 +511,7 @@ impl RedisLog {
             let epoch = self.current_epoch();
             let mut young: Option<u64> = None;
             for e in &page.ids {
-                if let Some(s) = self.decode(&epoch, e) {
+                if let Some(s) = self.event_of(&epoch, e) {
                     if s.event.ts >= cutoff {
                         young = Some(s.seq);
                         break;
@@ -480,7 +570,12 @@ impl EventLog for RedisLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut con = self.con().await.inspect_err(|_| self.mark(false))?;
+        let mut con = self.con().await.inspect_err(|_| {
+            self.mark(false);
+            self.loss_owed.store(true, Ordering::Release);
+        })?;
+        // A marker owed goes first, so the loss sits before these events in the log.
+        self.settle_loss(&mut con).await;
         let epoch = self.current_epoch();
         let mut inv = self.append_script.prepare_invoke();
         inv.key(&self.keys.stream)
@@ -496,6 +591,8 @@ impl EventLog for RedisLog {
         }
         let seqs: Vec<u64> = inv.invoke_async(&mut con).await.map_err(|e| {
             self.mark(false);
+            // Lost for every instance: tell them when Redis answers again.
+            self.loss_owed.store(true, Ordering::Release);
             err(e)
         })?;
         self.mark(true);
@@ -522,12 +619,20 @@ impl EventLog for RedisLog {
             None if after < self.head() => Ok(ReadAfter::Evicted {
                 oldest: self.head() + 1,
             }),
-            _ => Ok(ReadAfter::Events(
-                page.ids
-                    .iter()
-                    .filter_map(|e| self.decode(&epoch, e))
-                    .collect(),
-            )),
+            _ => {
+                let mut events = Vec::with_capacity(page.ids.len());
+                for e in &page.ids {
+                    match self.decode(&epoch, e) {
+                        Some(Entry::Event(ev)) => events.push(ev),
+                        // Events are missing there: replay cannot vouch for what follows.
+                        Some(Entry::Lost(at)) | Some(Entry::Undecodable(at)) => {
+                            return Ok(ReadAfter::Evicted { oldest: at + 1 });
+                        }
+                        None => {}
+                    }
+                }
+                Ok(ReadAfter::Events(events))
+            }
         }
     }
 
