@@ -20,6 +20,8 @@ pub struct Metrics {
     pub events_published_total: IntCounterVec,
     pub delivery_latency_seconds: Histogram,
     pub replay_events_total: IntCounter,
+    /// Entries of a shared log that could not be decoded (each became a `log_gap` reset).
+    pub store_decode_errors_total: IntCounter,
     pub resets_total: IntCounterVec,
     pub queued_bytes: IntGauge,
     pub stream_closes_total: IntCounterVec,
@@ -137,6 +139,14 @@ impl Metrics {
                 IntCounter::new(
                     "replay_events_total",
                     "Events sent by Last-Event-ID replay.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            store_decode_errors_total: register(
+                &r,
+                IntCounter::new(
+                    "store_decode_errors_total",
+                    "Entries of a shared log that could not be decoded (each a log_gap reset).",
                 )
                 .unwrap_or_else(|e| panic!("{e}")),
             ),

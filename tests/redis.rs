@@ -551,4 +551,9 @@ async fn an_undecodable_entry_resets_the_streams() {
     let reset = on_b.next_of("reset", T).await.expect("reset");
     assert_eq!(data(&reset)["reason"], "log_gap");
     assert!(b.log().contains("undecodable entry"), "{}", b.log());
+    let counted = b
+        .metric("sse_sidecar_store_decode_errors_total")
+        .await
+        .expect("metric");
+    assert_eq!(counted, 1.0, "the decode error is counted in /metrics");
 }

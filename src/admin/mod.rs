@@ -444,6 +444,12 @@ impl ProxyHttp for Admin {
         }
         match (method.as_str(), path.as_str()) {
             ("GET", "/metrics") => {
+                // Counted by the store itself; brought up to date at every scrape.
+                let errors = s.hub.log().decode_errors();
+                let shown = s.metrics.store_decode_errors_total.get();
+                if errors > shown {
+                    s.metrics.store_decode_errors_total.inc_by(errors - shown);
+                }
                 respond(
                     session,
                     200,

@@ -60,6 +60,10 @@ pub trait EventLog: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+    /// Entries that could not be decoded since start (a shared log's tailer, replay, trim).
+    fn decode_errors(&self) -> u64 {
+        0
+    }
     /// The oldest sequence number still held (head + 1 when empty).
     fn oldest(&self) -> u64;
     /// Flushes what is queued and marks a clean shutdown. Called once, at exit.

@@ -264,11 +264,6 @@ impl RedisLog {
         self.healthy.store(ok, Ordering::Release);
     }
 
-    /// Entries of the stream that could not be decoded, since start.
-    pub fn decode_errors(&self) -> u64 {
-        self.decode_errors.load(Ordering::Relaxed)
-    }
-
     fn decode(&self, epoch: &str, entry: &StreamId) -> Option<Entry> {
         let seq = seq_of(&entry.id)?;
         let raw: Vec<u8> = match entry.map.get("e") {
@@ -560,6 +555,9 @@ async fn con_first(
 impl EventLog for RedisLog {
     fn epoch(&self) -> Arc<str> {
         self.current_epoch()
+    }
+    fn decode_errors(&self) -> u64 {
+        self.decode_errors.load(Ordering::Relaxed)
     }
 
     fn head(&self) -> u64 {
