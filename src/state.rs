@@ -91,6 +91,9 @@ impl State {
         let polling = Arc::new(crate::polling::Tracker::new(100_000, metrics.clone()));
         let clock = polling.clone();
         hub.set_feed_hook(Box::new(move |e| clock.touch(&e.event.topics)));
+        // A gap (events lost here or on another instance) may hide changes from every clock.
+        let shield = polling.clone();
+        hub.set_gap_hook(Box::new(move || shield.force_all()));
         let state = Arc::new(State {
             auth,
             polling: polling.clone(),

@@ -498,7 +498,8 @@ async fn an_append_failing_on_one_instance_resets_the_streams_of_every_instance(
     let redis = Redis::start(false).await;
     let relay = Relay::start(redis.port).await;
     let backend = echo::start().await.to_string();
-    let direct = config(&redis, "");
+    let shielded = "polling:\n  routes:\n    - {match: \"GET /blob/{n}\", family: jobs, topics: [\"t:x\"], shield: true}\n";
+    let direct = config(&redis, shielded);
     let via_relay = direct.replace(&redis.url(), &format!("redis://127.0.0.1:{}/0", relay.port));
     let a = Sidecar::start(&via_relay, &backend).await.expect("a");
     let b = Sidecar::start(&direct, &backend).await.expect("b");
@@ -510,6 +511,27 @@ async fn an_append_failing_on_one_instance_resets_the_streams_of_every_instance(
         1,
         "A's events reach B"
     );
+    // B shields a poll of the topic's list (304 while nothing touched it since).
+    let revalidate = |etag: String| {
+        let c = c.clone();
+        let url = b.url("/blob/64");
+        async move {
+            let r = c.get(url).header("if-none-match", etag).send().await.ok()?;
+            Some(r.status().as_u16())
+        }
+    };
+    let first = c.get(b.url("/blob/64")).send().await.expect("poll");
+    let etag = first
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("a shielded answer has an ETag")
+        .to_owned();
+    wait_for("B to shield the poll", T, || async {
+        (revalidate(etag.clone()).await == Some(304)).then_some(())
+    })
+    .await
+    .expect("shielded before the loss");
     relay.cut();
     // The mutation succeeds at the backend; its event cannot be stored.
     assert!(mutate(&c, &a, "x", 2).await);
@@ -522,6 +544,12 @@ async fn an_append_failing_on_one_instance_resets_the_streams_of_every_instance(
     let reset = on_b.next_of("reset", Duration::from_secs(15)).await;
     let reset = reset.expect("B's stream is reset: the event is lost for it too");
     assert_eq!(data(&reset)["reason"], "events_lost");
+    // B's shield no longer vouches for the list: the lost event may have changed it.
+    assert_eq!(
+        revalidate(etag).await,
+        Some(200),
+        "after a loss in the log, B's shielded poll goes to the backend"
+    );
     // And the log goes on.
     assert!(mutate(&c, &a, "x", 3).await);
     let got = read_jobs(&mut on_b, 1, T).await;

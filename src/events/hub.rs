@@ -32,6 +32,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 /// A callback for every event a shared log's feed brings.
 pub type FeedHook = Box<dyn Fn(&StoredEvent) + Send + Sync>;
 
+/// Called when continuity is lost (a gap in a shared log, events that could not be stored):
+/// whatever vouches for "nothing changed" (the poll shield) must stop vouching.
+pub type GapHook = Box<dyn Fn() + Send + Sync>;
+
 /// Most events the sequencer appends in one batch.
 const MAX_BATCH: usize = 512;
 
@@ -327,6 +331,7 @@ pub struct Hub {
     /// See `loss_floor()`.
     loss_floor: AtomicU64,
     feed_hook: std::sync::OnceLock<FeedHook>,
+    gap_hook: std::sync::OnceLock<GapHook>,
     next_sub: AtomicU64,
     /// Bytes queued across all subscribers.
     pub queued_bytes: AtomicUsize,
@@ -366,6 +371,7 @@ impl Hub {
             shared: AtomicBool::new(false),
             loss_floor: AtomicU64::new(0),
             feed_hook: std::sync::OnceLock::new(),
+            gap_hook: std::sync::OnceLock::new(),
             log,
             tx,
             rx: Mutex::new(Some(rx)),
@@ -607,6 +613,13 @@ impl Hub {
             "every stream gets a reset"
         );
         self.head_tx.send_replace(head);
+        self.gap_seen();
+    }
+
+    fn gap_seen(&self) {
+        if let Some(hook) = self.gap_hook.get() {
+            hook();
+        }
     }
 
     /// Events on `topics` could not be stored: their subscribers get a `reset` now, and
@@ -619,6 +632,8 @@ impl Hub {
             topics.iter().filter_map(|t| reg.by_topic.get(t)),
             ResetReason::EventsLost,
         );
+        drop(reg);
+        self.gap_seen();
     }
 
     /// Marks a gap once on every subscriber of these lists; returns how many.
@@ -656,6 +671,11 @@ impl Hub {
     /// Called for every event of a shared log's feed before it fans out.
     pub fn set_feed_hook(&self, hook: FeedHook) {
         let _ = self.feed_hook.set(hook);
+    }
+
+    /// Called whenever continuity is lost (see `GapHook`).
+    pub fn set_gap_hook(&self, hook: GapHook) {
+        let _ = self.gap_hook.set(hook);
     }
 
     /// Whether the log is shared with other instances (fan-out follows its feed).

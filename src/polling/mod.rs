@@ -210,6 +210,9 @@ pub struct Tracker {
     clock: Mutex<Clock>,
     /// Forcing generation per route pattern (bounded by the routes ever configured).
     forced: Mutex<HashMap<String, u64>>,
+    /// Forcing generation of every route at once (a gap in a shared log: events may be
+    /// missing that no route's clock saw).
+    forced_all: AtomicU64,
     /// Source of fresh ETags.
     nonce: AtomicU64,
     seen: Mutex<HashMap<Key, Seen>>,
@@ -254,6 +257,7 @@ impl Tracker {
             counter: AtomicU64::new(0),
             clock: Mutex::new(Clock::default()),
             forced: Mutex::new(HashMap::new()),
+            forced_all: AtomicU64::new(0),
             nonce: AtomicU64::new(0),
             seen: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
@@ -299,7 +303,14 @@ impl Tracker {
     /// The route's forcing generation.
     pub fn forced(&self, route: &str) -> u64 {
         let forced = self.forced.lock().unwrap_or_else(|e| e.into_inner());
-        forced.get(route).copied().unwrap_or(0)
+        let own = forced.get(route).copied().unwrap_or(0);
+        own.wrapping_add(self.forced_all.load(Ordering::Acquire))
+    }
+
+    /// Events may be missing that no topic clock saw (a gap or a loss in the event log):
+    /// every route's current ETag stops being current, so the next poll of each is forwarded.
+    pub fn force_all(&self) {
+        self.forced_all.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The stamp of a route's answer showing `topics`.
@@ -677,6 +688,31 @@ mod tests {
         let (e3, p3) = t.etag_for(&key, st);
         assert_ne!(e3, e1);
         assert_eq!(p3, None);
+    }
+
+    #[test]
+    fn a_gap_in_the_log_ends_every_routes_304s() {
+        let t = Tracker::new(100, Arc::new(Metrics::new()));
+        let r = route();
+        let key: Key = ("/api/boards/1/cards".into(), 1);
+        let topics = vec!["board:1".to_string()];
+        let st = t.stamp(r.pattern.as_str(), &topics);
+        let (e, _) = t.etag_for(&key, st);
+        let mut a = answer(
+            key.clone(),
+            topics.clone(),
+            1,
+            t.counter(),
+            Some(e.clone()),
+            0,
+        );
+        a.stamp = st;
+        t.observe(&r, a, &Polling::default());
+        let max = Duration::from_secs(30);
+        assert!(t.fresh(&key, &e, t.stamp(r.pattern.as_str(), &topics), max));
+        t.force_all();
+        let after = t.stamp(r.pattern.as_str(), &topics);
+        assert!(!t.fresh(&key, &e, after, max), "after a gap: forwarded");
     }
 
     #[test]

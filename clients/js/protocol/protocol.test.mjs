@@ -102,10 +102,14 @@ test('1. hello comes first (after retry:), with the contract fields and the aske
   const head = idSeq(hello.head);
   assert.equal(head.epoch, hello.epoch);
 
-  // On the wire: `retry: <ms>` in [retry_min_ms, retry_max_ms] (defaults 1000..5000) precedes it.
-  const m = /^retry: (\d+)\n\nevent: hello\ndata: /.exec(s.raw());
+  // On the wire: `retry: <ms>` in [retry_min_ms, retry_max_ms] (defaults 1000..5000) precedes it,
+  // and hello carries the head as its id, so any EventSource that reconnects before the first
+  // event resumes exactly after the head.
+  const m = /^retry: (\d+)\n\nid: ([^\n]+)\nevent: hello\ndata: /.exec(s.raw());
   assert.ok(m, `the stream opens with retry: then hello; got ${JSON.stringify(s.raw().slice(0, 80))}`);
   assert.ok(Number(m[1]) >= 1000 && Number(m[1]) <= 5000, `retry ${m[1]} within [1000, 5000]`);
+  assert.equal(m[2], hello.head, 'the id: line of hello is its head');
+  assert.equal(s.frames[0].lastEventId, hello.head, 'EventSource took the head as its last event id');
 
   // The head agrees with /api/sse/status and with X-Sse-Head on a proxied GET.
   const status = await http(`${sc.url}/api/sse/status`);
