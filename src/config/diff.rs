@@ -12,6 +12,9 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.threads != new.threads {
         out.push("threads");
     }
+    if old.upstream.tenancy != new.upstream.tenancy {
+        out.push("upstream.tenancy");
+    }
     if old.admin.listen != new.admin.listen {
         out.push("admin.listen");
     }
@@ -44,6 +47,7 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
 pub fn keep_restart_fields(old: &Config, new: &mut Config) {
     new.listen = old.listen;
     new.threads = old.threads;
+    new.upstream.tenancy = old.upstream.tenancy;
     new.admin = old.admin.clone();
     new.store.backend = old.store.backend.clone();
     new.store.durability = old.store.durability;

@@ -265,7 +265,18 @@ impl Tracker {
         }
     }
 
-    /// An event (live or shadow) touched these topics.
+    /// An event (live or shadow) touched its topics, of its tenant (under
+    /// `upstream.tenancy: host` each tenant's topics have their own clock entries, so a
+    /// mutation on one tenant never ends, or keeps, another tenant's 304s).
+    pub fn touch_event(&self, e: &crate::events::Event) {
+        match e.tenant.as_deref() {
+            None => self.touch(&e.topics),
+            Some(t) => self.touch(&crate::events::types::scoped_topics(Some(t), &e.topics)),
+        }
+    }
+
+    /// An event (live or shadow) touched these topics (already scoped by tenant, see
+    /// `events::types::scoped_topic`).
     pub fn touch(&self, topics: &[String]) {
         let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.counter.fetch_add(1, Ordering::AcqRel) + 1;
