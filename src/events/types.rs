@@ -266,7 +266,10 @@ mod tests {
         let json = serde_json::to_string(&e).expect("json");
         assert!(!json.contains("tenant"), "{json}");
         assert_eq!(scoped_topic(None, "x"), std::borrow::Cow::Borrowed("x"));
-        assert_ne!(scoped_topic(Some("a"), "b:c"), scoped_topic(Some("a b"), "c"));
+        assert_ne!(
+            scoped_topic(Some("a"), "b:c"),
+            scoped_topic(Some("a b"), "c")
+        );
     }
 
     #[test]
