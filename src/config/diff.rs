@@ -74,4 +74,14 @@ mod tests {
         assert!(restart_required(&old, &new).is_empty());
         assert_eq!(new.upstream.addr.port(), 2, "hot fields apply");
     }
+
+    #[test]
+    fn tenancy_needs_a_restart() {
+        let old = parse_str("upstream: {address: \"127.0.0.1:1\"}").expect("valid");
+        let mut new =
+            parse_str("upstream: {address: \"127.0.0.1:1\", tenancy: host}").expect("valid");
+        assert_eq!(restart_required(&old, &new), vec!["upstream.tenancy"]);
+        keep_restart_fields(&old, &mut new);
+        assert_eq!(new.upstream.tenancy, old.upstream.tenancy);
+    }
 }

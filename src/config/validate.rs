@@ -1534,6 +1534,19 @@ polling:
     }
 
     #[test]
+    fn tenancy_is_none_or_host() {
+        let cfg = parse_str("upstream: {address: \"127.0.0.1:3000\"}").expect("valid");
+        assert_eq!(cfg.upstream.tenancy, Tenancy::None, "the default");
+        let cfg =
+            parse_str("upstream: {address: \"127.0.0.1:3000\", tenancy: host}").expect("valid");
+        assert_eq!(cfg.upstream.tenancy, Tenancy::Host);
+        assert_problems_at(
+            "upstream: {address: \"127.0.0.1:3000\", tenancy: path}",
+            &["upstream.tenancy"],
+        );
+    }
+
+    #[test]
     fn every_problem_is_listed_with_its_path() {
         let bad = r#"
 upstream: {address: "nowhere"}
