@@ -332,3 +332,39 @@ async fn without_tenancy_host_plays_no_part_in_topics() {
     assert_eq!(a.data, b.data);
     assert!(data(&a).get("tenant").is_none(), "{}", a.data);
 }
+
+/// `POST /admin/publish` under tenancy: the event goes to the named tenant's streams only;
+/// without a `tenant` it is refused (no stream could receive it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_publish_names_its_tenant() {
+    let s = setup("host").await;
+    let mut alice = s.stream("a.example", "alice", None).await;
+    let mut bob = s.stream("b.example", "bob", None).await;
+    let publish = |body: serde_json::Value| {
+        s.http
+            .post(s.sc.admin_url("/admin/publish"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let untargeted = serde_json::json!({"type": "card.created", "topics": ["board:1"], "data": {"host": "none"}});
+    let r = publish(untargeted).await.expect("publish");
+    assert_eq!(r.status().as_u16(), 400, "a tenant is required");
+    for host in ["A.Example", "b.example"] {
+        let body = serde_json::json!({"type": "card.created", "topics": ["board:1"],
+            "data": {"host": host.to_ascii_lowercase()}, "tenant": host});
+        let r = publish(body).await.expect("publish");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let a = alice
+        .next_of("card.created", T)
+        .await
+        .expect("alice's event");
+    assert_eq!(
+        host_of(&a),
+        "a.example",
+        "the tenant is the Host, lower-cased"
+    );
+    let b = bob.next_of("card.created", T).await.expect("bob's event");
+    assert_eq!(host_of(&b), "b.example", "bob's first event is b.example's");
+}

@@ -278,6 +278,8 @@ impl Admin {
         json_response(session, status, &body).await
     }
 
+    /// `POST /admin/publish {type, topics, data, invalidate?, tenant?}`: `tenant` (a Host)
+    /// is required under `upstream.tenancy: host` and refused otherwise.
     async fn publish(&self, session: &mut Session) -> Result<()> {
         let Ok(body) = read_json_body(session).await? else {
             return Ok(());
@@ -302,7 +304,7 @@ impl Admin {
                 return json_response(
                     session,
                     400,
-                    &json!({ "error": format!("body must be {{type, topics, data, invalidate?}}: {e}") }),
+                    &json!({ "error": format!("body must be {{type, topics, data, invalidate?, tenant?}}: {e}") }),
                 )
                 .await
             }
