@@ -5,6 +5,10 @@
 //!
 //! - Topic clock: every derived event (live or shadow) ticks a global counter and stamps its
 //!   topics with it. "An event touched these topics since X" is then one comparison.
+//!   Under `upstream.tenancy: host` the topics are scoped by tenant
+//!   (`events::types::scoped_topic`, by the proxy and `touch_event`), and so are the
+//!   validator keys: one tenant's events never move another tenant's clock. (Forcing stays
+//!   per route pattern, across tenants: it only ever forwards more.)
 //! - Coverage: for each polled (URL, credential fingerprint) the sidecar keeps a hash of the
 //!   last answer's body and the clock when that request was forwarded. When an answer
 //!   differs from the previous one, the change is covered if an event touched the route's

@@ -1,6 +1,6 @@
 //! Header names and header values every layer shares: which request headers are secrets
-//! (never copied into events, logs or checks), and the `host[:port]` grammar of `Host` and of
-//! an `Origin`'s authority.
+//! (never copied into events, logs or checks), the `host[:port]` grammar of `Host` and of
+//! an `Origin`'s authority, and the tenant key a `Host` stands for (`upstream.tenancy`).
 
 /// Request headers that carry credentials: never copied into events or logs, and forwarded
 /// only where a rule names them (authorization checks).
