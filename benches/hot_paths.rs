@@ -37,6 +37,7 @@ fn card_event() -> Event {
             serde_json::json!(["cards", "1"]),
             serde_json::json!(["card", "c42"]),
         ],
+        tenant: None,
     }
 }
 

@@ -90,7 +90,7 @@ impl State {
         // tick the topic clock here too, so shielding never vouches for a change they made.
         let polling = Arc::new(crate::polling::Tracker::new(100_000, metrics.clone()));
         let clock = polling.clone();
-        hub.set_feed_hook(Box::new(move |e| clock.touch(&e.event.topics)));
+        hub.set_feed_hook(Box::new(move |e| clock.touch_event(&e.event)));
         // A gap (events lost here or on another instance) may hide changes from every clock.
         let shield = polling.clone();
         hub.set_gap_hook(Box::new(move || shield.force_all()));
@@ -364,6 +364,7 @@ impl State {
             origin: Default::default(),
             data: serde_json::json!({}),
             invalidate: vec![],
+            tenant: None,
         };
         if self.hub.try_publish(marker, None).is_err() {
             tracing::warn!("could not queue the resume marker; clients resuming get a reset");

@@ -278,6 +278,8 @@ impl Admin {
         json_response(session, status, &body).await
     }
 
+    /// `POST /admin/publish {type, topics, data, invalidate?, tenant?}`: `tenant` (a Host)
+    /// is required under `upstream.tenancy: host` and refused otherwise.
     async fn publish(&self, session: &mut Session) -> Result<()> {
         let Ok(body) = read_json_body(session).await? else {
             return Ok(());
@@ -292,6 +294,9 @@ impl Admin {
             data: Value,
             #[serde(default)]
             invalidate: Vec<Value>,
+            /// Under `upstream.tenancy: host`, the Host whose streams get it (required).
+            #[serde(default)]
+            tenant: Option<String>,
         }
         let req: PublishBody = match serde_json::from_slice(&body) {
             Ok(r) => r,
@@ -299,7 +304,7 @@ impl Admin {
                 return json_response(
                     session,
                     400,
-                    &json!({ "error": format!("body must be {{type, topics, data, invalidate?}}: {e}") }),
+                    &json!({ "error": format!("body must be {{type, topics, data, invalidate?, tenant?}}: {e}") }),
                 )
                 .await
             }
@@ -329,6 +334,10 @@ impl Admin {
         if topics.is_empty() {
             return json_response(session, 400, &json!({ "error": "at least one topic" })).await;
         }
+        let tenant = match publish_tenant(cfg.upstream.tenancy, req.tenant.as_deref()) {
+            Ok(t) => t,
+            Err(msg) => return json_response(session, 400, &json!({ "error": msg })).await,
+        };
         let event = Event {
             id: String::new(),
             event_type: req.event_type,
@@ -338,6 +347,7 @@ impl Admin {
             origin: Default::default(),
             data: req.data,
             invalidate: req.invalidate,
+            tenant,
         };
         if let Err(e) = validate(&cfg, &event) {
             self.state
@@ -355,7 +365,7 @@ impl Admin {
             .events_derived_total
             .with_label_values(&[family.as_str(), event.event_type.as_str()])
             .inc();
-        self.state.polling.touch(&event.topics);
+        self.state.polling.touch_event(&event);
         match self.state.hub.publish(event).await {
             Ok(id) => json_response(session, 202, &json!({ "id": id })).await,
             Err(e) => json_response(session, 503, &json!({ "error": e.to_string() })).await,
@@ -497,6 +507,22 @@ impl ProxyHttp for Admin {
             ErrorType::InternalError,
             "the admin listener has no upstream",
         )
+    }
+}
+
+/// The tenant of an admin-published event: required (a Host, normalized) under
+/// `upstream.tenancy: host`, refused under `none` (no stream could receive it).
+fn publish_tenant(
+    tenancy: crate::config::model::Tenancy,
+    tenant: Option<&str>,
+) -> Result<Option<String>, &'static str> {
+    use crate::config::model::Tenancy;
+    match (tenancy, tenant) {
+        (Tenancy::None, None) => Ok(None),
+        (Tenancy::None, Some(_)) => Err("`tenant` is only accepted with upstream.tenancy: host"),
+        (Tenancy::Host, raw) => crate::wire::headers::tenant_key(raw)
+            .map(Some)
+            .ok_or("upstream.tenancy is host: `tenant` must be the Host of the tenant's streams"),
     }
 }
 

@@ -12,6 +12,9 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.threads != new.threads {
         out.push("threads");
     }
+    if old.upstream.tenancy != new.upstream.tenancy {
+        out.push("upstream.tenancy");
+    }
     if old.admin.listen != new.admin.listen {
         out.push("admin.listen");
     }
@@ -44,6 +47,7 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<&'static str> {
 pub fn keep_restart_fields(old: &Config, new: &mut Config) {
     new.listen = old.listen;
     new.threads = old.threads;
+    new.upstream.tenancy = old.upstream.tenancy;
     new.admin = old.admin.clone();
     new.store.backend = old.store.backend.clone();
     new.store.durability = old.store.durability;
@@ -69,5 +73,15 @@ mod tests {
         keep_restart_fields(&old, &mut new);
         assert!(restart_required(&old, &new).is_empty());
         assert_eq!(new.upstream.addr.port(), 2, "hot fields apply");
+    }
+
+    #[test]
+    fn tenancy_needs_a_restart() {
+        let old = parse_str("upstream: {address: \"127.0.0.1:1\"}").expect("valid");
+        let mut new =
+            parse_str("upstream: {address: \"127.0.0.1:1\", tenancy: host}").expect("valid");
+        assert_eq!(restart_required(&old, &new), vec!["upstream.tenancy"]);
+        keep_restart_fields(&old, &mut new);
+        assert_eq!(new.upstream.tenancy, old.upstream.tenancy);
     }
 }

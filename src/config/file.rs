@@ -38,6 +38,13 @@ pub struct UpstreamFile {
     pub read_timeout_ms: u64,
     #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
+    /// `none` (default) or `host`: scope topics, the event log and the poll shield by Host.
+    #[serde(default = "default_tenancy")]
+    pub tenancy: String,
+}
+
+fn default_tenancy() -> String {
+    "none".to_owned()
 }
 
 #[derive(Debug, Clone, Deserialize)]

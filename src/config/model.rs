@@ -102,6 +102,21 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub write_timeout: Duration,
+    /// How events, topics and the poll shield are scoped (restart-only).
+    pub tenancy: Tenancy,
+}
+
+/// `upstream.tenancy`: whether one sidecar fronts one backend tenant or many told apart by
+/// Host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tenancy {
+    /// One tenant: Host plays no part in topics, events or the shield (the default).
+    #[default]
+    None,
+    /// The backend routes tenants by Host: every event, topic subscription, replay and
+    /// shield clock is scoped by the request's normalized Host; a stream without a usable
+    /// Host is refused (400) and a mutation without one derives no event.
+    Host,
 }
 
 #[derive(Debug, Clone)]

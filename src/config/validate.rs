@@ -252,6 +252,18 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             1,
             86_400_000,
         );
+        let tenancy = match u.tenancy.as_str() {
+            "none" => Some(Tenancy::None),
+            "host" => Some(Tenancy::Host),
+            other => {
+                c.push(
+                    "upstream.tenancy",
+                    format!("unknown tenancy {other:?}"),
+                    Some("use none (one tenant) or host (the backend routes tenants by Host)"),
+                );
+                None
+            }
+        };
         let addr = c.addr("upstream.address", &u.address)?;
         Some(Upstream {
             address: u.address,
@@ -259,6 +271,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             connect_timeout: Duration::from_millis(u.connect_timeout_ms),
             read_timeout: Duration::from_millis(u.read_timeout_ms),
             write_timeout: Duration::from_millis(u.write_timeout_ms),
+            tenancy: tenancy?,
         })
     });
 
@@ -1517,6 +1530,19 @@ polling:
                 "polling.routes[1].family",
                 "polling.routes[1].topics[0]",
             ],
+        );
+    }
+
+    #[test]
+    fn tenancy_is_none_or_host() {
+        let cfg = parse_str("upstream: {address: \"127.0.0.1:3000\"}").expect("valid");
+        assert_eq!(cfg.upstream.tenancy, Tenancy::None, "the default");
+        let cfg =
+            parse_str("upstream: {address: \"127.0.0.1:3000\", tenancy: host}").expect("valid");
+        assert_eq!(cfg.upstream.tenancy, Tenancy::Host);
+        assert_problems_at(
+            "upstream: {address: \"127.0.0.1:3000\", tenancy: path}",
+            &["upstream.tenancy"],
         );
     }
 

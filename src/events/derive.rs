@@ -33,12 +33,24 @@ impl DeriveError {
     }
 }
 
-/// Fills a rule's templates from a mutation and validates the result.
+/// Fills a rule's templates from a mutation and validates the result (no tenant).
 pub fn derive(
     cfg: &Config,
     rule: &Rule,
     inputs: &Inputs,
     origin: Origin,
+) -> Result<Event, DeriveError> {
+    derive_for(cfg, rule, inputs, origin, None)
+}
+
+/// `derive` for the tenant the mutation was sent to (`upstream.tenancy: host`: its
+/// normalized Host), which the event then carries and is routed by.
+pub fn derive_for(
+    cfg: &Config,
+    rule: &Rule,
+    inputs: &Inputs,
+    origin: Origin,
+    tenant: Option<String>,
 ) -> Result<Event, DeriveError> {
     let mut topics = Vec::with_capacity(rule.topics.len());
     for t in &rule.topics {
@@ -69,6 +81,7 @@ pub fn derive(
         origin,
         data,
         invalidate,
+        tenant,
     };
     validate(cfg, &event)?;
     Ok(event)

@@ -1,6 +1,7 @@
 //! The hub: one sequencer task takes published events from a bounded queue, appends them to
 //! the log in batches (which assigns ids in order), then fans each stored frame out to the
-//! subscribers of its topics. A frame is encoded once and shared (`Bytes`) by every
+//! subscribers of its topics (of its tenant, under `upstream.tenancy: host`: the registry is
+//! keyed by `scoped_topic(tenant, topic)`). A frame is encoded once and shared (`Bytes`) by every
 //! subscriber. Each subscriber has its own queue bounded in bytes; overflowing it marks the
 //! subscriber as a slow consumer, whose stream then closes so the client resumes from its
 //! last id: nothing is dropped silently.
@@ -17,6 +18,7 @@
 //! the stream back to its task through the queue; the task takes direct mode back before it
 //! writes anything itself, so the two never interleave on the socket.
 
+use crate::events::types::scoped_topic;
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::store::{EventLog, StoredEvent};
@@ -120,6 +122,8 @@ pub struct Subscriber {
     pub id: u64,
     /// The topics it is registered under (fewer after a revocation).
     topics: Mutex<Vec<String>>,
+    /// Its tenant (`upstream.tenancy: host`): it gets only events of this tenant.
+    tenant: Option<String>,
     max_bytes: usize,
     queue: Mutex<SubQueue>,
     pub notify: Notify,
@@ -300,6 +304,7 @@ impl Subscriber {
 
 #[derive(Default)]
 struct Registry {
+    /// By `scoped_topic(tenant, topic)`: the topic alone without tenancy.
     by_topic: HashMap<String, Vec<Arc<Subscriber>>>,
     count: usize,
 }
@@ -417,7 +422,7 @@ impl Hub {
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(p) => {
                     // Dropped: its subscribers must not stay silently stale.
-                    self.lost(&p.event.topics.iter().cloned().collect());
+                    self.lost(&Self::route_keys(std::slice::from_ref(&p.event)));
                     HubError::Full
                 }
                 mpsc::error::TrySendError::Closed(_) => HubError::Closed,
@@ -432,16 +437,28 @@ impl Hub {
         rx.await.map_err(|_| HubError::Closed)?
     }
 
-    /// Registers a subscriber for `topics`; returns it with the last sequence already fanned
-    /// out (replay covers up to it, the queue everything after).
+    /// Registers a subscriber for `topics` (no tenant); see `subscribe_in`.
     pub fn subscribe(
         self: &Arc<Self>,
+        topics: Vec<String>,
+        max_queue_bytes: usize,
+    ) -> (Subscription, u64) {
+        self.subscribe_in(None, topics, max_queue_bytes)
+    }
+
+    /// Registers a subscriber for `topics` of `tenant` (events of other tenants never reach
+    /// it); returns it with the last sequence already fanned out (replay covers up to it,
+    /// the queue everything after).
+    pub fn subscribe_in(
+        self: &Arc<Self>,
+        tenant: Option<String>,
         topics: Vec<String>,
         max_queue_bytes: usize,
     ) -> (Subscription, u64) {
         let sub = Arc::new(Subscriber {
             id: self.next_sub.fetch_add(1, Ordering::Relaxed),
             topics: Mutex::new(topics.clone()),
+            tenant,
             max_bytes: max_queue_bytes,
             queue: Mutex::new(SubQueue::default()),
             notify: Notify::new(),
@@ -450,7 +467,8 @@ impl Hub {
         });
         let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         for t in &topics {
-            reg.by_topic.entry(t.clone()).or_default().push(sub.clone());
+            let key = scoped_topic(sub.tenant.as_deref(), t).into_owned();
+            reg.by_topic.entry(key).or_default().push(sub.clone());
         }
         reg.count += 1;
         let fanned = self.fanned.load(Ordering::Acquire);
@@ -485,10 +503,11 @@ impl Hub {
 
     fn remove_from(reg: &mut Registry, sub: &Arc<Subscriber>, topics: &[String]) {
         for t in topics {
-            if let Some(list) = reg.by_topic.get_mut(t) {
+            let key = scoped_topic(sub.tenant.as_deref(), t);
+            if let Some(list) = reg.by_topic.get_mut(key.as_ref()) {
                 list.retain(|s| s.id != sub.id);
                 if list.is_empty() {
-                    reg.by_topic.remove(t);
+                    reg.by_topic.remove(key.as_ref());
                 }
             }
         }
@@ -622,8 +641,20 @@ impl Hub {
         }
     }
 
-    /// Events on `topics` could not be stored: their subscribers get a `reset` now, and
-    /// ids issued before the loss can no longer be resumed (`events_lost`).
+    /// The registry keys (tenant and topic) of these events' topics.
+    fn route_keys(events: &[Event]) -> HashSet<String> {
+        events
+            .iter()
+            .flat_map(|e| {
+                e.topics
+                    .iter()
+                    .map(|t| scoped_topic(e.tenant.as_deref(), t).into_owned())
+            })
+            .collect()
+    }
+
+    /// Events on these registry keys could not be stored: their subscribers get a `reset`
+    /// now, and ids issued before the loss can no longer be resumed (`events_lost`).
     fn lost(&self, topics: &HashSet<String>) {
         self.loss_floor
             .fetch_max(self.fanned.load(Ordering::Acquire) + 1, Ordering::AcqRel);
@@ -700,10 +731,7 @@ impl Hub {
         let (events, dones): (Vec<Event>, Vec<_>) =
             batch.drain(..).map(|p| (p.event, p.done)).unzip();
         let families: Vec<String> = events.iter().map(|e| e.family.clone()).collect();
-        let topics: HashSet<String> = events
-            .iter()
-            .flat_map(|e| e.topics.iter().cloned())
-            .collect();
+        let topics = Self::route_keys(&events);
         let started = std::time::Instant::now();
         let result = self.log.append(events).await;
         self.metrics
@@ -756,33 +784,52 @@ impl Hub {
         }
     }
 
+    /// How many events from the start of `rest` form one run: the same topics of the same
+    /// tenant, which leaves in one write to each subscriber (a batch holds several when
+    /// publishing outpaces the fan-out).
+    fn run_len(rest: &[Arc<StoredEvent>]) -> usize {
+        let Some(first) = rest.first() else { return 0 };
+        rest.iter()
+            .take_while(|s| {
+                s.event.topics == first.event.topics && s.event.tenant == first.event.tenant
+            })
+            .count()
+    }
+
+    /// Lists a run's subscribers into `targets` and advances the fanned-out mark, both under
+    /// the read lock (see the module doc), so the writes after it never hold up subscribing.
+    /// Returns the subscriber count.
+    fn list_targets(
+        &self,
+        group: &[Arc<StoredEvent>],
+        targets: &mut Vec<Arc<Subscriber>>,
+    ) -> usize {
+        targets.clear();
+        let Some(first) = group.first() else { return 0 };
+        let tenant = first.event.tenant.as_deref();
+        let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        // Without a tenant the key is the topic itself: no allocation per delivery.
+        let lists = first
+            .event
+            .topics
+            .iter()
+            .filter_map(|t| reg.by_topic.get(scoped_topic(tenant, t).as_ref()));
+        Self::each_once(lists, |sub| targets.push(sub.clone()));
+        if let Some(last) = group.last() {
+            self.fanned.store(last.seq, Ordering::Release);
+        }
+        reg.count
+    }
+
     fn fan_out_now(&self, stored: &[Arc<StoredEvent>]) {
         let mut targets: Vec<Arc<Subscriber>> = Vec::new();
         let limit = self.queued_limit.load(Ordering::Relaxed);
         let window = self.coalesce_ms.load(Ordering::Relaxed);
         let mut rest = stored;
-        while let Some(first) = rest.first() {
-            // A run of events on the same topics leaves in one write to each subscriber
-            // (a batch holds several when publishing outpaces the fan-out).
-            let run = rest
-                .iter()
-                .take_while(|s| s.event.topics == first.event.topics)
-                .count();
-            let (group, next) = rest.split_at(run);
+        while !rest.is_empty() {
+            let (group, next) = rest.split_at(Self::run_len(rest));
             rest = next;
-            let topics = &first.event.topics;
-            // Who gets it, and the fanned-out mark, under the read lock (see the module doc);
-            // the writes after it, so subscribing never waits for a fan-out's system calls.
-            targets.clear();
-            let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
-            Self::each_once(topics.iter().filter_map(|t| reg.by_topic.get(t)), |sub| {
-                targets.push(sub.clone())
-            });
-            let count = reg.count;
-            if let Some(last) = group.last() {
-                self.fanned.store(last.seq, Ordering::Release);
-            }
-            drop(reg);
+            let count = self.list_targets(group, &mut targets);
             let bytes: usize = group.iter().map(|s| s.frame.len()).sum();
             // Over the global bound, only queues within their fair share may grow.
             let fair_share = (self.queued_bytes.load(Ordering::Relaxed) + bytes > limit)
@@ -859,6 +906,7 @@ mod tests {
             origin: Default::default(),
             data: serde_json::json!({}),
             invalidate: vec![],
+            tenant: None,
         }
     }
 
@@ -894,6 +942,27 @@ mod tests {
         assert_eq!(hub.subscriber_count(), 2);
         drop(a);
         assert_eq!(hub.subscriber_count(), 1);
+        assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn events_reach_only_subscribers_of_their_tenant() {
+        let (hub, _stop) = running_hub(100, 16);
+        let (a, _) = hub.subscribe_in(Some("a.example".into()), vec!["x".into()], 1 << 20);
+        let (b, _) = hub.subscribe_in(Some("b.example".into()), vec!["x".into()], 1 << 20);
+        let (plain, _) = hub.subscribe(vec!["x".into()], 1 << 20);
+        let mut e = ev(&["x"]);
+        e.tenant = Some("a.example".into());
+        hub.publish(e).await.expect("publish");
+        let mut e = ev(&["x"]);
+        e.tenant = Some("b.example".into());
+        hub.publish(e).await.expect("publish");
+        hub.publish(ev(&["x"])).await.expect("publish");
+        assert_eq!(seqs(a.sub.drain(&hub.queued_bytes)), vec![1]);
+        assert_eq!(seqs(b.sub.drain(&hub.queued_bytes)), vec![2]);
+        assert_eq!(seqs(plain.sub.drain(&hub.queued_bytes)), vec![3]);
+        drop((a, b, plain));
+        assert_eq!(hub.subscriber_count(), 0);
         assert_eq!(hub.queued_bytes.load(Ordering::Relaxed), 0);
     }
 

@@ -163,6 +163,29 @@ pub struct Event {
     pub origin: Origin,
     pub data: serde_json::Value,
     pub invalidate: Vec<serde_json::Value>,
+    /// The tenant (normalized Host) the event belongs to under `upstream.tenancy: host`;
+    /// `None` otherwise. Absent from the JSON when `None`, so logs written before tenancy
+    /// load unchanged and single-tenant frames keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// The one key a topic is routed, replayed and clocked under: the topic itself without a
+/// tenant (no allocation), `<tenant> <topic>` with one (a space is in neither alphabet, so
+/// two different pairs never meet).
+pub fn scoped_topic<'a>(tenant: Option<&str>, topic: &'a str) -> std::borrow::Cow<'a, str> {
+    match tenant {
+        None => std::borrow::Cow::Borrowed(topic),
+        Some(t) => std::borrow::Cow::Owned(format!("{t} {topic}")),
+    }
+}
+
+/// `scoped_topic` for a list of topics.
+pub fn scoped_topics(tenant: Option<&str>, topics: &[String]) -> Vec<String> {
+    topics
+        .iter()
+        .map(|t| scoped_topic(tenant, t).into_owned())
+        .collect()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -232,6 +255,21 @@ mod tests {
             assert!(EventId::parse(bad).is_err(), "{bad:?} should be refused");
         }
         assert_eq!(EventId::parse(&"a".repeat(65)), Err(EventIdError::TooLong));
+    }
+
+    #[test]
+    fn events_without_a_tenant_keep_their_json_and_old_logs_load() {
+        let old = r#"{"id":"e-1","type":"t","family":"f","topics":["x"],"ts":1,
+            "origin":{"client":null,"mutation":null},"data":{},"invalidate":[]}"#;
+        let e: Event = serde_json::from_str(old).expect("an event written before tenancy");
+        assert_eq!(e.tenant, None);
+        let json = serde_json::to_string(&e).expect("json");
+        assert!(!json.contains("tenant"), "{json}");
+        assert_eq!(scoped_topic(None, "x"), std::borrow::Cow::Borrowed("x"));
+        assert_ne!(
+            scoped_topic(Some("a"), "b:c"),
+            scoped_topic(Some("a b"), "c")
+        );
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //!
 //! - Topic clock: every derived event (live or shadow) ticks a global counter and stamps its
 //!   topics with it. "An event touched these topics since X" is then one comparison.
+//!   Under `upstream.tenancy: host` the topics are scoped by tenant
+//!   (`events::types::scoped_topic`, by the proxy and `touch_event`), and so are the
+//!   validator keys: one tenant's events never move another tenant's clock. (Forcing stays
+//!   per route pattern, across tenants: it only ever forwards more.)
 //! - Coverage: for each polled (URL, credential fingerprint) the sidecar keeps a hash of the
 //!   last answer's body and the clock when that request was forwarded. When an answer
 //!   differs from the previous one, the change is covered if an event touched the route's
@@ -269,7 +273,18 @@ impl Tracker {
         }
     }
 
-    /// An event (live or shadow) touched these topics.
+    /// An event (live or shadow) touched its topics, of its tenant (under
+    /// `upstream.tenancy: host` each tenant's topics have their own clock entries, so a
+    /// mutation on one tenant never ends, or keeps, another tenant's 304s).
+    pub fn touch_event(&self, e: &crate::events::Event) {
+        match e.tenant.as_deref() {
+            None => self.touch(&e.topics),
+            Some(t) => self.touch(&crate::events::types::scoped_topics(Some(t), &e.topics)),
+        }
+    }
+
+    /// An event (live or shadow) touched these topics (already scoped by tenant, see
+    /// `events::types::scoped_topic`).
     pub fn touch(&self, topics: &[String]) {
         let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
         let now = self.counter.fetch_add(1, Ordering::AcqRel) + 1;

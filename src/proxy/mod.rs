@@ -20,17 +20,22 @@
 //!   are forced (their next polls are forwarded). A 2xx mutation no rule matched forces the
 //!   shielded routes sharing its first path segment and is counted
 //!   (`mutations_unmatched_total`); the change then shows as uncovered, never as a 304.
-//! - Idempotency keys are scoped by rule and credential fingerprint.
+//! - Idempotency keys are scoped by rule and credential fingerprint (and tenant).
+//! - `upstream.tenancy: host`: a mutation's event carries its normalized Host as `tenant`,
+//!   and a polled GET's topics and validator key are scoped by its Host, so one tenant's
+//!   mutations never tick (or fail to tick) another tenant's shield. A request without a
+//!   usable Host derives no event (its families' shielded routes are forced) and is neither
+//!   shielded nor tracked.
 //! - `X-Client-Id` / `X-Mutation-Id`: printable ASCII (0x20–0x7E, trimmed), at most
 //!   `MAX_ORIGIN_ID_LEN` (128) characters; other values are refused (origin null), counted
 //!   (`origin_ids_refused_total`) and logged at debug level.
 
-use crate::config::model::Durability;
+use crate::config::model::{Durability, Tenancy};
 use crate::config::{Config, Delivery};
-use crate::events::derive::derive;
+use crate::events::derive::derive_for;
 use crate::events::route::{normalize_path, parse_query, Params};
 use crate::events::template::{Body, Inputs};
-use crate::events::types::{EventId, Origin, MAX_ORIGIN_ID_LEN};
+use crate::events::types::{scoped_topics, EventId, Origin, MAX_ORIGIN_ID_LEN};
 use crate::sse::{self, Own};
 use crate::state::State;
 use crate::wire::headers::SECRET_HEADERS;
@@ -60,6 +65,9 @@ pub struct Capture {
     idempotency_key: Option<String>,
     /// The sender's credential fingerprint (scopes the idempotency key).
     fingerprint: u128,
+    /// The mutation's tenant (`upstream.tenancy: host`: its normalized Host), or `Err`
+    /// when tenancy is on and the request has no usable Host: then nothing is derived.
+    tenant: Result<Option<String>, NoTenant>,
     /// The answer's `Content-Encoding`, if any.
     encoding: Option<String>,
     cap: usize,
@@ -79,6 +87,28 @@ fn append_capped(buf: &mut BytesMut, over: &mut bool, chunk: &[u8], cap: usize) 
         *buf = BytesMut::new();
     } else {
         buf.extend_from_slice(chunk);
+    }
+}
+
+/// Under `upstream.tenancy: host`, a request without a usable Host: it is never scoped to
+/// a guessed tenant (no event, no shield).
+#[derive(Debug, Clone, Copy)]
+pub struct NoTenant;
+
+/// The tenant of a request: `Ok(None)` without tenancy; under `upstream.tenancy: host` its
+/// `Host` (or, for HTTP/2, `:authority`) normalized by `wire::headers::tenant_key`.
+fn request_tenant(cfg: &Config, req: &RequestHeader) -> Result<Option<String>, NoTenant> {
+    match cfg.upstream.tenancy {
+        Tenancy::None => Ok(None),
+        Tenancy::Host => {
+            let host = match req.headers.get("host") {
+                Some(v) => v.to_str().ok(),
+                None => req.uri.authority().map(|a| a.as_str()),
+            };
+            crate::wire::headers::tenant_key(host)
+                .map(Some)
+                .ok_or(NoTenant)
+        }
     }
 }
 
@@ -243,6 +273,7 @@ impl Proxy {
                 .filter(|k| !k.is_empty() && k.len() <= 256)
                 .map(str::to_owned),
             fingerprint: self.credentials(cfg, req).fingerprint,
+            tenant: request_tenant(cfg, req),
             encoding: None,
             cap: cfg.capture_max_bytes,
             req: BytesMut::new(),
@@ -270,6 +301,17 @@ impl Proxy {
             self.force_rules(&cfg, cap);
             return;
         }
+        let tenant = match &cap.tenant {
+            Ok(t) => t.clone(),
+            Err(NoTenant) => {
+                tracing::warn!(
+                    "a confirmed mutation without a usable Host under tenancy: host; \
+                    no event derived, its families' polls are forwarded"
+                );
+                self.force_rules(&cfg, cap);
+                return;
+            }
+        };
         let request = Body::from_capture(&cap.req, cap.req_over);
         let response =
             Body::from_encoded(&cap.resp, cap.resp_over, cap.encoding.as_deref(), cap.cap);
@@ -292,7 +334,7 @@ impl Proxy {
                 request: &request,
                 response: &response,
             };
-            match derive(&now, rule, &inputs, cap.origin.clone()) {
+            match derive_for(&now, rule, &inputs, cap.origin.clone(), tenant.clone()) {
                 Ok(_) if self.duplicate(&now, rule, cap) => {
                     // A retry may still have changed what the family's polls show.
                     self.state
@@ -306,7 +348,7 @@ impl Proxy {
                         .inc();
                     // Live or shadow, the event explains changes of the polled routes that
                     // show its topics.
-                    self.state.polling.touch(&event.topics);
+                    self.state.polling.touch_event(&event);
                     if delivery == Delivery::Shadow {
                         metrics
                             .events_shadow_total
@@ -340,7 +382,12 @@ impl Proxy {
         let Some(key) = &cap.idempotency_key else {
             return false;
         };
-        let scoped = crate::safety::Dedup::scoped(&rule.location, cap.fingerprint, key);
+        // One tenant's key never swallows another tenant's event.
+        let key = match &cap.tenant {
+            Ok(Some(t)) => std::borrow::Cow::Owned(format!("{t} {key}")),
+            _ => std::borrow::Cow::Borrowed(key.as_str()),
+        };
+        let scoped = crate::safety::Dedup::scoped(&rule.location, cap.fingerprint, &key);
         let first = self
             .state
             .dedup
@@ -448,13 +495,17 @@ impl Proxy {
         let Some(topics) = route.topics_for(&params, &query) else {
             return Ok(false);
         };
+        // Under tenancy, a poll without a usable Host is neither shielded nor tracked.
+        let Ok(tenant) = request_tenant(cfg, req) else {
+            return Ok(false);
+        };
         let creds = self.credentials(cfg, req);
-        let url = req
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or(path)
-            .to_owned();
+        let url = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or(path);
+        // Each tenant has its own clock entries and validators.
+        let (url, topics) = match tenant.as_deref() {
+            None => (url.to_owned(), topics),
+            Some(t) => (format!("//{t}{url}"), scoped_topics(Some(t), &topics)),
+        };
         let key: crate::polling::Key = (url, creds.fingerprint);
         let tracker = &self.state.polling;
         let counter_at_request = tracker.counter();

@@ -1,7 +1,8 @@
 //! `GET /api/sse/events?topics=a,b`: one multiplexed stream per browser.
 //!
 //! Life of a stream: refusals first (kill switch → 204, draining or full → 503 with
-//! Retry-After, bad topics → 400); then the response head, `retry:` and `hello`; then
+//! Retry-After, bad topics or, under `upstream.tenancy: host`, no usable Host → 400); then the
+//! response head, `retry:` and `hello`; then
 //! subscribe-then-replay (Last-Event-ID header, else `?lastEventId=`) or an explicit `reset`
 //! when replay cannot cover the gap; then live frames (batched into one write when several
 //! are queued) and visible heartbeats until the client leaves, the queue overflows (slow
@@ -398,6 +399,9 @@ pub struct Admitted {
     recheck_at: Option<std::time::Instant>,
     /// The client's address (the stream-health breaker bounds each address's share).
     client: Option<std::net::IpAddr>,
+    /// Its tenant under `upstream.tenancy: host` (its normalized Host): it subscribes to and
+    /// replays only that tenant's events.
+    tenant: Option<String>,
     _conn: ConnGuard,
 }
 
@@ -479,6 +483,22 @@ pub fn admit(
             ))
         }
     };
+    let tenant = match cfg.upstream.tenancy {
+        crate::config::model::Tenancy::None => None,
+        crate::config::model::Tenancy::Host => {
+            match crate::wire::headers::tenant_key(req.host.as_deref()) {
+                Some(t) => Some(t),
+                None => {
+                    return Err(refused(
+                        400,
+                        "bad_host",
+                        None,
+                        "upstream.tenancy is host: the stream needs a valid Host header\n",
+                    ))
+                }
+            }
+        }
+    };
     let query = parse_query(query);
     let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
         Ok(t) => t,
@@ -519,6 +539,7 @@ pub fn admit(
         grants: Default::default(),
         recheck_at: None,
         client,
+        tenant,
         _conn: ConnGuard(state.clone()),
     })
 }
@@ -698,7 +719,11 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     // These credentials hold a stream (the slow-down hint for their polls).
     let _holder = StreamHolder::new(state, admitted.creds.fingerprint);
     // Subscribe before replaying, so nothing falls between the two.
-    let (subscription, fanned) = state.hub.subscribe(topics.clone(), cfg.sse.queue_max_bytes);
+    let (subscription, fanned) = state.hub.subscribe_in(
+        admitted.tenant.clone(),
+        topics.clone(),
+        cfg.sse.queue_max_bytes,
+    );
     let mut epoch = state.hub.epoch().to_string();
     let head_id = EventId::new(&epoch, fanned).to_string();
     let hello = Hello {
@@ -764,7 +789,11 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             // Boxed, as the other one-off phases below: their states would otherwise stay part
             // of every stream's long-lived future.
             Resume::After(after) => {
-                Box::pin(replay(state, sink, &topics, after, fanned, &head_id)).await
+                let scope = Scope {
+                    topics: &topics,
+                    tenant: admitted.tenant.as_deref(),
+                };
+                Box::pin(replay(state, sink, scope, after, fanned, &head_id)).await
             }
         }
     };
@@ -1095,7 +1124,7 @@ async fn send_reset<S: Sink>(state: &State, sink: &mut S, reason: ResetReason, h
 async fn replay<S: Sink>(
     state: &State,
     sink: &mut S,
-    topics: &[String],
+    scope: Scope<'_>,
     after: u64,
     fanned: u64,
     head: &str,
@@ -1130,11 +1159,7 @@ async fn replay<S: Sink>(
                 break;
             }
             cursor = e.seq;
-            if e.event
-                .topics
-                .iter()
-                .any(|t| topics.binary_search(t).is_ok())
-            {
+            if scope.wants(&e.event) {
                 buf.extend_from_slice(&e.frame);
                 sent += 1;
                 if buf.len() >= REPLAY_CHUNK_BYTES && !sink.send(buf.split().freeze()).await {
@@ -1145,6 +1170,22 @@ async fn replay<S: Sink>(
     }
     state.metrics.replay_events_total.inc_by(sent);
     buf.is_empty() || sink.send(buf.freeze()).await
+}
+
+/// What a stream replays: events on its (sorted) topics of its tenant.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    topics: &'a [String],
+    tenant: Option<&'a str>,
+}
+
+impl Scope<'_> {
+    fn wants(&self, e: &crate::events::Event) -> bool {
+        e.tenant.as_deref() == self.tenant
+            && e.topics
+                .iter()
+                .any(|t| self.topics.binary_search(t).is_ok())
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@ mod tests {
             origin: Default::default(),
             data: serde_json::json!({ "n": n }),
             invalidate: vec![],
+            tenant: None,
         }
     }
 

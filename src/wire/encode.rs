@@ -129,6 +129,7 @@ mod tests {
             origin: Default::default(),
             data: serde_json::json!({"text": "line1\nline2 ✓ \u{0}"}),
             invalidate: vec![],
+            tenant: None,
         };
         let f = event_frame(&ev);
         let s = std::str::from_utf8(&f).expect("utf8");

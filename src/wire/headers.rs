@@ -1,6 +1,6 @@
 //! Header names and header values every layer shares: which request headers are secrets
-//! (never copied into events, logs or checks), and the `host[:port]` grammar of `Host` and of
-//! an `Origin`'s authority.
+//! (never copied into events, logs or checks), the `host[:port]` grammar of `Host` and of
+//! an `Origin`'s authority, and the tenant key a `Host` stands for (`upstream.tenancy`).
 
 /// Request headers that carry credentials: never copied into events or logs, and forwarded
 /// only where a rule names them (authorization checks).
@@ -42,4 +42,51 @@ pub fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
 /// Whether an `admin.allowed_hosts` entry is a `name` or `name:port` (no scheme, no path).
 pub fn valid_host_entry(entry: &str) -> bool {
     entry.trim() == entry && split_authority(entry).is_some()
+}
+
+/// The tenant a request belongs to under `upstream.tenancy: host`: its `Host` value,
+/// normalized — lower-case, brackets of an IPv6 literal kept, the port kept when one was
+/// sent (`A.Example` and `a.example` are one tenant; `a.example` and `a.example:8080` are
+/// two, since a backend may serve them apart). `None` for a missing or unusable value
+/// (empty, a path or userinfo, bad characters, a bad port): such a request is never
+/// scoped to a guessed tenant.
+pub fn tenant_key(host: Option<&str>) -> Option<String> {
+    let raw = host?.trim();
+    let (name, port) = split_authority(raw)?;
+    let name = if name.contains(':') {
+        format!("[{name}]")
+    } else {
+        name
+    };
+    Some(match port {
+        Some(p) => format!("{name}:{p}"),
+        None => name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_keys_are_lower_case_hosts_and_refuse_garbage() {
+        assert_eq!(tenant_key(Some("A.Example")), Some("a.example".into()));
+        assert_eq!(
+            tenant_key(Some(" a.example:8080 ")),
+            Some("a.example:8080".into())
+        );
+        assert_eq!(tenant_key(Some("[::1]:80")), Some("[::1]:80".into()));
+        for bad in [
+            "",
+            " ",
+            "a/b",
+            "u@a.example",
+            "a.example:x",
+            "a.example:99999",
+            "a b",
+        ] {
+            assert_eq!(tenant_key(Some(bad)), None, "{bad:?}");
+        }
+        assert_eq!(tenant_key(None), None);
+    }
 }
