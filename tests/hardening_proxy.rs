@@ -365,24 +365,23 @@ async fn events_derive_from_a_backend_that_compresses() {
     assert_eq!(data(&ev)["data"]["title"], "zipped anyway");
 }
 
+/// Takes a shielded validator of board 1's cards, makes a mutation that sets a card's title
+/// to `title` (2xx), and checks that the next revalidation reaches the backend and shows it.
+async fn the_next_poll_is_forwarded_after(sc: &Sidecar, method: &str, path: &str, title: &str) {
+    let etag = shielded_etag(sc, Some("user=alice")).await;
+    let r = mutate(sc, method, path, &[], json!({ "title": title })).await;
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, _, shielded, body) =
+        poll(sc, "/api/boards/1/cards", Some("user=alice"), Some(&etag)).await;
+    assert_eq!((status, shielded), (200, false), "never a stale 304");
+    assert!(body.contains(title), "{body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutation_whose_event_cannot_be_derived_ends_the_304s() {
     let sc = start().await;
-    let etag = shielded_etag(&sc, Some("user=alice")).await;
     // The PUT's event fails its schema: no event, but the card changed.
-    let r = mutate(
-        &sc,
-        "PUT",
-        "/api/cards/c1",
-        &[],
-        json!({"title": "replaced"}),
-    )
-    .await;
-    assert_eq!(r.status().as_u16(), 200);
-    let (status, _, shielded, body) =
-        poll(&sc, "/api/boards/1/cards", Some("user=alice"), Some(&etag)).await;
-    assert_eq!((status, shielded), (200, false), "never a stale 304");
-    assert!(body.contains("replaced"), "{body}");
+    the_next_poll_is_forwarded_after(&sc, "PUT", "/api/cards/c1", "replaced").await;
     let m = sc
         .metric("sse_sidecar_events_rejected_total{family=\"cards\",reason=\"schema_invalid\"}")
         .await
@@ -477,20 +476,7 @@ async fn clients_sharing_credentials_share_one_validator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmatched_mutation_ends_the_304s_and_shows_as_uncovered() {
     let sc = start().await;
-    let etag = shielded_etag(&sc, Some("user=alice")).await;
-    let r = mutate(
-        &sc,
-        "POST",
-        "/api/misc/rename/c1",
-        &[],
-        json!({"title": "renamed"}),
-    )
-    .await;
-    assert_eq!(r.status().as_u16(), 200);
-    let (status, _, shielded, body) =
-        poll(&sc, "/api/boards/1/cards", Some("user=alice"), Some(&etag)).await;
-    assert_eq!((status, shielded), (200, false), "never a stale 304");
-    assert!(body.contains("renamed"), "{body}");
+    the_next_poll_is_forwarded_after(&sc, "POST", "/api/misc/rename/c1", "renamed").await;
     let m = sc
         .metric("sse_sidecar_mutations_unmatched_total")
         .await
