@@ -94,6 +94,7 @@ async fn client_resets_from_a_few_addresses_leave_sse_on() {
     let publish = || async {
         let _ = c
             .post(sc.admin_url("/admin/publish"))
+            .header("content-type", "application/json")
             .body(r#"{"type": "job.done", "topics": ["jobs"], "data": {}}"#)
             .send()
             .await;

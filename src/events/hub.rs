@@ -622,6 +622,8 @@ impl Hub {
 
     /// Continuity lost: every subscriber owes its client a `reset`.
     fn gap(&self, head: u64, reason: ResetReason) {
+        // The shield stops vouching before any client hears of the gap.
+        self.gap_seen();
         let reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         self.fanned.store(head, Ordering::Release);
         let streams = self.mark_gaps(reg.by_topic.values(), reason);
@@ -632,7 +634,6 @@ impl Hub {
             "every stream gets a reset"
         );
         self.head_tx.send_replace(head);
-        self.gap_seen();
     }
 
     fn gap_seen(&self) {
@@ -658,13 +659,12 @@ impl Hub {
     fn lost(&self, topics: &HashSet<String>) {
         self.loss_floor
             .fetch_max(self.fanned.load(Ordering::Acquire) + 1, Ordering::AcqRel);
+        self.gap_seen();
         let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
         self.mark_gaps(
             topics.iter().filter_map(|t| reg.by_topic.get(t)),
             ResetReason::EventsLost,
         );
-        drop(reg);
-        self.gap_seen();
     }
 
     /// Marks a gap once on every subscriber of these lists; returns how many.
