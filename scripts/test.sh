@@ -6,6 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== cargo fmt --check, clippy -D warnings"
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+
 echo "== cargo test"
 cargo test --locked
 
