@@ -12,24 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const T: Duration = Duration::from_secs(10);
 
 fn jobs_config(sse: &str) -> String {
-    format!(
-        r#"
-upstream: {{address: "127.0.0.1:1"}}
-sse: {sse}
-store: {{backend: memory, retention: {{max_events: 200}}}}
-rollout: {{phase: 1}}
-families:
-  jobs:
-    phase: 1
-    rules:
-      - match: "POST /status/{{code}}"
-        event: job.done
-        topics: ["jobs"]
-        data: {{code: "{{code}}"}}
-event_types:
-  job.done: {{family: jobs, schema: {{type: object}}}}
-"#
-    )
+    common::jobs_config(&format!(
+        "sse: {sse}\nstore: {{backend: memory, retention: {{max_events: 200}}}}"
+    ))
 }
 
 /// Reads a response head; returns its status line's code and the whole head (lower case).

@@ -13,23 +13,7 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(5);
 
 fn config(extra: &str) -> String {
-    format!(
-        r#"
-upstream: {{address: "127.0.0.1:1"}}
-rollout: {{phase: 1}}
-families:
-  jobs:
-    phase: 1
-    rules:
-      - match: "POST /status/{{code}}"
-        event: job.done
-        topics: ["jobs"]
-        data: {{code: "{{code}}"}}
-event_types:
-  job.done: {{family: jobs}}
-{extra}
-"#
-    )
+    common::jobs_config(extra)
 }
 
 async fn open(sc: &Sidecar) -> SseClient {

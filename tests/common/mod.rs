@@ -502,6 +502,28 @@ impl SseClient {
     }
 }
 
+/// The smallest config with one live family: `POST /status/{code}` derives `job.done` on the
+/// topic `jobs` (data `{code}`). `extra` is more top-level YAML (sections not named here).
+pub fn jobs_config(extra: &str) -> String {
+    format!(
+        r#"
+upstream: {{address: "127.0.0.1:1"}}
+rollout: {{phase: 1}}
+families:
+  jobs:
+    phase: 1
+    rules:
+      - match: "POST /status/{{code}}"
+        event: job.done
+        topics: ["jobs"]
+        data: {{code: "{{code}}"}}
+event_types:
+  job.done: {{family: jobs, schema: {{type: object}}}}
+{extra}
+"#
+    )
+}
+
 /// Reads a config fixture from the repo.
 pub fn conf(path: &str) -> String {
     std::fs::read_to_string(repo_root().join(path)).expect("config fixture")
