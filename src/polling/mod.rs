@@ -705,9 +705,8 @@ mod tests {
         assert_eq!(p3, None);
     }
 
-    #[test]
-    fn a_gap_in_the_log_ends_every_routes_304s() {
-        let t = Tracker::new(100, Arc::new(Metrics::new()));
+    /// A route whose first answer was observed with its ETag, which is current (a 304).
+    fn shielded(t: &Tracker, cfg: &Polling) -> (PollRoute, Key, Vec<String>, String) {
         let r = route();
         let key: Key = ("/api/boards/1/cards".into(), 1);
         let topics = vec!["board:1".to_string()];
@@ -722,9 +721,17 @@ mod tests {
             0,
         );
         a.stamp = st;
-        t.observe(&r, a, &Polling::default());
+        t.observe(&r, a, cfg);
         let max = Duration::from_secs(30);
         assert!(t.fresh(&key, &e, t.stamp(r.pattern.as_str(), &topics), max));
+        (r, key, topics, e)
+    }
+
+    #[test]
+    fn a_gap_in_the_log_ends_every_routes_304s() {
+        let t = Tracker::new(100, Arc::new(Metrics::new()));
+        let (r, key, topics, e) = shielded(&t, &Polling::default());
+        let max = Duration::from_secs(30);
         t.force_all();
         let after = t.stamp(r.pattern.as_str(), &topics);
         assert!(!t.fresh(&key, &e, after, max), "after a gap: forwarded");
@@ -737,23 +744,8 @@ mod tests {
             coverage_grace: Duration::ZERO,
             ..Default::default()
         };
-        let r = route();
-        let key: Key = ("/api/boards/1/cards".into(), 1);
-        let topics = vec!["board:1".to_string()];
-        let st = t.stamp(r.pattern.as_str(), &topics);
-        let (e, _) = t.etag_for(&key, st);
-        let mut a = answer(
-            key.clone(),
-            topics.clone(),
-            1,
-            t.counter(),
-            Some(e.clone()),
-            0,
-        );
-        a.stamp = st;
-        t.observe(&r, a, &cfg);
+        let (r, key, topics, e) = shielded(&t, &cfg);
         let max = Duration::from_secs(30);
-        assert!(t.fresh(&key, &e, t.stamp(r.pattern.as_str(), &topics), max));
         t.force(std::iter::once(&r));
         let st2 = t.stamp(r.pattern.as_str(), &topics);
         assert!(!t.fresh(&key, &e, st2, max), "forced: forwarded");

@@ -344,6 +344,18 @@ impl Drop for StreamHolder<'_> {
 /// Decrements the connection count however the stream ends.
 pub struct ConnGuard(Arc<State>);
 
+impl ConnGuard {
+    /// Takes one of `max` connection slots; none when all are taken.
+    fn claim(state: &Arc<State>, max: usize) -> Option<ConnGuard> {
+        if state.connections.fetch_add(1, Ordering::Relaxed) >= max {
+            state.connections.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        state.metrics.sse_connections.inc();
+        Some(ConnGuard(state.clone()))
+    }
+}
+
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.connections.fetch_sub(1, Ordering::Relaxed);
@@ -448,25 +460,13 @@ pub fn admit(
         let trusted = &cfg.sse.trusted_proxies;
         crate::safety::client_addr::client_addr(peer, &req.x_forwarded_for, &req.forwarded, trusted)
     });
-    if let Some(ip) = client {
-        let limited = state
-            .handshakes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(
-                ip,
-                std::time::Instant::now(),
-                cfg.sse.handshakes_per_client_per_second,
-                cfg.sse.handshake_burst,
-            );
-        if let Err(wait) = limited {
-            return Err(refused(
-                429,
-                "rate_limited",
-                Some(wait.as_secs().max(1)),
-                "too many new streams from this address; retry later\n",
-            ));
-        }
+    if let Err(wait) = rate_limit(state, &cfg, client) {
+        return Err(refused(
+            429,
+            "rate_limited",
+            Some(wait.as_secs().max(1)),
+            "too many new streams from this address; retry later\n",
+        ));
     }
     let cors = match cross_origin(
         req.origin.as_deref(),
@@ -483,21 +483,13 @@ pub fn admit(
             ))
         }
     };
-    let tenant = match cfg.upstream.tenancy {
-        crate::config::model::Tenancy::None => None,
-        crate::config::model::Tenancy::Host => {
-            match crate::wire::headers::tenant_key(req.host.as_deref()) {
-                Some(t) => Some(t),
-                None => {
-                    return Err(refused(
-                        400,
-                        "bad_host",
-                        None,
-                        "upstream.tenancy is host: the stream needs a valid Host header\n",
-                    ))
-                }
-            }
-        }
+    let Ok(tenant) = stream_tenant(&cfg, req) else {
+        return Err(refused(
+            400,
+            "bad_host",
+            None,
+            "upstream.tenancy is host: the stream needs a valid Host header\n",
+        ));
     };
     let query = parse_query(query);
     let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
@@ -514,16 +506,14 @@ pub fn admit(
             "queued memory near its bound; retry later\n",
         ));
     }
-    if state.connections.fetch_add(1, Ordering::Relaxed) >= cfg.sse.max_connections {
-        state.connections.fetch_sub(1, Ordering::Relaxed);
+    let Some(conn) = ConnGuard::claim(state, cfg.sse.max_connections) else {
         return Err(refused(
             503,
             "overloaded",
             Some(retry_after),
             "too many open streams; retry later\n",
         ));
-    }
-    state.metrics.sse_connections.inc();
+    };
     let last_id = last_event_id_header.map(str::to_owned).or_else(|| {
         query
             .iter()
@@ -540,8 +530,40 @@ pub fn admit(
         recheck_at: None,
         client,
         tenant,
-        _conn: ConnGuard(state.clone()),
+        _conn: conn,
     })
+}
+
+/// The handshake limiter's verdict for a client address (none: not limited).
+fn rate_limit(
+    state: &State,
+    cfg: &crate::config::Config,
+    client: Option<std::net::IpAddr>,
+) -> Result<(), Duration> {
+    let Some(ip) = client else { return Ok(()) };
+    state
+        .handshakes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .admit(
+            ip,
+            std::time::Instant::now(),
+            cfg.sse.handshakes_per_client_per_second,
+            cfg.sse.handshake_burst,
+        )
+}
+
+/// The stream's tenant: none unless `upstream.tenancy` is `host`, then its Host (`Err` when
+/// it has no usable one).
+fn stream_tenant(cfg: &crate::config::Config, req: &StreamRequest) -> Result<Option<String>, ()> {
+    match cfg.upstream.tenancy {
+        crate::config::model::Tenancy::None => Ok(None),
+        crate::config::model::Tenancy::Host => {
+            crate::wire::headers::tenant_key(req.host.as_deref())
+                .map(Some)
+                .ok_or(())
+        }
+    }
 }
 
 /// Asks the authorization policy about every requested topic (cache, coalesced backend
