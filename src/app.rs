@@ -7,10 +7,10 @@
 use crate::admin::Admin;
 use crate::config::{Config, StoreBackend};
 use crate::events::hub::Hub;
+use crate::listener::Front;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{self, ReloadHandle};
-use crate::sse::front::Front;
 use crate::state::State;
 use crate::store::memory::MemoryLog;
 use crate::store::redis::RedisLog;
@@ -127,8 +127,7 @@ fn private_socket_dir(sock: &Path) -> Result<(), String> {
     }
     let meta = std::fs::metadata(dir)
         .map_err(|e| format!("cannot read the directory {}: {e}", dir.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::effective_uid();
     check_private_dir(dir, meta.is_dir(), meta.mode(), meta.uid(), me)
 }
 
@@ -369,11 +368,14 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     server.bootstrap();
 
     // The listener's front serves event streams on the socket itself and hands every other
-    // request to Pingora's proxy (see `sse::front`).
+    // request to Pingora's proxy (see `listener`).
     let proxy = Arc::new(pingora::proxy::http_proxy(
         &server.configuration,
         Proxy {
             state: state.clone(),
+            own: Arc::new(crate::sse::Endpoints {
+                state: state.clone(),
+            }),
         },
     ));
     let mut front = pingora::services::listening::Service::new(

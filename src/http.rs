@@ -1,7 +1,10 @@
 //! Plain HTTP answers written to a Pingora session (status, content type, extra headers, a
 //! body, `cache-control: no-store`, nothing after the head for `HEAD`): the one way the edges
-//! (proxy, stream endpoints, admin) answer a request themselves.
+//! (proxy, stream endpoints, admin) answer a request themselves; and the seam through which
+//! the proxy hands the sidecar's own paths to their endpoints ([`OwnEndpoints`]).
 
+use crate::config::Config;
+use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -29,4 +32,15 @@ pub async fn respond(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// The sidecar's own browser-facing endpoints (the stream, its status, the client modules)
+/// as the proxy sees them: the composition root hands the proxy one, so the proxy answers
+/// them without importing the stream edge.
+#[async_trait]
+pub trait OwnEndpoints: Send + Sync {
+    /// Whether `path` names one of them under `cfg`.
+    fn claims(&self, cfg: &Config, path: &str) -> bool;
+    /// Answers a request whose path [`claims`](Self::claims) accepted under the same `cfg`.
+    async fn answer(&self, cfg: &Config, session: &mut Session) -> pingora::Result<()>;
 }

@@ -10,7 +10,10 @@
 //! - [`events`]: ids, topics, templates, derivation, schema registry, the fan-out hub.
 //! - [`store`]: the `EventLog` trait and its backends.
 //! - [`wire`]: SSE framing and the typed frames every stream writes.
-//! - [`sse`]: the stream handler, its listener front and the client modules.
+//! - [`sys`]: the system calls std lacks (the fan-out's direct write, the effective uid).
+//! - [`sse`]: the stream handler, the status endpoint and the client modules.
+//! - [`listener`]: the listener's front: stream requests served on the socket, the rest
+//!   handed to the proxy.
 //! - [`upstream`]: the backend as a Pingora peer (pass-through and checks share it).
 //! - [`auth`]: topic authorization delegated to the backend, decision cache.
 //! - [`polling`]: coverage check of polled routes and poll shielding.
@@ -18,12 +21,15 @@
 //! - [`admin`]: metrics, health and admin endpoints.
 //! - [`app`]: the composition root that wires everything into a Pingora server.
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod polling;
 pub mod proxy;
@@ -32,5 +38,6 @@ pub mod safety;
 pub mod sse;
 pub mod state;
 pub mod store;
+pub mod sys;
 pub mod upstream;
 pub mod wire;

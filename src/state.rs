@@ -38,17 +38,17 @@ pub struct State {
     /// captured at admission, so an off→on flap it was too busy to see still reaches it.
     off_generation: AtomicU64,
     /// Turns true when the server starts draining (SIGTERM).
-    pub draining: watch::Sender<bool>,
-    pub connections: AtomicUsize,
+    draining: watch::Sender<bool>,
+    connections: AtomicUsize,
     /// Ids before this sequence number were issued before SSE was last switched back on;
     /// resuming from them gets a reset (changes made while off were never recorded).
-    pub resume_floor: AtomicU64,
+    resume_floor: AtomicU64,
     pub started: Instant,
     /// Recent automatic and operator actions (reloads, kill switch, drain), newest last.
     transitions: Mutex<VecDeque<Transition>>,
-    pub handshakes: Mutex<crate::safety::HandshakeLimiter>,
+    handshakes: Mutex<crate::safety::HandshakeLimiter>,
     pub breakers: Mutex<crate::safety::Breakers>,
-    pub dedup: Mutex<crate::safety::Dedup>,
+    dedup: Mutex<crate::safety::Dedup>,
     /// The latest dashboard snapshot (JSON), refreshed every second by the lifecycle task.
     pub snapshot: watch::Sender<Arc<String>>,
     /// Topic authorization: decision cache and backend checks.
@@ -433,6 +433,51 @@ impl State {
 
     pub fn open_connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Takes one of `max` stream connection slots (`false`: all are taken). Each `true` is
+    /// matched by one [`release_connection`](Self::release_connection).
+    pub fn claim_connection(&self, max: usize) -> bool {
+        if self.connections.fetch_add(1, Ordering::Relaxed) >= max {
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Turns true when the server starts draining.
+    pub fn watch_drain(&self) -> watch::Receiver<bool> {
+        self.draining.subscribe()
+    }
+
+    /// Ids before this sequence number were issued before SSE last came back on.
+    pub fn resume_floor(&self) -> u64 {
+        self.resume_floor.load(Ordering::Acquire)
+    }
+
+    /// One handshake of `ip` against its token bucket (`Err`: retry after this long).
+    pub fn admit_handshake(
+        &self,
+        ip: std::net::IpAddr,
+        rate: f64,
+        burst: u32,
+    ) -> Result<(), std::time::Duration> {
+        self.handshakes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(ip, Instant::now(), rate, burst)
+    }
+
+    /// Whether this is the first mutation with this scoped idempotency key within `window`.
+    pub fn dedup_first(&self, key: &str, window: std::time::Duration) -> bool {
+        self.dedup
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first(key, Instant::now(), window)
     }
 }
 

@@ -1,10 +1,10 @@
-//! The front's request-head reader (`sse::front::head_state`, `classify`): any bytes, fed
+//! The front's request-head reader (`listener::head_state`, `classify`): any bytes, fed
 //! in any pieces, reach the verdict they reach when fed at once; a complete head lies within
 //! the buffer and the cap; only over-cap input is too large; classification never panics
 //! and takes only `GET <stream path>` heads.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use sse_sidecar::sse::front::{classify, head_state, HeadState};
+use sse_sidecar::listener::{classify, head_state, HeadState};
 
 const PATH: &str = "/api/sse/events";
 

@@ -199,7 +199,7 @@ impl Admin {
         session.set_write_timeout(Some(Duration::from_secs(10)));
         session.write_response_header(Box::new(resp), false).await?;
         let mut rx = self.state.snapshot.subscribe();
-        let mut drain = self.state.draining.subscribe();
+        let mut drain = self.state.watch_drain();
         loop {
             let snap = rx.borrow_and_update().clone();
             let frame = crate::wire::encode::frame(None, "snapshot", &snap);

@@ -16,19 +16,15 @@
 //! logged, counted by label or shown: only a keyed hash of them (the fingerprint) is kept.
 
 pub mod check;
-pub mod pattern;
 pub mod slots;
 
+pub use crate::config::auth::{AuthRule, Check, Policy};
+pub use crate::events::condition::Condition;
+pub use crate::events::pattern::TopicPattern;
+pub use crate::wire::headers::CREDENTIAL_HEADERS;
 pub use check::Authorizer;
-pub use pattern::TopicPattern;
 
-use crate::events::template::{Inputs, StrTemplate};
 use std::collections::BTreeSet;
-use std::time::Duration;
-
-/// The credential headers a check may forward. Nothing else of the subscriber's request
-/// reaches the backend.
-pub const CREDENTIAL_HEADERS: &[&str] = &["cookie", "authorization"];
 
 /// Why a topic was denied (also a metrics label and what the client is told).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,108 +65,6 @@ pub enum Decision {
 impl Decision {
     pub fn allowed(self) -> bool {
         self == Decision::Allow
-    }
-}
-
-/// `left == right` or `left != right` on the check's answer and the topic's parameters.
-#[derive(Debug, Clone)]
-pub struct Condition {
-    pub left: StrTemplate,
-    pub equal: bool,
-    pub right: StrTemplate,
-}
-
-impl Condition {
-    /// Parses `"{response.id} == {user}"`.
-    pub fn parse(s: &str) -> Result<Condition, String> {
-        let (l, equal, r) = if let Some((l, r)) = s.split_once("==") {
-            (l, true, r)
-        } else if let Some((l, r)) = s.split_once("!=") {
-            (l, false, r)
-        } else {
-            return Err(format!(
-                "{s:?} is not a condition: write `{{response.field}} == {{param}}` (or !=)"
-            ));
-        };
-        if r.contains("==") || r.contains("!=") {
-            return Err(format!("{s:?} has more than one comparison"));
-        }
-        Ok(Condition {
-            left: StrTemplate::parse(l.trim())?,
-            equal,
-            right: StrTemplate::parse(r.trim())?,
-        })
-    }
-
-    /// Whether the condition holds; a side that cannot be filled makes it fail.
-    pub fn holds(&self, inputs: &Inputs) -> bool {
-        match (self.left.render(inputs), self.right.render(inputs)) {
-            (Ok(l), Ok(r)) => (l == r) == self.equal,
-            _ => false,
-        }
-    }
-}
-
-/// A backend check: method, path template (topic parameters only) and optional condition.
-#[derive(Debug, Clone)]
-pub struct Check {
-    pub method: http::Method,
-    pub path: StrTemplate,
-    pub condition: Option<Condition>,
-}
-
-/// One compiled `authorization.rules` entry.
-#[derive(Debug, Clone)]
-pub struct AuthRule {
-    /// `authorization.rules[<index>]`, for logs and reports.
-    pub location: String,
-    pub pattern: TopicPattern,
-    /// `None`: public, allowed without a check.
-    pub check: Option<Check>,
-}
-
-/// The compiled `authorization` section.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub rules: Vec<AuthRule>,
-    /// Lower-case names of the subscriber's headers forwarded to checks.
-    pub forward_headers: Vec<String>,
-    pub cache_ttl: Duration,
-    /// How long a failed check (`check_failed`) is remembered: short, so a backend that
-    /// recovers is asked again soon, but long enough to spare it a storm while it is down.
-    pub failure_ttl: Duration,
-    pub cache_max_entries: usize,
-    pub check_timeout: Duration,
-    pub max_concurrent_checks: usize,
-    /// Largest check answer read for a condition.
-    pub max_response_bytes: usize,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            rules: Vec::new(),
-            forward_headers: CREDENTIAL_HEADERS.iter().map(|s| s.to_string()).collect(),
-            cache_ttl: Duration::from_secs(30),
-            failure_ttl: Duration::from_secs(2),
-            cache_max_entries: 100_000,
-            check_timeout: Duration::from_secs(2),
-            max_concurrent_checks: 64,
-            max_response_bytes: 64 * 1024,
-        }
-    }
-}
-
-impl Policy {
-    /// The first rule matching `topic`, with the pattern's captured parameters.
-    pub fn rule_for(
-        &self,
-        topic: &str,
-    ) -> Option<(usize, &AuthRule, crate::events::route::Params)> {
-        self.rules
-            .iter()
-            .enumerate()
-            .find_map(|(i, r)| r.pattern.matches(topic).map(|p| (i, r, p)))
     }
 }
 
@@ -289,34 +183,4 @@ pub fn checked_topics(granted: &[String], policy: &Policy) -> Vec<String> {
         })
         .collect();
     set.into_iter().cloned().collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::route::Params;
-    use crate::events::template::Body;
-
-    #[test]
-    fn conditions_compare_answer_and_parameters() {
-        let c = Condition::parse("{response.id} == {user}").unwrap();
-        let mut params = Params::new();
-        params.insert("user".into(), "alice".into());
-        let ok = Body::Json(serde_json::json!({"id": "alice"}));
-        let other = Body::Json(serde_json::json!({"id": "bob"}));
-        let inputs = |b| Inputs {
-            params: &params,
-            query: &[],
-            headers: &[],
-            request: &Body::Empty,
-            response: b,
-        };
-        assert!(c.holds(&inputs(&ok)));
-        assert!(!c.holds(&inputs(&other)));
-        assert!(!c.holds(&inputs(&Body::NotJson)));
-        let ne = Condition::parse("{response.id} != {user}").unwrap();
-        assert!(ne.holds(&inputs(&other)));
-        assert!(Condition::parse("{response.id}").is_err());
-        assert!(Condition::parse("{a} == {b} == {c}").is_err());
-    }
 }

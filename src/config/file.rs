@@ -514,8 +514,7 @@ fn default_drain_window_seconds() -> u64 {
 /// `/run/sse-sidecar/` for root, else `<temp dir>/sse-sidecar-<uid>/`. The sidecar creates
 /// the directory with mode 0700 and refuses a directory others can write (`app`).
 fn default_upgrade_sock() -> String {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
+    let uid = crate::sys::effective_uid();
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         Some(d) => std::path::PathBuf::from(d).join("sse-sidecar"),
         None if uid == 0 => std::path::PathBuf::from("/run/sse-sidecar"),

@@ -1,10 +1,14 @@
 //! Configuration: the YAML file's serde mirror (`file`), validation that collects every
 //! problem with its YAML path (`validate`), the validated immutable model (`model`), and the
-//! diff that tells hot changes from restart-only ones (`diff`).
+//! diff that tells hot changes from restart-only ones (`diff`). The compiled `authorization`
+//! and `polling` sections are their own files (`auth`, `polling`): plain data the engines of
+//! those names read.
 
+pub mod auth;
 pub mod diff;
 pub mod file;
 pub mod model;
+pub mod polling;
 pub mod validate;
 
 pub use model::{Config, DataSpec, Delivery, Family, Mode, Rule, StoreBackend};

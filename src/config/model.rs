@@ -228,8 +228,8 @@ pub struct Config {
     pub shutdown: Shutdown,
     pub logging: Logging,
     pub safety: Safety,
-    pub authorization: crate::auth::Policy,
-    pub polling: crate::polling::Polling,
+    pub authorization: super::auth::Policy,
+    pub polling: super::polling::Polling,
     /// What validates but cannot work as probably meant, with YAML paths and hints
     /// (`check` prints them; start and reload log them).
     pub warnings: Vec<super::validate::Problem>,

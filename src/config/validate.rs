@@ -737,14 +737,14 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         Some(v) => c
             .section::<AuthorizationFile>("authorization", v)
             .map(|a| compile_authorization(&mut c, a)),
-        None => Some(crate::auth::Policy::default()),
+        None => Some(super::auth::Policy::default()),
     };
 
     let polling = match get("polling") {
         Some(v) => c
             .section::<PollingFile>("polling", v)
             .map(|p| compile_polling(&mut c, p, &families)),
-        None => Some(crate::polling::Polling::default()),
+        None => Some(super::polling::Polling::default()),
     };
 
     if let (Some(rollout), Some(authorization)) = (&rollout, &authorization) {
@@ -829,8 +829,8 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
 fn warn_topic_independent_check(
     c: &mut Collector,
     path: &str,
-    pattern: &crate::auth::TopicPattern,
-    check: &crate::auth::Check,
+    pattern: &crate::events::pattern::TopicPattern,
+    check: &super::auth::Check,
 ) {
     let mut used: Vec<&str> = Vec::new();
     let cond = check
@@ -878,7 +878,7 @@ fn warn_unworkable(
     c: &mut Collector,
     rollout_phase: Option<u32>,
     families: &BTreeMap<String, Family>,
-    authorization: &crate::auth::Policy,
+    authorization: &super::auth::Policy,
 ) {
     if authorization.rules.is_empty() {
         c.warn(
@@ -980,8 +980,8 @@ fn compile_polling(
     c: &mut Collector,
     p: PollingFile,
     families: &BTreeMap<String, Family>,
-) -> crate::polling::Polling {
-    use crate::polling::{PollRoute, Polling};
+) -> super::polling::Polling {
+    use super::polling::{PollRoute, Polling};
     c.range(
         "polling.max_staleness_seconds",
         p.max_staleness_seconds,
@@ -1079,8 +1079,11 @@ fn compile_polling(
     }
 }
 
-fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> crate::auth::Policy {
-    use crate::auth::{AuthRule, Check, Condition, TopicPattern, CREDENTIAL_HEADERS};
+fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> super::auth::Policy {
+    use super::auth::{AuthRule, Check};
+    use crate::events::condition::Condition;
+    use crate::events::pattern::TopicPattern;
+    use crate::wire::headers::CREDENTIAL_HEADERS;
     let mut forward = Vec::new();
     for (i, h) in a.forward_headers.iter().enumerate() {
         let h = h.to_ascii_lowercase();
@@ -1284,7 +1287,7 @@ fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> crate::auth
             check,
         });
     }
-    crate::auth::Policy {
+    super::auth::Policy {
         rules,
         forward_headers: forward,
         cache_ttl: Duration::from_secs(a.cache_ttl_seconds),

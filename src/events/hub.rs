@@ -13,7 +13,7 @@
 //!
 //! Direct writes: a stream whose queue is empty and whose task is only waiting lends its
 //! socket to the fan-out (`Subscriber::enable_direct`), which then writes the event's chunk
-//! itself with one non-blocking `send` — no task wake-up, no queue, no second copy. Anything
+//! itself with one non-blocking `send` (`crate::sys`, behind `DirectWrite`) — no task wake-up, no queue, no second copy. Anything
 //! short of a whole write (a full socket buffer, a write inside the coalescing window) hands
 //! the stream back to its task through the queue; the task takes direct mode back before it
 //! writes anything itself, so the two never interleave on the socket.
@@ -22,10 +22,10 @@ use crate::events::types::scoped_topic;
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::store::{EventLog, StoredEvent};
+use crate::sys::{DirectWrite, LentSocket};
 use crate::wire::ResetReason;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -76,7 +76,7 @@ struct SubQueue {
     /// The shared log lost continuity since the last drain: the stream owes a `reset`.
     gap: Option<ResetReason>,
     /// Direct mode: the stream's socket, lent to the fan-out while nothing is queued.
-    direct: Option<RawFd>,
+    direct: Option<LentSocket>,
     /// The unwritten rest of a direct write cut short; the stream writes it before anything.
     rest: Option<Bytes>,
     /// When bytes last went to this stream (ms since the Unix epoch), for coalescing.
@@ -92,29 +92,6 @@ enum Delivery {
     Queued,
     /// Not delivered: the queue overflowed (the stream closes) or the socket failed.
     Dropped,
-}
-
-/// One non-blocking `send` of `buf` on a stream's socket from the fan-out's thread.
-/// Written by hand because the socket is owned by the stream's task (tokio and std only write
-/// through the owner); the hub borrows the descriptor under the subscriber's queue lock.
-fn send_now(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: `fd` is only ever in `SubQueue::direct` while the stream's sink holds the open
-    // socket: the sink clears it (under the same lock this call runs under) before it writes
-    // itself or closes the socket, so the descriptor cannot be closed or reused meanwhile.
-    // `buf` is a valid slice for its length.
-    let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
 }
 
 /// One open stream's mailbox.
@@ -161,7 +138,7 @@ impl Subscriber {
         if let Some(fd) = q.direct.take() {
             let now = crate::events::types::now_ms();
             if window_ms == 0 || now.saturating_sub(q.last_write_ms) >= window_ms {
-                match send_now(fd, chunk) {
+                match fd.send_now(chunk) {
                     Ok(n) if n == chunk.len() => {
                         q.direct = Some(fd);
                         q.last_write_ms = now;
@@ -232,7 +209,7 @@ impl Subscriber {
 
     /// Lends the stream's socket to the fan-out (direct mode). Refused (false) while anything
     /// is queued or owed: frames, the rest of a cut-short write, a reset, an overflow.
-    pub fn enable_direct(&self, fd: RawFd) -> bool {
+    pub fn enable_direct(&self, fd: LentSocket) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.overflowed
             || q.gap.is_some()
@@ -1078,7 +1055,6 @@ mod tests {
     #[tokio::test]
     async fn direct_writes_hand_over_to_the_queue_without_losing_or_reordering_a_byte() {
         use std::io::Read;
-        use std::os::fd::AsRawFd;
         let (hub, _stop) = running_hub(10_000, 64);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut client =
@@ -1086,7 +1062,7 @@ mod tests {
         let (server, _) = listener.accept().expect("accept");
         server.set_nonblocking(true).expect("nonblocking");
         let (s, _) = hub.subscribe(vec!["x".into()], 64 << 20);
-        assert!(s.sub.enable_direct(server.as_raw_fd()));
+        assert!(s.sub.enable_direct(LentSocket::of(&server)));
         // 4 KiB events while the client reads nothing: direct until the socket buffers fill,
         // then (a cut-short write, or a full buffer) the queue.
         let n = 4000u64;
@@ -1097,7 +1073,7 @@ mod tests {
             hub.publish(e).await.expect("publish");
         }
         assert!(
-            !s.sub.enable_direct(server.as_raw_fd()),
+            !s.sub.enable_direct(LentSocket::of(&server)),
             "frames are queued: direct mode stays off"
         );
         let mut wire = Vec::new();

@@ -36,7 +36,7 @@ use crate::events::derive::derive_for;
 use crate::events::route::{normalize_path, parse_query, Params};
 use crate::events::template::{Body, Inputs};
 use crate::events::types::{scoped_topics, EventId, Origin, MAX_ORIGIN_ID_LEN};
-use crate::sse::{self, Own};
+use crate::http::OwnEndpoints;
 use crate::state::State;
 use crate::wire::headers::SECRET_HEADERS;
 use async_trait::async_trait;
@@ -53,6 +53,9 @@ const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"]
 
 pub struct Proxy {
     pub state: Arc<State>,
+    /// The sidecar's own paths (stream, status, client modules), answered before anything
+    /// is forwarded.
+    pub own: Arc<dyn OwnEndpoints>,
 }
 
 /// What a matched mutation keeps while it streams through.
@@ -388,12 +391,7 @@ impl Proxy {
             _ => std::borrow::Cow::Borrowed(key.as_str()),
         };
         let scoped = crate::safety::Dedup::scoped(&rule.location, cap.fingerprint, &key);
-        let first = self
-            .state
-            .dedup
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .first(&scoped, Instant::now(), now.dedup_window);
+        let first = self.state.dedup_first(&scoped, now.dedup_window);
         if !first {
             self.state
                 .metrics
@@ -602,14 +600,9 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.started = Some(Instant::now());
         let cfg = self.state.config();
-        let own = sse::classify(&cfg.sse.path, session.req_header().uri.path());
-        if let Some(own) = own {
+        if self.own.claims(&cfg, session.req_header().uri.path()) {
             ctx.own = true;
-            match own {
-                Own::Stream => sse::stream::serve(&self.state, session).await?,
-                Own::Status => sse::serve_status(&self.state, session).await?,
-                Own::Client | Own::ReactQuery => sse::serve_module(session, own).await?,
-            }
+            self.own.answer(&cfg, session).await?;
             return Ok(true);
         }
         if self.non_canonical_mutation(&cfg, session.req_header()) {

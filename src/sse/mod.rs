@@ -2,11 +2,12 @@
 //! (`/api/sse/status`) and the client modules it serves (`/api/sse/client.js`,
 //! `/api/sse/react-query.js`). Frames come from `crate::wire`.
 
-pub mod front;
 pub mod stream;
 
-use crate::http::respond;
+use crate::config::Config;
+use crate::http::{respond, OwnEndpoints};
 use crate::state::State;
+use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -42,6 +43,27 @@ pub fn classify(stream_path: &str, path: &str) -> Option<Own> {
         CLIENT_SUFFIX => Some(Own::Client),
         REACT_QUERY_SUFFIX => Some(Own::ReactQuery),
         _ => None,
+    }
+}
+
+/// The endpoints above, for the proxy (built by the composition root).
+pub struct Endpoints {
+    pub state: Arc<State>,
+}
+
+#[async_trait]
+impl OwnEndpoints for Endpoints {
+    fn claims(&self, cfg: &Config, path: &str) -> bool {
+        classify(&cfg.sse.path, path).is_some()
+    }
+
+    async fn answer(&self, cfg: &Config, session: &mut Session) -> pingora::Result<()> {
+        match classify(&cfg.sse.path, session.req_header().uri.path()) {
+            Some(Own::Status) => serve_status(&self.state, session).await,
+            Some(own @ (Own::Client | Own::ReactQuery)) => serve_module(session, own).await,
+            // `None` cannot happen: `claims` saw the same config.
+            Some(Own::Stream) | None => stream::serve(&self.state, session).await,
+        }
     }
 }
 

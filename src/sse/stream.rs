@@ -87,7 +87,7 @@ impl StreamRequest {
             return;
         };
         match name.as_str() {
-            "accept-encoding" => self.gzip = super::front::accepts_gzip(v),
+            "accept-encoding" => self.gzip = crate::wire::headers::accepts_gzip(v),
             "origin" => self.origin = Some(v.trim().to_owned()),
             "host" => self.host = Some(v.trim().to_owned()),
             // Bounded: a head holds few of them (and at most MAX_KEPT_HEADER bytes each).
@@ -347,8 +347,7 @@ pub struct ConnGuard(Arc<State>);
 impl ConnGuard {
     /// Takes one of `max` connection slots; none when all are taken.
     fn claim(state: &Arc<State>, max: usize) -> Option<ConnGuard> {
-        if state.connections.fetch_add(1, Ordering::Relaxed) >= max {
-            state.connections.fetch_sub(1, Ordering::Relaxed);
+        if !state.claim_connection(max) {
             return None;
         }
         state.metrics.sse_connections.inc();
@@ -358,7 +357,7 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.release_connection();
         self.0.metrics.sse_connections.dec();
     }
 }
@@ -384,7 +383,7 @@ impl Signals {
     fn observe(state: &State) -> Signals {
         let mode_rx = state.watch_mode();
         let cfg_rx = state.reload.watch();
-        let drain_rx = state.draining.subscribe();
+        let drain_rx = state.watch_drain();
         let off_generation = state.off_generation();
         let cfg = state.config();
         Signals {
@@ -541,16 +540,11 @@ fn rate_limit(
     client: Option<std::net::IpAddr>,
 ) -> Result<(), Duration> {
     let Some(ip) = client else { return Ok(()) };
-    state
-        .handshakes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .admit(
-            ip,
-            std::time::Instant::now(),
-            cfg.sse.handshakes_per_client_per_second,
-            cfg.sse.handshake_burst,
-        )
+    state.admit_handshake(
+        ip,
+        cfg.sse.handshakes_per_client_per_second,
+        cfg.sse.handshake_burst,
+    )
 }
 
 /// The stream's tenant: none unless `upstream.tenancy` is `host`, then its Host (`Err` when
@@ -772,7 +766,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
     if !sink.send(preamble.freeze()).await {
         return;
     }
-    let floor = state.resume_floor.load(Ordering::Acquire);
+    let floor = state.resume_floor();
     // With a shared log, an id issued through another instance can be a moment ahead of this
     // instance's tailer: wait (bounded) for it instead of calling it a future id. Frames up
     // to it then arrive live and are skipped; nothing is replayed.

@@ -1,6 +1,11 @@
 //! Header names and header values every layer shares: which request headers are secrets
 //! (never copied into events, logs or checks), the `host[:port]` grammar of `Host` and of
-//! an `Origin`'s authority, and the tenant key a `Host` stands for (`upstream.tenancy`).
+//! an `Origin`'s authority, and the tenant key a `Host` stands for (`upstream.tenancy`), and whether an
+//! `Accept-Encoding` takes gzip.
+
+/// The credential headers a check may forward. Nothing else of the subscriber's request
+/// reaches the backend.
+pub const CREDENTIAL_HEADERS: &[&str] = &["cookie", "authorization"];
 
 /// Request headers that carry credentials: never copied into events or logs, and forwarded
 /// only where a rule names them (authorization checks).
@@ -64,9 +69,33 @@ pub fn tenant_key(host: Option<&str>) -> Option<String> {
     })
 }
 
+/// Whether an `Accept-Encoding` value accepts gzip (a `q=0` refuses it).
+pub fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|part| {
+        let mut it = part.split(';').map(str::trim);
+        let coding = it.next().unwrap_or("");
+        let refused = it.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_encoding_is_read_with_q_values() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("br, gzip;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("br, deflate"));
+        assert!(!accepts_gzip(""));
+    }
 
     #[test]
     fn tenant_keys_are_lower_case_hosts_and_refuse_garbage() {

@@ -1,4 +1,4 @@
-//! The listener's front: reads each request head on a connection itself; event-stream
+//! The listener (the composition's edge, beside `app`): reads each request head on a connection itself; event-stream
 //! requests are served right on the socket, everything else is handed, bytes untouched, to
 //! Pingora's proxy. Every head, whatever its path, is held to the same limits here, before
 //! Pingora sees it: at most `sse.max_request_head_bytes` (431 beyond) and complete within
@@ -12,9 +12,9 @@
 //! loop. The keep-alive loop mirrors Pingora's own (`ServerApp for HttpServerApp`), so
 //! pass-through requests behave exactly as before, including keep-alive reuse.
 
-use super::stream::{self, Sink, StreamRequest};
 use crate::events::hub::Subscriber;
 use crate::proxy::Proxy;
+use crate::sse::stream::{self, Sink, StreamRequest};
 use crate::state::State;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -92,20 +92,6 @@ fn blank_line_end(buf: &[u8]) -> Option<usize> {
         [b'\n', b'\n'] => Some(i + 2),
         [b'\n', b'\r'] if buf.get(i + 2) == Some(&b'\n') => Some(i + 3),
         _ => None,
-    })
-}
-
-/// Whether an `Accept-Encoding` value accepts gzip (a `q=0` refuses it).
-pub fn accepts_gzip(value: &str) -> bool {
-    value.split(',').any(|part| {
-        let mut it = part.split(';').map(str::trim);
-        let coding = it.next().unwrap_or("");
-        let refused = it.any(|p| {
-            p.strip_prefix("q=")
-                .and_then(|q| q.trim().parse::<f32>().ok())
-                .is_some_and(|q| q <= 0.0)
-        });
-        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
     })
 }
 
@@ -371,7 +357,6 @@ impl Sink for SocketSink {
     }
 
     async fn resume_direct(&mut self, sub: &Arc<Subscriber>) -> bool {
-        use std::os::fd::AsRawFd;
         // Compressed streams keep one deflate state per stream: never direct.
         if self.gzip.is_some() {
             return true;
@@ -381,7 +366,7 @@ impl Sink for SocketSink {
         if self.rest.is_some() && !Box::pin(self.write(&[])).await {
             return false;
         }
-        if sub.enable_direct(self.stream.as_raw_fd()) {
+        if sub.enable_direct(crate::sys::LentSocket::of(&*self.stream)) {
             self.direct = Some(sub.clone());
         }
         true
@@ -576,15 +561,5 @@ mod tests {
             head_state(head.as_bytes(), 1 << 20),
             HeadState::Complete(head.len())
         );
-    }
-
-    #[test]
-    fn accept_encoding_is_read_with_q_values() {
-        assert!(accepts_gzip("gzip"));
-        assert!(accepts_gzip("br, gzip;q=0.5"));
-        assert!(accepts_gzip("*"));
-        assert!(!accepts_gzip("gzip;q=0"));
-        assert!(!accepts_gzip("br, deflate"));
-        assert!(!accepts_gzip(""));
     }
 }
