@@ -116,7 +116,7 @@ fn bench(c: &mut Criterion) {
                     |ev| {
                         rt.block_on(hub.publish(ev)).expect("published");
                         for s in &subs {
-                            if let Drained::Overflowed = s.sub.drain(&hub.queued_bytes) {
+                            if let Drained::Overflowed = hub.drain(&s.sub) {
                                 panic!("overflow");
                             }
                         }

@@ -145,9 +145,7 @@ impl State {
     /// config; open streams see the change through `watch_mode`.
     pub fn refresh_mode(&self) {
         let cfg = self.config();
-        self.hub
-            .queued_limit
-            .store(cfg.sse.queued_bytes_total, Ordering::Relaxed);
+        self.hub.set_queued_limit(cfg.sse.queued_bytes_total);
         let admin = self
             .admin_kill
             .lock()
@@ -246,12 +244,7 @@ impl State {
         let now = tokio::time::Instant::now();
         let cfg = self.config();
         // The peak over the last second, so that bursts between samples count.
-        let current = self.hub.queued_bytes.load(Ordering::Relaxed);
-        let queued = self
-            .hub
-            .peak_queued
-            .swap(current, Ordering::Relaxed)
-            .max(current);
+        let queued = self.hub.take_peak_queued();
         let limit = cfg.sse.queued_bytes_total;
         let memory_bad = queued.saturating_mul(10) > limit.saturating_mul(8);
         let latency_bad = p99_ms.is_some_and(|p| p > cfg.safety.latency_target_ms);
@@ -309,7 +302,7 @@ impl State {
             3
         } else if latency_open {
             2
-        } else if self.hub.coalesce_ms.load(Ordering::Relaxed) > 0 {
+        } else if self.hub.coalesce_ms() > 0 {
             1
         } else {
             0
@@ -320,7 +313,7 @@ impl State {
     /// (double, up to `MAX_COALESCE_MS`) above half the target (`safety.latency_target_ms`,
     /// 100 ms by default), narrow (halve, to 0) below a quarter of it. Returns the new window.
     pub fn adapt_coalescing(&self, p99_ms: Option<f64>) -> u64 {
-        let cur = self.hub.coalesce_ms.load(Ordering::Relaxed);
+        let cur = self.hub.coalesce_ms();
         let target = self.config().safety.latency_target_ms;
         let next = match p99_ms {
             Some(p) if p > target / 2.0 => (cur * 2).clamp(2, MAX_COALESCE_MS),
@@ -329,7 +322,7 @@ impl State {
             _ => cur,
         };
         if next != cur {
-            self.hub.coalesce_ms.store(next, Ordering::Relaxed);
+            self.hub.set_coalesce_ms(next);
             let mode = self.mode();
             self.metrics
                 .degradation_level
@@ -513,7 +506,7 @@ mod tests {
         for _ in 0..10 {
             s.adapt_coalescing(Some(500.0));
         }
-        assert_eq!(s.hub.coalesce_ms.load(Ordering::Relaxed), MAX_COALESCE_MS);
+        assert_eq!(s.hub.coalesce_ms(), MAX_COALESCE_MS);
         assert_eq!(
             s.adapt_coalescing(Some(40.0)),
             MAX_COALESCE_MS,

@@ -166,7 +166,7 @@ pub fn status_json(s: &State) -> Value {
                 "disabled_reason": match &mode { crate::state::SseMode::Disabled { reason } => Value::from(reason.clone()), _ => Value::Null },
                 "env_disabled": s.env_disabled,
                 "connections": s.open_connections(),
-                "queued_bytes": s.hub.queued_bytes.load(std::sync::atomic::Ordering::Relaxed),
+                "queued_bytes": s.hub.queued_bytes(),
             },
             "rollout": { "phase": cfg.rollout_phase },
             "families": families,
@@ -183,7 +183,7 @@ pub fn status_json(s: &State) -> Value {
             "polling_families": s.polling_families(),
             "coverage": s.polling.coverage(cfg.polling.coverage_window),
             "degradation_level": s.metrics.degradation_level.get(),
-            "coalesce_ms": s.hub.coalesce_ms.load(std::sync::atomic::Ordering::Relaxed),
+            "coalesce_ms": s.hub.coalesce_ms(),
         })
     }
 }

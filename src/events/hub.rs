@@ -316,19 +316,19 @@ pub struct Hub {
     gap_hook: std::sync::OnceLock<GapHook>,
     next_sub: AtomicU64,
     /// Bytes queued across all subscribers.
-    pub queued_bytes: AtomicUsize,
+    queued_bytes: AtomicUsize,
     /// Bound on `queued_bytes`: past it, queues holding more than their fair share are shed
     /// (slowest first), their clients resume from their last id.
-    pub queued_limit: AtomicUsize,
+    queued_limit: AtomicUsize,
     /// Highest `queued_bytes` seen since the memory breaker last sampled it.
-    pub peak_queued: AtomicUsize,
+    peak_queued: AtomicUsize,
     metrics: Arc<Metrics>,
     /// Head sequence, published for streams and status (changes after each batch).
     head_tx: watch::Sender<u64>,
     /// The coalescing window in ms: 0 normally; widened while delivery latency climbs so each
     /// stream's frames go out in fewer, larger writes (degradation level 1). A stream that
     /// wrote within the window gets its frames through its queue, after the window.
-    pub coalesce_ms: AtomicU64,
+    coalesce_ms: AtomicU64,
 }
 
 /// Removes its subscriber from the hub when the stream ends, however it ends.
@@ -370,6 +370,40 @@ impl Hub {
 
     pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
+    }
+
+    /// Bytes queued across all subscribers right now.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets the bound on queued bytes (`sse.queued_bytes_total`).
+    pub fn set_queued_limit(&self, limit: usize) {
+        self.queued_limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// The highest queued bytes since the last call (bursts between two calls count), and
+    /// starts the next interval from the current value.
+    pub fn take_peak_queued(&self) -> usize {
+        let current = self.queued_bytes();
+        self.peak_queued
+            .swap(current, Ordering::Relaxed)
+            .max(current)
+    }
+
+    /// The coalescing window in ms (0: off).
+    pub fn coalesce_ms(&self) -> u64 {
+        self.coalesce_ms.load(Ordering::Relaxed)
+    }
+
+    /// Sets the coalescing window (the safety controller adapts it to delivery latency).
+    pub fn set_coalesce_ms(&self, ms: u64) {
+        self.coalesce_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Takes what is queued for `sub`, keeping the hub's count of queued bytes.
+    pub fn drain(&self, sub: &Subscriber) -> Drained {
+        sub.drain(&self.queued_bytes)
     }
 
     pub fn epoch(&self) -> Arc<str> {

@@ -22,7 +22,6 @@ use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -856,14 +855,14 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
             Step::Frames => {
                 // Under pressure, frames arriving soon after a write wait for the window
                 // so that they leave together.
-                let window = state.hub.coalesce_ms.load(Ordering::Relaxed);
+                let window = state.hub.coalesce_ms();
                 if window > 0 {
                     let since = now_ms().saturating_sub(sub.last_write_ms());
                     if since < window {
                         tokio::time::sleep(Duration::from_millis(window - since)).await;
                     }
                 }
-                match sub.drain(&state.hub.queued_bytes) {
+                match state.hub.drain(&sub) {
                     Drained::Overflowed => {
                         close_reason = "slow_consumer";
                         tracing::debug!(
