@@ -1,17 +1,21 @@
 //! Composition root: checks what must hold before anything starts (the admin token, a
-//! private upgrade-socket directory), builds the state (store, hub, reload handle, metrics),
-//! the Pingora services (proxy listener, admin listener, lifecycle background task) and runs
-//! them. The lifecycle task supervises the background tasks (one that fails ends the
-//! process, exit 70) and ends the process as soon as a drain is done.
+//! private upgrade-socket directory), builds the components (store, hub, reload handle,
+//! metrics, authorizer, polling tracker, safety controller, dashboard) and the runtime
+//! handle the edges are given (`State`), the Pingora services (proxy listener, admin
+//! listener, lifecycle background task) and runs them. The lifecycle task supervises the
+//! background tasks (one that fails ends the process, exit 70) and ends the process as soon
+//! as a drain is done.
 
+use crate::admin::snapshot::Dashboard;
 use crate::admin::Admin;
 use crate::config::{Config, StoreBackend};
+use crate::control::{self, Controller};
 use crate::events::hub::Hub;
 use crate::listener::Front;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{self, ReloadHandle};
-use crate::state::State;
+use crate::state::{Components, State};
 use crate::store::memory::MemoryLog;
 use crate::store::redis::RedisLog;
 use crate::store::sqlite::SqliteLog;
@@ -160,13 +164,15 @@ fn check_private_dir(
     Ok(())
 }
 
-/// Background task: runs the hub's sequencer and the status sampler, applies reloads (file
-/// watch, SIGHUP), turns Pingora's shutdown signal into a drain the streams can see, and
+/// Background task: runs the hub's sequencer, the safety controller's loop and the dashboard
+/// refresher, applies reloads (file watch, SIGHUP), turns Pingora's shutdown signal into a
+/// drain the streams can see, and
 /// ends the process as soon as the drain is done (Pingora itself would wait out the whole
 /// grace period). Supervises what it runs: a background task that panics or ends takes the
 /// process down (exit 70, logged) instead of leaving it half alive.
 struct Lifecycle {
     state: Arc<State>,
+    dashboard: Arc<Dashboard>,
     grace: Duration,
 }
 
@@ -186,12 +192,14 @@ impl BackgroundService for Lifecycle {
         // stopped (and finishes its queue) once nothing is in flight.
         let (hub_stop_tx, hub_stop_rx) = watch::channel(false);
         let hub = tokio::spawn(state.hub.clone().run(hub_stop_rx));
+        // The safety controller stops at shutdown, like the reload loop.
+        let safety = tokio::spawn(state.controller.clone().run(shutdown.clone()));
         // The sampler has no stop signal of its own: it ends when this task's sender goes.
         let (sampler_stop_tx, mut sampler_stop_rx) = watch::channel(());
-        let sampler_state = state.clone();
+        let dashboard = self.dashboard.clone().run(state.clone());
         let sampler = tokio::spawn(async move {
             tokio::select! {
-                _ = crate::admin::snapshot::run(sampler_state) => {}
+                _ = dashboard => {}
                 _ = sampler_stop_rx.changed() => {}
             }
         });
@@ -200,6 +208,7 @@ impl BackgroundService for Lifecycle {
             hub,
             sampler,
             control,
+            safety,
         };
         supervise(&state, self.grace, hub_stop_tx, tasks).await;
         drop(sampler_stop_tx);
@@ -210,6 +219,7 @@ struct Tasks {
     hub: tokio::task::JoinHandle<()>,
     sampler: tokio::task::JoinHandle<()>,
     control: tokio::task::JoinHandle<()>,
+    safety: tokio::task::JoinHandle<()>,
 }
 
 /// Reloads on file changes and SIGHUP until Pingora signals shutdown (or its sender is
@@ -273,11 +283,23 @@ async fn supervise(state: &State, grace: Duration, hub_stop: watch::Sender<bool>
         mut hub,
         mut sampler,
         mut control,
+        mut safety,
     } = t;
-    tokio::select! {
-        r = &mut control => if r.is_err() { task_failed(state, "lifecycle", r).await },
-        r = &mut hub => task_failed(state, "hub sequencer", r).await,
-        r = &mut sampler => task_failed(state, "status sampler", r).await,
+    let mut safety_stopped = false;
+    loop {
+        tokio::select! {
+            r = &mut control => {
+                if r.is_err() { task_failed(state, "lifecycle", r).await }
+                break;
+            }
+            r = &mut hub => task_failed(state, "hub sequencer", r).await,
+            r = &mut sampler => task_failed(state, "status sampler", r).await,
+            // It returns at shutdown, as the reload loop does; a panic is a failure.
+            r = &mut safety, if !safety_stopped => {
+                if r.is_err() { task_failed(state, "safety controller", r).await }
+                safety_stopped = true;
+            }
+        }
     }
     let deadline = tokio::time::Instant::now() + grace;
     let mut idle_checks = 0;
@@ -300,6 +322,44 @@ async fn supervise(state: &State, grace: Duration, hub_stop: watch::Sender<bool>
     state.hub.log().close().await;
     tracing::info!("drained (no stream open, no request in flight): sse-sidecar stopped");
     std::process::exit(0)
+}
+
+/// The components and the runtime handle given to the edges: the authorizer, the polling
+/// tracker (wired to the hub's feed and gaps) and the safety controller.
+fn runtime(
+    reload: ReloadHandle,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    env_disabled: bool,
+) -> Arc<State> {
+    let reload = Arc::new(reload);
+    let auth = crate::auth::Authorizer::new(
+        reload.current().authorization.max_concurrent_checks,
+        metrics.clone(),
+    );
+    // Events other instances derived reach this one through the shared log's feed: they
+    // tick the topic clock here too, so shielding never vouches for a change they made.
+    let polling = Arc::new(crate::polling::Tracker::new(100_000, metrics.clone()));
+    let clock = polling.clone();
+    hub.set_feed_hook(Box::new(move |e| clock.touch_event(&e.event)));
+    // A gap (events lost here or on another instance) may hide changes from every clock.
+    let shield = polling.clone();
+    hub.set_gap_hook(Box::new(move || shield.force_all()));
+    let controller = Controller::new(control::Parts {
+        reload: reload.clone(),
+        hub: hub.clone(),
+        metrics: metrics.clone(),
+        polling: polling.clone(),
+        env_disabled,
+    });
+    State::new(Components {
+        reload,
+        hub,
+        metrics,
+        auth,
+        polling,
+        controller,
+    })
 }
 
 /// What must hold before anything is opened: the admin token (when one is configured) and
@@ -349,7 +409,8 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     let store = log.clone();
     let no_auth_rules = cfg.authorization.rules.is_empty();
     let warnings = cfg.warnings.clone();
-    let state = State::new(ReloadHandle::new(config_path, cfg), hub, metrics, disabled);
+    let state = runtime(ReloadHandle::new(config_path, cfg), hub, metrics, disabled);
+    let dashboard = Arc::new(Dashboard::default());
 
     let conf = ServerConf {
         threads,
@@ -396,10 +457,16 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
         token,
         listen: admin_addr,
         allowed_hosts,
+        dashboard: dashboard.clone(),
     };
     let admin = admin_service(&server.configuration, admin);
     let grace = Duration::from_secs(grace);
-    let lifecycle = background_service("lifecycle", Lifecycle { state, grace });
+    let lifecycle = Lifecycle {
+        state,
+        dashboard,
+        grace,
+    };
+    let lifecycle = background_service("lifecycle", lifecycle);
 
     server.add_service(front);
     server.add_service(admin);

@@ -18,6 +18,8 @@
 //! - [`auth`]: topic authorization delegated to the backend, decision cache.
 //! - [`polling`]: coverage check of polled routes and poll shielding.
 //! - [`http`]: plain answers written to a Pingora session, shared by the edges.
+//! - [`control`]: the safety controller (SSE mode and kill switch, breakers, degradation,
+//!   coalescing) and its once-a-second loop.
 //! - [`admin`]: metrics, health and admin endpoints.
 //! - [`app`]: the composition root that wires everything into a Pingora server.
 
@@ -27,6 +29,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod events;
 pub mod http;
 pub mod listener;

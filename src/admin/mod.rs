@@ -35,6 +35,8 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// `admin.allowed_hosts`: further names the listener answers to.
     pub allowed_hosts: Vec<String>,
+    /// The dashboard's snapshot feed and phase gates.
+    pub dashboard: Arc<snapshot::Dashboard>,
 }
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
@@ -164,7 +166,7 @@ pub fn status_json(s: &State) -> Value {
             "sse": {
                 "mode": if mode.is_enabled() { "sse" } else { "polling" },
                 "disabled_reason": match &mode { crate::state::SseMode::Disabled { reason } => Value::from(reason.clone()), _ => Value::Null },
-                "env_disabled": s.env_disabled,
+                "env_disabled": s.controller.env_disabled(),
                 "connections": s.open_connections(),
                 "queued_bytes": s.hub.queued_bytes(),
             },
@@ -176,10 +178,10 @@ pub fn status_json(s: &State) -> Value {
                 "healthy": s.hub.log().healthy(),
             },
             "draining": s.is_draining(),
-            "uptime_seconds": s.started.elapsed().as_secs(),
+            "uptime_seconds": s.uptime().as_secs(),
             "reloads": s.reload.history(),
             "transitions": s.transitions(),
-            "breakers": s.breakers.lock().unwrap_or_else(|e| e.into_inner()).all().iter().map(|b| (b.name.to_string(), Value::from(b.state().as_str()))).collect::<serde_json::Map<String, Value>>(),
+            "breakers": s.controller.breaker_states().into_iter().map(|(name, st)| (name.to_string(), Value::from(st.as_str()))).collect::<serde_json::Map<String, Value>>(),
             "polling_families": s.polling_families(),
             "coverage": s.polling.coverage(cfg.polling.coverage_window),
             "degradation_level": s.metrics.degradation_level.get(),
@@ -198,7 +200,7 @@ impl Admin {
         resp.insert_header("transfer-encoding", "chunked")?;
         session.set_write_timeout(Some(Duration::from_secs(10)));
         session.write_response_header(Box::new(resp), false).await?;
-        let mut rx = self.state.snapshot.subscribe();
+        let mut rx = self.dashboard.subscribe();
         let mut drain = self.state.watch_drain();
         loop {
             let snap = rx.borrow_and_update().clone();
@@ -394,27 +396,20 @@ impl Admin {
                 .await
             }
         };
-        {
-            let mut k = self
-                .state
-                .admin_kill
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            *k = if req.enabled {
-                None
-            } else {
-                let reason: String = req
-                    .reason
-                    .unwrap_or_else(|| "admin".into())
-                    .chars()
-                    .filter(|c| !c.is_control())
-                    .take(200)
-                    .collect();
-                Some(format!("admin: {reason}"))
-            };
-        }
+        let kill = if req.enabled {
+            None
+        } else {
+            let reason: String = req
+                .reason
+                .unwrap_or_else(|| "admin".into())
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(200)
+                .collect();
+            Some(format!("admin: {reason}"))
+        };
         tracing::warn!(enabled = req.enabled, "kill switch set from the admin API");
-        self.state.refresh_mode();
+        self.state.controller.set_kill_switch(kill);
         let mode = self.state.mode();
         json_response(
             session,
@@ -492,7 +487,7 @@ impl ProxyHttp for Admin {
             ("POST", "/admin/reload") => self.reload_action(session).await?,
             ("POST", "/admin/kill-switch") => self.kill_switch(session).await?,
             ("GET", "/admin/gates") => {
-                json_response(session, 200, &snapshot::gates(&self.state)).await?
+                json_response(session, 200, &self.dashboard.gates(&self.state)).await?
             }
             ("POST", "/admin/publish") => self.publish(session).await?,
             _ => {

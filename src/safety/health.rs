@@ -3,8 +3,9 @@
 //! cannot switch SSE off for everyone. Client resets and clean closes are not failures of
 //! the server and are never recorded here.
 //!
-//! The stream records a failure with `record_failure(addr)` where it ends; the sampler takes
-//! the interval's counts once a second (`take`) and decides with `unhealthy`.
+//! The stream reports a failure where it ends (`control::Controller::note_write_failure`,
+//! which records it here with `record_failure(addr)`); the safety controller takes the
+//! interval's counts once a second (`take`) and decides with `unhealthy`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -1,17 +1,19 @@
 //! Safety controls that are pure state machines (time passed in, tested without sockets):
 //! the per-client handshake limiter and the idempotency de-duplicator. Both are bounded.
 //! `health` counts the server-side stream failures the `stream_health` breaker judges;
-//! `client_addr` finds the client's address behind trusted proxies.
+//! `latency` reads the delivery latency quantiles the coalescing window and the latency
+//! breaker follow; `client_addr` finds the client's address behind trusted proxies.
 
 pub mod breaker;
 pub mod client_addr;
 pub mod health;
+pub mod latency;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-/// The sidecar's breakers, fed once a second by the lifecycle's sampler.
+/// The sidecar's breakers, fed once a second by the safety controller (`control`).
 #[derive(Debug, Clone)]
 pub struct Breakers {
     /// Event log failing to commit → every family's clients poll.
@@ -22,8 +24,6 @@ pub struct Breakers {
     pub memory: breaker::Breaker,
     /// Most new streams failing → SSE off automatically (clients poll), probed back.
     pub stream_health: breaker::Breaker,
-    /// Server-side stream failures since the last sample, per client address.
-    pub health: health::StreamHealth,
 }
 
 impl Default for Breakers {
@@ -35,7 +35,6 @@ impl Default for Breakers {
             // Memory pressure is acute: one bad second trips it.
             memory: breaker::Breaker::new("memory", 1, D::from_secs(10)),
             stream_health: breaker::Breaker::new("stream_health", 3, D::from_secs(15)),
-            health: Default::default(),
         }
     }
 }

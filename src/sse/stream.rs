@@ -729,6 +729,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         .sse_handshakes_total
         .with_label_values(&["accepted"])
         .inc();
+    state.controller.note_handshake();
     let mut topics = std::mem::take(&mut admitted.grants.granted);
     let denied_reasons = admitted.grants.denied_reasons();
     // These credentials hold a stream (the slow-down hint for their polls).
@@ -1050,8 +1051,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut
         }
     }
     if close_reason == "write_error" {
-        let mut b = state.breakers.lock().unwrap_or_else(|e| e.into_inner());
-        b.health.record_failure(admitted.client);
+        state.controller.note_write_failure(admitted.client);
     }
     state
         .metrics
