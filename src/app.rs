@@ -375,6 +375,38 @@ fn preflight(cfg: &Config) -> Result<Option<String>, StartError> {
     Ok(token)
 }
 
+/// The proxy listener's service: the listener's front serves event streams on the socket
+/// itself and hands every other request to Pingora's proxy (see `listener`).
+fn front_service(
+    conf: &Arc<ServerConf>,
+    state: &Arc<State>,
+    listen: &str,
+) -> pingora::services::listening::Service<Front> {
+    let proxy = Arc::new(pingora::proxy::http_proxy(
+        conf,
+        Proxy {
+            state: state.clone(),
+            own: Arc::new(crate::sse::Endpoints {
+                state: state.clone(),
+            }),
+        },
+    ));
+    let mut front = pingora::services::listening::Service::new(
+        "sse-sidecar proxy".into(),
+        Front {
+            proxy,
+            state: state.clone(),
+        },
+    );
+    // Pingora's default read buffer is 64 KiB per connection; every stream would carry it.
+    // Bodies are read into Pingora's own buffers anyway, so connections read unbuffered.
+    front.add_listener(
+        ListenerConfig::tcp(listen.to_string())
+            .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
+    );
+    front
+}
+
 /// The admin listener's service: one thread, on `admin.listen`.
 fn admin_service(
     conf: &Arc<ServerConf>,
@@ -428,30 +460,7 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    // The listener's front serves event streams on the socket itself and hands every other
-    // request to Pingora's proxy (see `listener`).
-    let proxy = Arc::new(pingora::proxy::http_proxy(
-        &server.configuration,
-        Proxy {
-            state: state.clone(),
-            own: Arc::new(crate::sse::Endpoints {
-                state: state.clone(),
-            }),
-        },
-    ));
-    let mut front = pingora::services::listening::Service::new(
-        "sse-sidecar proxy".into(),
-        Front {
-            proxy,
-            state: state.clone(),
-        },
-    );
-    // Pingora's default read buffer is 64 KiB per connection; every stream would carry it.
-    // Bodies are read into Pingora's own buffers anyway, so connections read unbuffered.
-    front.add_listener(
-        ListenerConfig::tcp(listen.clone())
-            .l4_buffer(L4BufferSettings::new(L4_READ_BUFFER, L4_WRITE_BUFFER)),
-    );
+    let front = front_service(&server.configuration, &state, &listen);
     let admin = Admin {
         state: state.clone(),
         token,

@@ -222,6 +222,77 @@ impl Admin {
         Ok(())
     }
 
+    /// `/healthz` and `/readyz`, answered to anyone; false for every other request.
+    async fn health_check(&self, session: &mut Session, method: &str, path: &str) -> Result<bool> {
+        let s = &self.state;
+        match (method, path) {
+            ("GET", "/healthz") => {
+                json_response(session, 200, &json!({ "status": "alive" })).await?;
+            }
+            ("GET", "/readyz") => {
+                let store = s.hub.log().healthy();
+                let ready = store && !s.is_draining();
+                let body = json!({ "ready": ready, "store": store, "draining": s.is_draining() });
+                json_response(session, if ready { 200 } else { 503 }, &body).await?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `GET /metrics`: counted by the store itself; brought up to date at every scrape.
+    async fn metrics(&self, session: &mut Session) -> Result<()> {
+        let s = &self.state;
+        let errors = s.hub.log().decode_errors();
+        let shown = s.metrics.store_decode_errors_total.get();
+        if errors > shown {
+            s.metrics.store_decode_errors_total.inc_by(errors - shown);
+        }
+        respond(
+            session,
+            200,
+            "text/plain; version=0.0.4",
+            &[],
+            Bytes::from(s.metrics.render()),
+        )
+        .await
+    }
+
+    /// `GET /admin`: the dashboard page, never framed.
+    async fn dashboard_page(&self, session: &mut Session) -> Result<()> {
+        respond(
+            session,
+            200,
+            "text/html; charset=utf-8",
+            &[
+                ("x-frame-options", "DENY".to_string()),
+                (
+                    "content-security-policy",
+                    "frame-ancestors 'none'".to_string(),
+                ),
+            ],
+            Bytes::from_static(DASHBOARD_HTML.as_bytes()),
+        )
+        .await
+    }
+
+    /// An admitted request, to its endpoint.
+    async fn route(&self, session: &mut Session, method: &str, path: &str) -> Result<()> {
+        match (method, path) {
+            ("GET", "/metrics") => self.metrics(session).await,
+            ("GET", "/admin/status.json") => json_response(session, 200, &self.status_json()).await,
+            ("GET", "/admin") | ("GET", "/admin/") => self.dashboard_page(session).await,
+            ("GET", "/admin/stream") => self.stream(session).await,
+            ("POST", "/admin/reload") => self.reload_action(session).await,
+            ("POST", "/admin/kill-switch") => self.kill_switch(session).await,
+            ("GET", "/admin/gates") => {
+                json_response(session, 200, &self.dashboard.gates(&self.state)).await
+            }
+            ("POST", "/admin/publish") => self.publish(session).await,
+            _ => json_response(session, 404, &json!({ "error": "not found" })).await,
+        }
+    }
+
     /// Host, Origin and Sec-Fetch-Site (`guard`), then the token; false when the request
     /// was answered (421, 403 or 401).
     async fn admitted(&self, session: &mut Session, method: &str, path: &str) -> Result<bool> {
@@ -286,20 +357,6 @@ impl Admin {
         let Ok(body) = read_json_body(session).await? else {
             return Ok(());
         };
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct PublishBody {
-            #[serde(rename = "type")]
-            event_type: String,
-            topics: Vec<String>,
-            #[serde(default)]
-            data: Value,
-            #[serde(default)]
-            invalidate: Vec<Value>,
-            /// Under `upstream.tenancy: host`, the Host whose streams get it (required).
-            #[serde(default)]
-            tenant: Option<String>,
-        }
         let req: PublishBody = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
@@ -311,39 +368,54 @@ impl Admin {
                 .await
             }
         };
+        let event = match self.publish_event(req) {
+            Ok(e) => e,
+            Err((status, body)) => return json_response(session, status, &body).await,
+        };
+        if !self.state.mode().is_enabled() {
+            return json_response(session, 409, &json!({ "error": "SSE is switched off" })).await;
+        }
+        self.state
+            .metrics
+            .events_derived_total
+            .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
+            .inc();
+        self.state.polling.touch_event(&event);
+        match self.state.hub.publish(event).await {
+            Ok(id) => json_response(session, 202, &json!({ "id": id })).await,
+            Err(e) => json_response(session, 503, &json!({ "error": e.to_string() })).await,
+        }
+    }
+
+    /// The event a publish body asks for, validated; `Err`: the status and body to answer.
+    fn publish_event(&self, req: PublishBody) -> std::result::Result<Event, (u16, Value)> {
         let cfg = self.state.config();
         let Some(family) = cfg
             .event_types
             .get(&req.event_type)
             .map(|t| t.family.clone())
         else {
-            return json_response(
-                session,
+            return Err((
                 422,
-                &json!({ "error": format!("event type {:?} is not registered", req.event_type) }),
-            )
-            .await;
+                json!({ "error": format!("event type {:?} is not registered", req.event_type) }),
+            ));
         };
         let mut topics = Vec::new();
         for t in &req.topics {
             match Topic::parse(t) {
                 Ok(t) => topics.push(t.as_str().to_owned()),
-                Err(e) => {
-                    return json_response(session, 400, &json!({ "error": e.to_string() })).await
-                }
+                Err(e) => return Err((400, json!({ "error": e.to_string() }))),
             }
         }
         if topics.is_empty() {
-            return json_response(session, 400, &json!({ "error": "at least one topic" })).await;
+            return Err((400, json!({ "error": "at least one topic" })));
         }
-        let tenant = match publish_tenant(cfg.upstream.tenancy, req.tenant.as_deref()) {
-            Ok(t) => t,
-            Err(msg) => return json_response(session, 400, &json!({ "error": msg })).await,
-        };
+        let tenant = publish_tenant(cfg.upstream.tenancy, req.tenant.as_deref())
+            .map_err(|msg| (400, json!({ "error": msg })))?;
         let event = Event {
             id: String::new(),
             event_type: req.event_type,
-            family: family.clone(),
+            family,
             topics,
             ts: now_ms(),
             origin: Default::default(),
@@ -355,23 +427,11 @@ impl Admin {
             self.state
                 .metrics
                 .events_rejected_total
-                .with_label_values(&[family.as_str(), e.reason()])
+                .with_label_values(&[event.family.as_str(), e.reason()])
                 .inc();
-            return json_response(session, 422, &json!({ "error": e.to_string() })).await;
+            return Err((422, json!({ "error": e.to_string() })));
         }
-        if !self.state.mode().is_enabled() {
-            return json_response(session, 409, &json!({ "error": "SSE is switched off" })).await;
-        }
-        self.state
-            .metrics
-            .events_derived_total
-            .with_label_values(&[family.as_str(), event.event_type.as_str()])
-            .inc();
-        self.state.polling.touch_event(&event);
-        match self.state.hub.publish(event).await {
-            Ok(id) => json_response(session, 202, &json!({ "id": id })).await,
-            Err(e) => json_response(session, 503, &json!({ "error": e.to_string() })).await,
-        }
+        Ok(event)
     }
 
     async fn kill_switch(&self, session: &mut Session) -> Result<()> {
@@ -429,71 +489,13 @@ impl ProxyHttp for Admin {
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
-        let s = &self.state;
-        match (method.as_str(), path.as_str()) {
-            ("GET", "/healthz") => {
-                json_response(session, 200, &json!({ "status": "alive" })).await?;
-                return Ok(true);
-            }
-            ("GET", "/readyz") => {
-                let store = s.hub.log().healthy();
-                let ready = store && !s.is_draining();
-                let body = json!({ "ready": ready, "store": store, "draining": s.is_draining() });
-                json_response(session, if ready { 200 } else { 503 }, &body).await?;
-                return Ok(true);
-            }
-            _ => {}
+        if self.health_check(session, method.as_str(), &path).await? {
+            return Ok(true);
         }
         if !self.admitted(session, method.as_str(), &path).await? {
             return Ok(true);
         }
-        match (method.as_str(), path.as_str()) {
-            ("GET", "/metrics") => {
-                // Counted by the store itself; brought up to date at every scrape.
-                let errors = s.hub.log().decode_errors();
-                let shown = s.metrics.store_decode_errors_total.get();
-                if errors > shown {
-                    s.metrics.store_decode_errors_total.inc_by(errors - shown);
-                }
-                respond(
-                    session,
-                    200,
-                    "text/plain; version=0.0.4",
-                    &[],
-                    Bytes::from(s.metrics.render()),
-                )
-                .await?
-            }
-            ("GET", "/admin/status.json") => {
-                json_response(session, 200, &self.status_json()).await?
-            }
-            ("GET", "/admin") | ("GET", "/admin/") => {
-                respond(
-                    session,
-                    200,
-                    "text/html; charset=utf-8",
-                    &[
-                        ("x-frame-options", "DENY".to_string()),
-                        (
-                            "content-security-policy",
-                            "frame-ancestors 'none'".to_string(),
-                        ),
-                    ],
-                    Bytes::from_static(DASHBOARD_HTML.as_bytes()),
-                )
-                .await?
-            }
-            ("GET", "/admin/stream") => self.stream(session).await?,
-            ("POST", "/admin/reload") => self.reload_action(session).await?,
-            ("POST", "/admin/kill-switch") => self.kill_switch(session).await?,
-            ("GET", "/admin/gates") => {
-                json_response(session, 200, &self.dashboard.gates(&self.state)).await?
-            }
-            ("POST", "/admin/publish") => self.publish(session).await?,
-            _ => {
-                json_response(session, 404, &json!({ "error": "not found" })).await?;
-            }
-        }
+        self.route(session, method.as_str(), &path).await?;
         Ok(true)
     }
 
@@ -503,6 +505,22 @@ impl ProxyHttp for Admin {
             "the admin listener has no upstream",
         )
     }
+}
+
+/// The body of `POST /admin/publish`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    #[serde(rename = "type")]
+    event_type: String,
+    topics: Vec<String>,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    invalidate: Vec<Value>,
+    /// Under `upstream.tenancy: host`, the Host whose streams get it (required).
+    #[serde(default)]
+    tenant: Option<String>,
 }
 
 /// The tenant of an admin-published event: required (a Host, normalized) under
