@@ -204,7 +204,7 @@ impl Admin {
         let mut drain = self.state.watch_drain();
         loop {
             let snap = rx.borrow_and_update().clone();
-            let frame = crate::wire::encode::frame(None, "snapshot", &snap);
+            let frame = crate::wire::Frame::Snapshot(&snap).encode();
             if session
                 .write_response_body(Some(frame), false)
                 .await

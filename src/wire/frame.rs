@@ -1,7 +1,7 @@
 //! Every frame the server writes on an event stream, as one typed enum: the wire contract's
 //! single source. `Frame::encode` is the only way a stream's bytes are made (through
-//! `encode`'s framing), and `examples()` lists one of each for the fixture the browser
-//! client's tests replay (`clients/js/test/fixtures/frames.sse`), so the two sides of the
+//! `encode`'s framing), and `examples()` lists one of each (but `Snapshot`, the admin
+//! dashboard's feed) for the fixture the browser client's tests replay (`clients/js/test/fixtures/frames.sse`), so the two sides of the
 //! contract cannot drift apart unnoticed.
 //!
 //! JSON objects go out with their keys sorted (through `serde_json::Value`), as they always
@@ -135,6 +135,9 @@ pub enum Frame<'a> {
     },
     /// A stored event (encoded once, when it is appended to the log).
     Event(&'a Event),
+    /// `event: snapshot` with the dashboard's JSON: the admin listener's `/admin/stream`,
+    /// never an event stream's (so not in the client fixture).
+    Snapshot(&'a str),
 }
 
 impl Frame<'_> {
@@ -155,6 +158,7 @@ impl Frame<'_> {
                 encode::control_frame("reset", &json!({ "reason": reason, "head": head }))
             }
             Frame::Event(e) => encode::event_frame(e),
+            Frame::Snapshot(json) => encode::frame(None, "snapshot", json),
         }
     }
 }
@@ -245,8 +249,11 @@ mod tests {
             Frame::Control(Control::Reconnect { .. }) => "control.reconnect",
             Frame::Control(Control::Revoked { .. }) => "control.revoked",
             Frame::Control(Control::Types { .. }) => "control.types",
+            // The admin feed's frame: the browser client never reads it (see below).
+            Frame::Snapshot(_) => "admin.snapshot",
         }
     }
+    /// Every variant but `Snapshot`, which only the dashboard reads.
     const KINDS: usize = 10;
 
     #[test]
@@ -272,6 +279,14 @@ mod tests {
             on_disk, text,
             "the wire changed: run `UPDATE_FIXTURES=1 cargo test --lib wire` and make the \
              client (clients/js) handle what changed"
+        );
+    }
+
+    #[test]
+    fn the_dashboard_snapshot_is_an_unnamed_snapshot_event() {
+        assert_eq!(
+            &Frame::Snapshot("{\"a\":1}").encode()[..],
+            b"event: snapshot\ndata: {\"a\":1}\n\n"
         );
     }
 
