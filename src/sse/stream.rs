@@ -426,94 +426,38 @@ pub fn admit(
 ) -> Result<Admitted, Refused> {
     // Before anything is read: every later change reaches the stream.
     let signals = Signals::observe(state);
-    let query = req.query.as_str();
-    let last_event_id_header = req.last_event_id.as_deref();
     let cfg = state.config();
-    let refused = |status, outcome, retry_after, body: &str| {
-        state
-            .metrics
-            .sse_handshakes_total
-            .with_label_values(&[outcome])
-            .inc();
-        Refused {
-            status,
-            outcome,
-            retry_after,
-            body: body.to_owned(),
-        }
-    };
-    if !state.mode().is_enabled() {
-        // 204 makes EventSource stop for good; the client module then polls.
-        return Err(refused(204, "disabled", None, ""));
-    }
     let retry_after = cfg.sse.retry_max_ms.div_ceil(1000).max(1);
-    if state.is_draining() {
-        return Err(refused(
-            503,
-            "draining",
-            Some(retry_after),
-            "draining: reconnect to another instance or retry later\n",
-        ));
-    }
+    check_open(state, retry_after)?;
     let client = client.map(|peer| {
         let trusted = &cfg.sse.trusted_proxies;
         crate::safety::client_addr::client_addr(peer, &req.x_forwarded_for, &req.forwarded, trusted)
     });
     if let Err(wait) = rate_limit(state, &cfg, client) {
-        return Err(refused(
+        return Err(refuse(
+            state,
             429,
             "rate_limited",
             Some(wait.as_secs().max(1)),
             "too many new streams from this address; retry later\n",
         ));
     }
-    let cors = match cross_origin(
-        req.origin.as_deref(),
-        req.host.as_deref(),
-        &cfg.sse.allowed_origins,
-    ) {
-        Ok(c) => c,
-        Err(OriginRefused) => {
-            return Err(refused(
-                403,
-                "origin_refused",
-                None,
-                "cross-origin streams are refused: add the origin to sse.allowed_origins\n",
-            ))
-        }
-    };
+    let cors = check_origin(state, &cfg, req)?;
     let Ok(tenant) = stream_tenant(&cfg, req) else {
-        return Err(refused(
+        return Err(refuse(
+            state,
             400,
             "bad_host",
             None,
             "upstream.tenancy is host: the stream needs a valid Host header\n",
         ));
     };
-    let query = parse_query(query);
-    let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
-        Ok(t) => t,
-        Err(Refusal::BadTopics(msg)) => {
-            return Err(refused(400, "bad_topics", None, &format!("{msg}\n")));
-        }
-    };
-    if state.memory_refuses() {
-        return Err(refused(
-            503,
-            "overloaded",
-            Some(retry_after),
-            "queued memory near its bound; retry later\n",
-        ));
-    }
-    let Some(conn) = ConnGuard::claim(state, cfg.sse.max_connections) else {
-        return Err(refused(
-            503,
-            "overloaded",
-            Some(retry_after),
-            "too many open streams; retry later\n",
-        ));
-    };
-    let last_id = last_event_id_header.map(str::to_owned).or_else(|| {
+    let query = parse_query(req.query.as_str());
+    let topics = parse_topics(&query, cfg.sse.max_topics_per_stream).map_err(
+        |Refusal::BadTopics(msg)| refuse(state, 400, "bad_topics", None, &format!("{msg}\n")),
+    )?;
+    let conn = claim_capacity(state, &cfg, retry_after)?;
+    let last_id = req.last_event_id.clone().or_else(|| {
         query
             .iter()
             .find(|(k, _)| k == "lastEventId")
@@ -530,6 +474,93 @@ pub fn admit(
         client,
         tenant,
         _conn: conn,
+    })
+}
+
+/// A refusal with its body, counted under its outcome.
+fn refuse(
+    state: &State,
+    status: u16,
+    outcome: &'static str,
+    retry_after: Option<u64>,
+    body: &str,
+) -> Refused {
+    state
+        .metrics
+        .sse_handshakes_total
+        .with_label_values(&[outcome])
+        .inc();
+    Refused {
+        status,
+        outcome,
+        retry_after,
+        body: body.to_owned(),
+    }
+}
+
+/// Refuses every stream while SSE is off (204) or the sidecar drains (503).
+fn check_open(state: &State, retry_after: u64) -> Result<(), Refused> {
+    if !state.mode().is_enabled() {
+        // 204 makes EventSource stop for good; the client module then polls.
+        return Err(refuse(state, 204, "disabled", None, ""));
+    }
+    if state.is_draining() {
+        return Err(refuse(
+            state,
+            503,
+            "draining",
+            Some(retry_after),
+            "draining: reconnect to another instance or retry later\n",
+        ));
+    }
+    Ok(())
+}
+
+/// The origin to echo (see `cross_origin`), or a 403 for an origin not allowed.
+fn check_origin(
+    state: &State,
+    cfg: &crate::config::Config,
+    req: &StreamRequest,
+) -> Result<Option<String>, Refused> {
+    cross_origin(
+        req.origin.as_deref(),
+        req.host.as_deref(),
+        &cfg.sse.allowed_origins,
+    )
+    .map_err(|OriginRefused| {
+        refuse(
+            state,
+            403,
+            "origin_refused",
+            None,
+            "cross-origin streams are refused: add the origin to sse.allowed_origins\n",
+        )
+    })
+}
+
+/// A connection slot, unless queued memory is near its bound or every slot is taken (503).
+fn claim_capacity(
+    state: &Arc<State>,
+    cfg: &crate::config::Config,
+    retry_after: u64,
+) -> Result<ConnGuard, Refused> {
+    if state.memory_refuses() {
+        return Err(refuse(
+            state,
+            503,
+            "overloaded",
+            Some(retry_after),
+            "queued memory near its bound; retry later\n",
+        ));
+    }
+    ConnGuard::claim(state, cfg.sse.max_connections).ok_or_else(|| {
+        refuse(
+            state,
+            503,
+            "overloaded",
+            Some(retry_after),
+            "too many open streams; retry later\n",
+        )
     })
 }
 
