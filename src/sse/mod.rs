@@ -2,6 +2,7 @@
 //! (`/api/sse/status`) and the client modules it serves (`/api/sse/client.js`,
 //! `/api/sse/react-query.js`). Frames come from `crate::wire`.
 
+mod session;
 pub mod stream;
 
 use crate::config::Config;
