@@ -758,3 +758,268 @@ impl Scope<'_> {
                 .any(|t| self.topics.binary_search(t).is_ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::stream::{admit, authorize, run, StreamRequest};
+    use super::*;
+    use crate::events::hub::Hub;
+    use crate::metrics::Metrics;
+    use crate::reload::ReloadHandle;
+    use crate::store::memory::MemoryLog;
+    use tokio::time::{sleep, Instant};
+
+    /// Two public topics and a 5 s heartbeat.
+    const CONFIG: &str = "upstream: {address: \"127.0.0.1:1\"}
+sse: {heartbeat_seconds: 5}
+authorization:
+  rules:
+    - {topic: news, public: true}
+    - {topic: sport, public: true}
+";
+
+    /// A state built the way `state`'s own tests build one (memory log), with its config in
+    /// a file so that a test can reload another.
+    struct Fixture {
+        state: Arc<State>,
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new(config: &str) -> Fixture {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("sidecar.yaml"), config).expect("write config");
+            let cfg = crate::config::parse_str(config).expect("valid");
+            let metrics = Arc::new(Metrics::new());
+            let log = Arc::new(MemoryLog::new(10, Duration::from_secs(60)));
+            let hub = Hub::new(log, 16, metrics.clone());
+            let reload = ReloadHandle::new(dir.path().join("sidecar.yaml"), cfg);
+            let state = State::new(reload, hub, metrics, false);
+            Fixture { state, dir }
+        }
+
+        /// A stream request for `topics`, admitted and authorized.
+        async fn admitted(&self, topics: &str) -> Admitted {
+            let req = StreamRequest {
+                query: format!("topics={topics}"),
+                ..Default::default()
+            };
+            let admitted = admit(&self.state, None, &req).expect("admitted");
+            authorize(&self.state, admitted, &req)
+                .await
+                .expect("authorized")
+        }
+
+        fn reload(&self, config: &str) {
+            std::fs::write(self.dir.path().join("sidecar.yaml"), config).expect("write config");
+            let outcome = self.state.reload("test");
+            assert!(matches!(
+                outcome,
+                crate::reload::ReloadOutcome::Applied { .. }
+            ));
+        }
+
+        fn closes(&self, reason: Close) -> u64 {
+            let closes = &self.state.metrics.stream_closes_total;
+            closes.with_label_values(&[reason.as_str()]).get()
+        }
+
+        fn head(&self) -> String {
+            EventId::new(&self.state.hub.epoch(), self.state.hub.head()).to_string()
+        }
+    }
+
+    /// A sink that records every write with its time since the response head.
+    #[derive(Default)]
+    struct Recorder {
+        head_at: Option<Instant>,
+        writes: Vec<(Duration, Bytes)>,
+        finished: bool,
+    }
+
+    impl Recorder {
+        fn text(&self, i: usize) -> String {
+            String::from_utf8_lossy(&self.writes[i].1).into_owned()
+        }
+    }
+
+    impl Sink for Recorder {
+        async fn start(&mut self, _cors: Option<&str>) -> bool {
+            self.head_at = Some(Instant::now());
+            true
+        }
+        async fn send(&mut self, bytes: Bytes) -> bool {
+            let since = self.head_at.expect("the head comes first").elapsed();
+            self.writes.push((since, bytes));
+            true
+        }
+        async fn closed(&mut self) -> bool {
+            std::future::pending().await
+        }
+        async fn finish(&mut self) {
+            self.finished = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_come_at_the_configured_interval_when_no_event_does() {
+        let f = Fixture::new(CONFIG);
+        let mut sink = Recorder::default();
+        let admitted = f.admitted("news").await;
+        let stream = run(&f.state, admitted, &mut sink);
+        let open = tokio::time::timeout(Duration::from_millis(10_500), stream).await;
+        assert!(open.is_err(), "nothing ends the stream");
+        let preamble = sink.text(0);
+        assert!(preamble.starts_with("retry: "), "{preamble}");
+        assert!(preamble.contains("event: hello\n"), "{preamble}");
+        let beat = format!("event: heartbeat\ndata: {{\"head\":\"{}\"}}\n\n", f.head());
+        let beats: Vec<(Duration, String)> = (1..sink.writes.len())
+            .map(|i| (sink.writes[i].0, sink.text(i)))
+            .collect();
+        assert_eq!(
+            beats,
+            vec![
+                (Duration::from_secs(5), beat.clone()),
+                (Duration::from_secs(10), beat)
+            ]
+        );
+        assert!(!sink.finished);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_gives_the_reconnect_control_then_closes_with_the_drain_reason() {
+        let f = Fixture::new(CONFIG);
+        let mut sink = Recorder::default();
+        let admitted = f.admitted("news").await;
+        let drain = async {
+            sleep(Duration::from_secs(1)).await;
+            f.state.start_drain();
+        };
+        tokio::join!(run(&f.state, admitted, &mut sink), drain);
+        assert_eq!(sink.writes.len(), 2, "the preamble, then the advice");
+        assert_eq!(sink.writes[1].0, Duration::from_secs(1));
+        let advice = sink.text(1);
+        let (retry, control) = advice
+            .strip_prefix("retry: ")
+            .and_then(|a| a.split_once("\n\n"))
+            .expect("a retry first");
+        let retry_ms: u64 = retry.parse().expect("a number");
+        let cfg = f.state.config();
+        let window = cfg.shutdown.drain_window.as_millis() as u64;
+        assert!((cfg.sse.retry_min_ms..=cfg.sse.retry_min_ms + window).contains(&retry_ms));
+        assert_eq!(
+            control,
+            format!(
+                "event: control\ndata: {{\"mode\":\"reconnect\",\"reason\":\"draining\",\
+                 \"retry_ms\":{retry_ms}}}\n\n"
+            )
+        );
+        assert!(sink.finished, "the body ends cleanly");
+        assert_eq!(f.closes(Close::Draining), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn switching_sse_off_sends_the_client_to_polling_and_closes() {
+        let f = Fixture::new(CONFIG);
+        let mut sink = Recorder::default();
+        let admitted = f.admitted("news").await;
+        let off = async {
+            sleep(Duration::from_secs(2)).await;
+            *f.state.admin_kill.lock().expect("lock") = Some("admin: drill".into());
+            f.state.refresh_mode();
+        };
+        tokio::join!(run(&f.state, admitted, &mut sink), off);
+        assert_eq!(sink.writes.len(), 2, "the preamble, then the control");
+        assert_eq!(sink.writes[1].0, Duration::from_secs(2));
+        assert_eq!(
+            sink.text(1),
+            "event: control\ndata: {\"mode\":\"polling\",\"reason\":\"admin: drill\"}\n\n"
+        );
+        assert!(sink.finished, "the body ends cleanly");
+        assert_eq!(f.closes(Close::KillSwitch), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_revokes_topics_no_rule_matches_and_closes_once_none_is_left() {
+        let f = Fixture::new(CONFIG);
+        let mut sink = Recorder::default();
+        let admitted = f.admitted("news,sport").await;
+        let reloads = async {
+            sleep(Duration::from_secs(1)).await;
+            f.reload(&CONFIG.replace("sport", "weather"));
+            sleep(Duration::from_secs(1)).await;
+            f.reload(&CONFIG.replace("sport", "weather").replace("news", "tv"));
+        };
+        tokio::join!(run(&f.state, admitted, &mut sink), reloads);
+        let revoked = |topic: &str, left: &str| {
+            format!(
+                "event: control\ndata: {{\"reasons\":{{\"{topic}\":\"no_rule\"}},\
+                 \"revoked\":[\"{topic}\"],\"topics\":[{left}]}}\n\n"
+            )
+        };
+        assert_eq!(sink.writes.len(), 3, "the preamble, then two revocations");
+        assert_eq!(sink.text(1), revoked("sport", "\"news\""));
+        assert_eq!(sink.text(2), revoked("news", ""));
+        assert_eq!(sink.writes[2].0, Duration::from_secs(2));
+        assert!(sink.finished, "the body ends cleanly");
+        assert_eq!(f.closes(Close::Revoked), 1);
+        assert_eq!(f.state.metrics.auth_revoked_total.get(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_frames_of_granted_topics_reach_the_client_as_stored() {
+        let f = Fixture::new(CONFIG);
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(f.state.hub.clone().run(stopped));
+        let mut sink = Recorder::default();
+        let admitted = f.admitted("news").await;
+        let event = |topic: &str| crate::events::Event {
+            id: String::new(),
+            event_type: "story.published".into(),
+            family: "stories".into(),
+            topics: vec![topic.into()],
+            ts: now_ms(),
+            origin: Default::default(),
+            data: serde_json::json!({ "id": 1 }),
+            invalidate: vec![],
+            tenant: None,
+        };
+        let publish = async {
+            sleep(Duration::from_secs(1)).await;
+            f.state.hub.publish(event("sport")).await.expect("stored");
+            f.state.hub.publish(event("news")).await.expect("stored")
+        };
+        let stream =
+            tokio::time::timeout(Duration::from_secs(2), run(&f.state, admitted, &mut sink));
+        let (open, id) = tokio::join!(stream, publish);
+        assert!(open.is_err(), "nothing ends the stream");
+        let stored = f.state.hub.log().read_after(1, 1).await.expect("read");
+        let ReadAfter::Events(stored) = stored else {
+            panic!("evicted")
+        };
+        assert_eq!(stored[0].event.id, id);
+        assert_eq!(
+            sink.writes.len(),
+            2,
+            "the preamble, then the news event only"
+        );
+        assert_eq!(sink.writes[1].1, stored[0].frame);
+        assert!(sink.text(1).contains(&format!("id: {id}\n")));
+    }
+
+    #[test]
+    fn close_reasons_are_the_metric_labels() {
+        let all = [
+            (Close::ClientGone, "client_gone"),
+            (Close::ClientReset, "client_reset"),
+            (Close::WriteError, "write_error"),
+            (Close::SlowConsumer, "slow_consumer"),
+            (Close::KillSwitch, "kill_switch"),
+            (Close::Revoked, "revoked"),
+            (Close::Draining, "draining"),
+        ];
+        for (close, label) in all {
+            assert_eq!(close.as_str(), label);
+        }
+    }
+}
