@@ -1,7 +1,12 @@
-//! `GET /api/sse/events?topics=a,b`: one multiplexed stream per browser.
+//! `GET /api/sse/events?topics=a,b`: one multiplexed stream per browser. This module owns the
+//! request side and the decisions: what is kept of a request's head (`StreamRequest`),
+//! admission (`admit`, then `authorize`), the resume decision (`plan_resume`), where a
+//! stream's bytes go (`Sink`; `SessionSink` for Pingora) and `run`, which drives an admitted
+//! stream as a `session::Session` (that module owns the running stream).
 //!
 //! Life of a stream: refusals first (kill switch → 204, draining or full → 503 with
-//! Retry-After, bad topics or, under `upstream.tenancy: host`, no usable Host → 400); then the
+//! Retry-After, too many handshakes → 429, a foreign origin → 403, bad topics or, under
+//! `upstream.tenancy: host`, no usable Host → 400, no topic granted → 403); then the
 //! response head, `retry:` and `hello`; then
 //! subscribe-then-replay (Last-Event-ID header, else `?lastEventId=`) or an explicit `reset`
 //! when replay cannot cover the gap; then live frames (batched into one write when several
@@ -543,35 +548,22 @@ pub async fn authorize(
     let busy = |(_, r): &(String, crate::auth::DenyReason)| *r == crate::auth::DenyReason::Busy;
     if grants.granted.is_empty() && grants.denied.iter().any(busy) {
         // No check slot in time: not a denial; the client retries.
-        state
-            .metrics
-            .sse_handshakes_total
-            .with_label_values(&["check_busy"])
-            .inc();
-        return Err(Refused {
-            status: 503,
-            outcome: "check_busy",
-            retry_after: Some(cfg.authorization.check_timeout.as_secs().max(1)),
-            body: "authorization checks are busy; retry later\n".into(),
-        });
+        return Err(refuse(
+            state,
+            503,
+            "check_busy",
+            Some(cfg.authorization.check_timeout.as_secs().max(1)),
+            "authorization checks are busy; retry later\n",
+        ));
     }
     if grants.granted.is_empty() {
-        state
-            .metrics
-            .sse_handshakes_total
-            .with_label_values(&["forbidden"])
-            .inc();
         let reasons: Vec<String> = grants
             .denied
             .iter()
             .map(|(t, r)| format!("{t} ({})", r.as_str()))
             .collect();
-        return Err(Refused {
-            status: 403,
-            outcome: "forbidden",
-            retry_after: None,
-            body: format!("no topic granted: {}\n", reasons.join(", ")),
-        });
+        let body = format!("no topic granted: {}\n", reasons.join(", "));
+        return Err(refuse(state, 403, "forbidden", None, &body));
     }
     admitted.creds = creds;
     if recheck.is_none() {
