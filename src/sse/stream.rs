@@ -673,7 +673,10 @@ async fn preflight(
 pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) {
     // The config the stream starts under; the loop re-reads the reload handle.
     let cfg = state.config();
-    let Some(mut session) = session::Session::start(state, &cfg, admitted, sink).await else {
+    // Start and close are boxed, as the session's other one-off phases: their states would
+    // otherwise stay part of every stream's long-lived future.
+    let start = session::Session::start(state, &cfg, admitted, sink);
+    let Some(mut session) = Box::pin(start).await else {
         return;
     };
     if !session.resume(&cfg).await {
@@ -689,7 +692,7 @@ pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) 
             break close;
         }
     };
-    session.close(close).await;
+    Box::pin(session.close(close)).await;
 }
 
 #[cfg(test)]
