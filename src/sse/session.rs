@@ -84,7 +84,7 @@ impl Drop for StreamHolder<'_> {
 pub enum Close {
     /// The client went away cleanly.
     ClientGone,
-    /// The client's connection was reset.
+    /// The client's connection was reset (not against stream health: the client's doing).
     ClientReset,
     /// A write to the client failed (counts against stream health).
     WriteError,
@@ -363,7 +363,8 @@ impl<'a, S: Sink> Session<'a, S> {
             Wake::ConfigChanged => self.config_changed().await.into(),
             Wake::Heartbeat => self.heartbeat().await.into(),
             Wake::Recheck => self.recheck().await.into(),
-            // Resets count against stream health; clean closes do not.
+            // Two labels, neither against stream health (a client's reset says nothing about
+            // the server; only write errors count, see `close`).
             Wake::ClientGone(true) => Step::Close(Close::ClientGone),
             Wake::ClientGone(false) => Step::Close(Close::ClientReset),
         }
@@ -835,6 +836,8 @@ authorization:
         head_at: Option<Instant>,
         writes: Vec<(Duration, Bytes)>,
         finished: bool,
+        /// Writes after this many fail (the client cannot be written to).
+        fail_after: Option<usize>,
     }
 
     impl Recorder {
@@ -849,6 +852,9 @@ authorization:
             true
         }
         async fn send(&mut self, bytes: Bytes) -> bool {
+            if self.fail_after.is_some_and(|n| self.writes.len() >= n) {
+                return false;
+            }
             let since = self.head_at.expect("the head comes first").elapsed();
             self.writes.push((since, bytes));
             true
@@ -1005,6 +1011,28 @@ authorization:
         );
         assert_eq!(sink.writes[1].1, stored[0].frame);
         assert!(sink.text(1).contains(&format!("id: {id}\n")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_closes_at_once_without_ending_the_body() {
+        let f = Fixture::new(CONFIG);
+        let mut sink = Recorder {
+            fail_after: Some(1),
+            ..Default::default()
+        };
+        let admitted = f.admitted("news").await;
+        let closed =
+            tokio::time::timeout(Duration::from_secs(6), run(&f.state, admitted, &mut sink)).await;
+        assert!(
+            closed.is_ok(),
+            "the first heartbeat's failure ends the stream"
+        );
+        assert_eq!(sink.writes.len(), 1, "the preamble only");
+        assert!(
+            !sink.finished,
+            "no last chunk for a client that takes no write"
+        );
+        assert_eq!(f.closes(Close::WriteError), 1);
     }
 
     #[test]
