@@ -1,7 +1,9 @@
-//! The sidecar's own browser-facing endpoints: the event stream (`stream`), its status
+//! The sidecar's own browser-facing endpoints: the event stream (`stream`: admission,
+//! authorization, the Pingora sink; `session`: one open stream's life), its status
 //! (`/api/sse/status`) and the client modules it serves (`/api/sse/client.js`,
 //! `/api/sse/react-query.js`). Frames come from `crate::wire`.
 
+mod session;
 pub mod stream;
 
 use crate::config::Config;

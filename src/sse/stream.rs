@@ -1,7 +1,12 @@
-//! `GET /api/sse/events?topics=a,b`: one multiplexed stream per browser.
+//! `GET /api/sse/events?topics=a,b`: one multiplexed stream per browser. This module owns the
+//! request side and the decisions: what is kept of a request's head (`StreamRequest`),
+//! admission (`admit`, then `authorize`), the resume decision (`plan_resume`), where a
+//! stream's bytes go (`Sink`; `SessionSink` for Pingora) and `run`, which drives an admitted
+//! stream as a `session::Session` (that module owns the running stream).
 //!
 //! Life of a stream: refusals first (kill switch → 204, draining or full → 503 with
-//! Retry-After, bad topics or, under `upstream.tenancy: host`, no usable Host → 400); then the
+//! Retry-After, too many handshakes → 429, a foreign origin → 403, bad topics or, under
+//! `upstream.tenancy: host`, no usable Host → 400, no topic granted → 403); then the
 //! response head, `retry:` and `hello`; then
 //! subscribe-then-replay (Last-Event-ID header, else `?lastEventId=`) or an explicit `reset`
 //! when replay cannot cover the gap; then live frames (batched into one write when several
@@ -12,21 +17,18 @@
 //! The stream never lives on the config snapshot it started with: it re-reads the reload
 //! handle when the config changes.
 
-use crate::events::hub::{Drained, Subscriber};
+use super::session::{self, Signals, Step};
+use crate::events::hub::Subscriber;
 use crate::events::route::parse_query;
-use crate::events::types::{now_ms, EventId, Topic};
+use crate::events::types::{EventId, Topic};
 use crate::state::State;
-use crate::store::ReadAfter;
-use crate::wire::{Control, Frame, Hello, ResetReason};
-use bytes::{Bytes, BytesMut};
+use crate::wire::ResetReason;
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Most bytes written in one replay chunk.
-const REPLAY_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What the sidecar keeps of a stream request's head, however it arrived.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -294,16 +296,6 @@ impl Sink for SessionSink<'_> {
     }
 }
 
-enum Step {
-    Frames,
-    Recheck,
-    Heartbeat,
-    ModeChanged,
-    ConfigChanged,
-    Drain,
-    ClientGone(bool),
-}
-
 /// The response headers of every stream (plus `transfer-encoding: chunked`).
 pub const STREAM_HEADERS: &[(&str, &str)] = &[
     ("content-type", "text/event-stream"),
@@ -321,22 +313,6 @@ pub fn cors_headers(origin: Option<&str>) -> Vec<(&'static str, String)> {
             ("access-control-allow-credentials", "true".to_owned()),
             ("vary", "origin".to_owned()),
         ],
-    }
-}
-
-/// Counts a stream against its credentials' fingerprint while it lives.
-struct StreamHolder<'a>(&'a State, u128);
-
-impl<'a> StreamHolder<'a> {
-    fn new(state: &'a State, fp: u128) -> Self {
-        state.polling.stream_opened(fp);
-        StreamHolder(state, fp)
-    }
-}
-
-impl Drop for StreamHolder<'_> {
-    fn drop(&mut self) {
-        self.0.polling.stream_closed(self.1);
     }
 }
 
@@ -361,58 +337,23 @@ impl Drop for ConnGuard {
     }
 }
 
-/// What a stream reacts to, observed from admission on. The receivers are made before the
-/// first state admission reads, so a reload, kill switch or drain that lands during the
-/// handshake, authorization or replay still reaches the stream (a `watch` subscription only
-/// reports changes after it was made).
-struct Signals {
-    mode_rx: tokio::sync::watch::Receiver<crate::state::SseMode>,
-    cfg_rx: tokio::sync::watch::Receiver<u64>,
-    drain_rx: tokio::sync::watch::Receiver<bool>,
-    /// How often SSE had been switched off when the stream was admitted: an off→on flap
-    /// that completes while the stream is busy still shows as a new generation.
-    off_generation: u64,
-    /// The config version admission decided under.
-    config_version: String,
-    /// The event types announced in `hello`.
-    types: Vec<String>,
-}
-
-impl Signals {
-    fn observe(state: &State) -> Signals {
-        let mode_rx = state.watch_mode();
-        let cfg_rx = state.reload.watch();
-        let drain_rx = state.watch_drain();
-        let off_generation = state.off_generation();
-        let cfg = state.config();
-        Signals {
-            mode_rx,
-            cfg_rx,
-            drain_rx,
-            off_generation,
-            config_version: cfg.version.clone(),
-            types: cfg.type_names().iter().map(|t| t.to_string()).collect(),
-        }
-    }
-}
-
 /// An admitted stream request, ready to run.
 pub struct Admitted {
-    signals: Signals,
-    topics: Vec<String>,
-    last_id: Option<String>,
+    pub(super) signals: Signals,
+    pub(super) topics: Vec<String>,
+    pub(super) last_id: Option<String>,
     /// The origin to echo in CORS headers (allowed cross-origin request).
-    cors: Option<String>,
-    creds: crate::auth::Credentials,
-    grants: crate::auth::Grants,
+    pub(super) cors: Option<String>,
+    pub(super) creds: crate::auth::Credentials,
+    pub(super) grants: crate::auth::Grants,
     /// When the earliest checked decision expires (re-check then).
-    recheck_at: Option<std::time::Instant>,
+    pub(super) recheck_at: Option<std::time::Instant>,
     /// The client's address (the stream-health breaker bounds each address's share).
-    client: Option<std::net::IpAddr>,
+    pub(super) client: Option<std::net::IpAddr>,
     /// Its tenant under `upstream.tenancy: host` (its normalized Host): it subscribes to and
     /// replays only that tenant's events.
-    tenant: Option<String>,
-    _conn: ConnGuard,
+    pub(super) tenant: Option<String>,
+    pub(super) _conn: ConnGuard,
 }
 
 /// Checks a stream request (kill switch, drain, origin, topics, connection limit) and reads
@@ -425,94 +366,38 @@ pub fn admit(
 ) -> Result<Admitted, Refused> {
     // Before anything is read: every later change reaches the stream.
     let signals = Signals::observe(state);
-    let query = req.query.as_str();
-    let last_event_id_header = req.last_event_id.as_deref();
     let cfg = state.config();
-    let refused = |status, outcome, retry_after, body: &str| {
-        state
-            .metrics
-            .sse_handshakes_total
-            .with_label_values(&[outcome])
-            .inc();
-        Refused {
-            status,
-            outcome,
-            retry_after,
-            body: body.to_owned(),
-        }
-    };
-    if !state.mode().is_enabled() {
-        // 204 makes EventSource stop for good; the client module then polls.
-        return Err(refused(204, "disabled", None, ""));
-    }
     let retry_after = cfg.sse.retry_max_ms.div_ceil(1000).max(1);
-    if state.is_draining() {
-        return Err(refused(
-            503,
-            "draining",
-            Some(retry_after),
-            "draining: reconnect to another instance or retry later\n",
-        ));
-    }
+    check_open(state, retry_after)?;
     let client = client.map(|peer| {
         let trusted = &cfg.sse.trusted_proxies;
         crate::safety::client_addr::client_addr(peer, &req.x_forwarded_for, &req.forwarded, trusted)
     });
     if let Err(wait) = rate_limit(state, &cfg, client) {
-        return Err(refused(
+        return Err(refuse(
+            state,
             429,
             "rate_limited",
             Some(wait.as_secs().max(1)),
             "too many new streams from this address; retry later\n",
         ));
     }
-    let cors = match cross_origin(
-        req.origin.as_deref(),
-        req.host.as_deref(),
-        &cfg.sse.allowed_origins,
-    ) {
-        Ok(c) => c,
-        Err(OriginRefused) => {
-            return Err(refused(
-                403,
-                "origin_refused",
-                None,
-                "cross-origin streams are refused: add the origin to sse.allowed_origins\n",
-            ))
-        }
-    };
+    let cors = check_origin(state, &cfg, req)?;
     let Ok(tenant) = stream_tenant(&cfg, req) else {
-        return Err(refused(
+        return Err(refuse(
+            state,
             400,
             "bad_host",
             None,
             "upstream.tenancy is host: the stream needs a valid Host header\n",
         ));
     };
-    let query = parse_query(query);
-    let topics = match parse_topics(&query, cfg.sse.max_topics_per_stream) {
-        Ok(t) => t,
-        Err(Refusal::BadTopics(msg)) => {
-            return Err(refused(400, "bad_topics", None, &format!("{msg}\n")));
-        }
-    };
-    if state.memory_refuses() {
-        return Err(refused(
-            503,
-            "overloaded",
-            Some(retry_after),
-            "queued memory near its bound; retry later\n",
-        ));
-    }
-    let Some(conn) = ConnGuard::claim(state, cfg.sse.max_connections) else {
-        return Err(refused(
-            503,
-            "overloaded",
-            Some(retry_after),
-            "too many open streams; retry later\n",
-        ));
-    };
-    let last_id = last_event_id_header.map(str::to_owned).or_else(|| {
+    let query = parse_query(req.query.as_str());
+    let topics = parse_topics(&query, cfg.sse.max_topics_per_stream).map_err(
+        |Refusal::BadTopics(msg)| refuse(state, 400, "bad_topics", None, &format!("{msg}\n")),
+    )?;
+    let conn = claim_capacity(state, &cfg, retry_after)?;
+    let last_id = req.last_event_id.clone().or_else(|| {
         query
             .iter()
             .find(|(k, _)| k == "lastEventId")
@@ -529,6 +414,93 @@ pub fn admit(
         client,
         tenant,
         _conn: conn,
+    })
+}
+
+/// A refusal with its body, counted under its outcome.
+fn refuse(
+    state: &State,
+    status: u16,
+    outcome: &'static str,
+    retry_after: Option<u64>,
+    body: &str,
+) -> Refused {
+    state
+        .metrics
+        .sse_handshakes_total
+        .with_label_values(&[outcome])
+        .inc();
+    Refused {
+        status,
+        outcome,
+        retry_after,
+        body: body.to_owned(),
+    }
+}
+
+/// Refuses every stream while SSE is off (204) or the sidecar drains (503).
+fn check_open(state: &State, retry_after: u64) -> Result<(), Refused> {
+    if !state.mode().is_enabled() {
+        // 204 makes EventSource stop for good; the client module then polls.
+        return Err(refuse(state, 204, "disabled", None, ""));
+    }
+    if state.is_draining() {
+        return Err(refuse(
+            state,
+            503,
+            "draining",
+            Some(retry_after),
+            "draining: reconnect to another instance or retry later\n",
+        ));
+    }
+    Ok(())
+}
+
+/// The origin to echo (see `cross_origin`), or a 403 for an origin not allowed.
+fn check_origin(
+    state: &State,
+    cfg: &crate::config::Config,
+    req: &StreamRequest,
+) -> Result<Option<String>, Refused> {
+    cross_origin(
+        req.origin.as_deref(),
+        req.host.as_deref(),
+        &cfg.sse.allowed_origins,
+    )
+    .map_err(|OriginRefused| {
+        refuse(
+            state,
+            403,
+            "origin_refused",
+            None,
+            "cross-origin streams are refused: add the origin to sse.allowed_origins\n",
+        )
+    })
+}
+
+/// A connection slot, unless queued memory is near its bound or every slot is taken (503).
+fn claim_capacity(
+    state: &Arc<State>,
+    cfg: &crate::config::Config,
+    retry_after: u64,
+) -> Result<ConnGuard, Refused> {
+    if state.memory_refuses() {
+        return Err(refuse(
+            state,
+            503,
+            "overloaded",
+            Some(retry_after),
+            "queued memory near its bound; retry later\n",
+        ));
+    }
+    ConnGuard::claim(state, cfg.sse.max_connections).ok_or_else(|| {
+        refuse(
+            state,
+            503,
+            "overloaded",
+            Some(retry_after),
+            "too many open streams; retry later\n",
+        )
     })
 }
 
@@ -576,35 +548,22 @@ pub async fn authorize(
     let busy = |(_, r): &(String, crate::auth::DenyReason)| *r == crate::auth::DenyReason::Busy;
     if grants.granted.is_empty() && grants.denied.iter().any(busy) {
         // No check slot in time: not a denial; the client retries.
-        state
-            .metrics
-            .sse_handshakes_total
-            .with_label_values(&["check_busy"])
-            .inc();
-        return Err(Refused {
-            status: 503,
-            outcome: "check_busy",
-            retry_after: Some(cfg.authorization.check_timeout.as_secs().max(1)),
-            body: "authorization checks are busy; retry later\n".into(),
-        });
+        return Err(refuse(
+            state,
+            503,
+            "check_busy",
+            Some(cfg.authorization.check_timeout.as_secs().max(1)),
+            "authorization checks are busy; retry later\n",
+        ));
     }
     if grants.granted.is_empty() {
-        state
-            .metrics
-            .sse_handshakes_total
-            .with_label_values(&["forbidden"])
-            .inc();
         let reasons: Vec<String> = grants
             .denied
             .iter()
             .map(|(t, r)| format!("{t} ({})", r.as_str()))
             .collect();
-        return Err(Refused {
-            status: 403,
-            outcome: "forbidden",
-            retry_after: None,
-            body: format!("no topic granted: {}\n", reasons.join(", ")),
-        });
+        let body = format!("no topic granted: {}\n", reasons.join(", "));
+        return Err(refuse(state, 403, "forbidden", None, &body));
     }
     admitted.creds = creds;
     if recheck.is_none() {
@@ -710,497 +669,30 @@ async fn preflight(
 }
 
 /// Runs an admitted stream to its end: head, `retry:` and `hello`, replay or reset, then
-/// live frames and heartbeats until something ends it.
-pub async fn run<S: Sink>(state: &Arc<State>, mut admitted: Admitted, sink: &mut S) {
-    let Signals {
-        mut mode_rx,
-        mut cfg_rx,
-        mut drain_rx,
-        mut off_generation,
-        mut config_version,
-        mut types,
-    } = admitted.signals;
+/// live frames and heartbeats until something ends it (see `session`).
+pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) {
+    // The config the stream starts under; the loop re-reads the reload handle.
     let cfg = state.config();
-    if !sink.start(admitted.cors.as_deref()).await {
+    // Start and close are boxed, as the session's other one-off phases: their states would
+    // otherwise stay part of every stream's long-lived future.
+    let start = session::Session::start(state, &cfg, admitted, sink);
+    let Some(mut session) = Box::pin(start).await else {
         return;
-    }
-    state
-        .metrics
-        .sse_handshakes_total
-        .with_label_values(&["accepted"])
-        .inc();
-    state.controller.note_handshake();
-    let mut topics = std::mem::take(&mut admitted.grants.granted);
-    let denied_reasons = admitted.grants.denied_reasons();
-    // These credentials hold a stream (the slow-down hint for their polls).
-    let _holder = StreamHolder::new(state, admitted.creds.fingerprint);
-    // Subscribe before replaying, so nothing falls between the two.
-    let (subscription, fanned) = state.hub.subscribe_in(
-        admitted.tenant.clone(),
-        topics.clone(),
-        cfg.sse.queue_max_bytes,
-    );
-    let mut epoch = state.hub.epoch().to_string();
-    let head_id = EventId::new(&epoch, fanned).to_string();
-    let hello = Hello {
-        epoch: epoch.clone(),
-        head: head_id.clone(),
-        topics: topics.clone(),
-        denied: admitted
-            .grants
-            .denied_topics()
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        denied_reasons,
-        heartbeat_ms: cfg.sse.heartbeat.as_millis() as u64,
-        types: types.clone(),
-        polling_families: state.polling_families(),
     };
-    admitted.grants = Default::default();
-    let mut preamble = BytesMut::new();
-    let retry = jittered_retry(cfg.sse.retry_min_ms, cfg.sse.retry_max_ms);
-    preamble.extend_from_slice(&Frame::Retry(retry).encode());
-    preamble.extend_from_slice(&Frame::Hello(&hello).encode());
-    drop(hello);
-    if !sink.send(preamble.freeze()).await {
+    if !session.resume(&cfg).await {
         return;
     }
-    let floor = state.resume_floor();
-    // With a shared log, an id issued through another instance can be a moment ahead of this
-    // instance's tailer: wait (bounded) for it instead of calling it a future id. Frames up
-    // to it then arrive live and are skipped; nothing is replayed.
-    let mut skip_through = 0u64;
-    if let Some(id) = admitted
-        .last_id
-        .as_deref()
-        .and_then(|s| EventId::parse(s).ok())
-    {
-        if state.hub.is_shared() && id.epoch == epoch && id.seq > fanned && id.seq >= floor {
-            let mut head_rx = state.hub.watch_head();
-            let caught_up =
-                tokio::time::timeout(Duration::from_secs(2), head_rx.wait_for(|h| *h >= id.seq))
-                    .await;
-            if matches!(caught_up, Ok(Ok(_))) {
-                skip_through = id.seq;
-            }
-        }
-    }
-    let resumed = if skip_through > 0 {
-        true
-    } else {
-        match plan_resume(
-            admitted.last_id.as_deref(),
-            &epoch,
-            fanned,
-            cfg.sse.replay_max_events,
-            floor,
-        ) {
-            Resume::Fresh => true,
-            Resume::Reset(reason) => send_reset(state, sink, reason, &head_id).await,
-            // Events that could not be stored after this id: replay cannot vouch for it.
-            Resume::After(after) if after < state.hub.loss_floor() => {
-                send_reset(state, sink, ResetReason::EventsLost, &head_id).await
-            }
-            // Boxed, as the other one-off phases below: their states would otherwise stay part
-            // of every stream's long-lived future.
-            Resume::After(after) => {
-                let scope = Scope {
-                    topics: &topics,
-                    tenant: admitted.tenant.as_deref(),
-                };
-                Box::pin(replay(state, sink, scope, after, fanned, &head_id)).await
-            }
-        }
-    };
-    if !resumed {
-        return;
-    }
-
-    let mut last_polling = state.polling_families();
-    let heartbeat = cfg.sse.heartbeat;
     drop(cfg);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let sub = subscription.sub.clone();
-    // Re-check of expiring authorization decisions; far away when nothing needs one.
-    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-    let mut recheck_at = admitted.recheck_at;
-    let recheck = tokio::time::sleep_until(recheck_at.map(Into::into).unwrap_or_else(far));
-    tokio::pin!(recheck);
-    // Set once a topic was revoked: queued frames are then filtered by the granted topics.
-    let mut filter = false;
-    let close_reason: &str;
-    loop {
-        if *drain_rx.borrow() {
-            close_reason = drain(state, sink).await;
-            break;
+    let close = loop {
+        if let Step::Close(close) = session.ready().await {
+            break close;
         }
-        // Nothing queued and nothing to do: let the fan-out write to the client itself.
-        if skip_through == 0 && !sink.resume_direct(&sub).await {
-            close_reason = write_failure(&sub);
-            break;
+        let wake = session.wait().await;
+        if let Step::Close(close) = session.handle(wake).await {
+            break close;
         }
-        let step = tokio::select! {
-            biased;
-            _ = drain_rx.changed() => Step::Drain,
-            _ = mode_rx.changed() => Step::ModeChanged,
-            _ = sub.notify.notified() => Step::Frames,
-            _ = cfg_rx.changed() => Step::ConfigChanged,
-            _ = ticker.tick() => Step::Heartbeat,
-            _ = &mut recheck => Step::Recheck,
-            clean = sink.closed() => Step::ClientGone(clean),
-        };
-        sink.pause_direct();
-        match step {
-            Step::Frames => {
-                // Under pressure, frames arriving soon after a write wait for the window
-                // so that they leave together.
-                let window = state.hub.coalesce_ms();
-                if window > 0 {
-                    let since = now_ms().saturating_sub(sub.last_write_ms());
-                    if since < window {
-                        tokio::time::sleep(Duration::from_millis(window - since)).await;
-                    }
-                }
-                match state.hub.drain(&sub) {
-                    Drained::Overflowed => {
-                        close_reason = "slow_consumer";
-                        tracing::debug!(
-                            subscriber = sub.id,
-                            "slow consumer: queue overflowed, closing"
-                        );
-                        break;
-                    }
-                    Drained::Reset(reason, mut frames) => {
-                        // The epoch may have changed with the gap (shared log).
-                        epoch = state.hub.epoch().to_string();
-                        let head = EventId::new(&epoch, state.hub.head()).to_string();
-                        if !send_reset(state, sink, reason, &head).await {
-                            close_reason = "write_error";
-                            break;
-                        }
-                        if filter {
-                            frames.retain(|f| granted(f, &topics));
-                        }
-                        if !frames.is_empty() {
-                            let mut buf = BytesMut::new();
-                            for f in &frames {
-                                buf.extend_from_slice(f.bytes());
-                            }
-                            if !sink.send(buf.freeze()).await {
-                                close_reason = "write_error";
-                                break;
-                            }
-                        }
-                    }
-                    Drained::Frames(mut frames) => {
-                        if skip_through > 0 {
-                            frames.retain(|f| f.seq() > skip_through);
-                            if frames.last().is_some() {
-                                skip_through = 0;
-                            }
-                        }
-                        if filter {
-                            frames.retain(|f| granted(f, &topics));
-                        }
-                        if frames.is_empty() {
-                            continue;
-                        }
-                        let now = now_ms();
-                        for f in &frames {
-                            state
-                                .metrics
-                                .delivery_latency_seconds
-                                .observe(now.saturating_sub(f.ts_ms()) as f64 / 1000.0);
-                        }
-                        let body = if frames.len() == 1 {
-                            frames[0].bytes().clone()
-                        } else {
-                            let mut buf = BytesMut::with_capacity(
-                                frames.iter().map(|f| f.bytes().len()).sum(),
-                            );
-                            for f in &frames {
-                                buf.extend_from_slice(f.bytes());
-                            }
-                            buf.freeze()
-                        };
-                        if !sink.send(body).await {
-                            close_reason = write_failure(&sub);
-                            break;
-                        }
-                    }
-                }
-            }
-            Step::Heartbeat => {
-                let head = EventId::new(&epoch, state.hub.head()).to_string();
-                let frame = Frame::Heartbeat { head: &head }.encode();
-                if !sink.send(frame).await {
-                    close_reason = "write_error";
-                    break;
-                }
-            }
-            Step::ModeChanged => {
-                if let crate::state::SseMode::Disabled { reason } = state.mode() {
-                    let frame = Frame::Control(Control::Polling { reason }).encode();
-                    let _ = sink.send(frame).await;
-                    close_reason = "kill_switch";
-                    break;
-                }
-                // Off and on again while this stream was busy: what changed meanwhile was
-                // never recorded, so the client must refetch.
-                let generation = state.off_generation();
-                if generation != off_generation {
-                    off_generation = generation;
-                    let head = EventId::new(&epoch, state.hub.head()).to_string();
-                    if !send_reset(state, sink, ResetReason::SseWasOff, &head).await {
-                        close_reason = "write_error";
-                        break;
-                    }
-                }
-            }
-            Step::Recheck => {
-                let cfg = state.config();
-                let checked = crate::auth::checked_topics(&topics, &cfg.authorization);
-                let decisions =
-                    Box::pin(state.auth.decide_all(&cfg, &admitted.creds, &checked)).await;
-                let (again, next) = crate::auth::Grants::from_decisions(&checked, decisions);
-                let revoked = again.denied;
-                recheck_at = next;
-                recheck
-                    .as_mut()
-                    .reset(recheck_at.map(Into::into).unwrap_or_else(far));
-                if !revoked.is_empty() {
-                    filter = true;
-                    if !Box::pin(revoke(state, sink, &sub, &mut topics, revoked)).await {
-                        close_reason = if topics.is_empty() {
-                            "revoked"
-                        } else {
-                            "write_error"
-                        };
-                        break;
-                    }
-                }
-            }
-            Step::ConfigChanged => {
-                let now = state.config();
-                if now.version != config_version {
-                    config_version = now.version.clone();
-                    // Topics no rule matches any more go at once; checked topics are asked
-                    // again now (the decision cache was emptied by the new version).
-                    let gone: Vec<(String, crate::auth::DenyReason)> = topics
-                        .iter()
-                        .filter(|t| now.authorization.rule_for(t).is_none())
-                        .map(|t| (t.clone(), crate::auth::DenyReason::NoRule))
-                        .collect();
-                    if !gone.is_empty() {
-                        filter = true;
-                        if !Box::pin(revoke(state, sink, &sub, &mut topics, gone)).await {
-                            close_reason = if topics.is_empty() {
-                                "revoked"
-                            } else {
-                                "write_error"
-                            };
-                            break;
-                        }
-                    }
-                    if !crate::auth::checked_topics(&topics, &now.authorization).is_empty() {
-                        let soon = std::time::Instant::now()
-                            + Duration::from_millis(rand::random_range(0..=1000));
-                        recheck_at = Some(recheck_at.map_or(soon, |r| r.min(soon)));
-                        recheck
-                            .as_mut()
-                            .reset(recheck_at.map(Into::into).unwrap_or_else(far));
-                    }
-                }
-                if now.type_names() != types {
-                    // Browsers drop frames of event names they did not register: tell the
-                    // client the new list (no reconnect storm for a config change).
-                    types = now.type_names().iter().map(|t| t.to_string()).collect();
-                    let frame = Frame::Control(Control::Types {
-                        types: types.clone(),
-                    })
-                    .encode();
-                    if !sink.send(frame).await {
-                        close_reason = "write_error";
-                        break;
-                    }
-                }
-                let now_polling = state.polling_families();
-                if now_polling != last_polling {
-                    let frame = Frame::Control(Control::PollingFamilies {
-                        families: now_polling.clone(),
-                    })
-                    .encode();
-                    last_polling = now_polling;
-                    if !sink.send(frame).await {
-                        close_reason = "write_error";
-                        break;
-                    }
-                }
-            }
-            Step::Drain => {
-                close_reason = drain(state, sink).await;
-                break;
-            }
-            Step::ClientGone(clean) => {
-                // Resets count against stream health; clean closes do not.
-                close_reason = if clean { "client_gone" } else { "client_reset" };
-                break;
-            }
-        }
-    }
-    if close_reason == "write_error" {
-        state.controller.note_write_failure(admitted.client);
-    }
-    state
-        .metrics
-        .stream_closes_total
-        .with_label_values(&[close_reason])
-        .inc();
-    drop(subscription);
-    // End the chunked body cleanly, unless writing is what failed: a client that cannot
-    // take a write is released at once, not after another write timeout.
-    if !matches!(close_reason, "write_error" | "slow_consumer") {
-        sink.finish().await;
-    }
-}
-
-/// Whether a queued frame carries one of the stream's (sorted) granted topics.
-fn granted(f: &crate::events::hub::QueuedFrame, topics: &[String]) -> bool {
-    f.stored
-        .event
-        .topics
-        .iter()
-        .any(|t| topics.binary_search(t).is_ok())
-}
-
-/// Why a stream whose write failed ends: a write that timed out while the queue overflowed
-/// behind it is a slow consumer, not a network error.
-fn write_failure(sub: &Subscriber) -> &'static str {
-    if sub.overflowed() {
-        "slow_consumer"
-    } else {
-        "write_error"
-    }
-}
-
-/// Stops delivering revoked topics and tells the client with `control {revoked}`; false
-/// when the stream must end (nothing left granted, or the client cannot be written to).
-async fn revoke<S: Sink>(
-    state: &State,
-    sink: &mut S,
-    sub: &Arc<crate::events::hub::Subscriber>,
-    topics: &mut Vec<String>,
-    revoked: Vec<(String, crate::auth::DenyReason)>,
-) -> bool {
-    let names: Vec<String> = revoked.iter().map(|(t, _)| t.clone()).collect();
-    state.hub.drop_topics(sub, &names);
-    topics.retain(|t| !names.contains(t));
-    state.metrics.auth_revoked_total.inc_by(names.len() as u64);
-    let frame = Frame::Control(Control::Revoked {
-        revoked: revoked
-            .iter()
-            .map(|(t, r)| (t.clone(), r.as_str()))
-            .collect(),
-        topics: topics.clone(),
-    })
-    .encode();
-    sink.send(frame).await && !topics.is_empty()
-}
-
-async fn drain<S: Sink>(state: &State, sink: &mut S) -> &'static str {
-    let cfg = state.config();
-    let window = cfg.shutdown.drain_window.as_millis() as u64;
-    let retry_ms = jittered_retry(cfg.sse.retry_min_ms, cfg.sse.retry_min_ms + window);
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&Frame::Retry(retry_ms).encode());
-    let reconnect = Control::Reconnect {
-        reason: "draining",
-        retry_ms,
     };
-    buf.extend_from_slice(&Frame::Control(reconnect).encode());
-    let _ = sink.send(buf.freeze()).await;
-    "draining"
-}
-
-/// Sends `reset`; false when the client cannot be written to.
-async fn send_reset<S: Sink>(state: &State, sink: &mut S, reason: ResetReason, head: &str) -> bool {
-    state
-        .metrics
-        .resets_total
-        .with_label_values(&[reason.as_str()])
-        .inc();
-    sink.send(Frame::Reset { reason, head }.encode()).await
-}
-
-/// Sends the events of `topics` with `after < seq <= fanned`, or a reset when the log no
-/// longer holds them; false when the client cannot be written to.
-async fn replay<S: Sink>(
-    state: &State,
-    sink: &mut S,
-    scope: Scope<'_>,
-    after: u64,
-    fanned: u64,
-    head: &str,
-) -> bool {
-    let mut cursor = after;
-    let mut buf = BytesMut::new();
-    let mut sent = 0u64;
-    while cursor < fanned {
-        let want = (fanned - cursor).min(1024) as usize;
-        let read = tokio::time::timeout(
-            Duration::from_secs(5),
-            state.hub.log().read_after(cursor, want),
-        )
-        .await;
-        let events = match read {
-            Ok(Ok(ReadAfter::Events(v))) => v,
-            Ok(Ok(ReadAfter::Evicted { .. })) => {
-                return send_reset(state, sink, ResetReason::Evicted, head).await;
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "replay read failed; sending reset");
-                return send_reset(state, sink, ResetReason::StoreUnavailable, head).await;
-            }
-            Err(_) => return send_reset(state, sink, ResetReason::StoreTimeout, head).await,
-        };
-        if events.is_empty() {
-            break;
-        }
-        for e in events {
-            if e.seq > fanned {
-                cursor = fanned;
-                break;
-            }
-            cursor = e.seq;
-            if scope.wants(&e.event) {
-                buf.extend_from_slice(&e.frame);
-                sent += 1;
-                if buf.len() >= REPLAY_CHUNK_BYTES && !sink.send(buf.split().freeze()).await {
-                    return false;
-                }
-            }
-        }
-    }
-    state.metrics.replay_events_total.inc_by(sent);
-    buf.is_empty() || sink.send(buf.freeze()).await
-}
-
-/// What a stream replays: events on its (sorted) topics of its tenant.
-#[derive(Clone, Copy)]
-struct Scope<'a> {
-    topics: &'a [String],
-    tenant: Option<&'a str>,
-}
-
-impl Scope<'_> {
-    fn wants(&self, e: &crate::events::Event) -> bool {
-        e.tenant.as_deref() == self.tenant
-            && e.topics
-                .iter()
-                .any(|t| self.topics.binary_search(t).is_ok())
-    }
+    Box::pin(session.close(close)).await;
 }
 
 #[cfg(test)]
