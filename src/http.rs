@@ -1,6 +1,7 @@
 //! Plain HTTP answers written to a Pingora session (status, content type, extra headers, a
 //! body, `cache-control: no-store`, nothing after the head for `HEAD`): the one way the edges
-//! (proxy, stream endpoints, admin) answer a request themselves; and the seam through which
+//! (proxy, stream endpoints, admin) answer a request themselves; the one refusal type
+//! ([`Refused`]) and its rendering on a session; and the seam through which
 //! the proxy hands the sidecar's own paths to their endpoints ([`OwnEndpoints`]).
 
 use crate::config::Config;
@@ -32,6 +33,36 @@ pub async fn respond(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// A refusal: the one answer type for "not served" (a stream refused at admission or
+/// authorization, a request head refused by the listener). Each transport renders it with
+/// one function: [`refuse`] on a Pingora session, `listener::refuse` on a raw socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub status: u16,
+    /// Metrics label.
+    pub outcome: &'static str,
+    pub retry_after: Option<u64>,
+    pub body: String,
+}
+
+/// Writes a refusal on a Pingora session: its status, `retry-after` when set, its body as
+/// plain text.
+pub async fn refuse(session: &mut Session, r: &Refused) -> pingora::Result<()> {
+    let mut headers = Vec::new();
+    if let Some(s) = r.retry_after {
+        headers.push(("retry-after", s.to_string()));
+    }
+    let body = Bytes::from(r.body.clone());
+    respond(
+        session,
+        r.status,
+        "text/plain; charset=utf-8",
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// The sidecar's own browser-facing endpoints (the stream, its status, the client modules)

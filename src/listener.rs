@@ -175,7 +175,7 @@ async fn refuse_head(stream: &mut L4Stream, status: u16) {
         431 => "request head too large\n",
         _ => "request head not received in time\n",
     };
-    let r = stream::Refused {
+    let r = crate::http::Refused {
         status,
         outcome: "bad_head",
         retry_after: None,
@@ -403,8 +403,9 @@ impl Sink for SocketSink {
     }
 }
 
-/// Answers a refusal on the raw socket and closes.
-async fn refuse(stream: &mut L4Stream, r: &stream::Refused) {
+/// Writes a refusal on the raw socket (this transport's rendering of `http::Refused`; the
+/// Pingora one is `http::refuse`) and closes the connection.
+async fn refuse(stream: &mut L4Stream, r: &crate::http::Refused) {
     let reason = http::StatusCode::from_u16(r.status)
         .ok()
         .and_then(|s| s.canonical_reason())

@@ -227,18 +227,10 @@ pub fn jittered_retry(min_ms: u64, max_ms: u64) -> u64 {
     rand::random_range(min_ms..=max_ms)
 }
 
-/// A refusal to answer instead of a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub status: u16,
-    /// Metrics label.
-    pub outcome: &'static str,
-    pub retry_after: Option<u64>,
-    pub body: String,
-}
+pub use crate::http::Refused;
 
 /// Where a stream's bytes go: a Pingora session (requests Pingora parsed) or a socket the
-/// sidecar took over itself (`front`). Both carry the same frames.
+/// sidecar took over itself (`crate::listener`). Both carry the same frames.
 pub trait Sink: Send {
     /// Writes the response head of a stream (200, text/event-stream, chunked), with CORS
     /// headers for an allowed cross-origin request.
@@ -608,20 +600,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         Err(r) => Err(r),
     };
     match admitted {
-        Err(r) => {
-            let mut headers = Vec::new();
-            if let Some(s) = r.retry_after {
-                headers.push(("retry-after", s.to_string()));
-            }
-            crate::http::respond(
-                session,
-                r.status,
-                "text/plain; charset=utf-8",
-                &headers,
-                Bytes::from(r.body),
-            )
-            .await
-        }
+        Err(r) => crate::http::refuse(session, &r).await,
         Ok(admitted) => {
             session.set_write_timeout(Some(state.config().sse.write_timeout));
             run(state, admitted, &mut SessionSink(session)).await;
