@@ -327,6 +327,13 @@ pub struct AuthorizationFile {
     pub rules: Vec<serde_yaml::Value>,
 }
 
+impl Default for AuthorizationFile {
+    fn default() -> Self {
+        // Deserializing an empty mapping applies every serde default above.
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("empty mapping"))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRuleFile {
@@ -355,6 +362,13 @@ pub struct PollingFile {
     /// Kept raw so each route is deserialized (and reported) alone.
     #[serde(default)]
     pub routes: Vec<serde_yaml::Value>,
+}
+
+impl Default for PollingFile {
+    fn default() -> Self {
+        // Deserializing an empty mapping applies every serde default above.
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("empty mapping"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
