@@ -1,5 +1,7 @@
 //! The validated, immutable configuration. Built only by `validate`, shared as
-//! `Arc<Config>` through the reload handle; a request or stream never mutates it.
+//! `Arc<Config>` through the reload handle; a request or stream never mutates it. Also the
+//! one list of restart-only settings ([`RestartOnly`]), which `diff` compares and a reload
+//! keeps at their running values.
 
 use crate::events::route::RoutePattern;
 use crate::events::template::{StrTemplate, ValueTemplate};
@@ -268,4 +270,59 @@ impl Config {
     pub fn type_names(&self) -> Vec<&str> {
         self.event_types.keys().map(String::as_str).collect()
     }
+}
+
+/// Declares [`RestartOnly`] from one table: each setting's field, type, YAML key and place
+/// in [`Config`]. The struct, the keys a reload reports and the write-back all come from it.
+macro_rules! restart_only {
+    ($($field:ident: $ty:ty = $key:literal at $($place:ident).+;)*) => {
+        /// The settings a running process cannot change (listeners, threads, tenancy, admin
+        /// access, store, log format, shutdown grace, check slots): a reload reports those
+        /// that differ and keeps the running values. Built from a [`Config`], whose fields
+        /// stay where the rest of the code reads them.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct RestartOnly {
+            $(pub $field: $ty,)*
+        }
+
+        impl RestartOnly {
+            /// The YAML keys of the settings that differ between `self` and `other`, in
+            /// declaration order.
+            pub fn changed(&self, other: &RestartOnly) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $(if self.$field != other.$field {
+                    out.push($key);
+                })*
+                out
+            }
+        }
+
+        impl Config {
+            /// This config's restart-only settings.
+            pub fn restart_only(&self) -> RestartOnly {
+                RestartOnly {
+                    $($field: self.$($place).+.clone(),)*
+                }
+            }
+
+            /// Puts `r` in place of this config's restart-only settings.
+            pub fn set_restart_only(&mut self, r: RestartOnly) {
+                $(self.$($place).+ = r.$field;)*
+            }
+        }
+    };
+}
+
+restart_only! {
+    listen: SocketAddr = "listen" at listen;
+    threads: usize = "threads" at threads;
+    tenancy: Tenancy = "upstream.tenancy" at upstream.tenancy;
+    admin_listen: SocketAddr = "admin.listen" at admin.listen;
+    admin_token_env: Option<String> = "admin.token_env" at admin.token_env;
+    admin_allowed_hosts: Vec<String> = "admin.allowed_hosts" at admin.allowed_hosts;
+    store_backend: StoreBackend = "store.backend" at store.backend;
+    store_durability: Durability = "store.durability" at store.durability;
+    log_format: LogFormat = "logging.format" at logging.format;
+    grace_period_seconds: u64 = "shutdown.grace_period_seconds" at shutdown.grace_period_seconds;
+    max_concurrent_checks: usize = "authorization.max_concurrent_checks" at authorization.max_concurrent_checks;
 }
