@@ -1,7 +1,9 @@
 //! The validated, immutable configuration. Built only by `validate`, shared as
 //! `Arc<Config>` through the reload handle; a request or stream never mutates it. Also the
 //! one list of restart-only settings ([`RestartOnly`]), which `diff` compares and a reload
-//! keeps at their running values.
+//! keeps at their running values. Durations are `Duration`s; only values sent to clients as
+//! numbers (retry and poll-interval milliseconds) and the latency target, compared with
+//! measured milliseconds, stay numbers.
 
 use crate::events::route::RoutePattern;
 use crate::events::template::{StrTemplate, ValueTemplate};
@@ -134,6 +136,8 @@ pub struct Sse {
     pub enabled: bool,
     pub path: String,
     pub heartbeat: Duration,
+    /// Reconnect delay range sent to clients (the frame's `retry:` milliseconds, and
+    /// Retry-After seconds from the maximum), so it stays a number of milliseconds.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
     pub max_topics_per_stream: usize,
@@ -184,7 +188,8 @@ pub struct Store {
 
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    pub grace_period_seconds: u64,
+    /// How long in-flight requests get to finish after a shutdown signal.
+    pub grace_period: Duration,
     pub drain_window: Duration,
     /// Where a new process (`--upgrade`) receives the listening sockets of the old one.
     pub upgrade_sock: String,
@@ -205,6 +210,7 @@ pub struct Logging {
 #[derive(Debug, Clone)]
 pub struct Safety {
     /// Delivery p99 target: coalescing opens over half of it, the latency breaker over it.
+    /// Fractional milliseconds, compared with the measured p99 in milliseconds.
     pub latency_target_ms: f64,
     /// How long an open breaker waits before probing.
     pub breaker_cooldown: Duration,
@@ -323,6 +329,6 @@ restart_only! {
     store_backend: StoreBackend = "store.backend" at store.backend;
     store_durability: Durability = "store.durability" at store.durability;
     log_format: LogFormat = "logging.format" at logging.format;
-    grace_period_seconds: u64 = "shutdown.grace_period_seconds" at shutdown.grace_period_seconds;
+    grace_period: Duration = "shutdown.grace_period_seconds" at shutdown.grace_period;
     max_concurrent_checks: usize = "authorization.max_concurrent_checks" at authorization.max_concurrent_checks;
 }

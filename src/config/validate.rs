@@ -906,7 +906,7 @@ fn compile_shutdown(c: &mut Collector, s: ShutdownFile) -> Shutdown {
         ),
     ]);
     Shutdown {
-        grace_period_seconds: s.grace_period_seconds,
+        grace_period: Duration::from_secs(s.grace_period_seconds),
         drain_window: Duration::from_secs(s.drain_window_seconds),
         upgrade_sock: s.upgrade_sock,
     }
