@@ -102,13 +102,15 @@ impl ReloadHandle {
     /// Reads, validates and (if valid and different) applies the file, on the caller's
     /// thread (the read and the schema compile block it).
     pub fn reload(&self, trigger: &str) -> ReloadOutcome {
-        self.apply(load_guarded(&self.path), trigger)
+        let old = self.current();
+        self.apply(old, load_guarded(&self.path), trigger)
     }
 
     /// [`reload`](Self::reload) with the file read and compile on tokio's blocking pool, so
     /// an async caller (the admin handler, the SIGHUP and file-watch task) keeps its worker
     /// thread; only the swap and the record run on the caller.
     pub async fn reload_async(&self, trigger: &str) -> ReloadOutcome {
+        let old = self.current();
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || load_guarded(&path))
             .await
@@ -121,13 +123,18 @@ impl ReloadHandle {
                     hint: Some("the previous config keeps running; reload again".into()),
                 }])
             });
-        self.apply(loaded, trigger)
+        self.apply(old, loaded, trigger)
     }
 
-    /// Applies a loaded file if it is valid and differs from the config in force (keeping
-    /// the restart-only settings), then logs and records the outcome.
-    fn apply(&self, loaded: Result<Config, Vec<Problem>>, trigger: &str) -> ReloadOutcome {
-        let old = self.current();
+    /// Applies a loaded file if it is valid and differs from `old`, the config in force when
+    /// the reload began (keeping the restart-only settings), then logs and records the
+    /// outcome.
+    fn apply(
+        &self,
+        old: Arc<Config>,
+        loaded: Result<Config, Vec<Problem>>,
+        trigger: &str,
+    ) -> ReloadOutcome {
         let outcome = match loaded {
             Err(problems) => ReloadOutcome::Rejected(problems),
             Ok(new) if new.version == old.version => ReloadOutcome::Unchanged,

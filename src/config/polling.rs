@@ -1,6 +1,7 @@
 //! The compiled `polling` section: the polled routes (path pattern → family, topics,
 //! shield) and the coverage and shielding limits. Plain validated data; the engine that uses
-//! it (topic clock, coverage, shield) is `crate::polling`.
+//! it (topic clock, coverage, shield) is `crate::polling`. The limits' defaults are those of
+//! `file::PollingFile`.
 
 use super::file::PollingFile;
 use crate::events::route::{Params, RoutePattern};
