@@ -214,7 +214,7 @@ impl Sections {
     }
 
     /// A section's serde type, `default()` when the section is absent.
-    fn file_or<T: DeserializeOwned>(
+    fn read_or<T: DeserializeOwned>(
         &self,
         c: &mut Collector,
         name: &str,
@@ -227,8 +227,8 @@ impl Sections {
     }
 
     /// A section's serde type, its serde defaults when the section is absent.
-    fn file<T: DeserializeOwned + Default>(&self, c: &mut Collector, name: &str) -> Option<T> {
-        self.file_or(c, name, T::default)
+    fn read<T: DeserializeOwned + Default>(&self, c: &mut Collector, name: &str) -> Option<T> {
+        self.read_or(c, name, T::default)
     }
 }
 
@@ -282,43 +282,36 @@ fn version_of(text: &str) -> String {
 /// any problem refuses the whole file.
 pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     let mut c = Collector::default();
-    let file = read_sections(&mut c, text)?;
-    let listen = file.file_or(&mut c, "listen", default_listen);
+    let sections = read_sections(&mut c, text)?;
+    let listen = sections.read_or(&mut c, "listen", default_listen);
     let listen = listen.and_then(|s| c.addr("listen", &s));
-    let threads = file.file_or(&mut c, "threads", default_threads);
+    let threads = sections.read_or(&mut c, "threads", default_threads);
     let threads = threads.map(|t| compile_threads(&mut c, t));
-    let upstream = upstream_file(&mut c, &file).and_then(|u| compile_upstream(&mut c, u));
-    let admin = file
-        .file(&mut c, "admin")
-        .and_then(|a| compile_admin(&mut c, a));
-    let sse = file.file(&mut c, "sse").map(|s| compile_sse(&mut c, s));
-    let mutations = file
-        .file(&mut c, "mutations")
-        .map(|m| compile_mutations(&mut c, m));
-    let store = file
-        .file(&mut c, "store")
-        .and_then(|s| compile_store(&mut c, s));
-    let rollout = file.file::<RolloutFile>(&mut c, "rollout");
+    let upstream = upstream_file(&mut c, &sections).and_then(|u| compile_upstream(&mut c, u));
+    let admin = sections.read(&mut c, "admin");
+    let admin = admin.and_then(|a| compile_admin(&mut c, a));
+    let sse = sections.read(&mut c, "sse").map(|s| compile_sse(&mut c, s));
+    let mutations = sections.read(&mut c, "mutations");
+    let mutations = mutations.map(|m| compile_mutations(&mut c, m));
+    let store = sections.read(&mut c, "store");
+    let store = store.and_then(|s| compile_store(&mut c, s));
+    let rollout = sections.read::<RolloutFile>(&mut c, "rollout");
     // Event types before families, so rules can refer to them.
-    let event_types = file.file(&mut c, "event_types");
+    let event_types = sections.read(&mut c, "event_types");
     let event_types = event_types.map_or_else(BTreeMap::new, |t| compile_event_types(&mut c, t));
-    let families = file.file(&mut c, "families");
-    let (families, rules) = families.map_or_else(Default::default, |f| {
-        compile_families(&mut c, f, &event_types)
-    });
+    let families = sections.read(&mut c, "families");
+    let families = families.map(|f| compile_families(&mut c, f, &event_types));
+    let (families, rules) = families.unwrap_or_default();
     check_event_type_families(&mut c, &event_types, &families);
-    let shutdown = file
-        .file(&mut c, "shutdown")
-        .map(|s| compile_shutdown(&mut c, s));
-    let logging = file
-        .file(&mut c, "logging")
-        .and_then(|l| compile_logging(&mut c, l));
-    let safety = file
-        .file(&mut c, "safety")
-        .map(|s| compile_safety(&mut c, s));
-    let authorization = file.file(&mut c, "authorization");
+    let shutdown = sections.read(&mut c, "shutdown");
+    let shutdown = shutdown.map(|s| compile_shutdown(&mut c, s));
+    let logging = sections.read(&mut c, "logging");
+    let logging = logging.and_then(|l| compile_logging(&mut c, l));
+    let safety = sections.read(&mut c, "safety");
+    let safety = safety.map(|s| compile_safety(&mut c, s));
+    let authorization = sections.read(&mut c, "authorization");
     let authorization = authorization.map(|a| compile_authorization(&mut c, a));
-    let polling = file.file(&mut c, "polling");
+    let polling = sections.read(&mut c, "polling");
     let polling = polling.map(|p| compile_polling(&mut c, p, &families));
     let parts = Parts {
         listen,
@@ -338,7 +331,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         authorization,
         polling,
     };
-    warn_unworkable_parts(&mut c, &parts, file.given("rollout").is_some());
+    warn_unworkable_parts(&mut c, &parts, sections.given("rollout").is_some());
     finish(c, version_of(text), parts)
 }
 
@@ -410,8 +403,8 @@ fn assemble(p: Parts, version: String, warnings: Vec<Problem>) -> Option<Config>
 }
 
 /// `upstream` has no default: the sidecar cannot guess the backend.
-fn upstream_file(c: &mut Collector, file: &Sections) -> Option<UpstreamFile> {
-    match file.given("upstream") {
+fn upstream_file(c: &mut Collector, sections: &Sections) -> Option<UpstreamFile> {
+    match sections.given("upstream") {
         Some(v) => c.section::<UpstreamFile>("upstream", v),
         None => {
             c.push(
