@@ -155,6 +155,7 @@ impl Default for MutationsFile {
 pub struct StoreFile {
     #[serde(default = "default_store_backend")]
     pub backend: String,
+    /// The sqlite file; `None` (or null): `default_sqlite_path()`.
     #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
@@ -492,6 +493,9 @@ fn default_capture_max_bytes() -> usize {
 }
 fn default_store_backend() -> String {
     "memory".into()
+}
+pub fn default_sqlite_path() -> String {
+    "data/events.db".into()
 }
 fn default_key_prefix() -> String {
     "sse-sidecar".into()

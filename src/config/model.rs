@@ -112,10 +112,9 @@ pub struct Upstream {
 
 /// `upstream.tenancy`: whether one sidecar fronts one backend tenant or many told apart by
 /// Host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tenancy {
-    /// One tenant: Host plays no part in topics, events or the shield (the default).
-    #[default]
+    /// One tenant: Host plays no part in topics, events or the shield (the file's default).
     None,
     /// The backend routes tenants by Host: every event, topic subscription, replay and
     /// shield clock is scoped by the request's normalized Host; a stream without a usable

@@ -715,7 +715,7 @@ fn compile_store_backend(c: &mut Collector, s: &StoreFile) -> Option<StoreBacken
     match s.backend.as_str() {
         "memory" => Some(StoreBackend::Memory),
         "sqlite" => Some(StoreBackend::Sqlite {
-            path: s.path.clone().unwrap_or_else(|| "data/events.db".into()),
+            path: s.path.clone().unwrap_or_else(default_sqlite_path),
         }),
         "redis" => match &s.url {
             Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
