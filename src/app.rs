@@ -432,7 +432,7 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     let admin_listen = admin_addr.to_string();
     let allowed_hosts = cfg.admin.allowed_hosts.clone();
     let threads = cfg.threads;
-    let grace = cfg.shutdown.grace_period_seconds;
+    let grace = cfg.shutdown.grace_period.as_secs();
     let upgrade_sock = cfg.shutdown.upgrade_sock.clone();
     let disabled = env_disabled();
     if disabled {

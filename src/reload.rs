@@ -3,7 +3,8 @@
 //! Triggers: file watch (inotify via `notify`, watching the directory so editors that
 //! replace the file are seen), SIGHUP, and the admin API. A reload validates the whole
 //! file first; a bad file changes nothing (nor does one that makes the validator panic: it
-//! is rejected like any other problem).
+//! is rejected like any other problem). `reload` reads and compiles on the caller's thread;
+//! `reload_async` does both on tokio's blocking pool.
 
 use crate::config::{self, diff, Config, Problem};
 use crate::events::types::now_ms;
@@ -98,10 +99,43 @@ impl ReloadHandle {
         h.push_back(r);
     }
 
-    /// Reads, validates and (if valid and different) applies the file.
+    /// Reads, validates and (if valid and different) applies the file, on the caller's
+    /// thread (the read and the schema compile block it).
     pub fn reload(&self, trigger: &str) -> ReloadOutcome {
         let old = self.current();
-        let outcome = match load_guarded(&self.path) {
+        self.apply(old, load_guarded(&self.path), trigger)
+    }
+
+    /// [`reload`](Self::reload) with the file read and compile on tokio's blocking pool, so
+    /// an async caller (the admin handler, the SIGHUP and file-watch task) keeps its worker
+    /// thread; only the swap and the record run on the caller.
+    pub async fn reload_async(&self, trigger: &str) -> ReloadOutcome {
+        let old = self.current();
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_guarded(&path))
+            .await
+            .unwrap_or_else(|e| {
+                // `load_guarded` catches panics: only a cancelled task (the runtime shutting
+                // down) gets here.
+                Err(vec![Problem {
+                    path: "(file)".into(),
+                    message: format!("the reload did not finish: {e}"),
+                    hint: Some("the previous config keeps running; reload again".into()),
+                }])
+            });
+        self.apply(old, loaded, trigger)
+    }
+
+    /// Applies a loaded file if it is valid and differs from `old`, the config in force when
+    /// the reload began (keeping the restart-only settings), then logs and records the
+    /// outcome.
+    fn apply(
+        &self,
+        old: Arc<Config>,
+        loaded: Result<Config, Vec<Problem>>,
+        trigger: &str,
+    ) -> ReloadOutcome {
+        let outcome = match loaded {
             Err(problems) => ReloadOutcome::Rejected(problems),
             Ok(new) if new.version == old.version => ReloadOutcome::Unchanged,
             Ok(mut new) => {
@@ -117,7 +151,13 @@ impl ReloadHandle {
                 }
             }
         };
-        match &outcome {
+        self.report(&outcome, trigger, &old.version);
+        outcome
+    }
+
+    /// Logs an outcome and records it in the history (an unchanged file is not recorded).
+    fn report(&self, outcome: &ReloadOutcome, trigger: &str, old_version: &str) {
+        match outcome {
             ReloadOutcome::Applied {
                 version,
                 restart_required,
@@ -153,13 +193,12 @@ impl ReloadHandle {
                     at_ms: now_ms(),
                     trigger: trigger.into(),
                     outcome: "rejected".into(),
-                    version: old.version.clone(),
+                    version: old_version.to_owned(),
                     problems: problems.iter().map(|p| p.to_string()).collect(),
                     restart_required: vec![],
                 });
             }
         }
-        outcome
     }
 }
 
@@ -217,3 +256,48 @@ pub fn watch_file(
 
 /// Debounce for file events: editors write in several steps.
 pub const DEBOUNCE: Duration = Duration::from_millis(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "upstream: {address: \"127.0.0.1:1\"}\n";
+
+    #[tokio::test]
+    async fn reload_async_applies_rejects_and_keeps_restart_settings() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("sidecar.yaml");
+        std::fs::write(&path, BASE).expect("write");
+        let handle = ReloadHandle::new(path.clone(), config::parse_str(BASE).expect("valid"));
+        assert!(matches!(
+            handle.reload_async("test").await,
+            ReloadOutcome::Unchanged
+        ));
+        std::fs::write(
+            &path,
+            format!("{BASE}threads: 3\nsse: {{heartbeat_seconds: 7}}\n"),
+        )
+        .expect("write");
+        match handle.reload_async("test").await {
+            ReloadOutcome::Applied {
+                restart_required, ..
+            } => assert_eq!(restart_required, ["threads"]),
+            other => panic!("not applied: {other:?}"),
+        }
+        let cfg = handle.current();
+        assert_eq!(cfg.threads, 2, "restart-only: kept");
+        assert_eq!(cfg.sse.heartbeat, Duration::from_secs(7), "hot: applied");
+        std::fs::write(&path, "upstream: 5\n").expect("write");
+        assert!(matches!(
+            handle.reload_async("test").await,
+            ReloadOutcome::Rejected(_)
+        ));
+        assert_eq!(
+            handle.current().version,
+            cfg.version,
+            "a bad file changes nothing"
+        );
+        let outcomes: Vec<String> = handle.history().into_iter().map(|r| r.outcome).collect();
+        assert_eq!(outcomes, ["applied", "rejected"]);
+    }
+}

@@ -5,7 +5,6 @@
 use crate::events::condition::Condition;
 use crate::events::pattern::TopicPattern;
 use crate::events::template::StrTemplate;
-use crate::wire::headers::CREDENTIAL_HEADERS;
 use std::time::Duration;
 
 /// A backend check: method, path template (topic parameters only) and optional condition.
@@ -41,21 +40,6 @@ pub struct Policy {
     pub max_concurrent_checks: usize,
     /// Largest check answer read for a condition.
     pub max_response_bytes: usize,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Policy {
-            rules: Vec::new(),
-            forward_headers: CREDENTIAL_HEADERS.iter().map(|s| s.to_string()).collect(),
-            cache_ttl: Duration::from_secs(30),
-            failure_ttl: Duration::from_secs(2),
-            cache_max_entries: 100_000,
-            check_timeout: Duration::from_secs(2),
-            max_concurrent_checks: 64,
-            max_response_bytes: 64 * 1024,
-        }
-    }
 }
 
 impl Policy {

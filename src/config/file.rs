@@ -155,6 +155,7 @@ impl Default for MutationsFile {
 pub struct StoreFile {
     #[serde(default = "default_store_backend")]
     pub backend: String,
+    /// The sqlite file; `None` (or null): `default_sqlite_path()`.
     #[serde(default)]
     pub path: Option<String>,
     #[serde(default)]
@@ -327,6 +328,13 @@ pub struct AuthorizationFile {
     pub rules: Vec<serde_yaml::Value>,
 }
 
+impl Default for AuthorizationFile {
+    fn default() -> Self {
+        // Deserializing an empty mapping applies every serde default above.
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("empty mapping"))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRuleFile {
@@ -355,6 +363,13 @@ pub struct PollingFile {
     /// Kept raw so each route is deserialized (and reported) alone.
     #[serde(default)]
     pub routes: Vec<serde_yaml::Value>,
+}
+
+impl Default for PollingFile {
+    fn default() -> Self {
+        // Deserializing an empty mapping applies every serde default above.
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("empty mapping"))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -478,6 +493,9 @@ fn default_capture_max_bytes() -> usize {
 }
 fn default_store_backend() -> String {
     "memory".into()
+}
+pub fn default_sqlite_path() -> String {
+    "data/events.db".into()
 }
 fn default_key_prefix() -> String {
     "sse-sidecar".into()

@@ -1,8 +1,9 @@
-//! Configuration: the YAML file's serde mirror (`file`), validation that collects every
-//! problem with its YAML path (`validate`), the validated immutable model (`model`), and the
-//! diff that tells hot changes from restart-only ones (`diff`). The compiled `authorization`
-//! and `polling` sections are their own files (`auth`, `polling`): plain data the engines of
-//! those names read.
+//! Configuration: the YAML file's serde mirror with every default (`file`), the compiler
+//! that turns it into the model one named step per section, collecting every problem with
+//! its YAML path (`validate`), the validated immutable model and its restart-only settings
+//! (`model`), and the diff that tells hot changes from restart-only ones (`diff`). The
+//! compiled `authorization` and `polling` sections are their own files (`auth`, `polling`):
+//! plain data the engines of those names read.
 
 pub mod auth;
 pub mod diff;

@@ -1,5 +1,9 @@
 //! The validated, immutable configuration. Built only by `validate`, shared as
-//! `Arc<Config>` through the reload handle; a request or stream never mutates it.
+//! `Arc<Config>` through the reload handle; a request or stream never mutates it. Also the
+//! one list of restart-only settings ([`RestartOnly`]), which `diff` compares and a reload
+//! keeps at their running values. Durations are `Duration`s; only values sent to clients as
+//! numbers (retry and poll-interval milliseconds) and the latency target, compared with
+//! measured milliseconds, stay numbers.
 
 use crate::events::route::RoutePattern;
 use crate::events::template::{StrTemplate, ValueTemplate};
@@ -108,10 +112,9 @@ pub struct Upstream {
 
 /// `upstream.tenancy`: whether one sidecar fronts one backend tenant or many told apart by
 /// Host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tenancy {
-    /// One tenant: Host plays no part in topics, events or the shield (the default).
-    #[default]
+    /// One tenant: Host plays no part in topics, events or the shield (the file's default).
     None,
     /// The backend routes tenants by Host: every event, topic subscription, replay and
     /// shield clock is scoped by the request's normalized Host; a stream without a usable
@@ -132,6 +135,8 @@ pub struct Sse {
     pub enabled: bool,
     pub path: String,
     pub heartbeat: Duration,
+    /// Reconnect delay range sent to clients (the frame's `retry:` milliseconds, and
+    /// Retry-After seconds from the maximum), so it stays a number of milliseconds.
     pub retry_min_ms: u64,
     pub retry_max_ms: u64,
     pub max_topics_per_stream: usize,
@@ -182,7 +187,8 @@ pub struct Store {
 
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    pub grace_period_seconds: u64,
+    /// How long in-flight requests get to finish after a shutdown signal.
+    pub grace_period: Duration,
     pub drain_window: Duration,
     /// Where a new process (`--upgrade`) receives the listening sockets of the old one.
     pub upgrade_sock: String,
@@ -203,6 +209,7 @@ pub struct Logging {
 #[derive(Debug, Clone)]
 pub struct Safety {
     /// Delivery p99 target: coalescing opens over half of it, the latency breaker over it.
+    /// Fractional milliseconds, compared with the measured p99 in milliseconds.
     pub latency_target_ms: f64,
     /// How long an open breaker waits before probing.
     pub breaker_cooldown: Duration,
@@ -268,4 +275,59 @@ impl Config {
     pub fn type_names(&self) -> Vec<&str> {
         self.event_types.keys().map(String::as_str).collect()
     }
+}
+
+/// Declares [`RestartOnly`] from one table: each setting's field, type, YAML key and place
+/// in [`Config`]. The struct, the keys a reload reports and the write-back all come from it.
+macro_rules! restart_only {
+    ($($field:ident: $ty:ty = $key:literal at $($place:ident).+;)*) => {
+        /// The settings a running process cannot change (listeners, threads, tenancy, admin
+        /// access, store, log format, shutdown grace, check slots): a reload reports those
+        /// that differ and keeps the running values. Built from a [`Config`], whose fields
+        /// stay where the rest of the code reads them.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct RestartOnly {
+            $(pub $field: $ty,)*
+        }
+
+        impl RestartOnly {
+            /// The YAML keys of the settings that differ between `self` and `other`, in
+            /// declaration order.
+            pub fn changed(&self, other: &RestartOnly) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $(if self.$field != other.$field {
+                    out.push($key);
+                })*
+                out
+            }
+        }
+
+        impl Config {
+            /// This config's restart-only settings.
+            pub fn restart_only(&self) -> RestartOnly {
+                RestartOnly {
+                    $($field: self.$($place).+.clone(),)*
+                }
+            }
+
+            /// Puts `r` in place of this config's restart-only settings.
+            pub fn set_restart_only(&mut self, r: RestartOnly) {
+                $(self.$($place).+ = r.$field;)*
+            }
+        }
+    };
+}
+
+restart_only! {
+    listen: SocketAddr = "listen" at listen;
+    threads: usize = "threads" at threads;
+    tenancy: Tenancy = "upstream.tenancy" at upstream.tenancy;
+    admin_listen: SocketAddr = "admin.listen" at admin.listen;
+    admin_token_env: Option<String> = "admin.token_env" at admin.token_env;
+    admin_allowed_hosts: Vec<String> = "admin.allowed_hosts" at admin.allowed_hosts;
+    store_backend: StoreBackend = "store.backend" at store.backend;
+    store_durability: Durability = "store.durability" at store.durability;
+    log_format: LogFormat = "logging.format" at logging.format;
+    grace_period: Duration = "shutdown.grace_period_seconds" at shutdown.grace_period;
+    max_concurrent_checks: usize = "authorization.max_concurrent_checks" at authorization.max_concurrent_checks;
 }

@@ -1,7 +1,9 @@
 //! The compiled `polling` section: the polled routes (path pattern → family, topics,
 //! shield) and the coverage and shielding limits. Plain validated data; the engine that uses
-//! it (topic clock, coverage, shield) is `crate::polling`.
+//! it (topic clock, coverage, shield) is `crate::polling`. The limits' defaults are those of
+//! `file::PollingFile`.
 
+use super::file::PollingFile;
 use crate::events::route::{Params, RoutePattern};
 use crate::events::template::{Body, Inputs, StrTemplate};
 use std::time::Duration;
@@ -25,19 +27,28 @@ pub struct Polling {
     pub coverage_window: Duration,
     pub coverage_grace: Duration,
     pub max_tracked: usize,
-    /// Suggested poll interval for clients that hold a live stream (0: no hint).
+    /// Suggested poll interval for clients that hold a live stream (0: no hint); sent to
+    /// them as a number of milliseconds, so it stays one.
     pub slow_down_ms: u64,
 }
 
 impl Default for Polling {
+    /// A file without a `polling` section: no routes, the limits' defaults.
     fn default() -> Self {
+        Polling::limits(&PollingFile::default())
+    }
+}
+
+impl Polling {
+    /// The section's limits from the file, without routes.
+    pub fn limits(p: &PollingFile) -> Polling {
         Polling {
             routes: Vec::new(),
-            max_staleness: Duration::from_secs(30),
-            coverage_window: Duration::from_secs(3600),
-            coverage_grace: Duration::from_millis(1000),
-            max_tracked: 100_000,
-            slow_down_ms: 0,
+            max_staleness: Duration::from_secs(p.max_staleness_seconds),
+            coverage_window: Duration::from_secs(p.coverage_window_seconds),
+            coverage_grace: Duration::from_millis(p.coverage_grace_ms),
+            max_tracked: p.max_tracked,
+            slow_down_ms: p.slow_down_interval_ms,
         }
     }
 }

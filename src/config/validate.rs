@@ -1,24 +1,37 @@
-//! Turns YAML text into a validated [`Config`], collecting every problem with its YAML path
-//! and a hint instead of stopping at the first. Each section, family, rule and event type is
-//! deserialized on its own so that one typo does not hide the rest. Never panics, whatever
-//! the text (non-ASCII strings, NaN/infinite/absurd numbers: problems with their paths).
-//! A valid config also carries warnings (same shape): what validates but cannot work as
-//! meant — no authorization rule, no rollout phase, a family above it, a string value its
-//! schema types otherwise, a check that ignores part of its topic.
+//! Turns YAML text into a validated [`Config`]: a compiler of named steps, one per section
+//! (`compile_upstream`, `compile_sse`, `compile_store`, `compile_families`, `compile_polling`,
+//! `compile_authorization`, …), each turning that section's serde type (`file`) into its part
+//! of the model and adding what is wrong, with its YAML path and a hint, to one problem list
+//! (the `Collector`) instead of stopping at the first. `parse_str` is the sequence of steps;
+//! the steps of the small sections are here, the larger ones in `validate/` (`families`:
+//! event types, families and their rules; `authorization`; `polling`; `warnings`).
+//! Each section, family, rule and event type is deserialized on its own so that one typo does
+//! not hide the rest. Never panics, whatever the text (non-ASCII strings, NaN/infinite/absurd
+//! numbers: problems with their paths). A valid config also carries warnings (same shape):
+//! what validates but cannot work as meant — no authorization rule, no rollout phase, a
+//! family above it, a string value its schema types otherwise, a check that ignores part of
+//! its topic.
 
+mod authorization;
+mod families;
+mod polling;
+mod warnings;
+
+use super::auth::Policy;
 use super::file::*;
 use super::model::*;
-use crate::events::route::RoutePattern;
-use crate::events::template::{Source, StrTemplate, ValueTemplate};
-use crate::events::types::is_valid_name;
+use super::polling::Polling;
+use authorization::compile_authorization;
+use families::{check_event_type_families, compile_event_types, compile_families};
+use polling::compile_polling;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
+use warnings::warn_unworkable_parts;
 
 /// Smallest `sse.handshakes_per_client_per_second`: one new stream per client address every
 /// 1,000 s. Below that the limiter's waits overflow any clock.
@@ -76,6 +89,8 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     parse_str(&text)
 }
 
+/// The one problem list every step extends, and the warnings beside it.
+#[derive(Default)]
 struct Collector {
     problems: Vec<Problem>,
     /// Things that validate but cannot work as the operator probably means (reported by
@@ -98,6 +113,11 @@ impl Collector {
             message: message.into(),
             hint: hint.map(str::to_owned),
         });
+    }
+
+    /// The problems so far, as the error that refuses the file.
+    fn refuse(&mut self) -> ConfigError {
+        ConfigError::Invalid(std::mem::take(&mut self.problems))
     }
 
     /// Deserializes one section; a failure is reported at `path` and yields `None`.
@@ -139,6 +159,22 @@ impl Collector {
         }
     }
 
+    /// One of a closed set of words (`unknown <what> "<word>"` otherwise).
+    fn keyword<T: Copy>(
+        &mut self,
+        path: &str,
+        what: &str,
+        word: &str,
+        known: &[(&str, T)],
+        hint: &str,
+    ) -> Option<T> {
+        let found = known.iter().find(|(w, _)| *w == word).map(|(_, v)| *v);
+        if found.is_none() {
+            self.push(path, format!("unknown {what} {word:?}"), Some(hint));
+        }
+        found
+    }
+
     /// A finite number within `[lo, hi]` (NaN, infinities, negatives and absurdly small or
     /// large values are refused).
     fn float_range(&mut self, path: &str, v: f64, lo: f64, hi: f64, what: &str) {
@@ -160,27 +196,50 @@ impl Collector {
             );
         }
     }
+
+    /// `range` for each `(path, value, lo, hi)`, in order.
+    fn ranges(&mut self, table: &[(&str, u64, u64, u64)]) {
+        for &(path, v, lo, hi) in table {
+            self.range(path, v, lo, hi);
+        }
+    }
 }
 
-/// Validates YAML text into a [`Config`].
-pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
-    let mut c = Collector {
-        problems: Vec::new(),
-        warnings: Vec::new(),
-    };
-    let version = {
-        let digest = Sha256::digest(text.as_bytes());
-        digest
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    };
+/// The file's top-level sections by name; a `null` section counts as absent.
+struct Sections(BTreeMap<String, serde_yaml::Value>);
+
+impl Sections {
+    fn given(&self, name: &str) -> Option<&serde_yaml::Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    /// A section's serde type, `default()` when the section is absent.
+    fn read_or<T: DeserializeOwned>(
+        &self,
+        c: &mut Collector,
+        name: &str,
+        default: impl FnOnce() -> T,
+    ) -> Option<T> {
+        match self.given(name) {
+            Some(v) => c.section::<T>(name, v),
+            None => Some(default()),
+        }
+    }
+
+    /// A section's serde type, its serde defaults when the section is absent.
+    fn read<T: DeserializeOwned + Default>(&self, c: &mut Collector, name: &str) -> Option<T> {
+        self.read_or(c, name, T::default)
+    }
+}
+
+/// Splits the text into its sections: not YAML, or not a mapping, refuses the file at once;
+/// an unknown section is a problem and the rest goes on.
+fn read_sections(c: &mut Collector, text: &str) -> Result<Sections, ConfigError> {
     let root: serde_yaml::Value = match serde_yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => {
             c.push("(file)", format!("not valid YAML: {e}"), None);
-            return Err(ConfigError::Invalid(c.problems));
+            return Err(c.refuse());
         }
     };
     let empty = serde_yaml::Mapping::new();
@@ -193,10 +252,10 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
                 "the top level must be a mapping of sections",
                 Some("see conf/sidecar.yaml"),
             );
-            return Err(ConfigError::Invalid(c.problems));
+            return Err(c.refuse());
         }
     };
-    let mut sections: BTreeMap<String, serde_yaml::Value> = BTreeMap::new();
+    let mut sections = BTreeMap::new();
     for (k, v) in map {
         match k.as_str() {
             Some(name) if SECTIONS.contains(&name) => {
@@ -210,24 +269,142 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             None => c.push("(file)", "section names must be strings", None),
         }
     }
-    let get = |name: &str| sections.get(name).filter(|v| !v.is_null());
+    Ok(Sections(sections))
+}
 
-    // listen / threads
-    let listen_s = match get("listen") {
-        Some(v) => c.section::<String>("listen", v),
-        None => Some(default_listen()),
+/// First 12 hex digits of the text's SHA-256.
+fn version_of(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Validates YAML text into a [`Config`]: the compile steps in order, then the warnings;
+/// any problem refuses the whole file.
+pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
+    let mut c = Collector::default();
+    let sections = read_sections(&mut c, text)?;
+    let listen = sections.read_or(&mut c, "listen", default_listen);
+    let listen = listen.and_then(|s| c.addr("listen", &s));
+    let threads = sections.read_or(&mut c, "threads", default_threads);
+    let threads = threads.map(|t| compile_threads(&mut c, t));
+    let upstream = upstream_file(&mut c, &sections).and_then(|u| compile_upstream(&mut c, u));
+    let admin = sections.read(&mut c, "admin");
+    let admin = admin.and_then(|a| compile_admin(&mut c, a));
+    let sse = sections.read(&mut c, "sse").map(|s| compile_sse(&mut c, s));
+    let mutations = sections.read(&mut c, "mutations");
+    let mutations = mutations.map(|m| compile_mutations(&mut c, m));
+    let store = sections.read(&mut c, "store");
+    let store = store.and_then(|s| compile_store(&mut c, s));
+    let rollout = sections.read::<RolloutFile>(&mut c, "rollout");
+    // Event types before families, so rules can refer to them.
+    let event_types = sections.read(&mut c, "event_types");
+    let event_types = event_types.map_or_else(BTreeMap::new, |t| compile_event_types(&mut c, t));
+    let families = sections.read(&mut c, "families");
+    let families = families.map(|f| compile_families(&mut c, f, &event_types));
+    let (families, rules) = families.unwrap_or_default();
+    check_event_type_families(&mut c, &event_types, &families);
+    let shutdown = sections.read(&mut c, "shutdown");
+    let shutdown = shutdown.map(|s| compile_shutdown(&mut c, s));
+    let logging = sections.read(&mut c, "logging");
+    let logging = logging.and_then(|l| compile_logging(&mut c, l));
+    let safety = sections.read(&mut c, "safety");
+    let safety = safety.map(|s| compile_safety(&mut c, s));
+    let authorization = sections.read(&mut c, "authorization");
+    let authorization = authorization.map(|a| compile_authorization(&mut c, a));
+    let polling = sections.read(&mut c, "polling");
+    let polling = polling.map(|p| compile_polling(&mut c, p, &families));
+    let parts = Parts {
+        listen,
+        threads,
+        upstream,
+        admin,
+        sse,
+        mutations,
+        store,
+        rollout,
+        families,
+        event_types,
+        rules,
+        shutdown,
+        logging,
+        safety,
+        authorization,
+        polling,
     };
-    let listen = listen_s.and_then(|s| c.addr("listen", &s));
-    let threads = match get("threads") {
-        Some(v) => c.section::<usize>("threads", v),
-        None => Some(default_threads()),
-    };
-    if let Some(t) = threads {
-        c.range("threads", t as u64, 1, 256);
+    warn_unworkable_parts(&mut c, &parts, sections.given("rollout").is_some());
+    finish(c, version_of(text), parts)
+}
+
+/// The compiled sections; `None` where a step pushed a problem.
+struct Parts {
+    listen: Option<SocketAddr>,
+    threads: Option<usize>,
+    upstream: Option<Upstream>,
+    admin: Option<Admin>,
+    sse: Option<Sse>,
+    mutations: Option<Mutations>,
+    store: Option<Store>,
+    rollout: Option<RolloutFile>,
+    families: BTreeMap<String, Family>,
+    event_types: BTreeMap<String, EventType>,
+    rules: Vec<Rule>,
+    shutdown: Option<Shutdown>,
+    logging: Option<Logging>,
+    safety: Option<Safety>,
+    authorization: Option<Policy>,
+    polling: Option<Polling>,
+}
+
+/// The `mutations` section, compiled (its keys sit at the top of [`Config`]).
+struct Mutations {
+    capture_max_bytes: usize,
+    dedup_window: Duration,
+}
+
+/// The config, or every problem the steps found.
+fn finish(c: Collector, version: String, parts: Parts) -> Result<Config, ConfigError> {
+    if !c.problems.is_empty() {
+        return Err(ConfigError::Invalid(c.problems));
     }
+    // Every `None` in the parts pushed a problem, so all are present here; `assemble` keeps
+    // that argument explicit instead of unwrapping.
+    assemble(parts, version, c.warnings).ok_or_else(|| {
+        ConfigError::Invalid(vec![Problem {
+            path: "(file)".into(),
+            message: "incomplete configuration".into(),
+            hint: None,
+        }])
+    })
+}
 
-    // upstream
-    let upstream = match get("upstream") {
+fn assemble(p: Parts, version: String, warnings: Vec<Problem>) -> Option<Config> {
+    let mutations = p.mutations?;
+    Some(Config {
+        warnings,
+        version,
+        listen: p.listen?,
+        threads: p.threads?,
+        upstream: p.upstream?,
+        admin: p.admin?,
+        sse: p.sse?,
+        capture_max_bytes: mutations.capture_max_bytes,
+        dedup_window: mutations.dedup_window,
+        store: p.store?,
+        rollout_phase: p.rollout?.phase,
+        families: p.families,
+        event_types: p.event_types,
+        rules: p.rules,
+        shutdown: p.shutdown?,
+        logging: p.logging?,
+        safety: p.safety?,
+        authorization: p.authorization?,
+        polling: p.polling?,
+    })
+}
+
+/// `upstream` has no default: the sidecar cannot guess the backend.
+fn upstream_file(c: &mut Collector, sections: &Sections) -> Option<UpstreamFile> {
+    match sections.given("upstream") {
         Some(v) => c.section::<UpstreamFile>("upstream", v),
         None => {
             c.push(
@@ -237,1197 +414,407 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
             );
             None
         }
-    };
-    let upstream = upstream.and_then(|u| {
-        c.range(
+    }
+}
+
+fn compile_threads(c: &mut Collector, threads: usize) -> usize {
+    c.range("threads", threads as u64, 1, 256);
+    threads
+}
+
+fn compile_upstream(c: &mut Collector, u: UpstreamFile) -> Option<Upstream> {
+    c.ranges(&[
+        (
             "upstream.connect_timeout_ms",
             u.connect_timeout_ms,
             1,
             600_000,
-        );
-        c.range("upstream.read_timeout_ms", u.read_timeout_ms, 1, 86_400_000);
-        c.range(
+        ),
+        ("upstream.read_timeout_ms", u.read_timeout_ms, 1, 86_400_000),
+        (
             "upstream.write_timeout_ms",
             u.write_timeout_ms,
             1,
             86_400_000,
-        );
-        let tenancy = match u.tenancy.as_str() {
-            "none" => Some(Tenancy::None),
-            "host" => Some(Tenancy::Host),
-            other => {
-                c.push(
-                    "upstream.tenancy",
-                    format!("unknown tenancy {other:?}"),
-                    Some("use none (one tenant) or host (the backend routes tenants by Host)"),
-                );
-                None
-            }
-        };
-        let addr = c.addr("upstream.address", &u.address)?;
-        Some(Upstream {
-            address: u.address,
-            addr,
-            connect_timeout: Duration::from_millis(u.connect_timeout_ms),
-            read_timeout: Duration::from_millis(u.read_timeout_ms),
-            write_timeout: Duration::from_millis(u.write_timeout_ms),
-            tenancy: tenancy?,
-        })
-    });
+        ),
+    ]);
+    let tenancy = c.keyword(
+        "upstream.tenancy",
+        "tenancy",
+        &u.tenancy,
+        &[("none", Tenancy::None), ("host", Tenancy::Host)],
+        "use none (one tenant) or host (the backend routes tenants by Host)",
+    );
+    let addr = c.addr("upstream.address", &u.address)?;
+    Some(Upstream {
+        address: u.address,
+        addr,
+        connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+        read_timeout: Duration::from_millis(u.read_timeout_ms),
+        write_timeout: Duration::from_millis(u.write_timeout_ms),
+        tenancy: tenancy?,
+    })
+}
 
-    // admin
-    let admin = get("admin")
-        .map(|v| c.section::<AdminFile>("admin", v))
-        .unwrap_or_else(|| Some(AdminFile::default()));
-    let admin = admin.and_then(|a| {
-        let listen = c.addr("admin.listen", &a.listen)?;
-        if let Some(env) = &a.token_env {
-            if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                c.push(
-                    "admin.token_env",
-                    format!("{env:?} is not an environment variable name"),
-                    Some(
-                        "name the variable, e.g. SSE_ADMIN_TOKEN; never put the token itself here",
-                    ),
-                );
-            }
-        }
-        for (i, h) in a.allowed_hosts.iter().enumerate() {
-            if !crate::wire::headers::valid_host_entry(h) {
-                c.push(
-                    format!("admin.allowed_hosts[{i}]"),
-                    format!("{h:?} is not a host name or name:port"),
-                    Some("write the name the dashboard is opened with, e.g. admin.internal or admin.internal:8443 (no scheme, no path)"),
-                );
-            }
-        }
-        Some(Admin {
-            listen,
-            token_env: a.token_env,
-            allowed_hosts: a.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
-        })
-    });
-
-    // sse
-    let sse = get("sse")
-        .map(|v| c.section::<SseFile>("sse", v))
-        .unwrap_or_else(|| Some(SseFile::default()));
-    let sse = sse.map(|s| {
-        if !s.path.starts_with('/') {
-            c.push("sse.path", "must start with '/'", None);
-        }
-        c.range("sse.heartbeat_seconds", s.heartbeat_seconds, 1, 300);
-        c.range("sse.retry_min_ms", s.retry_min_ms, 100, 600_000);
-        c.range("sse.retry_max_ms", s.retry_max_ms, 100, 600_000);
-        if s.retry_min_ms > s.retry_max_ms {
+fn compile_admin(c: &mut Collector, a: AdminFile) -> Option<Admin> {
+    let listen = c.addr("admin.listen", &a.listen)?;
+    if let Some(env) = &a.token_env {
+        if env.is_empty() || !env.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             c.push(
-                "sse.retry_min_ms",
-                "is larger than sse.retry_max_ms",
-                Some("the retry range is [retry_min_ms, retry_max_ms]"),
+                "admin.token_env",
+                format!("{env:?} is not an environment variable name"),
+                Some("name the variable, e.g. SSE_ADMIN_TOKEN; never put the token itself here"),
             );
         }
-        c.range(
+    }
+    for (i, h) in a.allowed_hosts.iter().enumerate() {
+        if !crate::wire::headers::valid_host_entry(h) {
+            c.push(
+                format!("admin.allowed_hosts[{i}]"),
+                format!("{h:?} is not a host name or name:port"),
+                Some("write the name the dashboard is opened with, e.g. admin.internal or admin.internal:8443 (no scheme, no path)"),
+            );
+        }
+    }
+    Some(Admin {
+        listen,
+        token_env: a.token_env,
+        allowed_hosts: a
+            .allowed_hosts
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect(),
+    })
+}
+
+fn compile_sse(c: &mut Collector, s: SseFile) -> Sse {
+    if !s.path.starts_with('/') {
+        c.push("sse.path", "must start with '/'", None);
+    }
+    check_sse_limits(c, &s);
+    let gzip = c.keyword(
+        "sse.compression",
+        "compression",
+        &s.compression,
+        &[("off", false), ("gzip", true)],
+        "use off or gzip",
+    );
+    check_sse_bytes_and_rates(c, &s);
+    let allowed_origins = compile_origins(c, &s.allowed_origins);
+    let trusted_proxies = compile_trusted_proxies(c, &s.trusted_proxies);
+    Sse {
+        max_request_head_bytes: s.max_request_head_bytes,
+        request_head_timeout: Duration::from_secs(s.request_head_timeout_seconds),
+        queued_bytes_total: s.queued_bytes_total,
+        handshakes_per_client_per_second: s.handshakes_per_client_per_second,
+        handshake_burst: s.handshake_burst,
+        max_event_bytes: s.max_event_bytes,
+        gzip: gzip.unwrap_or(false),
+        enabled: s.enabled,
+        path: s.path,
+        heartbeat: Duration::from_secs(s.heartbeat_seconds),
+        retry_min_ms: s.retry_min_ms,
+        retry_max_ms: s.retry_max_ms,
+        max_topics_per_stream: s.max_topics_per_stream,
+        max_connections: s.max_connections,
+        queue_max_bytes: s.queue_max_bytes,
+        write_timeout: Duration::from_secs(s.write_timeout_seconds),
+        replay_max_events: s.replay_max_events,
+        allowed_origins,
+        trusted_proxies,
+    }
+}
+
+/// Heartbeat, retry range, per-stream limits and timeouts.
+fn check_sse_limits(c: &mut Collector, s: &SseFile) {
+    c.ranges(&[
+        ("sse.heartbeat_seconds", s.heartbeat_seconds, 1, 300),
+        ("sse.retry_min_ms", s.retry_min_ms, 100, 600_000),
+        ("sse.retry_max_ms", s.retry_max_ms, 100, 600_000),
+    ]);
+    if s.retry_min_ms > s.retry_max_ms {
+        c.push(
+            "sse.retry_min_ms",
+            "is larger than sse.retry_max_ms",
+            Some("the retry range is [retry_min_ms, retry_max_ms]"),
+        );
+    }
+    c.ranges(&[
+        (
             "sse.max_topics_per_stream",
             s.max_topics_per_stream as u64,
             1,
             1024,
-        );
-        c.range(
+        ),
+        (
             "sse.max_connections",
             s.max_connections as u64,
             1,
             10_000_000,
-        );
-        c.range(
+        ),
+        (
             "sse.queue_max_bytes",
             s.queue_max_bytes as u64,
             4096,
             1 << 30,
-        );
-        c.range(
+        ),
+        (
             "sse.write_timeout_seconds",
             s.write_timeout_seconds,
             1,
             3600,
-        );
-        c.range("sse.replay_max_events", s.replay_max_events, 1, 1_000_000);
-        let gzip = match s.compression.as_str() {
-            "off" => false,
-            "gzip" => true,
-            other => {
-                c.push(
-                    "sse.compression",
-                    format!("unknown compression {other:?}"),
-                    Some("use off or gzip"),
-                );
-                false
-            }
-        };
-        c.range(
-            "sse.queued_bytes_total",
-            s.queued_bytes_total as u64,
-            65_536,
-            1 << 40,
-        );
-        // The limiter divides by the rate (refill and Retry-After times): a rate too small
-        // gives durations no clock can hold.
-        c.float_range(
-            "sse.handshakes_per_client_per_second",
-            s.handshakes_per_client_per_second,
-            MIN_HANDSHAKE_RATE,
-            1e6,
-            "new streams per second per client address, e.g. 10",
-        );
-        c.range(
+        ),
+        ("sse.replay_max_events", s.replay_max_events, 1, 1_000_000),
+    ]);
+}
+
+/// The listener-wide byte bounds, the handshake limiter and the request-head limits.
+fn check_sse_bytes_and_rates(c: &mut Collector, s: &SseFile) {
+    c.range(
+        "sse.queued_bytes_total",
+        s.queued_bytes_total as u64,
+        65_536,
+        1 << 40,
+    );
+    // The limiter divides by the rate (refill and Retry-After times): a rate too small
+    // gives durations no clock can hold.
+    c.float_range(
+        "sse.handshakes_per_client_per_second",
+        s.handshakes_per_client_per_second,
+        MIN_HANDSHAKE_RATE,
+        1e6,
+        "new streams per second per client address, e.g. 10",
+    );
+    c.ranges(&[
+        (
             "sse.handshake_burst",
             s.handshake_burst as u64,
             1,
             1_000_000,
-        );
-        c.range(
+        ),
+        (
             "sse.max_event_bytes",
             s.max_event_bytes as u64,
             256,
             16 << 20,
-        );
-        c.range(
+        ),
+        (
             "sse.max_request_head_bytes",
             s.max_request_head_bytes as u64,
             1024,
             1 << 20,
-        );
-        c.range(
+        ),
+        (
             "sse.request_head_timeout_seconds",
             s.request_head_timeout_seconds,
             1,
             600,
-        );
-        Sse {
-            max_request_head_bytes: s.max_request_head_bytes,
-            request_head_timeout: Duration::from_secs(s.request_head_timeout_seconds),
-            queued_bytes_total: s.queued_bytes_total,
-            handshakes_per_client_per_second: s.handshakes_per_client_per_second,
-            handshake_burst: s.handshake_burst,
-            max_event_bytes: s.max_event_bytes,
-            gzip,
-            enabled: s.enabled,
-            path: s.path,
-            heartbeat: Duration::from_secs(s.heartbeat_seconds),
-            retry_min_ms: s.retry_min_ms,
-            retry_max_ms: s.retry_max_ms,
-            max_topics_per_stream: s.max_topics_per_stream,
-            max_connections: s.max_connections,
-            queue_max_bytes: s.queue_max_bytes,
-            write_timeout: Duration::from_secs(s.write_timeout_seconds),
-            replay_max_events: s.replay_max_events,
-            allowed_origins: s
-                .allowed_origins
-                .iter()
-                .enumerate()
-                .filter_map(|(i, o)| {
-                    let o = o.trim_end_matches('/');
-                    // No byte slicing: an entry may hold any (non-ASCII) text.
-                    let host = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"));
-                    let ok = host.is_some_and(|h| !h.is_empty() && !h.contains('/'))
-                        && o.len() <= 256
-                        && o.bytes().all(|b| b.is_ascii_graphic());
-                    if !ok {
-                        c.push(
-                            format!("sse.allowed_origins[{i}]"),
-                            format!("{o:?} is not an origin"),
-                            Some("write scheme://host[:port], e.g. https://app.example.com (no path, no wildcard)"),
-                        );
-                    }
-                    ok.then(|| o.to_ascii_lowercase())
-                })
-                .collect(),
-            trusted_proxies: s
-                .trusted_proxies
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| match crate::safety::client_addr::Cidr::parse(p) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        c.push(
-                            format!("sse.trusted_proxies[{i}]"),
-                            e,
-                            Some("write an IP address or a CIDR block, e.g. 10.0.0.0/8 or ::1"),
-                        );
-                        None
-                    }
-                })
-                .collect(),
-        }
-    });
+        ),
+    ]);
+}
 
-    let mutations = get("mutations")
-        .map(|v| c.section::<MutationsFile>("mutations", v))
-        .unwrap_or_else(|| Some(MutationsFile::default()));
-    if let Some(m) = &mutations {
-        c.range(
+/// `sse.allowed_origins`, lower-cased, without a trailing '/'.
+fn compile_origins(c: &mut Collector, origins: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, o) in origins.iter().enumerate() {
+        let o = o.trim_end_matches('/');
+        // No byte slicing: an entry may hold any (non-ASCII) text.
+        let host = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        let ok = host.is_some_and(|h| !h.is_empty() && !h.contains('/'))
+            && o.len() <= 256
+            && o.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            out.push(o.to_ascii_lowercase());
+        } else {
+            c.push(
+                format!("sse.allowed_origins[{i}]"),
+                format!("{o:?} is not an origin"),
+                Some("write scheme://host[:port], e.g. https://app.example.com (no path, no wildcard)"),
+            );
+        }
+    }
+    out
+}
+
+fn compile_trusted_proxies(
+    c: &mut Collector,
+    proxies: &[String],
+) -> Vec<crate::safety::client_addr::Cidr> {
+    let mut out = Vec::new();
+    for (i, p) in proxies.iter().enumerate() {
+        match crate::safety::client_addr::Cidr::parse(p) {
+            Ok(cidr) => out.push(cidr),
+            Err(e) => c.push(
+                format!("sse.trusted_proxies[{i}]"),
+                e,
+                Some("write an IP address or a CIDR block, e.g. 10.0.0.0/8 or ::1"),
+            ),
+        }
+    }
+    out
+}
+
+fn compile_mutations(c: &mut Collector, m: MutationsFile) -> Mutations {
+    c.ranges(&[
+        (
             "mutations.capture_max_bytes",
             m.capture_max_bytes as u64,
             1024,
             64 << 20,
-        );
-        c.range(
+        ),
+        (
             "mutations.dedup_window_seconds",
             m.dedup_window_seconds,
             0,
             86_400,
-        );
+        ),
+    ]);
+    Mutations {
+        capture_max_bytes: m.capture_max_bytes,
+        dedup_window: Duration::from_secs(m.dedup_window_seconds),
     }
+}
 
-    // store
-    let store = get("store")
-        .map(|v| c.section::<StoreFile>("store", v))
-        .unwrap_or_else(|| Some(StoreFile::default()));
-    let store = store.and_then(|s| {
-        let backend = match s.backend.as_str() {
-            "memory" => Some(StoreBackend::Memory),
-            "sqlite" => Some(StoreBackend::Sqlite {
-                path: s.path.clone().unwrap_or_else(|| "data/events.db".into()),
-            }),
-            "redis" => match &s.url {
-                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                    if s.key_prefix.is_empty()
-                        || s.key_prefix.len() > 64
-                        || !s.key_prefix.bytes().all(|b| b.is_ascii_graphic())
-                    {
-                        c.push(
-                            "store.key_prefix",
-                            "must be 1-64 printable characters without spaces",
-                            Some("e.g. sse-sidecar or myapp:sse"),
-                        );
-                    }
-                    Some(StoreBackend::Redis {
-                        url: u.clone(),
-                        prefix: s.key_prefix.clone(),
-                    })
-                }
-                _ => {
-                    c.push(
-                        "store.url",
-                        "the redis backend needs a redis:// URL",
-                        Some("e.g. url: \"redis://127.0.0.1:6379/0\""),
-                    );
-                    None
-                }
-            },
-            other => {
-                c.push(
-                    "store.backend",
-                    format!("unknown backend {other:?}"),
-                    Some("use memory, sqlite or redis"),
-                );
-                None
-            }
-        };
-        let durability = match s.durability.as_str() {
-            "relaxed" => Durability::Relaxed,
-            "strict" => Durability::Strict,
-            other => {
-                c.push(
-                    "store.durability",
-                    format!("unknown durability {other:?}"),
-                    Some("use relaxed or strict"),
-                );
-                Durability::Relaxed
-            }
-        };
-        c.range(
+fn compile_store(c: &mut Collector, s: StoreFile) -> Option<Store> {
+    let backend = compile_store_backend(c, &s);
+    let durability = c.keyword(
+        "store.durability",
+        "durability",
+        &s.durability,
+        &[
+            ("relaxed", Durability::Relaxed),
+            ("strict", Durability::Strict),
+        ],
+        "use relaxed or strict",
+    );
+    c.ranges(&[
+        (
             "store.retention.max_events",
             s.retention.max_events,
             1,
             1 << 40,
-        );
-        c.range(
+        ),
+        (
             "store.retention.max_age_seconds",
             s.retention.max_age_seconds,
             1,
             365 * 86_400,
-        );
-        Some(Store {
-            backend: backend?,
-            durability,
-            max_events: s.retention.max_events,
-            max_age: Duration::from_secs(s.retention.max_age_seconds),
-        })
-    });
+        ),
+    ]);
+    Some(Store {
+        backend: backend?,
+        durability: durability.unwrap_or(Durability::Relaxed),
+        max_events: s.retention.max_events,
+        max_age: Duration::from_secs(s.retention.max_age_seconds),
+    })
+}
 
-    let rollout = get("rollout")
-        .map(|v| c.section::<RolloutFile>("rollout", v))
-        .unwrap_or_else(|| Some(RolloutFile::default()));
-
-    // event types (before families, so rules can refer to them)
-    let mut event_types = BTreeMap::new();
-    if let Some(v) = get("event_types") {
-        if let Some(types) = c.section::<EventTypesFile>("event_types", v) {
-            for (name, raw) in types {
-                let path = format!("event_types.{name}");
-                if !is_valid_name(&name) {
+fn compile_store_backend(c: &mut Collector, s: &StoreFile) -> Option<StoreBackend> {
+    match s.backend.as_str() {
+        "memory" => Some(StoreBackend::Memory),
+        "sqlite" => Some(StoreBackend::Sqlite {
+            path: s.path.clone().unwrap_or_else(default_sqlite_path),
+        }),
+        "redis" => match &s.url {
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                if s.key_prefix.is_empty()
+                    || s.key_prefix.len() > 64
+                    || !s.key_prefix.bytes().all(|b| b.is_ascii_graphic())
+                {
                     c.push(
-                        &path,
-                        "event type names are 1-64 characters of A-Z a-z 0-9 _ . : -",
-                        None,
+                        "store.key_prefix",
+                        "must be 1-64 printable characters without spaces",
+                        Some("e.g. sse-sidecar or myapp:sse"),
                     );
                 }
-                let Some(t) = c.section::<EventTypeFile>(&path, &raw) else {
-                    continue;
-                };
-                match jsonschema::validator_for(&t.schema) {
-                    Ok(validator) => {
-                        event_types.insert(
-                            name.clone(),
-                            EventType {
-                                name,
-                                family: t.family,
-                                schema: t.schema,
-                                validator: Arc::new(validator),
-                            },
-                        );
-                    }
-                    Err(e) => c.push(
-                        format!("{path}.schema"),
-                        format!("not a valid JSON Schema: {e}"),
-                        Some("schemas follow JSON Schema 2020-12"),
-                    ),
-                }
+                Some(StoreBackend::Redis {
+                    url: u.clone(),
+                    prefix: s.key_prefix.clone(),
+                })
             }
-        }
-    }
-
-    // families and their rules
-    let mut families = BTreeMap::new();
-    let mut rules = Vec::new();
-    if let Some(v) = get("families") {
-        if let Some(fams) = c.section::<FamiliesFile>("families", v) {
-            for (name, raw) in fams {
-                let path = format!("families.{name}");
-                if !is_valid_name(&name) {
-                    c.push(
-                        &path,
-                        "family names are 1-64 characters of A-Z a-z 0-9 _ . : -",
-                        None,
-                    );
-                }
-                let Some(f) = c.section::<FamilyFile>(&path, &raw) else {
-                    continue;
-                };
-                let mode = match f.mode.as_str() {
-                    "off" => Mode::Off,
-                    "shadow" => Mode::Shadow,
-                    "live" => Mode::Live,
-                    other => {
-                        c.push(
-                            format!("{path}.mode"),
-                            format!("unknown mode {other:?}"),
-                            Some("use off, shadow or live"),
-                        );
-                        Mode::Off
-                    }
-                };
-                if f.priority > 9 {
-                    c.push(
-                        format!("{path}.priority"),
-                        "out of range",
-                        Some("use 0 (shed first) to 9"),
-                    );
-                }
-                for (i, raw_rule) in f.rules.iter().enumerate() {
-                    let rpath = format!("{path}.rules[{i}]");
-                    if let Some(r) = c.section::<RuleFile>(&rpath, raw_rule) {
-                        if let Some(rule) = compile_rule(&mut c, &rpath, &name, r, &event_types) {
-                            rules.push(rule);
-                        }
-                    }
-                }
-                families.insert(
-                    name.clone(),
-                    Family {
-                        name,
-                        phase: f.phase,
-                        mode,
-                        priority: f.priority,
-                    },
+            _ => {
+                c.push(
+                    "store.url",
+                    "the redis backend needs a redis:// URL",
+                    Some("e.g. url: \"redis://127.0.0.1:6379/0\""),
                 );
+                None
             }
-        }
-    }
-    for t in event_types.values() {
-        if !families.contains_key(&t.family) {
+        },
+        other => {
             c.push(
-                format!("event_types.{}.family", t.name),
-                format!("family {:?} is not defined under families", t.family),
-                Some("add the family or fix the name"),
+                "store.backend",
+                format!("unknown backend {other:?}"),
+                Some("use memory, sqlite or redis"),
             );
+            None
         }
     }
+}
 
-    let shutdown = get("shutdown")
-        .map(|v| c.section::<ShutdownFile>("shutdown", v))
-        .unwrap_or_else(|| Some(ShutdownFile::default()));
-    if let Some(s) = &shutdown {
-        c.range(
+fn compile_shutdown(c: &mut Collector, s: ShutdownFile) -> Shutdown {
+    c.ranges(&[
+        (
             "shutdown.grace_period_seconds",
             s.grace_period_seconds,
             0,
             3600,
-        );
-        c.range(
+        ),
+        (
             "shutdown.drain_window_seconds",
             s.drain_window_seconds,
             0,
             3600,
-        );
-    }
-    let logging = get("logging")
-        .map(|v| c.section::<LoggingFile>("logging", v))
-        .unwrap_or_else(|| Some(LoggingFile::default()));
-    let logging = logging.and_then(|l| {
-        let format = match l.format.as_str() {
-            "human" => LogFormat::Human,
-            "json" => LogFormat::Json,
-            other => {
-                c.push(
-                    "logging.format",
-                    format!("unknown format {other:?}"),
-                    Some("use human or json"),
-                );
-                return None;
-            }
-        };
-        if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
-            c.push(
-                "logging.level",
-                format!("{:?} is not a log filter", l.level),
-                Some("use error, warn, info, debug, trace or a directive like sse_sidecar=debug"),
-            );
-        }
-        Some(Logging {
-            format,
-            level: l.level,
-        })
-    });
-
-    let safety = get("safety")
-        .map(|v| c.section::<SafetyFile>("safety", v))
-        .unwrap_or_else(|| Some(SafetyFile::default()));
-    let safety = safety.map(|sf| {
-        c.float_range(
-            "safety.latency_target_ms",
-            sf.latency_target_ms,
-            0.01,
-            60_000.0,
-            "the plan's target is 100",
-        );
-        c.range(
-            "safety.breaker_cooldown_seconds",
-            sf.breaker_cooldown_seconds,
-            1,
-            3600,
-        );
-        Safety {
-            latency_target_ms: sf.latency_target_ms,
-            breaker_cooldown: Duration::from_secs(sf.breaker_cooldown_seconds),
-        }
-    });
-
-    let authorization = match get("authorization") {
-        Some(v) => c
-            .section::<AuthorizationFile>("authorization", v)
-            .map(|a| compile_authorization(&mut c, a)),
-        None => Some(super::auth::Policy::default()),
-    };
-
-    let polling = match get("polling") {
-        Some(v) => c
-            .section::<PollingFile>("polling", v)
-            .map(|p| compile_polling(&mut c, p, &families)),
-        None => Some(super::polling::Polling::default()),
-    };
-
-    if let (Some(rollout), Some(authorization)) = (&rollout, &authorization) {
-        let rollout_given = get("rollout").is_some();
-        warn_unworkable(
-            &mut c,
-            rollout_given.then_some(rollout.phase),
-            &families,
-            authorization,
-        );
-        warn_string_typed_as_other(&mut c, &rules, &event_types);
-    }
-    if !c.problems.is_empty() {
-        return Err(ConfigError::Invalid(c.problems));
-    }
-    // Every `None` above pushed a problem, so all parts are present here; the match keeps
-    // that argument explicit instead of unwrapping.
-    match (
-        listen,
-        threads,
-        upstream,
-        admin,
-        sse,
-        mutations,
-        store,
-        rollout,
-        shutdown,
-        logging,
-        safety,
-        authorization,
-        polling,
-    ) {
-        (
-            Some(listen),
-            Some(threads),
-            Some(upstream),
-            Some(admin),
-            Some(sse),
-            Some(mutations),
-            Some(store),
-            Some(rollout),
-            Some(shutdown),
-            Some(logging),
-            Some(safety),
-            Some(authorization),
-            Some(polling),
-        ) => Ok(Config {
-            warnings: c.warnings,
-            version,
-            listen,
-            threads,
-            upstream,
-            admin,
-            sse,
-            capture_max_bytes: mutations.capture_max_bytes,
-            dedup_window: Duration::from_secs(mutations.dedup_window_seconds),
-            store,
-            rollout_phase: rollout.phase,
-            families,
-            event_types,
-            rules,
-            shutdown: Shutdown {
-                grace_period_seconds: shutdown.grace_period_seconds,
-                drain_window: Duration::from_secs(shutdown.drain_window_seconds),
-                upgrade_sock: shutdown.upgrade_sock,
-            },
-            logging,
-            safety,
-            authorization,
-            polling,
-        }),
-        _ => Err(ConfigError::Invalid(vec![Problem {
-            path: "(file)".into(),
-            message: "incomplete configuration".into(),
-            hint: None,
-        }])),
-    }
-}
-
-/// A check that does not depend on every variable part of its topic pattern grants every
-/// matching topic on one answer (`team:*` with `GET /api/me` grants every team).
-fn warn_topic_independent_check(
-    c: &mut Collector,
-    path: &str,
-    pattern: &crate::events::pattern::TopicPattern,
-    check: &super::auth::Check,
-) {
-    let mut used: Vec<&str> = Vec::new();
-    let cond = check
-        .condition
-        .iter()
-        .flat_map(|c| c.left.sources().chain(c.right.sources()));
-    for src in check.path.sources().chain(cond) {
-        if let Source::Param(p) = src {
-            used.push(p);
-        }
-    }
-    let at = format!("{path}.check");
-    if pattern.has_wildcard() {
-        c.warn(
-            at,
-            format!(
-                "the check cannot depend on the `*` of {:?}: one answer grants every matching topic",
-                pattern.as_str()
-            ),
-            "name the part instead, e.g. topic \"team:{team}\" with check \"GET /api/teams/{team}\" (or mark the topics public)",
-        );
-        return;
-    }
-    let unused: Vec<&str> = pattern
-        .param_names()
-        .filter(|p| !used.contains(p))
-        .collect();
-    if !unused.is_empty() {
-        let names: Vec<String> = unused.iter().map(|p| format!("{{{p}}}")).collect();
-        c.warn(
-            at,
-            format!(
-                "the check does not use {} of {:?}: one answer grants that topic for every value",
-                names.join(", "),
-                pattern.as_str()
-            ),
-            "use every parameter in the check path (e.g. \"GET /api/boards/{board}\") or in its condition",
-        );
-    }
-}
-
-/// Configs that validate but cannot work: no authorization rule (every stream is refused),
-/// no rollout phase (every family is off), a family above the rollout phase.
-fn warn_unworkable(
-    c: &mut Collector,
-    rollout_phase: Option<u32>,
-    families: &BTreeMap<String, Family>,
-    authorization: &super::auth::Policy,
-) {
-    if authorization.rules.is_empty() {
-        c.warn(
-            "authorization",
-            "no authorization rule: every topic is denied (no_rule), every stream gets 403 and clients poll",
-            "add authorization.rules, e.g. {topic: \"board:{board}\", check: \"GET /api/boards/{board}\"} or {topic: \"presence\", public: true}",
-        );
-    }
-    let enabled = || families.values().filter(|f| f.mode != Mode::Off);
-    match rollout_phase {
-        None if enabled().next().is_some() => c.warn(
-            "rollout",
-            "missing: the rollout phase is 0, so every family is off (no events are derived)",
-            "add `rollout: {phase: N}` with N at least the phase of each family to turn on",
         ),
-        None => {}
-        Some(phase) => {
-            for f in enabled().filter(|f| f.phase > phase) {
-                c.warn(
-                    format!("families.{}.phase", f.name),
-                    format!(
-                        "phase {} is above rollout.phase {phase}: the family is off (mode {} has no effect)",
-                        f.phase,
-                        f.mode.as_str()
-                    ),
-                    "raise rollout.phase when the family is ready, or lower its phase",
-                );
-            }
-        }
+    ]);
+    Shutdown {
+        grace_period: Duration::from_secs(s.grace_period_seconds),
+        drain_window: Duration::from_secs(s.drain_window_seconds),
+        upgrade_sock: s.upgrade_sock,
     }
 }
 
-/// A rule's `data` field filled from a path parameter or query value (always a string) or
-/// a text template, where the event type's schema wants another type: every event of the
-/// rule fails the schema.
-fn warn_string_typed_as_other(
-    c: &mut Collector,
-    rules: &[Rule],
-    event_types: &BTreeMap<String, EventType>,
-) {
-    for r in rules {
-        let (DataSpec::Template(t), Some(et)) = (&r.data, event_types.get(&r.event_type)) else {
-            continue;
-        };
-        let mut found = Vec::new();
-        string_fields_typed_otherwise(t, &et.schema, &format!("{}.data", r.location), &mut found);
-        for (at, what, ty) in found {
-            c.warn(
-                at,
-                format!(
-                    "{what} is always a string, but event_types.{}.schema types it as {ty}: every event of this rule fails the schema",
-                    et.name
-                ),
-                "type it as a string in the schema (e.g. {type: string, pattern: \"^[0-9]+$\"}), or take the value from the response body",
-            );
-        }
+fn compile_logging(c: &mut Collector, l: LoggingFile) -> Option<Logging> {
+    let format = c.keyword(
+        "logging.format",
+        "format",
+        &l.format,
+        &[("human", LogFormat::Human), ("json", LogFormat::Json)],
+        "use human or json",
+    )?;
+    if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
+        c.push(
+            "logging.level",
+            format!("{:?} is not a log filter", l.level),
+            Some("use error, warn, info, debug, trace or a directive like sse_sidecar=debug"),
+        );
     }
+    Some(Logging {
+        format,
+        level: l.level,
+    })
 }
 
-fn string_fields_typed_otherwise(
-    t: &ValueTemplate,
-    schema: &serde_json::Value,
-    at: &str,
-    out: &mut Vec<(String, String, String)>,
-) {
-    match t {
-        ValueTemplate::Object(fields) => {
-            for (k, v) in fields {
-                if let Some(sub) = schema.get("properties").and_then(|p| p.get(k)) {
-                    string_fields_typed_otherwise(v, sub, &format!("{at}.{k}"), out);
-                }
-            }
-        }
-        ValueTemplate::Exact(src @ (Source::Param(_) | Source::Query(_) | Source::Header(_))) => {
-            push_if_not_string(schema, at, src.describe(), out)
-        }
-        ValueTemplate::Str(_) => push_if_not_string(schema, at, "a text template".into(), out),
-        _ => {}
-    }
-}
-
-fn push_if_not_string(
-    schema: &serde_json::Value,
-    at: &str,
-    what: String,
-    out: &mut Vec<(String, String, String)>,
-) {
-    let ty = match schema.get("type") {
-        Some(serde_json::Value::String(t)) => vec![t.as_str()],
-        Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).collect(),
-        _ => return,
-    };
-    if !ty.is_empty() && !ty.contains(&"string") {
-        out.push((at.to_owned(), what, ty.join(" or ")));
-    }
-}
-
-fn compile_polling(
-    c: &mut Collector,
-    p: PollingFile,
-    families: &BTreeMap<String, Family>,
-) -> super::polling::Polling {
-    use super::polling::{PollRoute, Polling};
+fn compile_safety(c: &mut Collector, s: SafetyFile) -> Safety {
+    c.float_range(
+        "safety.latency_target_ms",
+        s.latency_target_ms,
+        0.01,
+        60_000.0,
+        "the plan's target is 100",
+    );
     c.range(
-        "polling.max_staleness_seconds",
-        p.max_staleness_seconds,
+        "safety.breaker_cooldown_seconds",
+        s.breaker_cooldown_seconds,
         1,
-        86_400,
-    );
-    c.range(
-        "polling.coverage_window_seconds",
-        p.coverage_window_seconds,
-        60,
-        30 * 86_400,
-    );
-    c.range("polling.coverage_grace_ms", p.coverage_grace_ms, 0, 60_000);
-    c.range("polling.max_tracked", p.max_tracked as u64, 16, 10_000_000);
-    c.range(
-        "polling.slow_down_interval_ms",
-        p.slow_down_interval_ms,
-        0,
-        3_600_000,
-    );
-    let mut routes = Vec::new();
-    for (i, raw) in p.routes.iter().enumerate() {
-        let path = format!("polling.routes[{i}]");
-        let Some(r) = c.section::<PollRouteFile>(&path, raw) else {
-            continue;
-        };
-        let pattern = match RoutePattern::parse(&r.matches) {
-            Ok(pat) if pat.method == http::Method::GET => pat,
-            Ok(_) => {
-                c.push(
-                    format!("{path}.match"),
-                    "polled routes are GET requests",
-                    Some("e.g. \"GET /api/boards/{board}/cards\""),
-                );
-                continue;
-            }
-            Err(e) => {
-                c.push(format!("{path}.match"), e, None);
-                continue;
-            }
-        };
-        if !families.contains_key(&r.family) {
-            c.push(
-                format!("{path}.family"),
-                format!("family {:?} is not defined under families", r.family),
-                Some("name the family whose events change this route's answers"),
-            );
-        }
-        if r.topics.is_empty() {
-            c.push(
-                format!("{path}.topics"),
-                "a polled route needs the topics whose events change it",
-                None,
-            );
-        }
-        let params: Vec<&str> = pattern.param_names().collect();
-        let mut topics = Vec::new();
-        for (j, t) in r.topics.iter().enumerate() {
-            match StrTemplate::parse(t) {
-                Ok(tpl) => {
-                    for src in tpl.sources() {
-                        let ok = match src {
-                            Source::Param(p) => params.contains(&p.as_str()),
-                            Source::Query(_) => true,
-                            _ => false,
-                        };
-                        if !ok {
-                            c.push(
-                                format!("{path}.topics[{j}]"),
-                                format!("{} is not available on a GET", src.describe()),
-                                Some("use the route's {params} or {query.x}"),
-                            );
-                        }
-                    }
-                    topics.push(tpl);
-                }
-                Err(e) => c.push(format!("{path}.topics[{j}]"), e, None),
-            }
-        }
-        routes.push(PollRoute {
-            location: path,
-            pattern,
-            family: r.family,
-            topics,
-            shield: r.shield,
-        });
-    }
-    Polling {
-        routes,
-        max_staleness: Duration::from_secs(p.max_staleness_seconds),
-        coverage_window: Duration::from_secs(p.coverage_window_seconds),
-        coverage_grace: Duration::from_millis(p.coverage_grace_ms),
-        max_tracked: p.max_tracked,
-        slow_down_ms: p.slow_down_interval_ms,
-    }
-}
-
-fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> super::auth::Policy {
-    use super::auth::{AuthRule, Check};
-    use crate::events::condition::Condition;
-    use crate::events::pattern::TopicPattern;
-    use crate::wire::headers::CREDENTIAL_HEADERS;
-    let mut forward = Vec::new();
-    for (i, h) in a.forward_headers.iter().enumerate() {
-        let h = h.to_ascii_lowercase();
-        if CREDENTIAL_HEADERS.contains(&h.as_str()) {
-            forward.push(h);
-        } else {
-            c.push(
-                format!("authorization.forward_headers[{i}]"),
-                format!("{h:?} cannot be forwarded to checks"),
-                Some("use cookie and/or authorization"),
-            );
-        }
-    }
-    c.range(
-        "authorization.cache_ttl_seconds",
-        a.cache_ttl_seconds,
-        1,
-        86_400,
-    );
-    c.range(
-        "authorization.failure_ttl_seconds",
-        a.failure_ttl_seconds,
-        0,
         3600,
     );
-    c.range(
-        "authorization.cache_max_entries",
-        a.cache_max_entries as u64,
-        16,
-        100_000_000,
-    );
-    c.range(
-        "authorization.check_timeout_ms",
-        a.check_timeout_ms,
-        10,
-        60_000,
-    );
-    c.range(
-        "authorization.max_concurrent_checks",
-        a.max_concurrent_checks as u64,
-        1,
-        100_000,
-    );
-    c.range(
-        "authorization.max_response_bytes",
-        a.max_response_bytes as u64,
-        256,
-        16 << 20,
-    );
-    let mut rules = Vec::new();
-    for (i, raw) in a.rules.iter().enumerate() {
-        let path = format!("authorization.rules[{i}]");
-        let Some(r) = c.section::<AuthRuleFile>(&path, raw) else {
-            continue;
-        };
-        let pattern = match TopicPattern::parse(&r.topic) {
-            Ok(p) => p,
-            Err(e) => {
-                c.push(
-                    format!("{path}.topic"),
-                    e,
-                    Some("e.g. \"board:{board}\", \"presence\" or \"team:*\""),
-                );
-                continue;
-            }
-        };
-        let params: Vec<String> = pattern.param_names().map(str::to_owned).collect();
-        let check = match (r.public, &r.check) {
-            (true, Some(_)) => {
-                c.push(
-                    &path,
-                    "a rule is either public or has a check, not both",
-                    Some("remove `public: true` or the check"),
-                );
-                continue;
-            }
-            (true, None) => {
-                if r.condition.is_some() {
-                    c.push(
-                        format!("{path}.condition"),
-                        "a public rule has no check to put a condition on",
-                        None,
-                    );
-                }
-                None
-            }
-            (false, None) => {
-                c.push(
-                    &path,
-                    "no check: say how the backend decides, or mark the topic public",
-                    Some("check: \"GET /api/boards/{board}\" (or public: true)"),
-                );
-                continue;
-            }
-            (false, Some(check)) => {
-                let Some((method, tpl)) = check.trim().split_once(' ') else {
-                    c.push(
-                        format!("{path}.check"),
-                        format!("{check:?} is not `METHOD /path`"),
-                        Some("e.g. \"GET /api/boards/{board}\""),
-                    );
-                    continue;
-                };
-                let method = match method.parse::<http::Method>() {
-                    Ok(m) if matches!(m, http::Method::GET | http::Method::HEAD) => m,
-                    _ => {
-                        c.push(
-                            format!("{path}.check"),
-                            format!("{method:?}: checks must be GET or HEAD"),
-                            Some("a check must not change anything on the backend"),
-                        );
-                        continue;
-                    }
-                };
-                let tpl = tpl.trim();
-                if !tpl.starts_with('/') || tpl.bytes().any(|b| !b.is_ascii_graphic()) {
-                    c.push(
-                        format!("{path}.check"),
-                        format!("{tpl:?} is not a path"),
-                        Some("start with '/', no spaces"),
-                    );
-                    continue;
-                }
-                let path_t = match StrTemplate::parse(tpl) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        c.push(format!("{path}.check"), e, None);
-                        continue;
-                    }
-                };
-                let mut ok = true;
-                for src in path_t.sources() {
-                    match src {
-                        Source::Param(p) if params.contains(p) => {}
-                        other => {
-                            ok = false;
-                            c.push(
-                                format!("{path}.check"),
-                                format!(
-                                    "{} is not a parameter of the topic pattern {:?}",
-                                    other.describe(),
-                                    r.topic
-                                ),
-                                Some("a check path may only use the topic's {params}"),
-                            );
-                        }
-                    }
-                }
-                let condition = match &r.condition {
-                    None => None,
-                    Some(s) => match Condition::parse(s) {
-                        Ok(cond) => {
-                            for src in cond.left.sources().chain(cond.right.sources()) {
-                                match src {
-                                    Source::Response(_) => {}
-                                    Source::Param(p) if params.contains(p) => {}
-                                    other => {
-                                        ok = false;
-                                        c.push(
-                                            format!("{path}.condition"),
-                                            format!(
-                                                "{} cannot be used in a condition",
-                                                other.describe()
-                                            ),
-                                            Some("use {response.field} and the topic's {params}"),
-                                        );
-                                    }
-                                }
-                            }
-                            Some(cond)
-                        }
-                        Err(e) => {
-                            c.push(format!("{path}.condition"), e, None);
-                            None
-                        }
-                    },
-                };
-                if condition.is_some() && method == http::Method::HEAD {
-                    ok = false;
-                    c.push(
-                        format!("{path}.condition"),
-                        "a HEAD check has no answer body to test",
-                        Some("use GET for a check with a condition"),
-                    );
-                }
-                if !ok {
-                    continue;
-                }
-                let check = Check {
-                    method,
-                    path: path_t,
-                    condition,
-                };
-                warn_topic_independent_check(c, &path, &pattern, &check);
-                Some(check)
-            }
-        };
-        rules.push(AuthRule {
-            location: path,
-            pattern,
-            check,
-        });
+    Safety {
+        latency_target_ms: s.latency_target_ms,
+        breaker_cooldown: Duration::from_secs(s.breaker_cooldown_seconds),
     }
-    super::auth::Policy {
-        rules,
-        forward_headers: forward,
-        cache_ttl: Duration::from_secs(a.cache_ttl_seconds),
-        failure_ttl: Duration::from_secs(a.failure_ttl_seconds),
-        cache_max_entries: a.cache_max_entries,
-        check_timeout: Duration::from_millis(a.check_timeout_ms),
-        max_concurrent_checks: a.max_concurrent_checks,
-        max_response_bytes: a.max_response_bytes,
-    }
-}
-
-fn compile_rule(
-    c: &mut Collector,
-    path: &str,
-    family: &str,
-    r: RuleFile,
-    event_types: &BTreeMap<String, EventType>,
-) -> Option<Rule> {
-    let before = c.problems.len();
-    let pattern = match RoutePattern::parse(&r.matches) {
-        Ok(p) => {
-            if !matches!(p.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE") {
-                c.push(
-                    format!("{path}.match"),
-                    format!("{} is not a mutation", p.method),
-                    Some("rules watch POST, PUT, PATCH and DELETE"),
-                );
-            }
-            Some(p)
-        }
-        Err(e) => {
-            c.push(format!("{path}.match"), e, None);
-            None
-        }
-    };
-    match event_types.get(&r.event) {
-        None => c.push(
-            format!("{path}.event"),
-            format!("event type {:?} is not defined under event_types", r.event),
-            Some("add it to event_types with its family and schema"),
-        ),
-        Some(t) if t.family != family => c.push(
-            format!("{path}.event"),
-            format!(
-                "event type {:?} belongs to family {:?}, not {:?}",
-                r.event, t.family, family
-            ),
-            Some("move the rule to that family or change the type's family"),
-        ),
-        Some(_) => {}
-    }
-    let params: Vec<String> = pattern
-        .as_ref()
-        .map(|p| p.param_names().map(str::to_owned).collect())
-        .unwrap_or_default();
-    let check_sources = |c: &mut Collector, at: &str, sources: Vec<&Source>| {
-        for s in sources {
-            if let Source::Param(p) = s {
-                if pattern.is_some() && !params.contains(p) {
-                    c.push(
-                        at,
-                        format!("{{{p}}} is not a parameter of the match pattern"),
-                        Some("use a {name} from `match`, or query./request./response./header."),
-                    );
-                }
-            }
-        }
-    };
-    if r.topics.is_empty() {
-        c.push(
-            format!("{path}.topics"),
-            "a rule needs at least one topic",
-            Some("e.g. topics: [\"board:{response.board_id}\"]"),
-        );
-    }
-    let mut topics = Vec::new();
-    for (i, t) in r.topics.iter().enumerate() {
-        let at = format!("{path}.topics[{i}]");
-        match StrTemplate::parse(t) {
-            Ok(tpl) => {
-                check_sources(c, &at, tpl.sources().collect());
-                topics.push(tpl);
-            }
-            Err(e) => c.push(at, e, None),
-        }
-    }
-    let data = match &r.data {
-        serde_json::Value::String(s) if s == "none" => DataSpec::None,
-        serde_json::Value::String(s) if s == "request" => DataSpec::Request,
-        serde_json::Value::String(s) if s == "response" => DataSpec::Response,
-        v @ serde_json::Value::Object(_) => match ValueTemplate::parse(v) {
-            Ok(t) => {
-                check_sources(c, &format!("{path}.data"), t.sources());
-                DataSpec::Template(t)
-            }
-            Err(e) => {
-                c.push(format!("{path}.data"), e, None);
-                DataSpec::None
-            }
-        },
-        _ => {
-            c.push(
-                format!("{path}.data"),
-                "must be none, request, response or a mapping template",
-                Some("e.g. data: {card: \"{id}\", title: \"{response.title}\"}"),
-            );
-            DataSpec::None
-        }
-    };
-    let mut invalidate = Vec::new();
-    for (i, key) in r.invalidate.iter().enumerate() {
-        let at = format!("{path}.invalidate[{i}]");
-        if key.is_empty() {
-            c.push(
-                &at,
-                "a query key needs at least one element",
-                Some("e.g. [\"cards\", \"{id}\"]"),
-            );
-            continue;
-        }
-        match ValueTemplate::parse(&serde_json::Value::Array(key.clone())) {
-            Ok(t) => {
-                check_sources(c, &at, t.sources());
-                invalidate.push(t);
-            }
-            Err(e) => c.push(at, e, None),
-        }
-    }
-    if c.problems.len() > before {
-        return None;
-    }
-    Some(Rule {
-        location: path.to_owned(),
-        family: family.to_owned(),
-        pattern: pattern?,
-        event_type: r.event,
-        topics,
-        data,
-        invalidate,
-    })
 }
 
 #[cfg(test)]
