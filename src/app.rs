@@ -245,10 +245,10 @@ async fn control_loop(state: Arc<State>, mut shutdown: ShutdownWatch) {
             Some(()) = file_rx.recv() => {
                 tokio::time::sleep(reload::DEBOUNCE).await;
                 while file_rx.try_recv().is_ok() {}
-                state.reload("file");
+                state.reload("file").await;
             }
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                state.reload("SIGHUP");
+                state.reload("SIGHUP").await;
             }
         }
     }

@@ -24,6 +24,7 @@
 //! - [`app`]: the composition root that wires everything into a Pingora server.
 
 #![forbid(unsafe_code)]
+#![warn(clippy::disallowed_methods)]
 
 pub mod admin;
 pub mod app;

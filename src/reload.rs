@@ -258,6 +258,10 @@ pub fn watch_file(
 pub const DEBOUNCE: Duration = Duration::from_millis(60);
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their config files and fixtures"
+)]
 mod tests {
     use super::*;
 

@@ -141,10 +141,25 @@ impl State {
         }
     }
 
-    /// Reloads the config file and applies the result.
-    pub fn reload(&self, trigger: &str) -> ReloadOutcome {
+    /// Reloads the config file and applies the result; the file read and the schema
+    /// compile run on tokio's blocking pool, never on the caller's worker thread.
+    pub async fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let outcome = self.reload.reload_async(trigger).await;
+        self.after_reload(trigger, &outcome);
+        outcome
+    }
+
+    /// [`reload`](Self::reload) on the caller's thread, for callers off the proxy's
+    /// workers (tests on paused time, where a blocking-pool wait would let time jump).
+    pub fn reload_now(&self, trigger: &str) -> ReloadOutcome {
         let outcome = self.reload.reload(trigger);
-        let label = match &outcome {
+        self.after_reload(trigger, &outcome);
+        outcome
+    }
+
+    /// Records, counts and acts on a reload's outcome.
+    fn after_reload(&self, trigger: &str, outcome: &ReloadOutcome) {
+        let label = match outcome {
             ReloadOutcome::Applied { version, .. } => {
                 self.record_transition("reload", format!("{trigger}: applied version {version}"));
                 "applied"
@@ -163,7 +178,6 @@ impl State {
             .with_label_values(&[label])
             .inc();
         self.refresh_mode();
-        outcome
     }
 
     pub fn open_connections(&self) -> usize {

@@ -333,7 +333,7 @@ impl Admin {
         if read_json_body(session).await?.is_err() {
             return Ok(());
         }
-        let outcome = self.state.reload("admin");
+        let outcome = self.state.reload("admin").await;
         let (status, body) = match outcome {
             ReloadOutcome::Applied {
                 version,

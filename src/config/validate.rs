@@ -80,7 +80,12 @@ impl ConfigError {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file. Blocks: callers are `main` (before the runtime), the
+/// `check` command and the reload, which runs it on the blocking pool.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "never called on a proxy worker (see above)"
+)]
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.display().to_string(),
@@ -139,6 +144,11 @@ impl Collector {
         }
     }
 
+    /// Resolves a listen or upstream address (a DNS lookup for a name).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "validation runs at startup or on the reload's blocking pool"
+    )]
     fn addr(&mut self, path: &str, s: &str) -> Option<SocketAddr> {
         match s.to_socket_addrs() {
             Ok(mut it) => match it.next() {

@@ -756,6 +756,10 @@ impl Scope<'_> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their config files and fixtures"
+)]
 mod tests {
     use super::super::stream::{admit, authorize, run, StreamRequest};
     use super::*;
@@ -826,7 +830,7 @@ authorization:
 
         fn reload(&self, config: &str) {
             std::fs::write(self.dir.path().join("sidecar.yaml"), config).expect("write config");
-            let outcome = self.state.reload("test");
+            let outcome = self.state.reload_now("test");
             assert!(matches!(
                 outcome,
                 crate::reload::ReloadOutcome::Applied { .. }

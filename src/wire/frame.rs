@@ -212,6 +212,10 @@ pub fn examples<'a>(hello: &'a Hello, event: &'a Event) -> Vec<Frame<'a>> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their config files and fixtures"
+)]
 mod tests {
     use super::*;
 
