@@ -6,7 +6,8 @@
 //! L5  app, listener, main, lib  composition root (the only place that builds components)
 //!                              and the listener's front, the transport edge
 //! L4  proxy  sse  admin        edges: Pingora and sockets; never import each other
-//! L3  state  http              the runtime handles given to the edges; plain answers
+//! L3  state  pipeline  http    the runtime handles given to the edges; what happens to an
+//!                              event once it exists; plain answers
 //! L2  store  events::{hub, derive}  auth  polling  reload  upstream   engines
 //! L1  config  safety           validated data; pure state machines
 //! L0  wire  sys  metrics  events::{types, route, template, pattern, condition}  events   vocabulary
@@ -41,6 +42,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("reload", 2),
     ("upstream", 2),
     ("state", 3),
+    ("pipeline", 3),
     ("http", 3),
     ("proxy", 4),
     ("sse", 4),
