@@ -181,3 +181,134 @@ pub fn wait_strict(commits: Vec<Commit>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::hub::Hub;
+    use crate::metrics::Metrics;
+    use crate::reload::ReloadHandle;
+    use crate::store::memory::MemoryLog;
+    use std::sync::Arc;
+
+    const RULES: &str = r#"
+upstream: {address: "127.0.0.1:1"}
+rollout: {phase: 1}
+families:
+  jobs:
+    phase: 1
+    rules:
+      - match: "POST /jobs/{id}"
+        event: job.done
+        topics: ["jobs"]
+        data: {id: "{id}"}
+event_types:
+  job.done:
+    family: jobs
+    schema: {type: object}
+"#;
+
+    /// A state whose hub queue holds `queue` events; the hub runs only if the test starts it.
+    fn state(queue: usize) -> Arc<State> {
+        let cfg = crate::config::parse_str(RULES).expect("valid");
+        let metrics = Arc::new(Metrics::new());
+        let log = Arc::new(MemoryLog::new(10, Duration::from_secs(60)));
+        let hub = Hub::new(log, queue, metrics.clone());
+        State::new(
+            ReloadHandle::new("unused.yaml".into(), cfg),
+            hub,
+            metrics,
+            false,
+        )
+    }
+
+    fn event() -> Event {
+        Event {
+            id: String::new(),
+            event_type: "job.done".into(),
+            family: "jobs".into(),
+            topics: vec!["jobs".into()],
+            ts: 0,
+            origin: Default::default(),
+            data: serde_json::json!({"id": "1"}),
+            invalidate: Vec::new(),
+            tenant: None,
+        }
+    }
+
+    fn count(state: &State, metric: &str, labels: &[&str]) -> u64 {
+        let m = &state.metrics;
+        let c = match metric {
+            "derived" => &m.events_derived_total,
+            "shadow" => &m.events_shadow_total,
+            _ => &m.events_rejected_total,
+        };
+        c.with_label_values(labels).get()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_admin_event_is_counted_and_committed_with_its_id() {
+        let state = state(16);
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(state.hub.clone().run(shutdown));
+        let outcome = publish(&state, event(), Source::Admin, Durability::Strict);
+        assert!(matches!(outcome, Outcome::Pending(_)), "{outcome:?}");
+        let id = outcome.committed().await.expect("stored");
+        assert!(id.is_some_and(|id| id.ends_with("-1")));
+        assert_eq!(count(&state, "derived", &["jobs", "job.done"]), 1);
+    }
+
+    #[test]
+    fn a_retried_mutation_is_a_duplicate_and_a_shadow_event_is_not_delivered() {
+        let state = state(16);
+        let cfg = state.config();
+        let rule = &cfg.rules[0];
+        let window = Duration::from_secs(60);
+        let source = |delivery| Source::Mutation {
+            rule,
+            dedup: Some(("rule|key", window)),
+            delivery,
+        };
+        let first = publish(
+            &state,
+            event(),
+            source(Delivery::Shadow),
+            Durability::Relaxed,
+        );
+        assert!(matches!(first, Outcome::Shadow), "{first:?}");
+        let again = publish(&state, event(), source(Delivery::Live), Durability::Relaxed);
+        assert!(matches!(again, Outcome::Duplicate), "{again:?}");
+        assert_eq!(count(&state, "derived", &["jobs", "job.done"]), 1);
+        assert_eq!(count(&state, "shadow", &["jobs", "job.done"]), 1);
+        assert_eq!(count(&state, "rejected", &["jobs", "duplicate"]), 1);
+    }
+
+    #[test]
+    fn a_full_hub_drops_a_mutation_event_and_counts_it() {
+        let state = state(1);
+        let cfg = state.config();
+        let source = || Source::Mutation {
+            rule: &cfg.rules[0],
+            dedup: None,
+            delivery: Delivery::Live,
+        };
+        let queued = publish(&state, event(), source(), Durability::Relaxed);
+        assert!(matches!(queued, Outcome::Queued), "{queued:?}");
+        let dropped = publish(&state, event(), source(), Durability::Relaxed);
+        assert!(
+            matches!(dropped, Outcome::Dropped(HubError::Full)),
+            "{dropped:?}"
+        );
+        assert_eq!(count(&state, "rejected", &["jobs", "hub_queue_full"]), 1);
+        let admin = publish(&state, event(), Source::Admin, Durability::Strict);
+        assert!(
+            matches!(admin, Outcome::Dropped(HubError::Full)),
+            "{admin:?}"
+        );
+        assert_eq!(
+            count(&state, "rejected", &["jobs", "hub_queue_full"]),
+            1,
+            "the admin answers 503 itself; only a mutation's drop is counted"
+        );
+    }
+}
