@@ -292,18 +292,7 @@ async fn run_stream(
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let mut req = format!(
-            "GET /api/sse/events?topics={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
-            args.topic, args.target
-        );
-        if !last_id.is_empty() {
-            let id = String::from_utf8_lossy(&last_id);
-            req.push_str(&format!("Last-Event-ID: {id}\r\n"));
-        }
-        if args.gzip {
-            req.push_str("Accept-Encoding: gzip\r\n");
-        }
-        req.push_str("\r\n");
+        let req = stream_request(&args, &last_id);
         if conn.write_all(req.as_bytes()).await.is_err() {
             continue;
         }
@@ -338,85 +327,161 @@ async fn run_stream(
                 Ok(n) => n,
             };
             shared.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            let mut on = Reader {
+                st: &mut st,
+                shared: &shared,
+                last_id: &mut last_id,
+                hello: &mut hello,
+                stormed,
+                gate: &mut gate,
+            };
             if args.gzip {
-                // Compressed: count the bytes; the head's arrival marks the stream open.
-                if !hello && memchr::memmem::find(&chunk[..n], b"\r\n\r\n").is_some() {
-                    hello = true;
-                    gate.take();
-                    shared.established.fetch_add(1, Ordering::Relaxed);
-                }
+                on.gzip_chunk(&chunk[..n]);
                 continue;
             }
             buf.extend_from_slice(&chunk[..n]);
             if !header_done {
-                let Some(end) = memchr::memmem::find(&buf, b"\r\n\r\n") else {
-                    continue;
-                };
-                if !buf.starts_with(b"HTTP/1.1 200") {
-                    eprintln!(
-                        "stream refused: {}",
-                        String::from_utf8_lossy(&buf[..end.min(80)])
-                    );
-                    let _ = (&mut stop_signal).await;
-                    return st;
-                }
-                buf.drain(..end + 4);
-                header_done = true;
-            }
-            // Frames end with a blank line; chunk-size lines of the chunked encoding sit
-            // between frames and never contain one.
-            let mut start = 0;
-            while let Some(pos) = frame_end.find(&buf[start..]) {
-                let frame = &buf[start..start + pos];
-                start += pos + 2;
-                let Some(ev_at) = memchr::memmem::find(frame, b"event: ") else {
-                    continue;
-                };
-                let name = &frame[ev_at + 7..];
-                let name = &name[..memchr::memchr(b'\n', name).unwrap_or(name.len())];
-                match name {
-                    b"hello" => {
-                        if !hello {
-                            hello = true;
-                            if stormed {
-                                shared.storm_done.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                gate.take();
-                                shared.established.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+                match strip_head(&mut buf) {
+                    Head::Incomplete => continue,
+                    Head::Refused => {
+                        let _ = (&mut stop_signal).await;
+                        return st;
                     }
-                    b"reset" => st.resets += 1,
-                    b"heartbeat" | b"control" => {}
-                    _ => {
-                        // Published events carry {"n":..,"s":..}; mutations carry the same
-                        // numbers inside a string ("n=..;s=..").
-                        let n_val = num_after(frame, b"\"n\":").or_else(|| num_after(frame, b"n="));
-                        let sent = num_after(frame, b"\"s\":").or_else(|| num_after(frame, b";s="));
-                        let (Some(n_val), Some(sent)) = (n_val, sent) else {
-                            continue;
-                        };
-                        shared.hist.record(now_us().saturating_sub(sent));
-                        let id = memchr::memmem::find(frame, b"id: ").map(|at| {
-                            let rest = &frame[at + 4..];
-                            &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())]
-                        });
-                        let seq = id
-                            .and_then(|id| {
-                                id.iter().rposition(|&b| b == b'-').map(|d| &id[d + 1..])
-                            })
-                            .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
-                            .unwrap_or(0);
-                        if let Some(id) = id {
-                            last_id.clear();
-                            last_id.extend_from_slice(id);
-                        }
-                        st.record(n_val, seq);
-                    }
+                    Head::Ok => header_done = true,
                 }
             }
+            let start = on.frames(&frame_end, &buf);
             buf.drain(..start);
         }
+    }
+}
+
+/// The stream's request: its topic, the last id seen (if any), gzip if asked.
+fn stream_request(args: &Args, last_id: &[u8]) -> String {
+    let mut req = format!(
+        "GET /api/sse/events?topics={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+        args.topic, args.target
+    );
+    if !last_id.is_empty() {
+        let id = String::from_utf8_lossy(last_id);
+        req.push_str(&format!("Last-Event-ID: {id}\r\n"));
+    }
+    if args.gzip {
+        req.push_str("Accept-Encoding: gzip\r\n");
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// What the start of a stream's answer showed.
+enum Head {
+    /// The head has not fully arrived.
+    Incomplete,
+    /// Not a 200 (reported on stderr).
+    Refused,
+    /// A 200: the head is removed from the buffer.
+    Ok,
+}
+
+/// Checks the answer's head once it has arrived, and removes it.
+fn strip_head(buf: &mut Vec<u8>) -> Head {
+    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+        return Head::Incomplete;
+    };
+    if !buf.starts_with(b"HTTP/1.1 200") {
+        eprintln!(
+            "stream refused: {}",
+            String::from_utf8_lossy(&buf[..end.min(80)])
+        );
+        return Head::Refused;
+    }
+    buf.drain(..end + 4);
+    Head::Ok
+}
+
+/// A stream's state as its frames are read.
+struct Reader<'a> {
+    st: &'a mut StreamStats,
+    shared: &'a Shared,
+    last_id: &'a mut Vec<u8>,
+    hello: &'a mut bool,
+    stormed: bool,
+    gate: &'a mut Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Reader<'_> {
+    /// Compressed: count the bytes (done by the caller); the head's arrival marks the
+    /// stream open.
+    fn gzip_chunk(&mut self, chunk: &[u8]) {
+        if !*self.hello && memchr::memmem::find(chunk, b"\r\n\r\n").is_some() {
+            *self.hello = true;
+            self.gate.take();
+            self.shared.established.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every complete frame in `buf`; returns how many bytes they took.
+    fn frames(&mut self, frame_end: &memchr::memmem::Finder<'_>, buf: &[u8]) -> usize {
+        // Frames end with a blank line; chunk-size lines of the chunked encoding sit
+        // between frames and never contain one.
+        let mut start = 0;
+        while let Some(pos) = frame_end.find(&buf[start..]) {
+            let frame = &buf[start..start + pos];
+            start += pos + 2;
+            self.frame(frame);
+        }
+        start
+    }
+
+    /// One frame: `hello` marks the stream open (or back after the storm), `reset` is
+    /// counted, other events are recorded.
+    fn frame(&mut self, frame: &[u8]) {
+        let Some(ev_at) = memchr::memmem::find(frame, b"event: ") else {
+            return;
+        };
+        let name = &frame[ev_at + 7..];
+        let name = &name[..memchr::memchr(b'\n', name).unwrap_or(name.len())];
+        match name {
+            b"hello" => {
+                if !*self.hello {
+                    *self.hello = true;
+                    if self.stormed {
+                        self.shared.storm_done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.gate.take();
+                        self.shared.established.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            b"reset" => self.st.resets += 1,
+            b"heartbeat" | b"control" => {}
+            _ => self.event(frame),
+        }
+    }
+
+    /// An event: its latency, its id (kept for a reconnect) and its number.
+    fn event(&mut self, frame: &[u8]) {
+        // Published events carry {"n":..,"s":..}; mutations carry the same
+        // numbers inside a string ("n=..;s=..").
+        let n_val = num_after(frame, b"\"n\":").or_else(|| num_after(frame, b"n="));
+        let sent = num_after(frame, b"\"s\":").or_else(|| num_after(frame, b";s="));
+        let (Some(n_val), Some(sent)) = (n_val, sent) else {
+            return;
+        };
+        self.shared.hist.record(now_us().saturating_sub(sent));
+        let id = memchr::memmem::find(frame, b"id: ").map(|at| {
+            let rest = &frame[at + 4..];
+            &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())]
+        });
+        let seq = id
+            .and_then(|id| id.iter().rposition(|&b| b == b'-').map(|d| &id[d + 1..]))
+            .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+            .unwrap_or(0);
+        if let Some(id) = id {
+            self.last_id.clear();
+            self.last_id.extend_from_slice(id);
+        }
+        self.st.record(n_val, seq);
     }
 }
 
@@ -458,34 +523,11 @@ async fn child(args: Args) {
         establish_ms
     );
     let _ = std::io::stdout().flush();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-            if tx.blocking_send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let mut rx = stdin_lines();
     let mut storm_ms = 0.0;
     while let Some(cmd) = rx.recv().await {
         match cmd.trim() {
-            "storm" => {
-                let t = Instant::now();
-                storm_tx.send_replace(true);
-                let deadline = Instant::now() + Duration::from_secs(60);
-                while shared.storm_done.load(Ordering::Relaxed) < args.streams
-                    && Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                storm_ms = t.elapsed().as_secs_f64() * 1000.0;
-                println!(
-                    "stormed {} {:.1}",
-                    shared.storm_done.load(Ordering::Relaxed),
-                    storm_ms
-                );
-                let _ = std::io::stdout().flush();
-            }
+            "storm" => storm_ms = child_storm(&shared, &storm_tx, args.streams).await,
             "closed?" => {
                 println!(
                     "closed {} {}",
@@ -502,29 +544,7 @@ async fn child(args: Args) {
                     .unwrap_or(0);
                 let _ = stop_tx.send(true);
                 while tasks.join_next().await.is_some() {}
-                let finals =
-                    std::mem::take(&mut *shared.finals.lock().unwrap_or_else(|e| e.into_inner()));
-                let mut r = ChildReport {
-                    streams: args.streams,
-                    established: shared.established.load(Ordering::Relaxed),
-                    establish_ms,
-                    storm_ms,
-                    bytes: shared.bytes.load(Ordering::Relaxed),
-                    hist: Some(shared.hist.snapshot()),
-                    ..Default::default()
-                };
-                for s in &finals {
-                    let unique = s.unique_below(expected);
-                    r.received += s.received;
-                    r.lost += expected - unique;
-                    r.dups += s.dups;
-                    r.out_of_order += s.out_of_order;
-                    r.resets += s.resets;
-                    r.closed_by_server += s.closed_by_server as usize;
-                    if unique == expected && s.dups == 0 && s.out_of_order == 0 {
-                        r.complete_streams += 1;
-                    }
-                }
+                let r = child_report(&args, &shared, expected, establish_ms, storm_ms);
                 println!("report {}", serde_json::to_string(&r).unwrap_or_default());
                 let _ = std::io::stdout().flush();
                 return;
@@ -532,6 +552,75 @@ async fn child(args: Args) {
             _ => {}
         }
     }
+}
+
+/// The child's stdin, line by line (read on a thread of its own).
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(8);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// `storm`: every stream reconnects with its last id at once; reports (and returns) how
+/// long until all said hello again (60 s at most).
+async fn child_storm(
+    shared: &Shared,
+    storm_tx: &tokio::sync::watch::Sender<bool>,
+    streams: usize,
+) -> f64 {
+    let t = Instant::now();
+    storm_tx.send_replace(true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while shared.storm_done.load(Ordering::Relaxed) < streams && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let storm_ms = t.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "stormed {} {:.1}",
+        shared.storm_done.load(Ordering::Relaxed),
+        storm_ms
+    );
+    let _ = std::io::stdout().flush();
+    storm_ms
+}
+
+/// `report`: the streams' bookkeeping against the `expected` events published.
+fn child_report(
+    args: &Args,
+    shared: &Shared,
+    expected: u64,
+    establish_ms: f64,
+    storm_ms: f64,
+) -> ChildReport {
+    let finals = std::mem::take(&mut *shared.finals.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut r = ChildReport {
+        streams: args.streams,
+        established: shared.established.load(Ordering::Relaxed),
+        establish_ms,
+        storm_ms,
+        bytes: shared.bytes.load(Ordering::Relaxed),
+        hist: Some(shared.hist.snapshot()),
+        ..Default::default()
+    };
+    for s in &finals {
+        let unique = s.unique_below(expected);
+        r.received += s.received;
+        r.lost += expected - unique;
+        r.dups += s.dups;
+        r.out_of_order += s.out_of_order;
+        r.resets += s.resets;
+        r.closed_by_server += s.closed_by_server as usize;
+        if unique == expected && s.dups == 0 && s.out_of_order == 0 {
+            r.complete_streams += 1;
+        }
+    }
+    r
 }
 
 /// Minimal keep-alive HTTP/1.1 client for the publishers.
@@ -653,10 +742,114 @@ struct Result_ {
     bytes_received: u64,
 }
 
+/// A child process with its command pipe and its answers.
+type Child = (
+    std::process::Child,
+    Option<std::process::ChildStdin>,
+    Option<std::io::BufReader<std::process::ChildStdout>>,
+);
+
+/// What the parent measured, for the result line.
+struct Run {
+    established: usize,
+    establish_seconds: f64,
+    published: u64,
+    errors: u64,
+    pub_elapsed: f64,
+    expected: u64,
+    storm_reconnect_seconds: Option<f64>,
+    kill_switch_close_seconds: Option<f64>,
+    before: Option<(f64, u64)>,
+    with_streams: Option<(f64, u64)>,
+    cpu_start: Option<(f64, u64)>,
+    cpu_end: Option<(f64, u64)>,
+}
+
 async fn parent(args: Args) -> std::io::Result<()> {
+    let before = args.sidecar_pid.and_then(proc_sample);
+    let mut children = spawn_children(&args)?;
+    let t0 = Instant::now();
+    let established = read_established(&mut children)?;
+    let establish_seconds = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "{established}/{} streams established in {establish_seconds:.2} s",
+        args.streams
+    );
+    // Let the sidecar settle, then sample memory with the streams held.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_streams = args.sidecar_pid.and_then(proc_sample);
+
+    let mut kill_switch_close_seconds = None;
+    if let Some(path) = &args.kill_switch_config {
+        kill_switch_close_seconds =
+            Some(kill_switch_drill(path, &mut children, established).await?);
+    }
+
+    // Publish.
+    let published = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let total = if args.idle_seconds > 0.0 || args.kill_switch_config.is_some() {
+        0
+    } else {
+        (args.rate * args.seconds).round() as u64
+    };
+    let cpu_start = args.sidecar_pid.and_then(proc_sample);
+    let pub_start = Instant::now();
+    if args.idle_seconds > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
+    }
+    let mut storm_reconnect_seconds = None;
+    if total > 0 {
+        let tasks = spawn_publishers(&args, total, pub_start, &published, &errors);
+        if args.storm {
+            while published.load(Ordering::Relaxed) < total / 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            storm_reconnect_seconds = Some(storm(&mut children)?);
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+    let pub_elapsed = pub_start.elapsed().as_secs_f64();
+    let published_n = published.load(Ordering::Relaxed);
+    let expected = published_n * established as u64;
+    // Wait for deliveries to finish, then collect reports.
+    tokio::time::sleep(Duration::from_secs_f64(args.drain_seconds.min(10.0))).await;
+    let cpu_end = args.sidecar_pid.and_then(proc_sample);
+    let (agg, hist) = collect_reports(&mut children, published_n)?;
+    let run = Run {
+        established,
+        establish_seconds,
+        published: published_n,
+        errors: errors.load(Ordering::Relaxed),
+        pub_elapsed,
+        expected,
+        storm_reconnect_seconds,
+        kill_switch_close_seconds,
+        before,
+        with_streams,
+        cpu_start,
+        cpu_end,
+    };
+    let res = result(&args, &run, &agg, &hist);
+    let line = serde_json::to_string(&res).unwrap_or_default();
+    println!("{line}");
+    if let Some(p) = &args.json_out {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?;
+        writeln!(f, "{line}")?;
+    }
+    print_summary(&args, &res, &hist);
+    Ok(())
+}
+
+/// The child processes, `args.streams` spread over `args.procs`.
+fn spawn_children(args: &Args) -> std::io::Result<Vec<Child>> {
     let exe = std::env::current_exe()?;
     let per = args.streams.div_ceil(args.procs.max(1));
-    let before = args.sidecar_pid.and_then(proc_sample);
     let mut children = Vec::new();
     let mut remaining = args.streams;
     for _ in 0..args.procs.max(1) {
@@ -686,7 +879,11 @@ async fn parent(args: Args) -> std::io::Result<()> {
         let stdout = c.stdout.take().map(std::io::BufReader::new);
         children.push((c, stdin, stdout));
     }
-    let t0 = Instant::now();
+    Ok(children)
+}
+
+/// The streams established, from every child's `ready` line.
+fn read_established(children: &mut [Child]) -> std::io::Result<usize> {
     let mut established = 0;
     for (_, _, out) in children.iter_mut() {
         let mut line = String::new();
@@ -699,137 +896,147 @@ async fn parent(args: Args) -> std::io::Result<()> {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(0);
     }
-    let establish_seconds = t0.elapsed().as_secs_f64();
-    eprintln!(
-        "{established}/{} streams established in {establish_seconds:.2} s",
-        args.streams
-    );
-    // Let the sidecar settle, then sample memory with the streams held.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let with_streams = args.sidecar_pid.and_then(proc_sample);
+    Ok(established)
+}
 
-    let mut kill_switch_close_seconds = None;
-    if let Some(path) = &args.kill_switch_config {
-        let original = std::fs::read_to_string(path)?;
-        let off = original.replace("enabled: true", "enabled: false");
-        let written = now_us();
-        std::fs::write(path, off)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut last = 0u64;
-        loop {
-            let mut closed = 0;
-            for (_, stdin, out) in children.iter_mut() {
-                if let (Some(i), Some(o)) = (stdin.as_mut(), out.as_mut()) {
-                    writeln!(i, "closed?")?;
-                    i.flush()?;
-                    let mut line = String::new();
-                    o.read_line(&mut line)?;
-                    let mut p = line.split_whitespace().skip(1);
-                    closed += p.next().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
-                    last = last.max(p.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
-                }
+/// Rewrites the config with `enabled: false`, asks the children until every stream was
+/// closed (10 s at most), restores the file; seconds from the write to the last close.
+async fn kill_switch_drill(
+    path: &std::path::Path,
+    children: &mut [Child],
+    established: usize,
+) -> std::io::Result<f64> {
+    let original = std::fs::read_to_string(path)?;
+    let off = original.replace("enabled: true", "enabled: false");
+    let written = now_us();
+    std::fs::write(path, off)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = 0u64;
+    loop {
+        let mut closed = 0;
+        for (_, stdin, out) in children.iter_mut() {
+            if let (Some(i), Some(o)) = (stdin.as_mut(), out.as_mut()) {
+                writeln!(i, "closed?")?;
+                i.flush()?;
+                let mut line = String::new();
+                o.read_line(&mut line)?;
+                let mut p = line.split_whitespace().skip(1);
+                closed += p.next().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+                last = last.max(p.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0));
             }
-            if closed >= established || Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        kill_switch_close_seconds = Some(last.saturating_sub(written) as f64 / 1e6);
-        std::fs::write(path, original)?;
+        if closed >= established || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let seconds = last.saturating_sub(written) as f64 / 1e6;
+    std::fs::write(path, original)?;
+    Ok(seconds)
+}
 
-    // Publish.
-    let published = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let total = if args.idle_seconds > 0.0 || args.kill_switch_config.is_some() {
-        0
+/// The publishers: `total` events spread over them, each due at its slot of the rate.
+fn spawn_publishers(
+    args: &Args,
+    total: u64,
+    pub_start: Instant,
+    published: &Arc<AtomicU64>,
+    errors: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let interval = Duration::from_secs_f64(1.0 / args.rate);
+    for _ in 0..args.publishers.max(1) {
+        let (next, published, errors, args) = (
+            next.clone(),
+            published.clone(),
+            errors.clone(),
+            args.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut http = Http::new(if args.mode == "mutate" {
+                args.target
+            } else {
+                args.admin
+            });
+            let mut session = String::new();
+            if args.mode == "mutate" {
+                session = open_session(&mut http).await;
+            }
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return;
+                }
+                let due = pub_start + interval.mul_f64(n as f64);
+                tokio::time::sleep_until(due.into()).await;
+                match publish_one(&mut http, &args, &session, n).await {
+                    Ok(200..=299) => published.fetch_add(1, Ordering::Relaxed),
+                    _ => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tasks
+}
+
+/// Mutate mode: a session for the publisher's activity updates (its id, `s1` if none).
+async fn open_session(http: &mut Http) -> String {
+    let _ = http
+        .request("POST", "/api/sessions", "{\"user\":\"loadgen\"}", "")
+        .await;
+    let body = String::from_utf8_lossy(&http.buf).into_owned();
+    body.split("\"id\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("s1")
+        .to_owned()
+}
+
+/// Event `n`, sent now: an activity update (mutate) or an admin publish.
+async fn publish_one(http: &mut Http, args: &Args, session: &str, n: u64) -> std::io::Result<u16> {
+    let s = now_us();
+    if args.mode == "mutate" {
+        let body = format!("{{\"page\":\"/bench/n={n};s={s}\"}}");
+        http.request(
+            "PUT",
+            &format!("/api/sessions/{session}/activity"),
+            &body,
+            "",
+        )
+        .await
     } else {
-        (args.rate * args.seconds).round() as u64
-    };
-    let cpu_start = args.sidecar_pid.and_then(proc_sample);
-    let pub_start = Instant::now();
-    if args.idle_seconds > 0.0 {
-        tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
+        let body = format!(
+            "{{\"type\":\"bench.tick\",\"topics\":[\"{}\"],\"data\":{{\"n\":{n},\"s\":{s}}}}}",
+            args.topic
+        );
+        http.request("POST", "/admin/publish", &body, "").await
     }
-    let mut storm_reconnect_seconds = None;
-    if total > 0 {
-        let next = Arc::new(AtomicU64::new(0));
-        let mut tasks = Vec::new();
-        let interval = Duration::from_secs_f64(1.0 / args.rate);
-        for _ in 0..args.publishers.max(1) {
-            let (next, published, errors, args) = (
-                next.clone(),
-                published.clone(),
-                errors.clone(),
-                args.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let mut http = Http::new(if args.mode == "mutate" { args.target } else { args.admin });
-                let mut session = String::new();
-                if args.mode == "mutate" {
-                    let _ = http.request("POST", "/api/sessions", "{\"user\":\"loadgen\"}", "").await;
-                    let body = String::from_utf8_lossy(&http.buf).into_owned();
-                    session = body
-                        .split("\"id\":\"")
-                        .nth(1)
-                        .and_then(|r| r.split('"').next())
-                        .unwrap_or("s1")
-                        .to_owned();
-                }
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
-                        return;
-                    }
-                    let due = pub_start + interval.mul_f64(n as f64);
-                    tokio::time::sleep_until(due.into()).await;
-                    let s = now_us();
-                    let r = if args.mode == "mutate" {
-                        let body = format!("{{\"page\":\"/bench/n={n};s={s}\"}}");
-                        http.request("PUT", &format!("/api/sessions/{session}/activity"), &body, "").await
-                    } else {
-                        let body = format!(
-                            "{{\"type\":\"bench.tick\",\"topics\":[\"{}\"],\"data\":{{\"n\":{n},\"s\":{s}}}}}",
-                            args.topic
-                        );
-                        http.request("POST", "/admin/publish", &body, "").await
-                    };
-                    match r {
-                        Ok(200..=299) => published.fetch_add(1, Ordering::Relaxed),
-                        _ => errors.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            }));
-        }
-        if args.storm {
-            while published.load(Ordering::Relaxed) < total / 2 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let t = Instant::now();
-            for (_, stdin, _) in children.iter_mut() {
-                if let Some(i) = stdin.as_mut() {
-                    writeln!(i, "storm")?;
-                    i.flush()?;
-                }
-            }
-            for (_, _, out) in children.iter_mut() {
-                if let Some(o) = out.as_mut() {
-                    let mut line = String::new();
-                    o.read_line(&mut line)?;
-                }
-            }
-            storm_reconnect_seconds = Some(t.elapsed().as_secs_f64());
-        }
-        for t in tasks {
-            let _ = t.await;
+}
+
+/// The reconnect storm: every child's streams reconnect at once; seconds until all are back.
+fn storm(children: &mut [Child]) -> std::io::Result<f64> {
+    let t = Instant::now();
+    for (_, stdin, _) in children.iter_mut() {
+        if let Some(i) = stdin.as_mut() {
+            writeln!(i, "storm")?;
+            i.flush()?;
         }
     }
-    let pub_elapsed = pub_start.elapsed().as_secs_f64();
-    let published_n = published.load(Ordering::Relaxed);
-    let expected = published_n * established as u64;
-    // Wait for deliveries to finish, then collect reports.
-    tokio::time::sleep(Duration::from_secs_f64(args.drain_seconds.min(10.0))).await;
-    let cpu_end = args.sidecar_pid.and_then(proc_sample);
+    for (_, _, out) in children.iter_mut() {
+        if let Some(o) = out.as_mut() {
+            let mut line = String::new();
+            o.read_line(&mut line)?;
+        }
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// Every child's report, summed, and their latencies merged; the children are waited for.
+fn collect_reports(
+    children: &mut [Child],
+    published_n: u64,
+) -> std::io::Result<(ChildReport, Hist)> {
     let mut hist = Hist::new();
     let mut agg = ChildReport::default();
     for (c, stdin, out) in children.iter_mut() {
@@ -858,30 +1065,37 @@ async fn parent(args: Args) -> std::io::Result<()> {
         }
         let _ = c.wait();
     }
-    let (rss_per_stream, rss_before, rss_with) = match (before, with_streams) {
+    Ok((agg, hist))
+}
+
+/// The result line's fields.
+fn result(args: &Args, run: &Run, agg: &ChildReport, hist: &Hist) -> Result_ {
+    let established = run.established;
+    let (rss_per_stream, rss_before, rss_with) = match (run.before, run.with_streams) {
         (Some((_, b)), Some((_, w))) if established > 0 => (
             Some((w as f64 - b as f64) / established as f64),
             Some(b),
             Some(w),
         ),
-        _ => (None, before.map(|b| b.1), with_streams.map(|w| w.1)),
+        _ => (None, run.before.map(|b| b.1), run.with_streams.map(|w| w.1)),
     };
-    let cpu = match (cpu_start, cpu_end) {
+    let cpu = match (run.cpu_start, run.cpu_end) {
         (Some((a, _)), Some((b, _))) => Some(b - a),
         _ => None,
     };
-    let res = Result_ {
+    let (published_n, pub_elapsed) = (run.published, run.pub_elapsed);
+    Result_ {
         mode: args.mode.clone(),
         streams: args.streams,
         procs: args.procs,
         rate: args.rate,
         seconds: args.seconds,
         established,
-        establish_seconds,
+        establish_seconds: run.establish_seconds,
         published: published_n,
-        publish_errors: errors.load(Ordering::Relaxed),
+        publish_errors: run.errors,
         publish_rate_achieved: published_n as f64 / pub_elapsed.max(1e-9),
-        expected_deliveries: expected,
+        expected_deliveries: run.expected,
         deliveries: agg.received,
         deliveries_per_second: agg.received as f64 / pub_elapsed.max(1e-9),
         complete_streams: agg.complete_streams,
@@ -901,26 +1115,31 @@ async fn parent(args: Args) -> std::io::Result<()> {
         cpu_us_per_delivery: cpu
             .filter(|_| agg.received > 0)
             .map(|c| c * 1e6 / agg.received as f64),
-        storm_reconnect_seconds,
-        kill_switch_close_seconds,
+        storm_reconnect_seconds: run.storm_reconnect_seconds,
+        kill_switch_close_seconds: run.kill_switch_close_seconds,
         gzip: args.gzip,
         bytes_received: agg.bytes,
-    };
-    let line = serde_json::to_string(&res).unwrap_or_default();
-    println!("{line}");
-    if let Some(p) = &args.json_out {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)?;
-        writeln!(f, "{line}")?;
     }
+}
+
+/// The readable summary, on stderr.
+fn print_summary(args: &Args, res: &Result_, hist: &Hist) {
+    let (established, establish_seconds) = (res.established, res.establish_seconds);
+    let (published_n, expected) = (res.published, res.expected_deliveries);
+    let (rss_before, rss_with, rss_per_stream, cpu) = (
+        res.rss_before_streams_bytes,
+        res.rss_with_streams_bytes,
+        res.rss_per_stream_bytes,
+        res.cpu_seconds,
+    );
+    let (storm_reconnect_seconds, kill_switch_close_seconds) =
+        (res.storm_reconnect_seconds, res.kill_switch_close_seconds);
     eprintln!(
         "\n{} streams ({} procs), {} mode, {} ev/s for {:.0} s\n  established {}/{} in {:.2} s\n  published {} ({} errors, {:.1}/s achieved)\n  deliveries {} of {} expected ({:.0}/s); complete streams {}; lost {}; duplicates {}; out of order {}; resets {}; closed by server {}\n  latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  sidecar RSS {} → {} ({}/stream); CPU {} ({} per delivery){}{}",
         args.streams, args.procs, args.mode, args.rate, args.seconds,
         established, args.streams, establish_seconds,
         published_n, res.publish_errors, res.publish_rate_achieved,
-        agg.received, expected, res.deliveries_per_second, agg.complete_streams, agg.lost, agg.dups, agg.out_of_order, agg.resets, agg.closed_by_server,
+        res.deliveries, expected, res.deliveries_per_second, res.complete_streams, res.lost, res.duplicates, res.out_of_order, res.resets, res.closed_by_server,
         hist.quantile_ms(0.5), hist.quantile_ms(0.9), hist.quantile_ms(0.99), hist.max_us as f64 / 1000.0,
         rss_before.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or("-".into()),
         rss_with.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or("-".into()),
@@ -933,11 +1152,10 @@ async fn parent(args: Args) -> std::io::Result<()> {
     );
     eprintln!(
         "  bytes received by the clients: {} ({:.0} per stream){}",
-        agg.bytes,
-        agg.bytes as f64 / established.max(1) as f64,
+        res.bytes_received,
+        res.bytes_received as f64 / established.max(1) as f64,
         if args.gzip { ", gzip" } else { "" }
     );
-    Ok(())
 }
 
 fn main() {

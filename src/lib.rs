@@ -8,6 +8,8 @@
 //! - [`reload`]: the hot-reload handle (ArcSwap), file watch and SIGHUP.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation: classify, capture, forward.
 //! - [`events`]: ids, topics, templates, derivation, schema registry, the fan-out hub.
+//! - [`pipeline`]: what happens to an event once it exists: dedup, the topic clock tick,
+//!   shadow vs live, the hand-off to the hub and the strict-durability commit wait.
 //! - [`store`]: the `EventLog` trait and its backends.
 //! - [`wire`]: SSE framing and the typed frames every stream writes.
 //! - [`sys`]: the system calls std lacks (the fan-out's direct write, the effective uid).
@@ -35,6 +37,7 @@ pub mod events;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod pipeline;
 pub mod polling;
 pub mod proxy;
 pub mod reload;

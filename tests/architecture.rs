@@ -6,8 +6,8 @@
 //! L5  app, listener, main, lib  composition root (the only place that builds components)
 //!                              and the listener's front, the transport edge
 //! L4  proxy  sse  admin        edges: Pingora and sockets; never import each other
-//! L3  state  control  http     the runtime handles given to the edges, the safety
-//!                              controller; plain answers
+//! L3  state  control  pipeline  http   the runtime handle given to the edges, the safety
+//!                              controller, what happens to an event once it exists; answers
 //! L2  store  events::{hub, derive}  auth  polling  reload  upstream   engines
 //! L1  config  safety           validated data; pure state machines
 //! L0  wire  sys  metrics  events::{types, route, template, pattern, condition}  events   vocabulary
@@ -43,6 +43,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("upstream", 2),
     ("state", 3),
     ("control", 3),
+    ("pipeline", 3),
     ("http", 3),
     ("proxy", 4),
     ("sse", 4),

@@ -251,6 +251,29 @@ async fn resets_carry_their_reason_and_no_id_breaks_the_server() {
         .as_str()
         .expect("epoch")
         .to_owned();
+    each_bad_id_gets_its_reset(&sc, &epoch).await;
+    query_parameter_and_header(&sc, &epoch).await;
+    hostile_ids_get_well_formed_answers(&sc).await;
+    let r = reqwest::get(sc.admin_url("/healthz")).await.expect("alive");
+    assert_eq!(r.status(), 200);
+    let resets = sc.metrics().await.expect("metrics");
+    for reason in [
+        "malformed_id",
+        "future_id",
+        "unknown_epoch",
+        "too_far_behind",
+    ] {
+        assert!(
+            common::metric_value(
+                &resets,
+                &format!("sse_sidecar_resets_total{{reason=\"{reason}\"}}")
+            ) >= 1.0
+        );
+    }
+}
+
+/// Each kind of unusable id gets a reset with its reason and the current head.
+async fn each_bad_id_gets_its_reset(sc: &Sidecar, epoch: &str) {
     let mut cases = vec![
         ("garbage".to_string(), "malformed_id"),
         (format!("{epoch}-999999"), "future_id"),
@@ -258,7 +281,7 @@ async fn resets_carry_their_reason_and_no_id_breaks_the_server() {
         (format!("{epoch}-50"), "too_far_behind"),
     ];
     for (id, reason) in cases.drain(..) {
-        let mut s = open(&sc, "t:a", Some(&id)).await;
+        let mut s = open(sc, "t:a", Some(&id)).await;
         let r = s
             .next_of("reset", T)
             .await
@@ -266,9 +289,12 @@ async fn resets_carry_their_reason_and_no_id_breaks_the_server() {
         assert_eq!(data(&r)["reason"], reason, "id {id:?}");
         assert!(data(&r)["head"]
             .as_str()
-            .is_some_and(|h| h.starts_with(&epoch)));
+            .is_some_and(|h| h.starts_with(epoch)));
     }
-    // The query parameter works too, and the header wins over it.
+}
+
+/// The query parameter works too, and the header wins over it.
+async fn query_parameter_and_header(sc: &Sidecar, epoch: &str) {
     let good = format!("{epoch}-399");
     let mut s = SseClient::connect(
         &sc.url(&format!("/api/sse/events?topics=t:a&lastEventId={good}")),
@@ -293,7 +319,10 @@ async fn resets_carry_their_reason_and_no_id_breaks_the_server() {
         vec![399],
         "header wins"
     );
-    // Hostile ids: never a panic, always a well-formed answer.
+}
+
+/// Hostile ids: never a panic, always a well-formed answer.
+async fn hostile_ids_get_well_formed_answers(sc: &Sidecar) {
     for id in [
         "",
         " ",
@@ -317,22 +346,6 @@ async fn resets_carry_their_reason_and_no_id_breaks_the_server() {
         if let Ok(r) = r {
             assert_eq!(r.status(), 200, "{id:?}");
         }
-    }
-    let r = reqwest::get(sc.admin_url("/healthz")).await.expect("alive");
-    assert_eq!(r.status(), 200);
-    let resets = sc.metrics().await.expect("metrics");
-    for reason in [
-        "malformed_id",
-        "future_id",
-        "unknown_epoch",
-        "too_far_behind",
-    ] {
-        assert!(
-            common::metric_value(
-                &resets,
-                &format!("sse_sidecar_resets_total{{reason=\"{reason}\"}}")
-            ) >= 1.0
-        );
     }
 }
 

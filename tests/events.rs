@@ -51,6 +51,16 @@ async fn send(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// The demo's subscribers, one per topic group the scenario touches.
+struct Streams {
+    presence: SseClient,
+    activity: SseClient,
+    board1: SseClient,
+    board2: SseClient,
+    ui: SseClient,
+    conv: SseClient,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_demo_mutation_reaches_exactly_its_topics() {
     let app = LegacyApp::start().expect("legacy app");
@@ -58,16 +68,28 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
         .await
         .expect("sidecar");
     let c = reqwest::Client::new();
-    let mut presence = stream(&sc, "presence").await;
-    let mut activity = stream(&sc, "activity").await;
-    let mut board1 = stream(&sc, "board:1").await;
-    let mut board2 = stream(&sc, "board:2").await;
-    let mut ui = stream(&sc, "ui").await;
-    let mut conv = stream(&sc, "conversation:general,conversation:support").await;
+    let mut s = Streams {
+        presence: stream(&sc, "presence").await,
+        activity: stream(&sc, "activity").await,
+        board1: stream(&sc, "board:1").await,
+        board2: stream(&sc, "board:2").await,
+        ui: stream(&sc, "ui").await,
+        conv: stream(&sc, "conversation:general,conversation:support").await,
+    };
+    let sid = session_started(&sc, &c, &mut s.presence).await;
+    session_activity(&sc, &c, &mut s.activity, &sid).await;
+    card_lifecycle(&sc, &c, &mut s.board1).await;
+    ui_and_conversations(&sc, &c, &mut s).await;
+    session_ended(&sc, &c, &mut s.presence, &sid).await;
+    failed_mutations_derive_nothing(&sc, &c, &mut s.board1).await;
+    board2_saw_nothing(&mut s.board2).await;
+}
 
+/// Sessions: POST → `session.started`, with the origin headers carried. Returns its id.
+async fn session_started(sc: &Sidecar, c: &reqwest::Client, presence: &mut SseClient) -> String {
     // sessions: POST → session.started, with the origin headers carried.
     let (st, session) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/sessions"),
         Some(json!({"user": "alice"})),
@@ -87,11 +109,14 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     assert_eq!(d["origin"], json!({"client": "tab-1", "mutation": "mut-1"}));
     assert_eq!(d["invalidate"], json!([["sessions"]]));
     assert_eq!(d["id"], e.id, "the JSON id is the SSE id");
-    let sid = session["id"].as_str().expect("session id").to_owned();
+    session["id"].as_str().expect("session id").to_owned()
+}
 
+/// Tracking: PUT → `session.activity`.
+async fn session_activity(sc: &Sidecar, c: &reqwest::Client, activity: &mut SseClient, sid: &str) {
     // tracking: PUT → session.activity
     let (st, _) = send(
-        &c,
+        c,
         "PUT",
         &sc.url(&format!("/api/sessions/{sid}/activity")),
         Some(json!({"page": "/boards/1"})),
@@ -104,10 +129,13 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
         .await
         .expect("activity");
     assert_eq!(data(&e)["data"]["page"], "/boards/1");
+}
 
+/// Cards: POST, PATCH, PUT, DELETE on board 1, in order, with increasing ids.
+async fn card_lifecycle(sc: &Sidecar, c: &reqwest::Client, board1: &mut SseClient) {
     // cards: POST, PATCH, PUT, DELETE on board 1, in order, never on board 2.
     let (st, card) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/boards/1/cards"),
         Some(json!({"title": "first"})),
@@ -117,7 +145,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     assert_eq!(st, 201);
     let cid = card["id"].as_str().expect("card id").to_owned();
     let (st, _) = send(
-        &c,
+        c,
         "PATCH",
         &sc.url(&format!("/api/cards/{cid}")),
         Some(json!({"title": "second"})),
@@ -126,7 +154,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     .await;
     assert_eq!(st, 200);
     let (st, _) = send(
-        &c,
+        c,
         "PUT",
         &sc.url(&format!("/api/cards/{cid}")),
         Some(json!({"title": "third", "column": "done"})),
@@ -135,7 +163,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     .await;
     assert_eq!(st, 200);
     let (st, _) = send(
-        &c,
+        c,
         "DELETE",
         &sc.url(&format!("/api/cards/{cid}")),
         None,
@@ -163,10 +191,14 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
         seqs.windows(2).all(|w| w[0] < w[1]),
         "ids increase: {seqs:?}"
     );
+}
 
+/// UI clicks and conversation messages (newlines and unicode intact).
+async fn ui_and_conversations(sc: &Sidecar, c: &reqwest::Client, s: &mut Streams) {
+    let (ui, conv) = (&mut s.ui, &mut s.conv);
     // ui and conversations.
     let (st, _) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/ui/clicks"),
         Some(json!({"button": "save", "page": "/"})),
@@ -180,7 +212,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     );
     let text = "line one\nline two\r\nthree ✓ — 日本語 🎉 \"quoted\" \\ back\u{2028}sep";
     let (st, _) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/conversations/general/messages"),
         Some(json!({"author": "alice", "text": text})),
@@ -195,10 +227,13 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
         "newlines and unicode arrive intact"
     );
     assert_eq!(data(&m)["topics"], json!(["conversation:general"]));
+}
 
+/// Sessions: DELETE → `session.ended`.
+async fn session_ended(sc: &Sidecar, c: &reqwest::Client, presence: &mut SseClient, sid: &str) {
     // sessions: DELETE → session.ended
     let (st, _) = send(
-        &c,
+        c,
         "DELETE",
         &sc.url(&format!("/api/sessions/{sid}")),
         None,
@@ -207,10 +242,17 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     .await;
     assert_eq!(st, 200);
     presence.next_of("session.ended", T).await.expect("ended");
+}
 
+/// Failed and schema-invalid mutations derive nothing; the invalid one is counted.
+async fn failed_mutations_derive_nothing(
+    sc: &Sidecar,
+    c: &reqwest::Client,
+    board1: &mut SseClient,
+) {
     // Failed mutations derive nothing: 4xx from validation, 404, a 500 from the backend.
     let (st, _) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/boards/1/cards"),
         Some(json!({})),
@@ -219,7 +261,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     .await;
     assert_eq!(st, 400);
     let (st, _) = send(
-        &c,
+        c,
         "PATCH",
         &sc.url("/api/cards/nope"),
         Some(json!({"title": "x"})),
@@ -228,7 +270,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     .await;
     assert_eq!(st, 404);
     let (st, _) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/boards/1/cards"),
         Some(json!({"title": "boom"})),
@@ -239,7 +281,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     // A schema-invalid event (title over the schema's 200 characters) is counted, not sent.
     let long = "x".repeat(300);
     let (st, _) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/boards/1/cards"),
         Some(json!({"title": long})),
@@ -249,7 +291,7 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
     assert_eq!(st, 201, "the backend accepts it");
     // A later valid event on the same topic proves the earlier ones were not just slow.
     let (st, _) = send(
-        &c,
+        c,
         "POST",
         &sc.url("/api/boards/1/cards"),
         Some(json!({"title": "after"})),
@@ -271,7 +313,10 @@ async fn each_demo_mutation_reaches_exactly_its_topics() {
         .await
         .expect("metrics");
     assert_eq!(rejected, 1.0);
+}
 
+/// Board 2's subscriber saw none of the board 1 events.
+async fn board2_saw_nothing(board2: &mut SseClient) {
     // Board 2's subscriber saw nothing of all this.
     let stray: Vec<_> = board2
         .collect_for(Duration::from_millis(300))

@@ -165,29 +165,7 @@ async fn kill_switch_sends_every_stream_to_polling_within_a_second() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for w in 0..4 {
-        let (stop, ok, failed, sc) = (stop.clone(), ok.clone(), failed.clone(), sc.clone());
-        load.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let r = client
-                    .post(sc.url(&format!("/echo/{w}/{i}")))
-                    .body(format!("payload {i}"))
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status() == 200 => match r.text().await {
-                        Ok(t) if t == format!("payload {i}") => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    },
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
-    }
+    let load = start_load(&sc, &stop, &ok, &failed);
     common::wait_for("load running", T, || async {
         (ok.load(Ordering::Relaxed) > 50).then_some(())
     })
@@ -196,26 +174,7 @@ async fn kill_switch_sends_every_stream_to_polling_within_a_second() {
 
     let written = Instant::now();
     sc.write_config(&config(false, "live"), &up).expect("write");
-    let mut waits = Vec::new();
-    for mut s in streams {
-        waits.push(tokio::spawn(async move {
-            let seen = s
-                .wait_end(Duration::from_secs(3))
-                .await
-                .expect("stream closed");
-            let closed = written.elapsed();
-            let polling = seen
-                .iter()
-                .any(|e| e.event == "control" && data(e)["mode"] == "polling");
-            (closed, polling)
-        }));
-    }
-    let mut slowest = Duration::ZERO;
-    for w in waits {
-        let (closed, polling) = w.await.expect("join");
-        assert!(polling, "every stream got control {{mode: polling}}");
-        slowest = slowest.max(closed);
-    }
+    let slowest = slowest_close(streams, written).await;
     assert!(
         slowest < Duration::from_secs(1),
         "all closed within 1 s of the write (slowest {slowest:?})"
@@ -254,6 +213,66 @@ async fn kill_switch_sends_every_stream_to_polling_within_a_second() {
         "no pass-through request failed"
     );
     assert!(ok.load(Ordering::Relaxed) > 100);
+}
+
+/// Pass-through load: 4 workers posting until `stop`, counting answers echoed intact
+/// (`ok`) and anything else (`failed`).
+fn start_load(
+    sc: &Arc<Sidecar>,
+    stop: &Arc<AtomicBool>,
+    ok: &Arc<AtomicUsize>,
+    failed: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut load = Vec::new();
+    for w in 0..4 {
+        let (stop, ok, failed, sc) = (stop.clone(), ok.clone(), failed.clone(), sc.clone());
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let r = client
+                    .post(sc.url(&format!("/echo/{w}/{i}")))
+                    .body(format!("payload {i}"))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 200 => match r.text().await {
+                        Ok(t) if t == format!("payload {i}") => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    },
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    load
+}
+
+/// Waits for every stream to end; each must have got control {mode: polling}. The slowest
+/// close, counted from `written`.
+async fn slowest_close(streams: Vec<SseClient>, written: Instant) -> Duration {
+    let mut waits = Vec::new();
+    for mut s in streams {
+        waits.push(tokio::spawn(async move {
+            let seen = s
+                .wait_end(Duration::from_secs(3))
+                .await
+                .expect("stream closed");
+            let closed = written.elapsed();
+            let polling = seen
+                .iter()
+                .any(|e| e.event == "control" && data(e)["mode"] == "polling");
+            (closed, polling)
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for w in waits {
+        let (closed, polling) = w.await.expect("join");
+        assert!(polling, "every stream got control {{mode: polling}}");
+        slowest = slowest.max(closed);
+    }
+    slowest
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

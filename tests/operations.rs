@@ -63,18 +63,7 @@ async fn metrics_parse_and_move_under_a_scripted_run() {
         .expect("sidecar");
     let before = scrape(&sc.metrics().await.expect("scrape"));
     let c = reqwest::Client::new();
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        let mut s = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), None)
-            .await
-            .expect("connect");
-        s.next_of("hello", T).await.expect("hello");
-        streams.push(s);
-    }
-    let mut reset = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), Some("garbage"))
-        .await
-        .expect("connect");
-    reset.next_of("reset", T).await.expect("reset");
+    let (mut streams, _reset) = open_streams(&sc).await;
     for _ in 0..5 {
         assert_eq!(
             c.post(sc.url("/status/201?note=ok"))
@@ -104,8 +93,31 @@ async fn metrics_parse_and_move_under_a_scripted_run() {
         .await
         .expect("bad");
     assert_eq!(r.status(), 400);
+    metrics_grew(&sc, &before).await;
+    kill_switch_moves_its_gauges(&sc, &c, &mut streams).await;
+}
+
+/// Three streams that said hello, and a fourth resumed from a malformed id (reset).
+async fn open_streams(sc: &Sidecar) -> (Vec<SseClient>, SseClient) {
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let mut s = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), None)
+            .await
+            .expect("connect");
+        s.next_of("hello", T).await.expect("hello");
+        streams.push(s);
+    }
+    let mut reset = SseClient::connect(&sc.url("/api/sse/events?topics=jobs"), Some("garbage"))
+        .await
+        .expect("connect");
+    reset.next_of("reset", T).await.expect("reset");
+    (streams, reset)
+}
+
+/// After the scripted run: every series it should move grew, 5 events reached 4 streams.
+async fn metrics_grew(sc: &Sidecar, before: &HashMap<String, f64>) {
     let mid = scrape(&sc.metrics().await.expect("scrape"));
-    let up = |k: &str| get(&mid, k) > get(&before, k);
+    let up = |k: &str| get(&mid, k) > get(before, k);
     assert_eq!(get(&mid, "sse_sidecar_sse_connections{}"), 4.0);
     for k in [
         "sse_sidecar_sse_handshakes_total{outcome=accepted}",
@@ -132,8 +144,14 @@ async fn metrics_parse_and_move_under_a_scripted_run() {
     );
     assert!(mid.contains_key("sse_sidecar_queued_bytes{}"));
     assert_eq!(get(&mid, "sse_sidecar_kill_switch{}"), 0.0);
+}
 
-    // The kill switch moves its gauges, the reload counter, and closes the streams.
+/// The kill switch moves its gauges, the reload counter, and closes the streams.
+async fn kill_switch_moves_its_gauges(
+    sc: &Sidecar,
+    c: &reqwest::Client,
+    streams: &mut [SseClient],
+) {
     let r = c
         .post(sc.admin_url("/admin/kill-switch"))
         .header("content-type", "application/json")
@@ -142,7 +160,7 @@ async fn metrics_parse_and_move_under_a_scripted_run() {
         .await
         .expect("kill");
     assert_eq!(r.status(), 200);
-    for s in &mut streams {
+    for s in streams.iter_mut() {
         let seen = s.wait_end(T).await.expect("closed");
         assert!(seen
             .iter()
@@ -252,20 +270,9 @@ async fn publish_validates_against_the_registry() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_actions_need_the_token_when_one_is_set() {
-    let backend = echo::start().await;
-    let opts = SidecarOpts {
-        env: vec![("TEST_ADMIN_TOKEN".into(), "s3cret-token".into())],
-    };
-    let sc = Sidecar::start_with(
-        &config("admin: {token_env: TEST_ADMIN_TOKEN}"),
-        &backend.to_string(),
-        opts,
-    )
-    .await
-    .expect("sidecar");
-    let c = reqwest::Client::new();
+/// Every admin action answers 401 without the token, with a wrong one, and with the bare
+/// token (no `Bearer`).
+async fn every_admin_action_refuses_a_missing_or_wrong_token(sc: &Sidecar, c: &reqwest::Client) {
     for (method, path) in [
         ("POST", "/admin/reload"),
         ("POST", "/admin/kill-switch"),
@@ -284,6 +291,23 @@ async fn admin_actions_need_the_token_when_one_is_set() {
             assert_eq!(resp.status(), 401, "{method} {path} with {auth:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_actions_need_the_token_when_one_is_set() {
+    let backend = echo::start().await;
+    let opts = SidecarOpts {
+        env: vec![("TEST_ADMIN_TOKEN".into(), "s3cret-token".into())],
+    };
+    let sc = Sidecar::start_with(
+        &config("admin: {token_env: TEST_ADMIN_TOKEN}"),
+        &backend.to_string(),
+        opts,
+    )
+    .await
+    .expect("sidecar");
+    let c = reqwest::Client::new();
+    every_admin_action_refuses_a_missing_or_wrong_token(&sc, &c).await;
     // Nothing changed.
     let st: serde_json::Value = sc.sse_status().await.expect("status");
     assert_eq!(st["mode"], "sse");

@@ -41,13 +41,19 @@ async fn passthrough_is_byte_identical() {
         .expect("sidecar");
     let client = reqwest::Client::new();
     let direct = |p: &str| format!("http://{backend}{p}");
+    every_verb(&client, &sc, &direct).await;
+    five_mb_both_ways(&client, &sc, &direct).await;
+    chunked_both_ways(&client, &sc, &direct).await;
+    error_statuses(&client, &sc, &direct).await;
+}
 
-    // Every verb, with a query string and a body.
+/// Every verb, with a query string and a body.
+async fn every_verb(client: &reqwest::Client, sc: &Sidecar, direct: &impl Fn(&str) -> String) {
     for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let body = (method != "GET").then(|| format!("{{\"verb\":\"{method}\"}}").into_bytes());
         let path = "/echo/a/b?x=1&y=%20z";
-        let (d, p) = both(&client, m, &direct(path), &sc.url(path), body.clone()).await;
+        let (d, p) = both(client, m, &direct(path), &sc.url(path), body.clone()).await;
         assert_eq!(d.status(), p.status(), "{method} status");
         for h in [
             "x-echo-method",
@@ -76,11 +82,17 @@ async fn passthrough_is_byte_identical() {
             "{method} body"
         );
     }
+}
 
-    // 5 MB both ways.
+/// 5 MB both ways.
+async fn five_mb_both_ways(
+    client: &reqwest::Client,
+    sc: &Sidecar,
+    direct: &impl Fn(&str) -> String,
+) {
     let big = echo::pattern(5 * 1024 * 1024);
     let (d, p) = both(
-        &client,
+        client,
         reqwest::Method::POST,
         &direct("/echo"),
         &sc.url("/echo"),
@@ -103,8 +115,14 @@ async fn passthrough_is_byte_identical() {
         p.bytes().await.expect("body").as_ref(),
         echo::pattern(5_242_880).as_slice()
     );
+}
 
-    // A chunked upload (no content-length) and a chunked download.
+/// A chunked upload (no content-length) and a chunked download.
+async fn chunked_both_ways(
+    client: &reqwest::Client,
+    sc: &Sidecar,
+    direct: &impl Fn(&str) -> String,
+) {
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20)
         .map(|i| Ok(vec![b'a' + (i % 26) as u8; 10_000]))
         .collect();
@@ -132,12 +150,14 @@ async fn passthrough_is_byte_identical() {
         d.bytes().await.expect("body"),
         p.bytes().await.expect("body")
     );
+}
 
-    // 4xx and 5xx come back as they are.
+/// 4xx and 5xx come back as they are.
+async fn error_statuses(client: &reqwest::Client, sc: &Sidecar, direct: &impl Fn(&str) -> String) {
     for code in [400u16, 404, 409, 422, 500, 503] {
         let path = format!("/status/{code}");
         let (d, p) = both(
-            &client,
+            client,
             reqwest::Method::POST,
             &direct(&path),
             &sc.url(&path),

@@ -69,6 +69,20 @@ async fn coverage_is_complete_until_a_rule_is_missing() {
         .await
         .expect("sidecar");
     let c = reqwest::Client::new();
+    let conv_id = first_conversation(&app, &c).await;
+    let polls = Polls {
+        sc_url: sc.url(""),
+        conv_poll: format!("/api/conversations/{conv_id}/messages"),
+    };
+    polls.round(&c).await; // baselines
+    scripted_mix(&sc, &c, &polls, &conv_id).await;
+    coverage_settles_complete(&sc).await;
+    cards_wait_for_the_kill_switch(&sc).await;
+    edit_without_its_rule_is_uncovered(&sc, &c, &polls, &app, &yaml).await;
+}
+
+/// The first conversation the backend lists (`general` if none).
+async fn first_conversation(app: &LegacyApp, c: &reqwest::Client) -> String {
     let conv: Value = c
         .get(app.url("/api/conversations"))
         .send()
@@ -77,87 +91,98 @@ async fn coverage_is_complete_until_a_rule_is_missing() {
         .json()
         .await
         .expect("json");
-    let conv_id = conv["conversations"][0]["id"]
+    conv["conversations"][0]["id"]
         .as_str()
         .unwrap_or("general")
-        .to_owned();
-    let conv_poll = format!("/api/conversations/{conv_id}/messages");
-    let polls = |c: reqwest::Client| {
-        let sc_url = sc.url("");
-        let conv_poll = conv_poll.clone();
-        async move {
-            for path in [
-                "/api/boards/1/cards",
-                conv_poll.as_str(),
-                "/api/sessions",
-                "/api/activity",
-                "/api/ui/clicks/summary",
-            ] {
-                let r = c
-                    .get(format!("{sc_url}{path}"))
-                    .header("cookie", "user=alice")
-                    .send()
-                    .await
-                    .expect("poll");
-                assert_eq!(r.status().as_u16(), 200, "{path}");
-                let _ = r.bytes().await;
-            }
+        .to_owned()
+}
+
+/// One round of polls of every polled demo route, through the sidecar.
+struct Polls {
+    sc_url: String,
+    conv_poll: String,
+}
+
+impl Polls {
+    async fn round(&self, c: &reqwest::Client) {
+        let sc_url = &self.sc_url;
+        for path in [
+            "/api/boards/1/cards",
+            self.conv_poll.as_str(),
+            "/api/sessions",
+            "/api/activity",
+            "/api/ui/clicks/summary",
+        ] {
+            let r = c
+                .get(format!("{sc_url}{path}"))
+                .header("cookie", "user=alice")
+                .send()
+                .await
+                .expect("poll");
+            assert_eq!(r.status().as_u16(), 200, "{path}");
+            let _ = r.bytes().await;
         }
-    };
-    polls(c.clone()).await; // baselines
-                            // A scripted mix: every kind of mutation, each followed by a round of polls.
+    }
+}
+
+/// A scripted mix: every kind of mutation, each followed by a round of polls.
+async fn scripted_mix(sc: &Sidecar, c: &reqwest::Client, polls: &Polls, conv_id: &str) {
     for round in 0..3 {
         let card = send(
-            &c,
+            c,
             "POST",
             sc.url("/api/boards/1/cards"),
             serde_json::json!({"title": format!("card {round}")}),
         )
         .await;
-        polls(c.clone()).await;
+        polls.round(c).await;
         let id = card["id"].as_str().expect("card id");
         send(
-            &c,
+            c,
             "PATCH",
             sc.url(&format!("/api/cards/{id}")),
             serde_json::json!({"column": "doing"}),
         )
         .await;
-        polls(c.clone()).await;
+        polls.round(c).await;
         send(
-            &c,
+            c,
             "POST",
             sc.url(&format!("/api/conversations/{conv_id}/messages")),
             serde_json::json!({"text": format!("hello {round}")}),
         )
         .await;
-        polls(c.clone()).await;
+        polls.round(c).await;
         let session = send(
-            &c,
+            c,
             "POST",
             sc.url("/api/sessions"),
             serde_json::json!({"user": "alice"}),
         )
         .await;
-        polls(c.clone()).await;
+        polls.round(c).await;
         let sid = session["id"].as_str().expect("session id");
         send(
-            &c,
+            c,
             "PUT",
             sc.url(&format!("/api/sessions/{sid}/activity")),
             serde_json::json!({"page": "board"}),
         )
         .await;
-        polls(c.clone()).await;
+        polls.round(c).await;
         send(
-            &c,
+            c,
             "POST",
             sc.url("/api/ui/clicks"),
             serde_json::json!({"button": "save", "page": "board"}),
         )
         .await;
-        polls(c.clone()).await;
+        polls.round(c).await;
     }
+}
+
+/// Every polled route settles at full coverage, nothing uncovered.
+async fn coverage_settles_complete(sc: &Sidecar) {
     let routes = [
         "GET /api/boards/{board}/cards",
         "GET /api/conversations/{conv}/messages",
@@ -179,6 +204,11 @@ async fn coverage_is_complete_until_a_rule_is_missing() {
         assert_eq!(cov["coverage"], 1.0, "{r}: {cov}");
         assert_eq!(cov["uncovered_total"], 0, "{r}");
     }
+}
+
+/// The cards family is live and its coverage check passes, but it is not ready: the kill
+/// switch was never exercised.
+async fn cards_wait_for_the_kill_switch(sc: &Sidecar) {
     let gates: Value = reqwest::get(sc.admin_url("/admin/gates"))
         .await
         .expect("gates")
@@ -198,9 +228,18 @@ async fn coverage_is_complete_until_a_rule_is_missing() {
         "the kill switch was never exercised: {cards}"
     );
     assert!(cards["why_not"].to_string().contains("kill_switch"));
+}
 
-    // Remove the PATCH rule: the card's edit shows in the board poll with no event.
-    sc.write_config(&without_patch_rule(&yaml), &app.addr.to_string())
+/// With the PATCH rule removed, a card's edit shows in the board poll with no event: an
+/// uncovered change, reported, logged and counted.
+async fn edit_without_its_rule_is_uncovered(
+    sc: &Sidecar,
+    c: &reqwest::Client,
+    polls: &Polls,
+    app: &LegacyApp,
+    yaml: &str,
+) {
+    sc.write_config(&without_patch_rule(yaml), &app.addr.to_string())
         .expect("config");
     wait_for("the reload", T, || async {
         let applied = sc
@@ -212,23 +251,23 @@ async fn coverage_is_complete_until_a_rule_is_missing() {
     .await
     .expect("reloaded");
     let card = send(
-        &c,
+        c,
         "POST",
         sc.url("/api/boards/1/cards"),
         serde_json::json!({"title": "to edit"}),
     )
     .await;
-    polls(c.clone()).await;
+    polls.round(c).await;
     let id = card["id"].as_str().expect("card id");
     send(
-        &c,
+        c,
         "PATCH",
         sc.url(&format!("/api/cards/{id}")),
         serde_json::json!({"title": "edited"}),
     )
     .await;
     let polled = Instant::now();
-    polls(c.clone()).await;
+    polls.round(c).await;
     let cov = wait_for("the uncovered change", T, || async {
         let st = sc.status().await.ok()?;
         let cov = coverage_of(&st, "GET /api/boards/{board}/cards")?;
@@ -313,6 +352,36 @@ async fn backend_polls(app: &LegacyApp) -> u64 {
         .unwrap_or(0)
 }
 
+/// `count` new boards on the backend directly; their ids.
+async fn new_boards(app: &LegacyApp, c: &reqwest::Client, count: usize) -> Vec<String> {
+    let mut boards = Vec::new();
+    for i in 0..count {
+        let b = send(
+            c,
+            "POST",
+            app.url("/api/boards"),
+            serde_json::json!({"name": format!("b{i}")}),
+        )
+        .await;
+        boards.push(b["id"].as_str().expect("id").to_owned());
+    }
+    boards
+}
+
+/// The pollers' totals: polls, 304s and stale answers.
+async fn join_pollers(
+    mut clients: tokio::task::JoinSet<(u64, u64, Vec<String>)>,
+) -> (u64, u64, Vec<String>) {
+    let (mut polls, mut not_modified, mut stale) = (0, 0, Vec::new());
+    while let Some(r) = clients.join_next().await {
+        let (p, nm, s) = r.expect("client");
+        polls += p;
+        not_modified += nm;
+        stale.extend(s);
+    }
+    (polls, not_modified, stale)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shielding_spares_the_backend_nine_polls_in_ten_and_never_serves_stale() {
     let app = LegacyApp::start().expect("legacy app");
@@ -321,17 +390,7 @@ async fn shielding_spares_the_backend_nine_polls_in_ten_and_never_serves_stale()
         .expect("sidecar");
     let c = reqwest::Client::new();
     // 50 boards, one polling client each.
-    let mut boards = Vec::new();
-    for i in 0..50 {
-        let b = send(
-            &c,
-            "POST",
-            app.url("/api/boards"),
-            serde_json::json!({"name": format!("b{i}")}),
-        )
-        .await;
-        boards.push(b["id"].as_str().expect("id").to_owned());
-    }
+    let boards = new_boards(&app, &c, 50).await;
     c.post(app.url("/__stats/reset"))
         .send()
         .await
@@ -379,13 +438,7 @@ async fn shielding_spares_the_backend_nine_polls_in_ten_and_never_serves_stale()
         n += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (mut polls, mut not_modified, mut stale) = (0, 0, Vec::new());
-    while let Some(r) = clients.join_next().await {
-        let (p, nm, s) = r.expect("client");
-        polls += p;
-        not_modified += nm;
-        stale.extend(s);
-    }
+    let (polls, not_modified, stale) = join_pollers(clients).await;
     let forwarded = backend_polls(&app).await;
     let saved = 1.0 - forwarded as f64 / polls as f64;
     println!(

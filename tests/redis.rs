@@ -222,12 +222,79 @@ async fn three_instances_share_one_ordered_log() {
         "no duplicate after the replay: {extra:?}"
     );
 
-    // One global order: concurrent mutations through all three instances; every
-    // subscriber on every instance sees the same sequence of ids.
+    one_global_order(&a, &b, &cc, &c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_never_breaks_pass_through_and_ends_in_replay_or_reset() {
+    let mut redis = Redis::start(true).await;
+    let backend = echo::start().await.to_string();
+    let yaml = config(&redis, "");
+    let a = Sidecar::start(&yaml, &backend).await.expect("a");
+    let b = Sidecar::start(&yaml, &backend).await.expect("b");
+    let c = reqwest::Client::new();
+
+    // Pass-through load on both instances for the whole test.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = start_load(&[a.port, b.port], &stop, &ok, &failed, &c);
+    // Mutations through A all along (they succeed for the browser whatever Redis does).
+    let mutations = start_mutations(&c, a.port, &stop);
+    let mut s = stream(&b, "t:m", None).await;
+    let before = read_jobs(&mut s, 5, T).await;
+    assert_eq!(before.len(), 5, "live before the outage");
+    let mut seen_ids: HashSet<String> = before.iter().map(|g| g.1.clone()).collect();
+
+    // Redis goes away for 10 s.
+    redis.stop();
+    // Clients of the live family are told to poll.
+    let mut dup = Vec::new();
+    let told_to_poll = while_down(&b, &mut s, &mut seen_ids, &mut dup).await;
+    assert!(
+        told_to_poll,
+        "clients were told to poll while redis was down"
+    );
+    let st = b.sse_status().await.expect("status");
+    assert!(
+        st["polling_families"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "jobs")),
+        "{st}\n{}",
+        b.log()
+    );
+
+    // Redis returns (with its data: append-only file).
+    redis.spawn().await;
+    // Back to live: the family leaves polling, events flow again, with replay or reset.
+    let back = Instant::now();
+    let (live_again, after, reset) = until_live(&b, &mut s, &mut seen_ids, &mut dup).await;
+    println!(
+        "redis back after 10 s: live again in {:?} (reset: {reset}), {after} events since",
+        back.elapsed()
+    );
+    assert!(live_again, "the family went back to live");
+    assert!(after >= 5, "events flow again");
+    assert!(dup.is_empty(), "no event delivered twice: {dup:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert!(
+        mutations.await.expect("mutations"),
+        "every mutation answered 201"
+    );
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!("pass-through during the outage: {ok} ok, {failed} failed");
+    assert!(ok > 100);
+    assert_eq!(failed, 0, "pass-through never failed");
+}
+
+/// One global order: concurrent mutations through all three instances; every subscriber
+/// on every instance sees the same sequence of ids.
+async fn one_global_order(a: &Sidecar, b: &Sidecar, cc: &Sidecar, c: &reqwest::Client) {
     let mut subs = [
-        stream(&a, "t:o", None).await,
-        stream(&b, "t:o", None).await,
-        stream(&cc, "t:o", None).await,
+        stream(a, "t:o", None).await,
+        stream(b, "t:o", None).await,
+        stream(cc, "t:o", None).await,
     ];
     let mut tasks = tokio::task::JoinSet::new();
     for (i, port) in [a.port, b.port, cc.port].into_iter().enumerate() {
@@ -256,20 +323,17 @@ async fn three_instances_share_one_ordered_log() {
     assert_eq!(ids.len(), 60, "no duplicate ids");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redis_outage_never_breaks_pass_through_and_ends_in_replay_or_reset() {
-    let mut redis = Redis::start(true).await;
-    let backend = echo::start().await.to_string();
-    let yaml = config(&redis, "");
-    let a = Sidecar::start(&yaml, &backend).await.expect("a");
-    let b = Sidecar::start(&yaml, &backend).await.expect("b");
-    let c = reqwest::Client::new();
-
-    // Pass-through load on both instances for the whole test.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+/// Pass-through load, two workers per port, until `stop`: successes in `ok`, anything
+/// else in `failed`.
+fn start_load(
+    ports: &[u16],
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+    ok: &Arc<AtomicU64>,
+    failed: &Arc<AtomicU64>,
+    c: &reqwest::Client,
+) -> tokio::task::JoinSet<()> {
     let mut load = tokio::task::JoinSet::new();
-    for port in [a.port, b.port] {
+    for &port in ports {
         for _ in 0..2 {
             let (stop, ok, failed, c) = (stop.clone(), ok.clone(), failed.clone(), c.clone());
             load.spawn(async move {
@@ -287,10 +351,18 @@ async fn a_redis_outage_never_breaks_pass_through_and_ends_in_replay_or_reset() 
             });
         }
     }
-    // Mutations through A all along (they succeed for the browser whatever Redis does).
+    load
+}
+
+/// Mutations through `a_port` every 50 ms until `stop`; whether every one answered 201.
+fn start_mutations(
+    c: &reqwest::Client,
+    a_port: u16,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<bool> {
     let stop_m = stop.clone();
-    let (mc, a_port) = (c.clone(), a.port);
-    let mutations = tokio::spawn(async move {
+    let mc = c.clone();
+    tokio::spawn(async move {
         let mut n = 0u64;
         let mut all_ok = true;
         while !stop_m.load(Ordering::Relaxed) {
@@ -300,19 +372,19 @@ async fn a_redis_outage_never_breaks_pass_through_and_ends_in_replay_or_reset() 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         all_ok
-    });
+    })
+}
 
-    let mut s = stream(&b, "t:m", None).await;
-    let before = read_jobs(&mut s, 5, T).await;
-    assert_eq!(before.len(), 5, "live before the outage");
-    let mut seen_ids: HashSet<String> = before.iter().map(|g| g.1.clone()).collect();
-
-    // Redis goes away for 10 s.
-    redis.stop();
+/// Reads `s` for the 10 s Redis is down (resuming it on `b` if it ends), noting event ids
+/// seen twice; whether clients of the live family were told to poll.
+async fn while_down(
+    b: &Sidecar,
+    s: &mut SseClient,
+    seen_ids: &mut HashSet<String>,
+    dup: &mut Vec<String>,
+) -> bool {
     let down_at = Instant::now();
-    // Clients of the live family are told to poll.
     let mut told_to_poll = false;
-    let mut dup = Vec::new();
     while down_at.elapsed() < Duration::from_secs(10) {
         match s.next(Duration::from_millis(200)).await {
             Some(e) if e.event == "control" => {
@@ -330,25 +402,20 @@ async fn a_redis_outage_never_breaks_pass_through_and_ends_in_replay_or_reset() 
             _ => {}
         }
         if s.ended {
-            s = stream(&b, "t:m", s.last_id.clone().as_deref()).await;
+            *s = stream(b, "t:m", s.last_id.clone().as_deref()).await;
         }
     }
-    assert!(
-        told_to_poll,
-        "clients were told to poll while redis was down"
-    );
-    let st = b.sse_status().await.expect("status");
-    assert!(
-        st["polling_families"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|x| x == "jobs")),
-        "{st}\n{}",
-        b.log()
-    );
+    told_to_poll
+}
 
-    // Redis returns (with its data: append-only file).
-    redis.spawn().await;
-    // Back to live: the family leaves polling, events flow again, with replay or reset.
+/// Reads `s` after Redis returns, until the family is live again and 5 events came (30 s
+/// at most): (live again, events since, a reset seen).
+async fn until_live(
+    b: &Sidecar,
+    s: &mut SseClient,
+    seen_ids: &mut HashSet<String>,
+    dup: &mut Vec<String>,
+) -> (bool, usize, bool) {
     let back = Instant::now();
     let mut live_again = false;
     let mut after = 0;
@@ -371,27 +438,10 @@ async fn a_redis_outage_never_breaks_pass_through_and_ends_in_replay_or_reset() 
             _ => {}
         }
         if s.ended {
-            s = stream(&b, "t:m", s.last_id.clone().as_deref()).await;
+            *s = stream(b, "t:m", s.last_id.clone().as_deref()).await;
         }
     }
-    println!(
-        "redis back after 10 s: live again in {:?} (reset: {reset}), {after} events since",
-        back.elapsed()
-    );
-    assert!(live_again, "the family went back to live");
-    assert!(after >= 5, "events flow again");
-    assert!(dup.is_empty(), "no event delivered twice: {dup:?}");
-
-    stop.store(true, Ordering::Relaxed);
-    while load.join_next().await.is_some() {}
-    assert!(
-        mutations.await.expect("mutations"),
-        "every mutation answered 201"
-    );
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    println!("pass-through during the outage: {ok} ok, {failed} failed");
-    assert!(ok > 100);
-    assert_eq!(failed, 0, "pass-through never failed");
+    (live_again, after, reset)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,69 +108,11 @@ impl Authorizer {
         }
         let host = creds.host.as_deref().map(str::to_ascii_lowercase);
         let key: Key = (creds.fingerprint, host, topic.to_owned());
-        let running: Running = (cfg.version.clone(), key.clone());
-        let now = Instant::now();
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.version != cfg.version {
-                cache.version = cfg.version.clone();
-                cache.map.clear();
-            }
-            if let Some(&(d, until)) = cache.map.get(&key) {
-                if until > now {
-                    self.metrics
-                        .auth_cache_total
-                        .with_label_values(&["hit"])
-                        .inc();
-                    self.count_decision(d);
-                    return (d, Some(until));
-                }
-            }
+        if let Some((d, until)) = self.cached_decision(cfg, &key) {
+            self.count_decision(d);
+            return (d, Some(until));
         }
-        let mut rx = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            match inflight.get(&running) {
-                Some(rx) => {
-                    self.metrics
-                        .auth_cache_total
-                        .with_label_values(&["coalesced"])
-                        .inc();
-                    rx.clone()
-                }
-                None => {
-                    self.metrics
-                        .auth_cache_total
-                        .with_label_values(&["miss"])
-                        .inc();
-                    let (tx, rx) = watch::channel(None);
-                    inflight.insert(running.clone(), rx.clone());
-                    let me = self.clone();
-                    let cfg = cfg.clone();
-                    let creds = creds.clone();
-                    tokio::spawn(async move {
-                        let decision = me.check(&cfg, &creds, &key.2).await;
-                        let ttl = match decision {
-                            Decision::Deny(DenyReason::CheckFailed) => {
-                                cfg.authorization.failure_ttl
-                            }
-                            Decision::Deny(DenyReason::Busy) => Duration::ZERO,
-                            _ => cfg.authorization.cache_ttl,
-                        };
-                        let until = Instant::now() + ttl;
-                        if decision != Decision::Deny(DenyReason::Busy) {
-                            // No slot is not a decision about this subscriber: never cached.
-                            me.remember(&cfg, key.clone(), decision, until);
-                        }
-                        me.inflight
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&running);
-                        let _ = tx.send(Some((decision, until)));
-                    });
-                    rx
-                }
-            }
-        };
+        let mut rx = self.join_or_start(cfg, creds, key);
         // The wait for a slot, then the check itself, each bounded by `check_timeout`.
         let wait = policy.check_timeout * 2 + Duration::from_secs(1);
         let answer = match tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await {
@@ -183,6 +125,85 @@ impl Authorizer {
         ));
         self.count_decision(d);
         (d, Some(until))
+    }
+
+    /// Cache: the decision for `key` while it holds (counted as a hit); the cache is
+    /// emptied first if the config's version changed.
+    fn cached_decision(&self, cfg: &Config, key: &Key) -> Option<(Decision, Instant)> {
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.version != cfg.version {
+            cache.version = cfg.version.clone();
+            cache.map.clear();
+        }
+        let &(d, until) = cache.map.get(key)?;
+        if until <= now {
+            return None;
+        }
+        self.metrics
+            .auth_cache_total
+            .with_label_values(&["hit"])
+            .inc();
+        Some((d, until))
+    }
+
+    /// Coalescing: the answer of the check already running for `key` under this config
+    /// version (counted as coalesced), or of one started now (a miss).
+    fn join_or_start(
+        self: &Arc<Self>,
+        cfg: &Arc<Config>,
+        creds: &Credentials,
+        key: Key,
+    ) -> watch::Receiver<Answer> {
+        let running: Running = (cfg.version.clone(), key.clone());
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = inflight.get(&running) {
+            self.metrics
+                .auth_cache_total
+                .with_label_values(&["coalesced"])
+                .inc();
+            return rx.clone();
+        }
+        self.metrics
+            .auth_cache_total
+            .with_label_values(&["miss"])
+            .inc();
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(running.clone(), rx.clone());
+        let me = self.clone();
+        let cfg = cfg.clone();
+        let creds = creds.clone();
+        tokio::spawn(async move { me.run_check(&cfg, &creds, running, tx).await });
+        rx
+    }
+
+    /// A started check, in a task of its own: the decision is cached (unless no slot was
+    /// free, which is never cached), the check leaves the running set, and its waiters get
+    /// the answer.
+    async fn run_check(
+        &self,
+        cfg: &Config,
+        creds: &Credentials,
+        running: Running,
+        tx: watch::Sender<Answer>,
+    ) {
+        let key = running.1.clone();
+        let decision = self.check(cfg, creds, &key.2).await;
+        let ttl = match decision {
+            Decision::Deny(DenyReason::CheckFailed) => cfg.authorization.failure_ttl,
+            Decision::Deny(DenyReason::Busy) => Duration::ZERO,
+            _ => cfg.authorization.cache_ttl,
+        };
+        let until = Instant::now() + ttl;
+        if decision != Decision::Deny(DenyReason::Busy) {
+            // No slot is not a decision about this subscriber: never cached.
+            self.remember(cfg, key, decision, until);
+        }
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&running);
+        let _ = tx.send(Some((decision, until)));
     }
 
     /// Decides every topic of a stream (concurrently).

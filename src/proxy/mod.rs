@@ -2,7 +2,9 @@
 //! `request_filter` serves the sidecar's own paths or classifies a mutation; the body
 //! filters capture (bounded) what a matched mutation sends and receives while it streams
 //! unchanged; when the upstream has answered 2xx and its body has ended, the rule derives an
-//! event that goes to the hub. Everything else is forwarded byte for byte.
+//! event that goes through the mutation pipeline (`crate::pipeline`: dedup, the topic clock,
+//! shadow vs live, the hub, the strict commit wait). Everything else is forwarded byte for
+//! byte.
 //!
 //! Hardening, where a rule or a shield could otherwise be bypassed or blinded:
 //! - Paths are matched in RFC 3986 normal form (`route::normalize_path`: dot segments, also
@@ -37,6 +39,7 @@ use crate::events::route::{normalize_path, parse_query, Params};
 use crate::events::template::{Body, Inputs};
 use crate::events::types::{scoped_topics, EventId, Origin, MAX_ORIGIN_ID_LEN};
 use crate::http::OwnEndpoints;
+use crate::pipeline::{self, Commit, Outcome, Source};
 use crate::state::State;
 use crate::wire::headers::SECRET_HEADERS;
 use async_trait::async_trait;
@@ -115,8 +118,32 @@ fn request_tenant(cfg: &Config, req: &RequestHeader) -> Result<Option<String>, N
     }
 }
 
-/// The confirmation that a strict-durability event was stored.
-type Commit = tokio::sync::oneshot::Receiver<Result<String, crate::events::hub::HubError>>;
+/// One matched rule of a confirmed mutation, with what deriving its event needs.
+#[derive(Clone, Copy)]
+struct RuleRun<'a> {
+    /// The config the request started under (its rules, the store's durability).
+    cfg: &'a Config,
+    /// The config in force now (the family's delivery, the dedup window, polled routes).
+    now: &'a Config,
+    rule: &'a crate::config::model::Rule,
+    cap: &'a Capture,
+    tenant: &'a Option<String>,
+}
+
+/// A captured mutation's idempotency key scoped by rule, credential fingerprint and tenant
+/// (one tenant's key never swallows another tenant's event).
+fn dedup_key(rule: &crate::config::model::Rule, cap: &Capture) -> Option<String> {
+    let key = cap.idempotency_key.as_ref()?;
+    let key = match &cap.tenant {
+        Ok(Some(t)) => std::borrow::Cow::Owned(format!("{t} {key}")),
+        _ => std::borrow::Cow::Borrowed(key.as_str()),
+    };
+    Some(crate::safety::Dedup::scoped(
+        &rule.location,
+        cap.fingerprint,
+        &key,
+    ))
+}
 
 #[derive(Default)]
 pub struct Ctx {
@@ -287,7 +314,8 @@ impl Proxy {
         }))
     }
 
-    /// Derives and publishes the events of a confirmed mutation (upstream 2xx, body ended).
+    /// Derives the events of a confirmed mutation (upstream 2xx, body ended) and runs each
+    /// through the pipeline; under strict durability the commits go to `ctx.commits`.
     fn derive_events(&self, ctx: &mut Ctx) {
         let (Some(cfg), Some(cap)) = (ctx.cfg.clone(), ctx.capture.as_mut()) else {
             return;
@@ -304,32 +332,16 @@ impl Proxy {
             self.force_rules(&cfg, cap);
             return;
         }
-        let tenant = match &cap.tenant {
-            Ok(t) => t.clone(),
-            Err(NoTenant) => {
-                tracing::warn!(
-                    "a confirmed mutation without a usable Host under tenancy: host; \
-                    no event derived, its families' polls are forwarded"
-                );
-                self.force_rules(&cfg, cap);
-                return;
-            }
+        let Some(tenant) = self.tenant_or_force(&cfg, cap) else {
+            return;
         };
         let request = Body::from_capture(&cap.req, cap.req_over);
         let response =
             Body::from_encoded(&cap.resp, cap.resp_over, cap.encoding.as_deref(), cap.cap);
-        let metrics = &self.state.metrics;
         for (idx, params) in &cap.rules {
             let Some(rule) = cfg.rules.get(*idx) else {
                 continue;
             };
-            let delivery = now.delivery(&rule.family);
-            if delivery == Delivery::Off {
-                self.state
-                    .polling
-                    .force(now.polling.routes_of(&rule.family));
-                continue;
-            }
             let inputs = Inputs {
                 params,
                 query: &cap.query,
@@ -337,95 +349,85 @@ impl Proxy {
                 request: &request,
                 response: &response,
             };
-            match derive_for(&now, rule, &inputs, cap.origin.clone(), tenant.clone()) {
-                Ok(_) if self.duplicate(&now, rule, cap) => {
-                    // A retry may still have changed what the family's polls show.
-                    self.state
-                        .polling
-                        .force(now.polling.routes_of(&rule.family));
-                }
-                Ok(event) => {
-                    metrics
-                        .events_derived_total
-                        .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
-                        .inc();
-                    // Live or shadow, the event explains changes of the polled routes that
-                    // show its topics.
-                    self.state.polling.touch_event(&event);
-                    if delivery == Delivery::Shadow {
-                        metrics
-                            .events_shadow_total
-                            .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
-                            .inc();
-                        continue;
-                    }
-                    let strict = cfg.store.durability == Durability::Strict;
-                    if let Some(rx) = self.publish(rule, event, strict) {
-                        ctx.commits.push(rx);
-                    }
-                }
-                Err(e) => {
-                    metrics
-                        .events_rejected_total
-                        .with_label_values(&[rule.family.as_str(), e.reason()])
-                        .inc();
-                    tracing::warn!(rule = %rule.location, reason = e.reason(), error = %e,
-                        "no event derived from a confirmed mutation; its family's polls are forwarded");
-                    self.state
-                        .polling
-                        .force(now.polling.routes_of(&rule.family));
-                }
+            let rule_ctx = RuleRun {
+                cfg: &cfg,
+                now: &now,
+                rule,
+                cap,
+                tenant: &tenant,
+            };
+            if let Some(rx) = self.run_rule(&rule_ctx, &inputs) {
+                ctx.commits.push(rx);
             }
         }
     }
 
-    /// Whether the mutation's idempotency key (scoped by rule and credentials) was already
-    /// seen within the window: a retry publishes nothing.
-    fn duplicate(&self, now: &Config, rule: &crate::config::model::Rule, cap: &Capture) -> bool {
-        let Some(key) = &cap.idempotency_key else {
-            return false;
-        };
-        // One tenant's key never swallows another tenant's event.
-        let key = match &cap.tenant {
-            Ok(Some(t)) => std::borrow::Cow::Owned(format!("{t} {key}")),
-            _ => std::borrow::Cow::Borrowed(key.as_str()),
-        };
-        let scoped = crate::safety::Dedup::scoped(&rule.location, cap.fingerprint, &key);
-        let first = self.state.dedup_first(&scoped, now.dedup_window);
-        if !first {
-            self.state
-                .metrics
-                .events_rejected_total
-                .with_label_values(&[rule.family.as_str(), "duplicate"])
-                .inc();
+    /// The captured mutation's tenant; without a usable Host under tenancy, none: its
+    /// families' shielded routes are forced.
+    fn tenant_or_force(&self, cfg: &Config, cap: &Capture) -> Option<Option<String>> {
+        match &cap.tenant {
+            Ok(t) => Some(t.clone()),
+            Err(NoTenant) => {
+                tracing::warn!(
+                    "a confirmed mutation without a usable Host under tenancy: host; \
+                    no event derived, its families' polls are forwarded"
+                );
+                self.force_rules(cfg, cap);
+                None
+            }
         }
-        !first
     }
 
-    /// Hands an event to the hub; under strict durability, returns the commit to wait for.
-    fn publish(
-        &self,
-        rule: &crate::config::model::Rule,
-        event: crate::events::types::Event,
-        strict: bool,
-    ) -> Option<Commit> {
-        let family = event.family.clone();
-        let (done, rx) = if strict {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        if let Err(e) = self.state.hub.try_publish(event, done) {
+    /// One matched rule of a confirmed mutation: derives its event and hands it to the
+    /// pipeline. An event not derived (family off, derivation failed, a retry) forces the
+    /// family's shielded routes. Returns the commit to wait for under strict durability.
+    fn run_rule(&self, run: &RuleRun<'_>, inputs: &Inputs<'_>) -> Option<Commit> {
+        let RuleRun {
+            cfg,
+            now,
+            rule,
+            cap,
+            tenant,
+        } = *run;
+        let force_family = || {
             self.state
-                .metrics
-                .events_rejected_total
-                .with_label_values(&[family.as_str(), "hub_queue_full"])
-                .inc();
-            tracing::warn!(rule = %rule.location, error = %e, "event dropped: hub queue full");
+                .polling
+                .force(now.polling.routes_of(&rule.family));
+        };
+        let delivery = now.delivery(&rule.family);
+        if delivery == Delivery::Off {
+            force_family();
             return None;
         }
-        rx
+        let event = match derive_for(now, rule, inputs, cap.origin.clone(), tenant.clone()) {
+            Ok(event) => event,
+            Err(e) => {
+                self.state
+                    .metrics
+                    .events_rejected_total
+                    .with_label_values(&[rule.family.as_str(), e.reason()])
+                    .inc();
+                tracing::warn!(rule = %rule.location, reason = e.reason(), error = %e,
+                    "no event derived from a confirmed mutation; its family's polls are forwarded");
+                force_family();
+                return None;
+            }
+        };
+        let key = dedup_key(rule, cap);
+        let source = Source::Mutation {
+            rule,
+            dedup: key.as_deref().map(|k| (k, now.dedup_window)),
+            delivery,
+        };
+        match pipeline::publish(&self.state, event, source, cfg.store.durability) {
+            Outcome::Pending(rx) => Some(rx),
+            Outcome::Duplicate => {
+                // A retry may still have changed what the family's polls show.
+                force_family();
+                None
+            }
+            Outcome::Shadow | Outcome::Queued | Outcome::Dropped(_) => None,
+        }
     }
 
     /// Forces the shielded routes of every family a captured mutation's rules belong to.
@@ -440,41 +442,10 @@ impl Proxy {
         }
     }
 
-    /// Strict durability: waits (bounded) until this mutation's events are committed. The
-    /// body filter is synchronous, so the wait parks this worker thread with
-    /// `block_in_place`, which hands the thread's other tasks to the rest of the runtime.
+    /// Strict durability: waits (bounded) until this mutation's events are committed
+    /// (`pipeline::wait_strict`).
     fn wait_for_commits(&self, ctx: &mut Ctx) {
-        if ctx.commits.is_empty() {
-            return;
-        }
-        let commits = std::mem::take(&mut ctx.commits);
-        let handle = tokio::runtime::Handle::current();
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            tracing::warn!("strict durability needs a multi-threaded runtime; not waiting");
-            return;
-        }
-        let started = Instant::now();
-        let results = tokio::task::block_in_place(|| {
-            handle.block_on(async {
-                let mut out = Vec::new();
-                for rx in commits {
-                    out.push(tokio::time::timeout(STRICT_COMMIT_WAIT, rx).await);
-                }
-                out
-            })
-        });
-        for r in results {
-            match r {
-                Ok(Ok(Ok(_))) => {}
-                Ok(Ok(Err(e))) => {
-                    tracing::error!(error = %e, "strict: the event of an acknowledged mutation was not stored")
-                }
-                Ok(Err(_)) | Err(_) => tracing::error!(
-                    waited_ms = started.elapsed().as_millis() as u64,
-                    "strict: no commit confirmation in time; releasing the answer"
-                ),
-            }
-        }
+        pipeline::wait_strict(std::mem::take(&mut ctx.commits));
     }
 }
 
@@ -585,9 +556,6 @@ impl Proxy {
         self.state.polling.force(routes.into_iter());
     }
 }
-
-/// Longest a strict-durability mutation answer waits for its commit.
-const STRICT_COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl ProxyHttp for Proxy {

@@ -143,6 +143,13 @@ fn err(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
+/// Sends the events read so far to the hub, if any.
+async fn flush(tx: &mpsc::Sender<Feed>, batch: &mut Vec<Arc<StoredEvent>>) {
+    if !batch.is_empty() {
+        let _ = tx.send(Feed::Events(std::mem::take(batch))).await;
+    }
+}
+
 fn seq_of(id: &str) -> Option<u64> {
     id.split_once('-')?.0.parse().ok()
 }
@@ -397,43 +404,71 @@ impl RedisLog {
         *backoff = (*backoff * 2).min(Duration::from_secs(2));
     }
 
+    /// One pass of the tailer: the epoch check, then one blocking read fed to the hub.
     async fn tail_once(
         &self,
         con: &mut ConnectionManager,
         tx: &mpsc::Sender<Feed>,
     ) -> Result<(), redis::RedisError> {
-        // The epoch first: restore it if Redis lost it, adopt it if peers use another.
         let mine = self.current_epoch();
         let head = self.head.load(Ordering::Acquire);
+        if self.adopt_epoch(con, tx, &mine, head).await? {
+            return Ok(());
+        }
+        let Some(reply) = self.read_after(con, head).await? else {
+            return Ok(());
+        };
+        self.feed(reply, head, tx).await;
+        Ok(())
+    }
+
+    /// The epoch: restored if Redis lost it, adopted (with a gap, `epoch_changed`) if peers
+    /// use another. True when it was adopted (this pass reads nothing more).
+    async fn adopt_epoch(
+        &self,
+        con: &mut ConnectionManager,
+        tx: &mpsc::Sender<Feed>,
+        mine: &str,
+        head: u64,
+    ) -> Result<bool, redis::RedisError> {
         let theirs: String = self
             .ensure_script
             .key(&self.keys.stream)
             .key(&self.keys.seq)
             .key(&self.keys.epoch)
-            .arg(&*mine)
+            .arg(mine)
             .arg(head)
             .arg(RESTORE_JUMP)
             .invoke_async(con)
             .await?;
-        if theirs != *mine && is_valid_epoch(&theirs) {
-            tracing::warn!(old = %mine, new = %theirs,
-                "redis holds another epoch (it lost its data and another instance started first): adopting it, every stream gets a reset");
-            let new_head = redis::cmd("GET")
-                .arg(&self.keys.seq)
-                .query_async::<Option<u64>>(con)
-                .await?
-                .unwrap_or(0);
-            self.set_epoch(&theirs);
-            self.head.store(new_head, Ordering::Release);
-            let _ = tx
-                .send(Feed::Gap {
-                    head: new_head,
-                    reason: crate::wire::ResetReason::EpochChanged,
-                })
-                .await;
-            return Ok(());
+        if theirs == mine || !is_valid_epoch(&theirs) {
+            return Ok(false);
         }
-        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+        tracing::warn!(old = %mine, new = %theirs,
+            "redis holds another epoch (it lost its data and another instance started first): adopting it, every stream gets a reset");
+        let new_head = redis::cmd("GET")
+            .arg(&self.keys.seq)
+            .query_async::<Option<u64>>(con)
+            .await?
+            .unwrap_or(0);
+        self.set_epoch(&theirs);
+        self.head.store(new_head, Ordering::Release);
+        let _ = tx
+            .send(Feed::Gap {
+                head: new_head,
+                reason: crate::wire::ResetReason::EpochChanged,
+            })
+            .await;
+        Ok(true)
+    }
+
+    /// One blocking read of the entries after `head` (none when the block times out).
+    async fn read_after(
+        &self,
+        con: &mut ConnectionManager,
+        head: u64,
+    ) -> Result<Option<StreamReadReply>, redis::RedisError> {
+        redis::cmd("XREAD")
             .arg("COUNT")
             .arg(READ_COUNT)
             .arg("BLOCK")
@@ -442,57 +477,53 @@ impl RedisLog {
             .arg(&self.keys.stream)
             .arg(format!("{head}-0"))
             .query_async(con)
-            .await?;
-        let Some(reply) = reply else { return Ok(()) };
+            .await
+    }
+
+    /// Feeds what one read returned to the hub, in order: events in batches, a
+    /// `Feed::Gap` where the sequence jumps, at a loss marker and at an entry that does not
+    /// decode. The head follows every entry fed.
+    async fn feed(&self, reply: StreamReadReply, head: u64, tx: &mpsc::Sender<Feed>) {
         let epoch = self.current_epoch();
         let mut batch = Vec::new();
         let mut expected = head + 1;
-        for key in reply.keys {
-            for entry in key.ids {
-                let Some(seq) = seq_of(&entry.id) else {
-                    continue;
-                };
-                if seq < expected {
-                    continue;
-                }
-                if seq > expected {
-                    // Entries missing: lost in a failover or trimmed before we read them.
-                    if !batch.is_empty() {
-                        let _ = tx.send(Feed::Events(std::mem::take(&mut batch))).await;
-                    }
-                    tracing::warn!(expected, found = seq,
-                        "the redis stream skips entries (failover or trimming): every stream gets a reset");
-                    self.head.store(seq - 1, Ordering::Release);
-                    let _ = tx
-                        .send(Feed::Gap {
-                            head: seq - 1,
-                            reason: crate::wire::ResetReason::LogGap,
-                        })
-                        .await;
-                }
-                expected = seq + 1;
-                let gap = match self.decode(&epoch, &entry) {
-                    Some(Entry::Event(stored)) => {
-                        batch.push(stored);
-                        None
-                    }
-                    Some(Entry::Lost(at)) => Some((at, crate::wire::ResetReason::EventsLost)),
-                    Some(Entry::Undecodable(at)) => Some((at, crate::wire::ResetReason::LogGap)),
-                    None => None,
-                };
-                if let Some((at, reason)) = gap {
-                    if !batch.is_empty() {
-                        let _ = tx.send(Feed::Events(std::mem::take(&mut batch))).await;
-                    }
-                    let _ = tx.send(Feed::Gap { head: at, reason }).await;
-                }
-                self.head.store(seq, Ordering::Release);
+        for entry in reply.keys.into_iter().flat_map(|key| key.ids) {
+            let Some(seq) = seq_of(&entry.id) else {
+                continue;
+            };
+            if seq < expected {
+                continue;
             }
+            if seq > expected {
+                // Entries missing: lost in a failover or trimmed before we read them.
+                flush(tx, &mut batch).await;
+                tracing::warn!(expected, found = seq,
+                    "the redis stream skips entries (failover or trimming): every stream gets a reset");
+                self.head.store(seq - 1, Ordering::Release);
+                let _ = tx
+                    .send(Feed::Gap {
+                        head: seq - 1,
+                        reason: crate::wire::ResetReason::LogGap,
+                    })
+                    .await;
+            }
+            expected = seq + 1;
+            let gap = match self.decode(&epoch, &entry) {
+                Some(Entry::Event(stored)) => {
+                    batch.push(stored);
+                    None
+                }
+                Some(Entry::Lost(at)) => Some((at, crate::wire::ResetReason::EventsLost)),
+                Some(Entry::Undecodable(at)) => Some((at, crate::wire::ResetReason::LogGap)),
+                None => None,
+            };
+            if let Some((at, reason)) = gap {
+                flush(tx, &mut batch).await;
+                let _ = tx.send(Feed::Gap { head: at, reason }).await;
+            }
+            self.head.store(seq, Ordering::Release);
         }
-        if !batch.is_empty() {
-            let _ = tx.send(Feed::Events(batch)).await;
-        }
-        Ok(())
+        flush(tx, &mut batch).await;
     }
 
     /// Drops entries older than the age limit (the count limit is applied by every XADD).

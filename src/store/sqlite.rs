@@ -102,6 +102,71 @@ fn meta_set(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The tables, created if missing.
+fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS events (
+             seq INTEGER PRIMARY KEY,
+             ts INTEGER NOT NULL,
+             body TEXT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS events_ts ON events(ts);",
+    )
+}
+
+/// The epoch this run serves, and whether the previous run ended without a clean close. A
+/// new epoch is started for a new log, and after an unclean end in relaxed mode (events
+/// acknowledged then may be gone). The log is marked running.
+fn take_epoch(conn: &Connection, durability: Durability) -> rusqlite::Result<(String, bool)> {
+    let epoch = meta_get(conn, "epoch")?;
+    let state = meta_get(conn, "state")?;
+    let unclean = state.as_deref() == Some("running");
+    let epoch = match epoch {
+        Some(e) if !(unclean && durability == Durability::Relaxed) => e,
+        previous => {
+            let e = new_epoch();
+            if previous.is_some() {
+                tracing::warn!(new_epoch = %e,
+                    "the event log was not closed cleanly in relaxed mode: starting a new epoch, resuming clients get a reset");
+            }
+            meta_set(conn, "epoch", &e)?;
+            e
+        }
+    };
+    meta_set(conn, "state", "running")?;
+    Ok((epoch, unclean))
+}
+
+/// The head (never below the recorded one: sequence numbers never go back, even if
+/// retention emptied the table) and the oldest stored sequence number (0: none).
+fn head_and_oldest(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    let head: u64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    let floor: u64 = meta_get(conn, "head")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let oldest: u64 = conn.query_row("SELECT COALESCE(MIN(seq), 0) FROM events", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    Ok((head.max(floor), oldest))
+}
+
+/// The retention ticker: a `Tick` to the writer every `RETENTION_EVERY`, until it is gone.
+fn start_ticker(ticker: mpsc::Sender<Msg>) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("sse-store-ticker".into())
+        .spawn(move || loop {
+            std::thread::sleep(RETENTION_EVERY);
+            if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Msg::Tick) {
+                return;
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the ticker: {e}")))?;
+    Ok(())
+}
+
 impl SqliteLog {
     /// Opens (or creates) the log at `path`. Blocking; call at start-up.
     pub fn open(
@@ -117,48 +182,9 @@ impl SqliteLog {
         }
         let conn = open_conn(path, durability)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS events (
-                 seq INTEGER PRIMARY KEY,
-                 ts INTEGER NOT NULL,
-                 body TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS events_ts ON events(ts);",
-        )
-        .map_err(db_err)?;
-        let epoch = meta_get(&conn, "epoch").map_err(db_err)?;
-        let state = meta_get(&conn, "state").map_err(db_err)?;
-        let unclean = state.as_deref() == Some("running");
-        let epoch = match epoch {
-            Some(e) if !(unclean && durability == Durability::Relaxed) => e,
-            previous => {
-                let e = new_epoch();
-                if previous.is_some() {
-                    tracing::warn!(new_epoch = %e,
-                        "the event log was not closed cleanly in relaxed mode: starting a new epoch, resuming clients get a reset");
-                }
-                meta_set(&conn, "epoch", &e).map_err(db_err)?;
-                e
-            }
-        };
-        meta_set(&conn, "state", "running").map_err(db_err)?;
-        let head: u64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(db_err)? as u64;
-        // Sequence numbers never go back, even if retention emptied the table.
-        let floor: u64 = meta_get(&conn, "head")
-            .map_err(db_err)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let head = head.max(floor);
-        let oldest: u64 = conn
-            .query_row("SELECT COALESCE(MIN(seq), 0) FROM events", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(db_err)? as u64;
+        create_schema(&conn).map_err(db_err)?;
+        let (epoch, unclean) = take_epoch(&conn, durability).map_err(db_err)?;
+        let (head, oldest) = head_and_oldest(&conn).map_err(db_err)?;
         let shared = Arc::new(Shared {
             healthy: AtomicBool::new(true),
             committed: AtomicU64::new(head),
@@ -181,16 +207,7 @@ impl SqliteLog {
                 )
             })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        let ticker = tx.clone();
-        std::thread::Builder::new()
-            .name("sse-store-ticker".into())
-            .spawn(move || loop {
-                std::thread::sleep(RETENTION_EVERY);
-                if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Msg::Tick) {
-                    return;
-                }
-            })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the ticker: {e}")))?;
+        start_ticker(tx.clone())?;
         Ok(SqliteLog {
             epoch: epoch.into(),
             path: path.to_path_buf(),
