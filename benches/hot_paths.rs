@@ -6,12 +6,12 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use sse_sidecar::config::parse_str;
-use sse_sidecar::events::derive::derive;
-use sse_sidecar::events::hub::{Drained, Hub};
+use sse_sidecar::derive::derive;
 use sse_sidecar::events::route::Params;
 use sse_sidecar::events::template::{Body, Inputs};
 use sse_sidecar::events::types::now_ms;
 use sse_sidecar::events::{Event, Origin};
+use sse_sidecar::hub::{Drained, Hub};
 use sse_sidecar::metrics::Metrics;
 use sse_sidecar::sse::stream::parse_topics;
 use sse_sidecar::store::memory::MemoryLog;

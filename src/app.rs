@@ -10,7 +10,7 @@ use crate::admin::snapshot::Dashboard;
 use crate::admin::Admin;
 use crate::config::{Config, StoreBackend};
 use crate::control::{self, Controller};
-use crate::events::hub::Hub;
+use crate::hub::Hub;
 use crate::listener::Front;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;

@@ -10,7 +10,7 @@
 //! The Prometheus metrics keep being bumped where things happen, under the same names.
 
 use crate::config::{Config, Delivery};
-use crate::events::hub::Hub;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::polling::Tracker;
 use crate::reload::ReloadHandle;

@@ -3,27 +3,28 @@
 //! browsers over one multiplexed Server-Sent Events stream.
 //!
 //! The crate is a library plus a thin binary (`src/main.rs`); integration tests start the
-//! binary. Module map:
-//! - [`config`]: YAML file types, validation with YAML paths, the validated model, diffs.
-//! - [`reload`]: the hot-reload handle (ArcSwap), file watch and SIGHUP.
-//! - [`proxy`]: the Pingora `ProxyHttp` implementation: classify, capture, forward.
-//! - [`events`]: ids, topics, templates, derivation, schema registry, the fan-out hub.
-//! - [`pipeline`]: what happens to an event once it exists: dedup, the topic clock tick,
-//!   shadow vs live, the hand-off to the hub and the strict-durability commit wait.
-//! - [`store`]: the `EventLog` trait and its backends.
-//! - [`wire`]: SSE framing and the typed frames every stream writes.
-//! - [`sys`]: the system calls std lacks (the fan-out's direct write, the effective uid).
-//! - [`sse`]: the stream handler, the status endpoint and the client modules.
-//! - [`listener`]: the listener's front: stream requests served on the socket, the rest
-//!   handed to the proxy.
-//! - [`upstream`]: the backend as a Pingora peer (pass-through and checks share it).
-//! - [`auth`]: topic authorization delegated to the backend, decision cache.
-//! - [`polling`]: coverage check of polled routes and poll shielding.
-//! - [`http`]: plain answers written to a Pingora session, shared by the edges.
-//! - [`control`]: the safety controller (SSE mode and kill switch, breakers, degradation,
-//!   coalescing) and its once-a-second loop.
-//! - [`admin`]: metrics, health and admin endpoints.
-//! - [`app`]: the composition root that wires everything into a Pingora server.
+//! binary. Module map, by layer (an import points down, never up; `tests/architecture.rs`
+//! checks it and that no modules import each other in a circle):
+//!
+//! - L0, shared vocabulary: [`headers`] (secret header names, Host grammar, tenant key),
+//!   [`events`] (ids, topics, the event record, and the rule language: route, template,
+//!   topic pattern, condition), [`wire`] (SSE framing and the typed frames every stream
+//!   writes), [`metrics`], [`sys`] (the system calls std lacks: the fan-out's direct write,
+//!   the effective uid).
+//! - L1, validated data and pure state machines: [`config`] (file types, validation with
+//!   YAML paths, the model, diffs), [`safety`] (limiter, dedup, breakers, stream health).
+//! - L2, engines: [`store`] (the `EventLog` trait and its backends), [`hub`] (fan-out),
+//!   [`derive`] (mutation → event), [`auth`] (topic authorization by the backend),
+//!   [`polling`] (topic clock, coverage, shielding), [`reload`] (hot reload), [`upstream`]
+//!   (the backend as a Pingora peer).
+//! - L3, the runtime: [`state`] (the handle given to the edges), [`control`] (the safety
+//!   controller and its loop), [`pipeline`] (what happens to an event once it exists),
+//!   [`http`] (plain answers, the one refusal type, the own-endpoints seam).
+//! - L4, edges that never import each other: [`proxy`] (Pingora `ProxyHttp`: capture,
+//!   forward), [`sse`] (stream admission and session, status, client modules), [`admin`]
+//!   (admin API, dashboard, metrics endpoint).
+//! - L5, composition: [`app`] (builds every component, the Pingora server, lifecycle) and
+//!   [`listener`] (the listener's front: streams on the socket, the rest to the proxy).
 
 #![forbid(unsafe_code)]
 #![warn(clippy::disallowed_methods)]
@@ -33,8 +34,11 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod control;
+pub mod derive;
 pub mod events;
+pub mod headers;
 pub mod http;
+pub mod hub;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

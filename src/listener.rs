@@ -12,7 +12,7 @@
 //! loop. The keep-alive loop mirrors Pingora's own (`ServerApp for HttpServerApp`), so
 //! pass-through requests behave exactly as before, including keep-alive reuse.
 
-use crate::events::hub::Subscriber;
+use crate::hub::Subscriber;
 use crate::proxy::Proxy;
 use crate::sse::stream::{self, Sink, StreamRequest};
 use crate::state::State;

@@ -11,8 +11,8 @@
 //! always live. Derivation, validation and the mode check stay with the callers.
 
 use crate::config::model::{Delivery, Durability, Rule};
-use crate::events::hub::HubError;
 use crate::events::types::Event;
+use crate::hub::HubError;
 use crate::state::State;
 use std::time::{Duration, Instant};
 
@@ -185,7 +185,7 @@ pub fn wait_strict(commits: Vec<Commit>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::hub::Hub;
+    use crate::hub::Hub;
     use crate::metrics::Metrics;
     use crate::reload::ReloadHandle;
     use crate::store::memory::MemoryLog;
@@ -214,12 +214,7 @@ event_types:
         let metrics = Arc::new(Metrics::new());
         let log = Arc::new(MemoryLog::new(10, Duration::from_secs(60)));
         let hub = Hub::new(log, queue, metrics.clone());
-        State::new(
-            ReloadHandle::new("unused.yaml".into(), cfg),
-            hub,
-            metrics,
-            false,
-        )
+        State::for_tests(ReloadHandle::new("unused.yaml".into(), cfg), hub, metrics)
     }
 
     fn event() -> Event {

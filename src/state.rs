@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::control::Controller;
-use crate::events::hub::Hub;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::reload::{ReloadHandle, ReloadOutcome};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,6 +59,29 @@ impl State {
             started: Instant::now(),
             handshakes: Mutex::new(Default::default()),
             dedup: Mutex::new(Default::default()),
+        })
+    }
+
+    /// The components wired as the composition root wires them, for unit tests of the
+    /// edges and the pipeline (no feed hooks: a test hub has no shared log).
+    #[cfg(test)]
+    pub fn for_tests(reload: ReloadHandle, hub: Arc<Hub>, metrics: Arc<Metrics>) -> Arc<State> {
+        let reload = Arc::new(reload);
+        let polling = Arc::new(crate::polling::Tracker::new(1000, metrics.clone()));
+        let controller = Controller::new(crate::control::Parts {
+            reload: reload.clone(),
+            hub: hub.clone(),
+            metrics: metrics.clone(),
+            polling: polling.clone(),
+            env_disabled: false,
+        });
+        State::new(Components {
+            auth: crate::auth::Authorizer::new(8, metrics.clone()),
+            reload,
+            hub,
+            metrics,
+            polling,
+            controller,
         })
     }
 

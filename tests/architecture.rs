@@ -1,42 +1,36 @@
 //! The layering rule, checked: every `crate::` path in `src/` points down a layer (or stays
 //! inside its own module), never up, and the edges (proxy, sse, admin) never import each
-//! other. The layers:
+//! other; and no top-level modules import each other in a circle, even within a layer.
+//! The layers:
 //!
 //! ```text
-//! L5  app, listener, main, lib  composition root (the only place that builds components)
-//!                              and the listener's front, the transport edge
-//! L4  proxy  sse  admin        edges: Pingora and sockets; never import each other
-//! L3  state  control  pipeline  http   the runtime handle given to the edges, the safety
-//!                              controller, what happens to an event once it exists; answers
-//! L2  store  events::{hub, derive}  auth  polling  reload  upstream   engines
-//! L1  config  safety           validated data; pure state machines
-//! L0  wire  sys  metrics  events::{types, route, template, pattern, condition}  events   vocabulary
+//! L5  app  listener  main  lib          composition root (the only place that builds
+//!                                       components) and the listener's front
+//! L4  proxy  sse  admin                 edges: Pingora and sockets; never import each other
+//! L3  state  control  pipeline  http    the runtime handle given to the edges, the safety
+//!                                       controller, an event's pipeline, plain answers
+//! L2  store  hub  derive  auth  polling  reload  upstream          engines
+//! L1  config  safety                    validated data; pure state machines
+//! L0  headers  events  wire  metrics  sys                          shared vocabulary
 //! ```
 //!
-//! A new module gets its layer here first. Imports that break the rule today, while the
-//! structure moves towards it, are listed in `KNOWN` with the reason; the test fails on any
-//! other, and on a `KNOWN` entry that no longer occurs (so the list only shrinks).
+//! A new module gets its layer here first. A failure names the file and line of the import.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// (module, layer). A module is a top-level module, or `events::<sub>` for the parts of
-/// `events`, whose pieces sit on different layers.
+/// (top-level module, layer).
 const LAYERS: &[(&str, u8)] = &[
+    ("headers", 0),
     ("wire", 0),
     ("sys", 0),
     ("metrics", 0),
     ("events", 0),
-    ("events::types", 0),
-    ("events::route", 0),
-    ("events::template", 0),
-    ("events::pattern", 0),
-    ("events::condition", 0),
     ("config", 1),
     ("safety", 1),
     ("store", 2),
-    ("events::hub", 2),
-    ("events::derive", 2),
+    ("hub", 2),
+    ("derive", 2),
     ("auth", 2),
     ("polling", 2),
     ("reload", 2),
@@ -56,10 +50,6 @@ const LAYERS: &[(&str, u8)] = &[
 
 const EDGES: &[&str] = &["proxy", "sse", "admin"];
 
-/// Imports that break the rule today: (importing module, imported module, why it is still
-/// there). Each disappears with a move; none may be added.
-const KNOWN: &[(&str, &str, &str)] = &[];
-
 fn layer(module: &str) -> Option<u8> {
     LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l)
 }
@@ -70,23 +60,12 @@ fn module_of(rel: &Path) -> String {
         .iter()
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
         .collect();
-    match parts.as_slice() {
-        [top, sub, ..] if top == "events" && sub != "mod" => format!("events::{sub}"),
-        [top, ..] => top.clone(),
-        [] => String::new(),
-    }
+    parts.first().cloned().unwrap_or_default()
 }
 
 /// The module a `crate::` path names.
 fn target_of(path: &str) -> String {
-    let mut it = path.split("::");
-    let top = it.next().unwrap_or("");
-    match (top, it.next()) {
-        ("events", Some(sub)) if layer(&format!("events::{sub}")).is_some() => {
-            format!("events::{sub}")
-        }
-        _ => top.to_string(),
-    }
+    path.split("::").next().unwrap_or("").to_string()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -119,8 +98,8 @@ fn crate_paths(line: &str) -> Vec<String> {
     found
 }
 
-/// (file:line, from, to) for every import that breaks the rule.
-fn violations(src: &Path) -> Vec<(String, String, String)> {
+/// (file:line, from, to) for every `crate::` path that leaves its own module.
+fn imports(src: &Path) -> Vec<(String, String, String)> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
     files.sort();
@@ -132,15 +111,7 @@ fn violations(src: &Path) -> Vec<(String, String, String)> {
         for (n, line) in text.lines().enumerate() {
             for path in crate_paths(line) {
                 let to = target_of(&path);
-                if to == from {
-                    continue;
-                }
-                let (Some(lf), Some(lt)) = (layer(&from), layer(&to)) else {
-                    out.push((format!("{}:{}", rel.display(), n + 1), from.clone(), to));
-                    continue;
-                };
-                let sideways = EDGES.contains(&from.as_str()) && EDGES.contains(&to.as_str());
-                if lt > lf || sideways {
+                if to != from {
                     out.push((format!("{}:{}", rel.display(), n + 1), from.clone(), to));
                 }
             }
@@ -149,37 +120,121 @@ fn violations(src: &Path) -> Vec<(String, String, String)> {
     out
 }
 
+/// (file:line, from, to) for every import that breaks the rule.
+fn violations(src: &Path) -> Vec<(String, String, String)> {
+    imports(src)
+        .into_iter()
+        .filter(|(_, from, to)| {
+            let (Some(lf), Some(lt)) = (layer(from), layer(to)) else {
+                return true;
+            };
+            let sideways = EDGES.contains(&from.as_str()) && EDGES.contains(&to.as_str());
+            lt > lf || sideways
+        })
+        .collect()
+}
+
+/// The import graph of top-level modules: module → (imported module, file:line of the
+/// first import that makes the edge).
+type Graph = std::collections::BTreeMap<String, Vec<(String, String)>>;
+
+/// A cycle among top-level modules (`a (file:line) -> b (file:line) -> … -> a`), if there
+/// is one. Modules of one layer may import each other, but never in a circle.
+fn cycle(src: &Path) -> Option<Vec<String>> {
+    let mut graph = Graph::new();
+    for (at, from, to) in imports(src) {
+        let (f, t) = (from, to);
+        if f != t
+            && !graph
+                .get(&f)
+                .is_some_and(|e| e.iter().any(|(n, _)| *n == t))
+        {
+            graph.entry(f).or_default().push((t, at));
+        }
+    }
+    let nodes: Vec<String> = graph.keys().cloned().collect();
+    let mut done = BTreeSet::new();
+    nodes
+        .iter()
+        .find_map(|start| visit(&graph, start, &mut Vec::new(), &mut done))
+}
+
+/// Depth-first search from `node`; `path` holds (module, file:line of its step onwards).
+fn visit(
+    graph: &Graph,
+    node: &str,
+    path: &mut Vec<(String, String)>,
+    done: &mut BTreeSet<String>,
+) -> Option<Vec<String>> {
+    if let Some(i) = path.iter().position(|(n, _)| n == node) {
+        let mut steps: Vec<String> = path[i..]
+            .iter()
+            .map(|(n, at)| format!("{n} ({at})"))
+            .collect();
+        steps.push(node.to_string());
+        return Some(steps);
+    }
+    if done.contains(node) {
+        return None;
+    }
+    for (next, at) in graph.get(node).into_iter().flatten() {
+        path.push((node.to_string(), at.clone()));
+        if let Some(c) = visit(graph, next, path, done) {
+            return Some(c);
+        }
+        path.pop();
+    }
+    done.insert(node.to_string());
+    None
+}
+
+#[test]
+fn no_import_cycle_between_top_level_modules() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    if let Some(c) = cycle(&src) {
+        panic!("an import cycle: {}", c.join(" -> "));
+    }
+}
+
+#[test]
+fn the_checker_sees_a_cycle_within_a_layer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, text) in [
+        ("store/mod.rs", "use crate::auth::Authorizer;\n"),
+        ("auth/mod.rs", "fn f() { crate::store::open(); }\n"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    }
+    assert!(
+        violations(dir.path()).is_empty(),
+        "both are L2: no layer is broken"
+    );
+    let c = cycle(dir.path()).expect("a cycle");
+    assert_eq!(
+        c.first().and_then(|s| s.split(' ').next()),
+        Some("auth"),
+        "{c:?}"
+    );
+    assert!(c.iter().any(|s| s.contains("store/mod.rs:1")), "{c:?}");
+}
+
 #[test]
 fn imports_point_down_and_edges_never_import_each_other() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let found = violations(&src);
-    let known = |from: &str, to: &str| KNOWN.iter().any(|(f, t, _)| *f == from && *t == to);
-    let new: Vec<String> = found
+    let found: Vec<String> = found
         .iter()
-        .filter(|(_, from, to)| !known(from, to))
         .map(|(at, from, to)| match (layer(from), layer(to)) {
             (Some(lf), Some(lt)) => format!("{at}: {from} (L{lf}) imports {to} (L{lt})"),
             _ => format!("{at}: {from} imports {to}: give both a layer in LAYERS"),
         })
         .collect();
     assert!(
-        new.is_empty(),
+        found.is_empty(),
         "imports that point up or sideways between edges:\n{}",
-        new.join("\n")
-    );
-    let used: BTreeSet<(&str, &str)> = found
-        .iter()
-        .map(|(_, f, t)| (f.as_str(), t.as_str()))
-        .collect();
-    let stale: Vec<String> = KNOWN
-        .iter()
-        .filter(|(f, t, _)| !used.contains(&(*f, *t)))
-        .map(|(f, t, why)| format!("{f} -> {t} ({why})"))
-        .collect();
-    assert!(
-        stale.is_empty(),
-        "KNOWN lists imports that are gone (remove them, the list only shrinks):\n{}",
-        stale.join("\n")
+        found.join("\n")
     );
 }
 

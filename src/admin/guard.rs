@@ -25,18 +25,17 @@ pub struct Refusal {
 
 /// Whether `authority` (a Host value, or the authority of an Origin) names this listener.
 pub fn host_allowed(authority: &str, listen: SocketAddr, allowed_hosts: &[String]) -> bool {
-    let Some((name, port)) = crate::wire::headers::split_authority(authority) else {
+    let Some((name, port)) = crate::headers::split_authority(authority) else {
         return false;
     };
     let effective_port = port.unwrap_or(80);
-    let listed =
-        allowed_hosts
-            .iter()
-            .any(|entry| match crate::wire::headers::split_authority(entry) {
-                Some((n, None)) => n == name,
-                Some((n, Some(p))) => n == name && p == effective_port,
-                None => false,
-            });
+    let listed = allowed_hosts
+        .iter()
+        .any(|entry| match crate::headers::split_authority(entry) {
+            Some((n, None)) => n == name,
+            Some((n, Some(p))) => n == name && p == effective_port,
+            None => false,
+        });
     if listed {
         return true;
     }

@@ -4,7 +4,7 @@
 //! sites first (Host, Origin, Sec-Fetch-Site: see `guard`), and every POST body must be
 //! JSON; then, when `admin.token_env` names a variable, wants `Authorization: Bearer <token>`.
 
-use crate::events::derive::validate;
+use crate::derive::validate;
 use crate::events::types::{now_ms, Event, EventId, Topic};
 use crate::http::respond;
 use crate::reload::ReloadOutcome;
@@ -375,13 +375,15 @@ impl Admin {
         if !self.state.mode().is_enabled() {
             return json_response(session, 409, &json!({ "error": "SSE is switched off" })).await;
         }
-        self.state
-            .metrics
-            .events_derived_total
-            .with_label_values(&[event.family.as_str(), event.event_type.as_str()])
-            .inc();
-        self.state.polling.touch_event(&event);
-        match self.state.hub.publish(event).await {
+        // The same pipeline as a mutation's event (counted, clock ticked, stored, fanned
+        // out), waiting for the event's id.
+        let outcome = crate::pipeline::publish(
+            &self.state,
+            event,
+            crate::pipeline::Source::Admin,
+            crate::config::model::Durability::Strict,
+        );
+        match outcome.committed().await {
             Ok(id) => json_response(session, 202, &json!({ "id": id })).await,
             Err(e) => json_response(session, 503, &json!({ "error": e.to_string() })).await,
         }
@@ -533,7 +535,7 @@ fn publish_tenant(
     match (tenancy, tenant) {
         (Tenancy::None, None) => Ok(None),
         (Tenancy::None, Some(_)) => Err("`tenant` is only accepted with upstream.tenancy: host"),
-        (Tenancy::Host, raw) => crate::wire::headers::tenant_key(raw)
+        (Tenancy::Host, raw) => crate::headers::tenant_key(raw)
             .map(Some)
             .ok_or("upstream.tenancy is host: `tenant` must be the Host of the tenant's streams"),
     }

@@ -21,7 +21,7 @@ pub mod slots;
 pub use crate::config::auth::{AuthRule, Check, Policy};
 pub use crate::events::condition::Condition;
 pub use crate::events::pattern::TopicPattern;
-pub use crate::wire::headers::CREDENTIAL_HEADERS;
+pub use crate::headers::CREDENTIAL_HEADERS;
 pub use check::Authorizer;
 
 use std::collections::BTreeSet;

@@ -478,7 +478,7 @@ fn compile_admin(c: &mut Collector, a: AdminFile) -> Option<Admin> {
         }
     }
     for (i, h) in a.allowed_hosts.iter().enumerate() {
-        if !crate::wire::headers::valid_host_entry(h) {
+        if !crate::headers::valid_host_entry(h) {
             c.push(
                 format!("admin.allowed_hosts[{i}]"),
                 format!("{h:?} is not a host name or name:port"),

@@ -61,7 +61,7 @@ impl Source {
             ("query", Some(q)) if check_ident(q) => Ok(Source::Query(q.to_owned())),
             ("header", Some(h)) if check_ident(h) => {
                 let h = h.to_ascii_lowercase();
-                if crate::wire::headers::SECRET_HEADERS.contains(&h.as_str()) {
+                if crate::headers::SECRET_HEADERS.contains(&h.as_str()) {
                     return Err(format!(
                         "{{header.{h}}} would copy credentials into events; it is not allowed"
                     ));

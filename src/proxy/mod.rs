@@ -34,14 +34,14 @@
 
 use crate::config::model::{Durability, Tenancy};
 use crate::config::{Config, Delivery};
-use crate::events::derive::derive_for;
+use crate::derive::derive_for;
 use crate::events::route::{normalize_path, parse_query, Params};
 use crate::events::template::{Body, Inputs};
 use crate::events::types::{scoped_topics, EventId, Origin, MAX_ORIGIN_ID_LEN};
+use crate::headers::SECRET_HEADERS;
 use crate::http::OwnEndpoints;
 use crate::pipeline::{self, Commit, Outcome, Source};
 use crate::state::State;
-use crate::wire::headers::SECRET_HEADERS;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -111,9 +111,7 @@ fn request_tenant(cfg: &Config, req: &RequestHeader) -> Result<Option<String>, N
                 Some(v) => v.to_str().ok(),
                 None => req.uri.authority().map(|a| a.as_str()),
             };
-            crate::wire::headers::tenant_key(host)
-                .map(Some)
-                .ok_or(NoTenant)
+            crate::headers::tenant_key(host).map(Some).ok_or(NoTenant)
         }
     }
 }

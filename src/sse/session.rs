@@ -13,8 +13,8 @@
 use super::stream::{jittered_retry, plan_resume, Admitted, ConnGuard, Resume, Sink};
 use crate::auth::{Credentials, DenyReason, Grants};
 use crate::config::Config;
-use crate::events::hub::{Drained, QueuedFrame, Subscriber, Subscription};
 use crate::events::types::{now_ms, EventId};
+use crate::hub::{Drained, QueuedFrame, Subscriber, Subscription};
 use crate::state::{SseMode, State};
 use crate::store::ReadAfter;
 use crate::wire::{Control, Frame, Hello, ResetReason};
@@ -763,7 +763,7 @@ impl Scope<'_> {
 mod tests {
     use super::super::stream::{admit, authorize, run, StreamRequest};
     use super::*;
-    use crate::events::hub::Hub;
+    use crate::hub::Hub;
     use crate::metrics::Metrics;
     use crate::reload::ReloadHandle;
     use crate::store::memory::MemoryLog;
@@ -793,26 +793,8 @@ authorization:
             let metrics = Arc::new(Metrics::new());
             let log = Arc::new(MemoryLog::new(10, Duration::from_secs(60)));
             let hub = Hub::new(log, 16, metrics.clone());
-            let reload = Arc::new(ReloadHandle::new(dir.path().join("sidecar.yaml"), cfg));
-            // The components as the composition root wires them (without feed hooks: this
-            // hub has no shared log).
-            let auth = crate::auth::Authorizer::new(8, metrics.clone());
-            let polling = Arc::new(crate::polling::Tracker::new(1000, metrics.clone()));
-            let controller = crate::control::Controller::new(crate::control::Parts {
-                reload: reload.clone(),
-                hub: hub.clone(),
-                metrics: metrics.clone(),
-                polling: polling.clone(),
-                env_disabled: false,
-            });
-            let state = State::new(crate::state::Components {
-                reload,
-                hub,
-                metrics,
-                auth,
-                polling,
-                controller,
-            });
+            let reload = ReloadHandle::new(dir.path().join("sidecar.yaml"), cfg);
+            let state = State::for_tests(reload, hub, metrics);
             Fixture { state, dir }
         }
 

@@ -18,9 +18,9 @@
 //! handle when the config changes.
 
 use super::session::{self, Signals, Step};
-use crate::events::hub::Subscriber;
 use crate::events::route::parse_query;
 use crate::events::types::{EventId, Topic};
+use crate::hub::Subscriber;
 use crate::state::State;
 use crate::wire::ResetReason;
 use bytes::Bytes;
@@ -88,7 +88,7 @@ impl StreamRequest {
             return;
         };
         match name.as_str() {
-            "accept-encoding" => self.gzip = crate::wire::headers::accepts_gzip(v),
+            "accept-encoding" => self.gzip = crate::headers::accepts_gzip(v),
             "origin" => self.origin = Some(v.trim().to_owned()),
             "host" => self.host = Some(v.trim().to_owned()),
             // Bounded: a head holds few of them (and at most MAX_KEPT_HEADER bytes each).
@@ -515,11 +515,9 @@ fn rate_limit(
 fn stream_tenant(cfg: &crate::config::Config, req: &StreamRequest) -> Result<Option<String>, ()> {
     match cfg.upstream.tenancy {
         crate::config::model::Tenancy::None => Ok(None),
-        crate::config::model::Tenancy::Host => {
-            crate::wire::headers::tenant_key(req.host.as_deref())
-                .map(Some)
-                .ok_or(())
-        }
+        crate::config::model::Tenancy::Host => crate::headers::tenant_key(req.host.as_deref())
+            .map(Some)
+            .ok_or(()),
     }
 }
 

@@ -154,6 +154,10 @@ fn head_and_oldest(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
 }
 
 /// The retention ticker: a `Tick` to the writer every `RETENTION_EVERY`, until it is gone.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "sleeps on a thread of its own, not a worker"
+)]
 fn start_ticker(ticker: mpsc::Sender<Msg>) -> Result<(), StoreError> {
     std::thread::Builder::new()
         .name("sse-store-ticker".into())
@@ -273,6 +277,10 @@ impl SqliteLog {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the writer is a thread of its own, not a worker"
+)]
 fn writer(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Msg>,

@@ -1,9 +1,9 @@
 //! The wire vocabulary every layer shares: SSE framing and HTTP chunks (`encode`, pure, with
 //! its invariant in its header) and every frame the server writes on a stream (`frame`, one
-//! typed enum), and shared header names and grammar (`headers`). Nothing here knows about sockets, config or state.
+//! typed enum). Header names and grammar are `crate::headers`. Nothing here knows about
+//! sockets, config or state.
 
 pub mod encode;
 pub mod frame;
-pub mod headers;
 
 pub use frame::{Control, Frame, Hello, ResetReason};

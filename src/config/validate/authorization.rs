@@ -9,7 +9,7 @@ use crate::config::file::{AuthRuleFile, AuthorizationFile};
 use crate::events::condition::Condition;
 use crate::events::pattern::TopicPattern;
 use crate::events::template::{Source, StrTemplate};
-use crate::wire::headers::CREDENTIAL_HEADERS;
+use crate::headers::CREDENTIAL_HEADERS;
 use std::time::Duration;
 
 pub(super) fn compile_authorization(c: &mut Collector, a: AuthorizationFile) -> Policy {

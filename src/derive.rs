@@ -1,9 +1,9 @@
 //! Pure derivation: a confirmed mutation plus its rule becomes a typed event, or a reason
 //! why not. Schema validation happens here too, so nothing invalid reaches the hub.
 
-use super::template::{FillError, Inputs};
-use super::types::{now_ms, Event, Origin, Topic};
 use crate::config::{Config, DataSpec, Rule};
+use crate::events::template::{FillError, Inputs};
+use crate::events::types::{now_ms, Event, Origin, Topic};
 use serde_json::Value;
 
 /// Why no event was derived; `reason()` is the metrics label.
@@ -87,8 +87,8 @@ pub fn derive_for(
     Ok(event)
 }
 
-fn body_value(b: &super::template::Body, which: &'static str) -> Result<Value, FillError> {
-    use super::template::Body;
+fn body_value(b: &crate::events::template::Body, which: &'static str) -> Result<Value, FillError> {
+    use crate::events::template::Body;
     match b {
         Body::Json(v) => Ok(v.clone()),
         Body::Empty => Err(FillError::EmptyBody(which)),
