@@ -266,7 +266,7 @@ pub struct SocketSink {
     write_timeout: Duration,
     buf: BytesMut,
     gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
-    /// The subscriber the socket is lent to (direct mode, see `events::hub`), if it is.
+    /// The subscriber the socket is lent to (direct mode, see `crate::hub`), if it is.
     direct: Option<Arc<Subscriber>>,
     /// The rest of a direct write cut short: written before anything else.
     rest: Option<Bytes>,

@@ -102,7 +102,7 @@ fn append_capped(buf: &mut BytesMut, over: &mut bool, chunk: &[u8], cap: usize) 
 pub struct NoTenant;
 
 /// The tenant of a request: `Ok(None)` without tenancy; under `upstream.tenancy: host` its
-/// `Host` (or, for HTTP/2, `:authority`) normalized by `wire::headers::tenant_key`.
+/// `Host` (or, for HTTP/2, `:authority`) normalized by `headers::tenant_key`.
 fn request_tenant(cfg: &Config, req: &RequestHeader) -> Result<Option<String>, NoTenant> {
     match cfg.upstream.tenancy {
         Tenancy::None => Ok(None),

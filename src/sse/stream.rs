@@ -242,7 +242,7 @@ pub trait Sink: Send {
     /// Ends the chunked body.
     fn finish(&mut self) -> impl std::future::Future<Output = ()> + Send;
     /// Lends the socket to the fan-out while the stream only waits (direct mode, see
-    /// `events::hub`), where the sink can; false when a pending write failed.
+    /// `crate::hub`), where the sink can; false when a pending write failed.
     fn resume_direct(
         &mut self,
         _sub: &Arc<Subscriber>,
