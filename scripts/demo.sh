@@ -3,7 +3,8 @@
 # http://127.0.0.1:8080 (admin on http://127.0.0.1:9090). Open the first in two browsers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release
+scripts/prereqs.sh demo
+cargo build --release --locked
 node examples/legacy-app/server.js --port 3000 --quiet &
 app=$!
 trap 'kill $app 2>/dev/null' EXIT INT TERM

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: Rust unit and integration tests (the real sidecar in front of real
 # backends), the browser client's node tests, and the headless-Chromium tests.
-# Needs: cargo, cmake, node >= 20, chromium at /usr/bin/chromium, redis-server (see .ci/run);
-# the fuzz smoke installs cargo-fuzz from crates.io when it is missing.
+# Installs what it needs first when missing (scripts/prereqs.sh test: cmake, a C compiler,
+# node, chromium, redis-server with apt; the node packages with npm ci); the fuzz smoke
+# installs cargo-fuzz from crates.io when it is missing. Rust comes from rustup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/prereqs.sh test
 
 echo "== cargo fmt --check, clippy -D warnings"
 cargo fmt --all -- --check
