@@ -1,6 +1,9 @@
 //! The project's own Prometheus registry and every series it exports. Names follow the
 //! Prometheus conventions (`_total` counters, base units in the name). Labels never carry
-//! request data beyond configured names (family, type, reason, status class).
+//! request data beyond configured names (family, type, reason, status class). The process
+//! series (`process_cpu_seconds_total`, `process_resident_memory_bytes`, open and max fds,
+//! start time, threads) come from the prometheus crate's process collector, under their
+//! conventional names (no `sse_sidecar_` prefix), in a registry of their own.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -9,6 +12,8 @@ use prometheus::{
 
 pub struct Metrics {
     pub registry: Registry,
+    /// The process collector's registry (unprefixed names), rendered with `registry`.
+    process: Registry,
     pub sse_connections: IntGauge,
     /// Requests the proxy is answering (streams not included); a drain waits for 0.
     pub requests_in_flight: IntGauge,
@@ -310,18 +315,31 @@ impl Metrics {
                 &["header", "reason"],
             ),
             registry: r,
+            process: process_registry(),
         }
     }
 
     /// The registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        let families = self.registry.gather();
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
         if TextEncoder::new().encode(&families, &mut buf).is_err() {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// A registry holding the process collector (CPU, memory, fds, start time, threads from
+/// /proc/self). Empty where the collector cannot register: the sidecar's own series stay.
+fn process_registry() -> Registry {
+    let r = Registry::new();
+    let collector = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = r.register(Box::new(collector)) {
+        tracing::warn!(error = %e, "process metrics unavailable");
+    }
+    r
 }
 
 impl Default for Metrics {

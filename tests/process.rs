@@ -280,3 +280,39 @@ async fn a_zero_downtime_upgrade_hands_the_listeners_over() {
     new.signal("TERM");
     assert!(new.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+/// `/metrics` carries the process series under their conventional names, and they describe
+/// this process: its resident memory is non-zero, its open fds include the listeners, and it
+/// started within the test's lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_the_process_series_of_the_sidecar_itself() {
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let backend = echo::start().await;
+    let sc = Sidecar::start(&config(""), &backend.to_string())
+        .await
+        .expect("sidecar");
+    let text = sc.metrics().await.expect("metrics");
+    let rss = common::metric_value(&text, "process_resident_memory_bytes");
+    assert!(rss > 1e6, "resident memory {rss} in:\n{text}");
+    assert!(
+        common::metric_value(&text, "process_open_fds") >= 3.0,
+        "{text}"
+    );
+    assert!(
+        common::metric_value(&text, "process_max_fds") > 0.0,
+        "{text}"
+    );
+    let started = common::metric_value(&text, "process_start_time_seconds");
+    assert!(
+        started >= before - 2.0,
+        "start time {started} before the test began ({before})"
+    );
+    assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+    assert!(
+        !text.contains("sse_sidecar_process_"),
+        "process series are not prefixed"
+    );
+}
