@@ -208,3 +208,39 @@ async fn slow_upstream_times_out_with_504() {
     let r = reqwest::get(sc.url("/slow/10")).await.expect("request");
     assert_eq!(r.status(), 200);
 }
+
+/// W3C trace context reaches the backend unchanged, on a plain request and on a mutation a
+/// rule captures (whose forwarding the sidecar adjusts), so the backend's traces join the
+/// browser's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_headers_reach_the_backend_unchanged() {
+    let backend = echo::start().await;
+    let sc = Sidecar::start(&common::jobs_config(""), &backend.to_string())
+        .await
+        .expect("sidecar");
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let state = "vendor1=opaque,vendor2=x y";
+    let client = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::GET, "/echo/trace"),
+        (reqwest::Method::POST, "/status/201"),
+    ] {
+        let r = client
+            .request(method.clone(), sc.url(path))
+            .header("traceparent", parent)
+            .header("tracestate", state)
+            .body("{}")
+            .send()
+            .await
+            .expect("request");
+        let got = |h: &str| {
+            r.headers()
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(got("x-echo-traceparent"), parent, "{method} {path}");
+        assert_eq!(got("x-echo-tracestate"), state, "{method} {path}");
+    }
+}

@@ -50,6 +50,8 @@ async fn echo(req: Request) -> Response {
     put("x-echo-te", te);
     put("x-echo-keep-alive", ka);
     put("x-echo-len", body.len().to_string());
+    put("x-echo-traceparent", get("traceparent"));
+    put("x-echo-tracestate", get("tracestate"));
     put("set-cookie", "a=1; Path=/".into());
     (StatusCode::OK, h, body).into_response()
 }
@@ -63,13 +65,25 @@ async fn blob(Path(n): Path<usize>) -> Response {
         .into_response()
 }
 
-async fn status(Path(code): Path<u16>, body: Bytes) -> Response {
+/// Answers `code` with JSON naming it; echoes the W3C trace headers it received.
+async fn status(Path(code): Path<u16>, headers: HeaderMap, body: Bytes) -> Response {
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     let received: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let json = serde_json::json!({ "code": code.as_u16(), "id": "x1", "received": received });
+    let trace = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
     (
         code,
-        [("content-type", "application/json")],
+        [
+            ("content-type", "application/json".to_string()),
+            ("x-echo-traceparent", trace("traceparent")),
+            ("x-echo-tracestate", trace("tracestate")),
+        ],
         json.to_string(),
     )
         .into_response()
