@@ -36,7 +36,8 @@ pub async fn respond(
 }
 
 /// A refusal: the one answer type for "not served" (a stream refused at admission or
-/// authorization, a request head refused by the listener). Each transport renders it with
+/// authorization, a request head refused by the listener, an admin request its guard
+/// refuses). Each transport renders it with
 /// one function: [`refuse`] on a Pingora session, `listener::refuse` on a raw socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
@@ -49,12 +50,12 @@ pub struct Refused {
 
 /// Writes a refusal on a Pingora session: its status, `retry-after` when set, its body as
 /// plain text.
-pub async fn refuse(session: &mut Session, r: &Refused) -> pingora::Result<()> {
+pub async fn refuse(session: &mut Session, r: Refused) -> pingora::Result<()> {
     let mut headers = Vec::new();
     if let Some(s) = r.retry_after {
         headers.push(("retry-after", s.to_string()));
     }
-    let body = Bytes::from(r.body.clone());
+    let body = Bytes::from(r.body);
     respond(
         session,
         r.status,

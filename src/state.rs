@@ -174,6 +174,7 @@ impl State {
 
     /// [`reload`](Self::reload) on the caller's thread, for callers off the proxy's
     /// workers (tests on paused time, where a blocking-pool wait would let time jump).
+    #[cfg(test)]
     pub fn reload_now(&self, trigger: &str) -> ReloadOutcome {
         let outcome = self.reload.reload(trigger);
         self.after_reload(trigger, &outcome);

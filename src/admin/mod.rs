@@ -67,15 +67,15 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
         .map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
+/// Answers a guard's refusal as the one refusal type is answered on a session.
 async fn refuse(session: &mut Session, r: &guard::Refusal) -> Result<()> {
-    respond(
-        session,
-        r.status,
-        "text/plain; charset=utf-8",
-        &[],
-        Bytes::from(format!("{}\n", r.message)),
-    )
-    .await
+    let refused = crate::http::Refused {
+        status: r.status,
+        outcome: "admin_guard",
+        retry_after: None,
+        body: format!("{}\n", r.message),
+    };
+    crate::http::refuse(session, refused).await
 }
 
 /// Reads a POST body, which must be JSON (`guard::check_content_type`); `Err` when the

@@ -598,7 +598,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         Err(r) => Err(r),
     };
     match admitted {
-        Err(r) => crate::http::refuse(session, &r).await,
+        Err(r) => crate::http::refuse(session, r).await,
         Ok(admitted) => {
             session.set_write_timeout(Some(state.config().sse.write_timeout));
             run(state, admitted, &mut SessionSink(session)).await;

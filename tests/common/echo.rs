@@ -15,17 +15,20 @@ pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
+/// A request header's value as text ("" when absent or not text).
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 async fn echo(req: Request) -> Response {
     let method = req.method().to_string();
     let uri = req.uri().to_string();
     let headers = req.headers().clone();
-    let get = |h: &str| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
+    let get = |h: &str| header(&headers, h);
     let (xff, xfp, custom, te, ka) = (
         get("x-forwarded-for"),
         get("x-forwarded-proto"),
@@ -70,13 +73,7 @@ async fn status(Path(code): Path<u16>, headers: HeaderMap, body: Bytes) -> Respo
     let code = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
     let received: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let json = serde_json::json!({ "code": code.as_u16(), "id": "x1", "received": received });
-    let trace = |h: &str| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
+    let trace = |h: &str| header(&headers, h);
     (
         code,
         [
