@@ -23,6 +23,9 @@ pub struct Metrics {
     pub events_rejected_total: IntCounterVec,
     pub events_delivered_total: IntCounterVec,
     pub events_published_total: IntCounterVec,
+    /// Mutation receipts sent to their browser's stream, by outcome (`unrouted`: no stream
+    /// of that browser was open here).
+    pub receipts_total: IntCounterVec,
     pub delivery_latency_seconds: Histogram,
     pub replay_events_total: IntCounter,
     /// Entries of a shared log that could not be decoded (each became a `log_gap` reset).
@@ -125,6 +128,12 @@ impl Metrics {
                 "events_rejected_total",
                 "Events dropped before delivery, by family and reason.",
                 &["family", "reason"],
+            ),
+            receipts_total: counter_vec(
+                &r,
+                "receipts_total",
+                "Mutation receipts sent to the originating browser's stream, by outcome.",
+                &["outcome"],
             ),
             events_delivered_total: counter_vec(
                 &r,

@@ -12,8 +12,10 @@
 
 use crate::config::model::{Delivery, Durability, Rule};
 use crate::events::types::Event;
+use crate::hub::receipts::Ticket;
 use crate::hub::HubError;
 use crate::state::State;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a strict-durability answer waits for its events' commit before it is released.
@@ -31,6 +33,9 @@ pub enum Source<'a> {
         /// the window within which a second one is a retry.
         dedup: Option<(&'a str, Duration)>,
         delivery: Delivery,
+        /// The mutation's receipt in the making, when it wants one: what the pipeline does
+        /// with the event is noted on it.
+        ticket: Option<&'a Arc<Ticket>>,
     },
     /// `POST /admin/publish`: never deduplicated, always live.
     Admin,
@@ -67,6 +72,10 @@ impl Outcome {
 
 /// Runs an event through the pipeline (see the module header).
 pub fn publish(state: &State, event: Event, source: Source<'_>, durability: Durability) -> Outcome {
+    let ticket = match &source {
+        Source::Mutation { ticket, .. } => *ticket,
+        Source::Admin => None,
+    };
     if let Source::Mutation {
         rule,
         dedup: Some((key, window)),
@@ -74,6 +83,9 @@ pub fn publish(state: &State, event: Event, source: Source<'_>, durability: Dura
     } = &source
     {
         if !first_seen(state, rule, key, *window) {
+            if let Some(t) = ticket {
+                t.note_not_derived("duplicate");
+            }
             return Outcome::Duplicate;
         }
     }
@@ -94,6 +106,9 @@ pub fn publish(state: &State, event: Event, source: Source<'_>, durability: Dura
             .events_shadow_total
             .with_label_values(&labels)
             .inc();
+        if let Some(t) = ticket {
+            t.note_shadow();
+        }
         return Outcome::Shadow;
     }
     hand_to_hub(state, event, &source, durability)
@@ -128,7 +143,11 @@ fn hand_to_hub(
         }
         Durability::Relaxed => (None, None),
     };
-    if let Err(e) = state.hub.try_publish(event, done) {
+    let ticket = match source {
+        Source::Mutation { ticket, .. } => ticket.cloned(),
+        Source::Admin => None,
+    };
+    if let Err(e) = state.hub.try_publish_for(event, done, ticket) {
         if let Source::Mutation { rule, .. } = source {
             state
                 .metrics
@@ -263,6 +282,7 @@ event_types:
             rule,
             dedup: Some(("rule|key", window)),
             delivery,
+            ticket: None,
         };
         let first = publish(
             &state,
@@ -286,6 +306,7 @@ event_types:
             rule: &cfg.rules[0],
             dedup: None,
             delivery: Delivery::Live,
+            ticket: None,
         };
         let queued = publish(&state, event(), source(), Durability::Relaxed);
         assert!(matches!(queued, Outcome::Queued), "{queued:?}");

@@ -40,6 +40,7 @@ use crate::events::template::{Body, Inputs};
 use crate::events::types::{scoped_topics, EventId, Origin, MAX_ORIGIN_ID_LEN};
 use crate::headers::SECRET_HEADERS;
 use crate::http::OwnEndpoints;
+use crate::hub::receipts::{mutation_keys, Ticket};
 use crate::pipeline::{self, Commit, Outcome, Source};
 use crate::state::State;
 use async_trait::async_trait;
@@ -82,6 +83,17 @@ pub struct Capture {
     resp: BytesMut,
     resp_over: bool,
     derived: bool,
+    /// The mutation's receipt in the making: it carried `X-Client-Id` and `X-Mutation-Id`.
+    ticket: Option<Arc<Ticket>>,
+}
+
+impl Capture {
+    /// Notes on the receipt (if any) why no event was made.
+    fn not_derived(&self, reason: &str) {
+        if let Some(t) = &self.ticket {
+            t.note_not_derived(reason);
+        }
+    }
 }
 
 fn append_capped(buf: &mut BytesMut, over: &mut bool, chunk: &[u8], cap: usize) {
@@ -288,20 +300,31 @@ impl Proxy {
             .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
+        let origin = Origin {
+            client: self.origin_id(req, "x-client-id"),
+            mutation: self.origin_id(req, "x-mutation-id"),
+        };
+        let fingerprint = self.credentials(cfg, req).fingerprint;
+        let tenant = request_tenant(cfg, req);
+        let ticket = match (&origin.client, &origin.mutation) {
+            (Some(c), Some(m)) => {
+                let scope = tenant.as_ref().ok().and_then(|t| t.as_deref());
+                let keys = mutation_keys(fingerprint, scope, c);
+                Some(Arc::new(Ticket::new(keys, c.clone(), m.clone())))
+            }
+            _ => None,
+        };
         Some(Box::new(Capture {
             rules,
             query: parse_query(req.uri.query().unwrap_or("")),
             headers,
-            origin: Origin {
-                client: self.origin_id(req, "x-client-id"),
-                mutation: self.origin_id(req, "x-mutation-id"),
-            },
+            origin,
             idempotency_key: header("idempotency-key")
                 .map(str::trim)
                 .filter(|k| !k.is_empty() && k.len() <= 256)
                 .map(str::to_owned),
-            fingerprint: self.credentials(cfg, req).fingerprint,
-            tenant: request_tenant(cfg, req),
+            fingerprint,
+            tenant,
             encoding: None,
             cap: cfg.capture_max_bytes,
             req: BytesMut::new(),
@@ -309,6 +332,7 @@ impl Proxy {
             resp: BytesMut::new(),
             resp_over: false,
             derived: false,
+            ticket,
         }))
     }
 
@@ -327,6 +351,7 @@ impl Proxy {
         let now = self.state.config();
         if !self.state.mode().is_enabled() {
             // No event: polls of these families must not be answered from before it.
+            cap.not_derived("sse_off");
             self.force_rules(&cfg, cap);
             return;
         }
@@ -370,6 +395,7 @@ impl Proxy {
                     "a confirmed mutation without a usable Host under tenancy: host; \
                     no event derived, its families' polls are forwarded"
                 );
+                cap.not_derived("no_tenant");
                 self.force_rules(cfg, cap);
                 None
             }
@@ -394,6 +420,7 @@ impl Proxy {
         };
         let delivery = now.delivery(&rule.family);
         if delivery == Delivery::Off {
+            cap.not_derived("family_off");
             force_family();
             return None;
         }
@@ -407,6 +434,7 @@ impl Proxy {
                     .inc();
                 tracing::warn!(rule = %rule.location, reason = e.reason(), error = %e,
                     "no event derived from a confirmed mutation; its family's polls are forwarded");
+                cap.not_derived(e.reason());
                 force_family();
                 return None;
             }
@@ -416,6 +444,7 @@ impl Proxy {
             rule,
             dedup: key.as_deref().map(|k| (k, now.dedup_window)),
             delivery,
+            ticket: cap.ticket.as_ref(),
         };
         match pipeline::publish(&self.state, event, source, cfg.store.durability) {
             Outcome::Pending(rx) => Some(rx),
@@ -425,6 +454,18 @@ impl Proxy {
                 None
             }
             Outcome::Shadow | Outcome::Queued | Outcome::Dropped(_) => None,
+        }
+    }
+
+    /// The answer went out: the mutation's receipt is sealed with the status the client got
+    /// (502 when none was written), and routed once nothing is pending in the hub.
+    fn seal_receipt(&self, ctx: &Ctx, status: u16) {
+        let Some(t) = ctx.capture.as_ref().and_then(|c| c.ticket.as_ref()) else {
+            return;
+        };
+        let status = if status == 0 { 502 } else { status };
+        if let Some(r) = t.seal(status) {
+            self.state.hub.route_receipt(&t.keys, &r);
         }
     }
 
@@ -687,6 +728,10 @@ impl ProxyHttp for Proxy {
         if let Some(head) = ctx.head_at_forward.take() {
             upstream_response.insert_header("x-sse-head", head)?;
         }
+        if ctx.capture.as_ref().is_some_and(|c| c.ticket.is_some()) {
+            // The stream of the browser that sent it will get this mutation's receipt.
+            upstream_response.insert_header("x-sse-receipt", "pending")?;
+        }
         if ctx.poll.is_some() && upstream_response.status.as_u16() != 200 {
             ctx.poll = None;
         }
@@ -863,6 +908,7 @@ impl ProxyHttp for Proxy {
         if let (Some(cap), Some(cfg)) = (ctx.capture.as_ref(), ctx.cfg.as_ref()) {
             if (200..300).contains(&ctx.status) && !cap.derived {
                 // Confirmed by the backend but cut short: no event, so no 304 from before it.
+                cap.not_derived("incomplete");
                 self.force_rules(cfg, cap);
             }
         }
@@ -870,6 +916,7 @@ impl ProxyHttp for Proxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
+        self.seal_receipt(ctx, status);
         let class = status_class(status);
         let m = &self.state.metrics;
         m.passthrough_requests_total

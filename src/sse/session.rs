@@ -203,6 +203,15 @@ impl<'a, S: Sink> Session<'a, S> {
             grants.granted.clone(),
             cfg.sse.queue_max_bytes,
         );
+        if let Some(id) = &admitted.client_id {
+            let key = crate::hub::receipts::stream_key(
+                admitted.creds.fingerprint,
+                admitted.tenant.as_deref(),
+                id,
+            );
+            state.hub.register_client(&subscription.sub, key);
+        }
+        let client_id = admitted.client_id.take();
         let heartbeat = cfg.sse.heartbeat;
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -230,11 +239,16 @@ impl<'a, S: Sink> Session<'a, S> {
             _holder: holder,
             _conn: admitted._conn,
         };
-        session.preamble(cfg, grants).await
+        session.preamble(cfg, grants, client_id).await
     }
 
     /// Sends `retry:` (jittered) and `hello` in one write.
-    async fn preamble(self, cfg: &Config, grants: Grants) -> Option<Session<'a, S>> {
+    async fn preamble(
+        self,
+        cfg: &Config,
+        grants: Grants,
+        client: Option<String>,
+    ) -> Option<Session<'a, S>> {
         let hello = Hello {
             epoch: self.epoch.clone(),
             head: EventId::new(&self.epoch, self.fanned).to_string(),
@@ -248,6 +262,7 @@ impl<'a, S: Sink> Session<'a, S> {
             heartbeat_ms: cfg.sse.heartbeat.as_millis() as u64,
             types: self.signals.types.clone(),
             polling_families: self.state.polling_families(),
+            client,
         };
         drop(grants);
         let mut preamble = BytesMut::new();
@@ -373,7 +388,7 @@ impl<'a, S: Sink> Session<'a, S> {
     /// Live frames: what the queue holds, in one write.
     async fn frames(&mut self) -> Step {
         self.coalesce().await;
-        match self.state.hub.drain(&self.subscription.sub) {
+        let step = match self.state.hub.drain(&self.subscription.sub) {
             Drained::Overflowed => {
                 tracing::debug!(
                     subscriber = self.subscription.sub.id,
@@ -383,7 +398,20 @@ impl<'a, S: Sink> Session<'a, S> {
             }
             Drained::Reset(reason, frames) => self.gap(reason, frames).await.into(),
             Drained::Frames(frames) => self.deliver(frames).await,
+        };
+        match step {
+            Step::Continue => self.receipts().await,
+            close => close,
         }
+    }
+
+    /// This browser's mutation receipts, in one write after the frames.
+    async fn receipts(&mut self) -> Step {
+        let receipts = self.subscription.sub.take_receipts();
+        if receipts.is_empty() {
+            return Step::Continue;
+        }
+        self.write(receipts.concat().into()).await.into()
     }
 
     /// Under pressure, frames arriving soon after a write wait for the window so that they

@@ -345,6 +345,8 @@ pub struct Admitted {
     /// Its tenant under `upstream.tenancy: host` (its normalized Host): it subscribes to and
     /// replays only that tenant's events.
     pub(super) tenant: Option<String>,
+    /// The browser's client id (`?client=`): its mutations' receipts come to this stream.
+    pub(super) client_id: Option<String>,
     pub(super) _conn: ConnGuard,
 }
 
@@ -395,6 +397,7 @@ pub fn admit(
             .find(|(k, _)| k == "lastEventId")
             .map(|(_, v)| v.clone())
     });
+    let client_id = client_id(state, &query)?;
     Ok(Admitted {
         signals,
         topics,
@@ -405,8 +408,29 @@ pub fn admit(
         recheck_at: None,
         client,
         tenant,
+        client_id,
         _conn: conn,
     })
+}
+
+/// The `client` parameter: 1 to 128 characters of `A-Z a-z 0-9 _ . : -`, or none; any other
+/// value is refused (400) rather than ignored, so a client never waits for receipts that
+/// cannot come.
+fn client_id(state: &State, query: &[(String, String)]) -> Result<Option<String>, Refused> {
+    let Some((_, raw)) = query.iter().find(|(k, _)| k == "client") else {
+        return Ok(None);
+    };
+    crate::events::types::sanitize_origin_id(Some(raw))
+        .map(Some)
+        .ok_or_else(|| {
+            refuse(
+                state,
+                400,
+                "bad_client",
+                None,
+                "client must be 1-128 characters of A-Z a-z 0-9 _ . : -\n",
+            )
+        })
 }
 
 /// A refusal with its body, counted under its outcome.

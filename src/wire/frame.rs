@@ -71,6 +71,53 @@ pub struct Hello {
     pub heartbeat_ms: u64,
     pub types: Vec<String>,
     pub polling_families: Vec<String>,
+    /// The client id the stream was opened with (`?client=`): the browser whose mutations'
+    /// receipts it gets. `null` when it gave none.
+    pub client: Option<String>,
+}
+
+/// What became of a mutation, as its receipt says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptOutcome {
+    /// Its events were stored and delivered live (`events` lists their ids).
+    Delivered,
+    /// Its family is in shadow: derived and counted, never delivered.
+    Shadow,
+    /// The backend confirmed it, but no event was made (`reason` says why).
+    Dropped,
+    /// The backend (or the proxy, for an unreachable backend) answered non-2xx (`status`).
+    Failed,
+}
+
+impl ReceiptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptOutcome::Delivered => "delivered",
+            ReceiptOutcome::Shadow => "shadow",
+            ReceiptOutcome::Dropped => "dropped",
+            ReceiptOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// `event: receipt`: the outcome of one of this browser's mutations, sent to its stream only
+/// (no `id:`, so it never moves the client's resume point).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Receipt {
+    /// The mutation's full `X-Client-Id` (the tab).
+    pub client: String,
+    /// Its `X-Mutation-Id`.
+    pub mutation: String,
+    pub outcome: ReceiptOutcome,
+    /// The ids of the events stored for it, in order.
+    pub events: Vec<String>,
+    /// Why nothing was delivered (`dropped`): the derive or hub reason label.
+    pub reason: Option<String>,
+    /// The HTTP status the client got.
+    pub status: u16,
+    /// A conflict the sidecar detected for it, when it did.
+    pub conflict: Option<serde_json::Value>,
 }
 
 /// `event: control`: the server tells the client to change how it gets its data.
@@ -135,6 +182,8 @@ pub enum Frame<'a> {
     },
     /// A stored event (encoded once, when it is appended to the log).
     Event(&'a Event),
+    /// `event: receipt`: the outcome of one of this browser's mutations.
+    Receipt(&'a Receipt),
     /// `event: snapshot` with the dashboard's JSON: the admin listener's `/admin/stream`,
     /// never an event stream's (so not in the client fixture).
     Snapshot(&'a str),
@@ -158,6 +207,9 @@ impl Frame<'_> {
                 encode::control_frame("reset", &json!({ "reason": reason, "head": head }))
             }
             Frame::Event(e) => encode::event_frame(e),
+            Frame::Receipt(r) => {
+                encode::control_frame("receipt", &serde_json::to_value(r).unwrap_or_default())
+            }
             Frame::Snapshot(json) => encode::frame(None, "snapshot", json),
         }
     }
@@ -176,16 +228,31 @@ pub fn example_hello() -> Hello {
         heartbeat_ms: 15_000,
         types: vec!["card.updated".into()],
         polling_families: vec![],
+        client: Some("b1".into()),
+    }
+}
+
+/// The `receipt` of the fixture (see `examples`).
+pub fn example_receipt() -> Receipt {
+    Receipt {
+        client: "b1.t1".into(),
+        mutation: "m-1".into(),
+        outcome: ReceiptOutcome::Delivered,
+        events: vec!["ep1-42".into()],
+        reason: None,
+        status: 200,
+        conflict: None,
     }
 }
 
 /// One example of every frame the server writes, in the order of a stream's life: the
 /// fixture the browser client's tests replay.
-pub fn examples<'a>(hello: &'a Hello, event: &'a Event) -> Vec<Frame<'a>> {
+pub fn examples<'a>(hello: &'a Hello, event: &'a Event, receipt: &'a Receipt) -> Vec<Frame<'a>> {
     vec![
         Frame::Retry(2_000),
         Frame::Hello(hello),
         Frame::Event(event),
+        Frame::Receipt(receipt),
         Frame::Heartbeat { head: "ep1-42" },
         Frame::Control(Control::Types {
             types: vec!["card.updated".into(), "card.moved".into()],
@@ -248,6 +315,7 @@ mod tests {
             Frame::Heartbeat { .. } => "heartbeat",
             Frame::Reset { .. } => "reset",
             Frame::Event(_) => "event",
+            Frame::Receipt(_) => "receipt",
             Frame::Control(Control::Polling { .. }) => "control.polling",
             Frame::Control(Control::PollingFamilies { .. }) => "control.polling_families",
             Frame::Control(Control::Reconnect { .. }) => "control.reconnect",
@@ -258,12 +326,12 @@ mod tests {
         }
     }
     /// Every variant but `Snapshot`, which only the dashboard reads.
-    const KINDS: usize = 10;
+    const KINDS: usize = 11;
 
     #[test]
     fn the_client_fixture_holds_one_of_every_frame_the_server_writes() {
-        let (hello, event) = (example_hello(), example_event());
-        let frames = examples(&hello, &event);
+        let (hello, event, receipt) = (example_hello(), example_event(), example_receipt());
+        let frames = examples(&hello, &event, &receipt);
         let kinds: std::collections::BTreeSet<_> = frames.iter().map(kind).collect();
         assert_eq!(
             kinds.len(),

@@ -6,4 +6,4 @@
 pub mod encode;
 pub mod frame;
 
-pub use frame::{Control, Frame, Hello, ResetReason};
+pub use frame::{Control, Frame, Hello, Receipt, ReceiptOutcome, ResetReason};

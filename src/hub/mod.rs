@@ -18,13 +18,16 @@
 //! the stream back to its task through the queue; the task takes direct mode back before it
 //! writes anything itself, so the two never interleave on the socket.
 
+pub mod receipts;
+
 use crate::events::types::scoped_topic;
 use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::store::{EventLog, StoredEvent};
 use crate::sys::{DirectWrite, LentSocket};
-use crate::wire::ResetReason;
+use crate::wire::{Frame, Receipt, ResetReason};
 use bytes::Bytes;
+use receipts::Ticket;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,6 +50,9 @@ const MAX_FAN_OUT: usize = MAX_BATCH * 8;
 
 /// From this many subscribers of one event on, its fan-out runs on two threads.
 const PARALLEL_FAN_OUT: usize = 2048;
+
+/// Most receipts one stream holds unwritten; past it the stream is a slow consumer.
+const MAX_QUEUED_RECEIPTS: usize = 256;
 
 /// A frame waiting in a subscriber's queue.
 /// (The stored event itself, shared: its frame, its topics for filtering after a
@@ -81,6 +87,8 @@ struct SubQueue {
     rest: Option<Bytes>,
     /// When bytes last went to this stream (ms since the Unix epoch), for coalescing.
     last_write_ms: u64,
+    /// Receipt frames for the stream's task to write (never written directly).
+    receipts: Vec<Bytes>,
 }
 
 /// What became of one event for one subscriber.
@@ -109,6 +117,8 @@ pub struct Subscriber {
     /// Set when topics were dropped (a revocation): deliveries then check the current topics,
     /// since a fan-out may have listed this subscriber before the drop.
     narrowed: AtomicBool,
+    /// Its receipt routing key (`receipts::stream_key`), once registered.
+    client_key: std::sync::OnceLock<String>,
 }
 
 /// What a stream takes from its queue.
@@ -215,6 +225,7 @@ impl Subscriber {
             || q.gap.is_some()
             || q.rest.is_some()
             || !q.frames.is_empty()
+            || !q.receipts.is_empty()
             || self.closed.load(Ordering::Relaxed)
         {
             return false;
@@ -264,6 +275,30 @@ impl Subscriber {
         }
     }
 
+    /// Queues a receipt for the stream's task (taking the socket back from the fan-out, so
+    /// the task writes it); false when the stream is closed or overflowed.
+    fn push_receipt(&self, frame: &Bytes) -> bool {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.overflowed || self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        if q.receipts.len() >= MAX_QUEUED_RECEIPTS {
+            q.overflowed = true;
+        } else {
+            q.receipts.push(frame.clone());
+        }
+        q.direct = None;
+        drop(q);
+        self.notify.notify_one();
+        true
+    }
+
+    /// The receipts waiting to be written.
+    pub fn take_receipts(&self) -> Vec<Bytes> {
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut q.receipts)
+    }
+
     /// Marks a gap: what is queued is dropped (the client refetches anyway) and the next
     /// drain returns `Reset`.
     fn mark_gap(&self, reason: ResetReason, global_bytes: &AtomicUsize) {
@@ -283,6 +318,8 @@ impl Subscriber {
 struct Registry {
     /// By `scoped_topic(tenant, topic)`: the topic alone without tenancy.
     by_topic: HashMap<String, Vec<Arc<Subscriber>>>,
+    /// By receipt routing key (`receipts::stream_key`).
+    by_client: HashMap<String, Vec<Arc<Subscriber>>>,
     count: usize,
 }
 
@@ -300,6 +337,8 @@ pub enum HubError {
 struct Publish {
     event: Event,
     done: Option<oneshot::Sender<Result<String, HubError>>>,
+    /// The receipt this event's fate completes, if its mutation wants one.
+    ticket: Option<Arc<Ticket>>,
 }
 
 pub struct Hub {
@@ -428,16 +467,45 @@ impl Hub {
         event: Event,
         done: Option<oneshot::Sender<Result<String, HubError>>>,
     ) -> Result<(), HubError> {
-        self.tx
-            .try_send(Publish { event, done })
-            .map_err(|e| match e {
+        self.try_publish_for(event, done, None)
+    }
+
+    /// `try_publish` for a mutation that wants a receipt: the event's fate settles `ticket`.
+    pub fn try_publish_for(
+        &self,
+        event: Event,
+        done: Option<oneshot::Sender<Result<String, HubError>>>,
+        ticket: Option<Arc<Ticket>>,
+    ) -> Result<(), HubError> {
+        if let Some(t) = &ticket {
+            t.handed();
+        }
+        let publish = Publish {
+            event,
+            done,
+            ticket,
+        };
+        self.tx.try_send(publish).map_err(|e| {
+            let (p, err, reason) = match e {
                 mpsc::error::TrySendError::Full(p) => {
                     // Dropped: its subscribers must not stay silently stale.
                     self.lost(&Self::route_keys(std::slice::from_ref(&p.event)));
-                    HubError::Full
+                    (p, HubError::Full, "hub_queue_full")
                 }
-                mpsc::error::TrySendError::Closed(_) => HubError::Closed,
-            })
+                mpsc::error::TrySendError::Closed(p) => (p, HubError::Closed, "hub_closed"),
+            };
+            self.settle_ticket(p.ticket.as_deref(), |t| t.lost(reason));
+            err
+        })
+    }
+
+    /// Routes a ticket's receipt when this settlement completed it.
+    fn settle_ticket(&self, ticket: Option<&Ticket>, f: impl FnOnce(&Ticket) -> Option<Receipt>) {
+        if let Some(t) = ticket {
+            if let Some(r) = f(t) {
+                self.route_receipt(&t.keys, &r);
+            }
+        }
     }
 
     /// Publishes and waits until the event is stored (and fanned out, unless the coalescing
@@ -475,6 +543,7 @@ impl Hub {
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             narrowed: AtomicBool::new(false),
+            client_key: std::sync::OnceLock::new(),
         });
         let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         for t in &topics {
@@ -497,7 +566,54 @@ impl Hub {
         let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         let topics = std::mem::take(&mut *sub.topics.lock().unwrap_or_else(|e| e.into_inner()));
         Self::remove_from(&mut reg, sub, &topics);
+        if let Some(key) = sub.client_key.get() {
+            if let Some(list) = reg.by_client.get_mut(key) {
+                list.retain(|s| s.id != sub.id);
+                if list.is_empty() {
+                    reg.by_client.remove(key);
+                }
+            }
+        }
         reg.count = reg.count.saturating_sub(1);
+    }
+
+    /// Registers a subscriber for the receipts routed to `key` (`receipts::stream_key`);
+    /// once per subscriber.
+    pub fn register_client(&self, sub: &Arc<Subscriber>, key: String) {
+        let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        if sub.closed.load(Ordering::Relaxed) || sub.client_key.set(key.clone()).is_err() {
+            return;
+        }
+        reg.by_client.entry(key).or_default().push(sub.clone());
+    }
+
+    /// Sends a receipt to the streams registered under any of `keys`; returns how many
+    /// got it. Counted by outcome (`receipts_total`), or as unrouted.
+    pub fn route_receipt(&self, keys: &[String], receipt: &Receipt) -> usize {
+        let frame = Frame::Receipt(receipt).encode();
+        let targets: Vec<Arc<Subscriber>> = {
+            let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+            let mut out: Vec<Arc<Subscriber>> = Vec::new();
+            for list in keys.iter().filter_map(|k| reg.by_client.get(k)) {
+                for s in list {
+                    if !out.iter().any(|o| o.id == s.id) {
+                        out.push(s.clone());
+                    }
+                }
+            }
+            out
+        };
+        let sent = targets.iter().filter(|s| s.push_receipt(&frame)).count();
+        let label = if sent > 0 {
+            receipt.outcome.as_str()
+        } else {
+            "unrouted"
+        };
+        self.metrics
+            .receipts_total
+            .with_label_values(&[label])
+            .inc();
+        sent
     }
 
     /// Stops routing `topics` to this subscriber (a revocation); events already queued are
@@ -739,8 +855,10 @@ impl Hub {
         pending: &mut Vec<Arc<StoredEvent>>,
         fan_out_now: bool,
     ) {
-        let (events, dones): (Vec<Event>, Vec<_>) =
-            batch.drain(..).map(|p| (p.event, p.done)).unzip();
+        let (events, settle): (Vec<Event>, Vec<_>) = batch
+            .drain(..)
+            .map(|p| (p.event, (p.done, p.ticket)))
+            .unzip();
         let families: Vec<String> = events.iter().map(|e| e.family.clone()).collect();
         let topics = Self::route_keys(&events);
         let started = std::time::Instant::now();
@@ -759,17 +877,19 @@ impl Hub {
                         pending.clear();
                     }
                 }
-                for (s, done) in stored.iter().zip(dones) {
+                for (s, (done, ticket)) in stored.iter().zip(settle) {
                     if let Some(done) = done {
                         let _ = done.send(Ok(s.event.id.clone()));
                     }
+                    self.settle_ticket(ticket.as_deref(), |t| t.stored(&s.event.id));
                 }
             }
             Err(e) => {
                 self.metrics.store_errors_total.inc();
                 tracing::error!(error = %e, events = families.len(), "event log append failed");
                 self.lost(&topics);
-                for (family, done) in families.iter().zip(dones) {
+                for (family, (done, ticket)) in families.iter().zip(settle) {
+                    self.settle_ticket(ticket.as_deref(), |t| t.lost("store_error"));
                     self.metrics
                         .events_rejected_total
                         .with_label_values(&[family.as_str(), "store_error"])
