@@ -38,6 +38,7 @@ fn card_event() -> Event {
             serde_json::json!(["card", "c42"]),
         ],
         tenant: None,
+        conflict: None,
     }
 }
 

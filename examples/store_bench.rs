@@ -32,6 +32,7 @@ fn event(n: u64) -> Event {
         data: serde_json::json!({"id": n.to_string(), "board_id": "1", "title": "a card title of ordinary length", "column": "doing"}),
         invalidate: vec![serde_json::json!(["cards", "1"])],
         tenant: None,
+        conflict: None,
     }
 }
 

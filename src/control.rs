@@ -275,6 +275,7 @@ impl Controller {
             data: serde_json::json!({}),
             invalidate: vec![],
             tenant: None,
+            conflict: None,
         };
         if self.hub.try_publish(marker, None).is_err() {
             tracing::warn!("could not queue the resume marker; clients resuming get a reset");

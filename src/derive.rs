@@ -82,6 +82,7 @@ pub fn derive_for(
         data,
         invalidate,
         tenant,
+        conflict: None,
     };
     validate(cfg, &event)?;
     Ok(event)

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Mutation receipts sent to their browser's stream, by outcome (`unrouted`: no stream
     /// of that browser was open here).
     pub receipts_total: IntCounterVec,
+    /// Concurrent edits found before forwarding, by the rule's check (`detect`, `reject`).
+    pub conflicts_total: IntCounterVec,
     pub delivery_latency_seconds: Histogram,
     pub replay_events_total: IntCounter,
     /// Entries of a shared log that could not be decoded (each became a `log_gap` reset).
@@ -134,6 +136,12 @@ impl Metrics {
                 "receipts_total",
                 "Mutation receipts sent to the originating browser's stream, by outcome.",
                 &["outcome"],
+            ),
+            conflicts_total: counter_vec(
+                &r,
+                "conflicts_total",
+                "Mutations whose x-sse-base was older than their topics' version, by check.",
+                &["mode"],
             ),
             events_delivered_total: counter_vec(
                 &r,

@@ -247,6 +247,7 @@ event_types:
             data: serde_json::json!({"id": "1"}),
             invalidate: Vec::new(),
             tenant: None,
+            conflict: None,
         }
     }
 

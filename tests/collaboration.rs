@@ -254,3 +254,148 @@ async fn a_malformed_client_id_is_refused_with_400() {
     let body = r.text().await.unwrap_or_default();
     assert!(body.contains("client must be"), "{body}");
 }
+
+const CARDS: &str = r#"
+upstream: {address: "127.0.0.1:1"}
+rollout: {phase: 1}
+families:
+  cards:
+    phase: 1
+    conflicts: reject
+    rules:
+      - match: "PATCH /echo/cards/{id}"
+        event: card.updated
+        topics: ["card:{id}", "board:{request.board}"]
+        data: request
+      - match: "PUT /echo/cards/{id}"
+        event: card.updated
+        topics: ["card:{id}"]
+        data: request
+        conflicts: detect
+event_types:
+  card.updated: {family: cards, schema: {type: object}}
+polling:
+  routes:
+    - match: "GET /echo/cards/{id}"
+      family: cards
+      topics: ["card:{id}"]
+"#;
+
+/// A card edit with a base; returns the answer's status and body.
+async fn edit(sc: &Sidecar, method: &str, card: &str, base: &str, title: &str) -> (u16, Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let r = reqwest::Client::new()
+        .request(m, sc.url(&format!("/echo/cards/{card}")))
+        .header("x-sse-base", base)
+        .json(&json!({"title": title, "board": "1"}))
+        .send()
+        .await
+        .expect("edit");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The version a page loading the card would hold.
+async fn load(sc: &Sidecar, card: &str) -> String {
+    let r = reqwest::get(sc.url(&format!("/echo/cards/{card}")))
+        .await
+        .expect("get");
+    let v = r
+        .headers()
+        .get("x-sse-version")
+        .expect("x-sse-version on a polled route");
+    v.to_str().expect("text").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_edit_is_refused_409_with_the_newer_events_and_never_reaches_the_backend() {
+    let backend = common::echo::start().await;
+    let sc = Sidecar::start(CARDS, &backend.to_string())
+        .await
+        .expect("sidecar");
+    let mut board = open(&sc, "topics=card:c1", "alice").await;
+    let (va, vb) = (load(&sc, "c1").await, load(&sc, "c1").await);
+    assert_eq!(va, vb);
+    assert!(va.ends_with("-0"), "no event touched it yet: {va}");
+    let (st, _) = edit(&sc, "PATCH", "c1", &va, "A's title").await;
+    assert_eq!(st, 200);
+    let e1 = board
+        .next_of("card.updated", T)
+        .await
+        .expect("A's event")
+        .id;
+    let (st, body) = edit(&sc, "PATCH", "c1", &vb, "B's title").await;
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(body["conflict"]["base"], json!(vb));
+    assert_eq!(body["conflict"]["current"], json!(e1));
+    let newer = &body["conflict"]["events"];
+    assert_eq!(newer[0]["id"], json!(e1), "{body}");
+    assert_eq!(newer[0]["data"]["title"], json!("A's title"));
+    assert_eq!(
+        common::echo::hits("PATCH", "/echo/cards/c1"),
+        1,
+        "B's never left"
+    );
+    // B reloads and edits again on top of A's change.
+    let v = load(&sc, "c1").await;
+    assert_eq!(v, e1);
+    let (st, _) = edit(&sc, "PATCH", "c1", &v, "B's title").await;
+    assert_eq!(st, 200);
+    assert_eq!(common::echo::hits("PATCH", "/echo/cards/c1"), 2);
+    // Other cards, and edits without a base, are not checked.
+    assert_eq!(edit(&sc, "PATCH", "c2", &vb, "x").await.0, 200);
+    let r = reqwest::Client::new()
+        .patch(sc.url("/echo/cards/c1"))
+        .json(&json!({"title": "no base", "board": "1"}))
+        .send()
+        .await
+        .expect("edit");
+    assert_eq!(r.status(), 200);
+    let (st, _) = edit(&sc, "PATCH", "c1", "not an id", "x").await;
+    assert_eq!(st, 400, "a base that is not an event id");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_edit_under_detect_is_forwarded_and_its_event_names_what_it_superseded() {
+    let backend = common::echo::start().await;
+    let sc = Sidecar::start(CARDS, &backend.to_string())
+        .await
+        .expect("sidecar");
+    let mut card = open(&sc, "topics=card:c7&client=b1", "alice").await;
+    let v = load(&sc, "c7").await;
+    assert_eq!(edit(&sc, "PUT", "c7", &v, "first").await.0, 200);
+    let e1 = card.next_of("card.updated", T).await.expect("first");
+    assert!(data(&e1).get("conflict").is_none(), "no conflict, no field");
+    let r = reqwest::Client::new()
+        .put(sc.url("/echo/cards/c7"))
+        .header("cookie", "user=alice")
+        .header("x-client-id", "b1.t1")
+        .header("x-mutation-id", "m-late")
+        .header("x-sse-base", &v)
+        .json(&json!({"title": "second"}))
+        .send()
+        .await
+        .expect("edit");
+    assert_eq!(r.status(), 200, "detect forwards");
+    assert_eq!(common::echo::hits("PUT", "/echo/cards/c7"), 2);
+    let (receipt, _, before) = receipt_after(&mut card, Instant::now()).await;
+    let e2 = card_event(&sc, &before).await;
+    let want = json!({"base": v, "superseded": [e1.id]});
+    assert_eq!(e2["conflict"], want);
+    assert_eq!(receipt["conflict"], want);
+    assert_eq!(receipt["outcome"], json!("delivered"));
+}
+
+/// The event (as JSON) of the last id in `ids`, read back through replay.
+async fn card_event(sc: &Sidecar, ids: &[String]) -> Value {
+    let last = ids.last().expect("the event came before its receipt");
+    let (prev_epoch, prev) = last.rsplit_once('-').expect("an id");
+    let before = format!("{prev_epoch}-{}", prev.parse::<u64>().expect("seq") - 1);
+    let url = sc.url("/api/sse/events?topics=card:c7");
+    let mut s = SseClient::connect_with(&url, Some(&before), &[])
+        .await
+        .expect("replay");
+    let e = s.next_of("card.updated", T).await.expect("replayed");
+    assert_eq!(&e.id, last);
+    data(&e)
+}

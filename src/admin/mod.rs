@@ -424,6 +424,7 @@ impl Admin {
             data: req.data,
             invalidate: req.invalidate,
             tenant,
+            conflict: None,
         };
         if let Err(e) = validate(&cfg, &event) {
             self.state

@@ -218,6 +218,9 @@ pub struct FamilyFile {
     pub priority: u8,
     #[serde(default)]
     pub rules: Vec<serde_yaml::Value>,
+    /// The default `conflicts` of the family's rules (`off`, `detect`, `reject`).
+    #[serde(default)]
+    pub conflicts: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +235,9 @@ pub struct RuleFile {
     pub data: serde_json::Value,
     #[serde(default)]
     pub invalidate: Vec<Vec<serde_json::Value>>,
+    /// Concurrent-edit check (`off`, `detect`, `reject`); the family's when absent.
+    #[serde(default)]
+    pub conflicts: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

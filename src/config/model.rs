@@ -29,6 +29,19 @@ impl Mode {
     }
 }
 
+/// What a rule does with a mutation whose `x-sse-base` is older than the version of the
+/// topics it edits (a concurrent edit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Conflicts {
+    /// No check.
+    #[default]
+    Off,
+    /// Forward it; its event carries `conflict {base, superseded}`.
+    Detect,
+    /// Answer 409 with the newer events, without touching the backend.
+    Reject,
+}
+
 /// What happens to a family's events right now, from its mode and the rollout phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -78,6 +91,10 @@ pub struct Rule {
     pub topics: Vec<StrTemplate>,
     pub data: DataSpec,
     pub invalidate: Vec<ValueTemplate>,
+    /// The concurrent-edit check, and the topics it compares (the indices of `topics`
+    /// filled from path, query or headers: known before the mutation is forwarded).
+    pub conflicts: Conflicts,
+    pub conflict_topics: Vec<usize>,
 }
 
 pub struct EventType {

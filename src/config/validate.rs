@@ -851,6 +851,31 @@ event_types:
 "#;
 
     #[test]
+    fn a_conflict_check_needs_a_topic_known_before_forwarding() {
+        let cfg = parse_str(&GOOD.replace("    rules:\n", "    conflicts: reject\n    rules:\n"))
+            .expect("card:{id} is known from the path");
+        assert_eq!(
+            cfg.rules[0].conflicts,
+            crate::config::model::Conflicts::Reject
+        );
+        assert_eq!(cfg.rules[0].conflict_topics, vec![1]);
+        let blind = GOOD.replace(
+            "topics: [\"board:{response.board_id}\", \"card:{id}\"]",
+            "topics: [\"board:{response.board_id}\"]\n        conflicts: detect",
+        );
+        let err = parse_str(&blind).expect_err("no topic known before forwarding");
+        let p = &err.problems()[0];
+        assert_eq!(p.path, "families.cards.rules[0].conflicts");
+        assert!(
+            p.hint.as_deref().is_some_and(|h| h.contains("path")),
+            "{p:?}"
+        );
+        let typo = GOOD.replace("    rules:\n", "    conflicts: rejct\n    rules:\n");
+        let err = parse_str(&typo).expect_err("unknown keyword");
+        assert_eq!(err.problems()[0].path, "families.cards.conflicts");
+    }
+
+    #[test]
     fn a_good_file_validates() {
         let cfg = parse_str(GOOD).expect("valid");
         assert_eq!(cfg.rules.len(), 1);

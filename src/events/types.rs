@@ -168,6 +168,10 @@ pub struct Event {
     /// load unchanged and single-tenant frames keep their bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// A concurrent edit the sidecar detected for the mutation (`conflicts: detect`):
+    /// `{base, superseded}`. Absent when there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<serde_json::Value>,
 }
 
 /// The one key a topic is routed, replayed and clocked under: the topic itself without a

@@ -19,6 +19,7 @@
 //! writes anything itself, so the two never interleave on the socket.
 
 pub mod receipts;
+pub mod versions;
 
 use crate::events::types::scoped_topic;
 use crate::events::Event;
@@ -368,6 +369,8 @@ pub struct Hub {
     /// stream's frames go out in fewer, larger writes (degradation level 1). A stream that
     /// wrote within the window gets its frames through its queue, after the window.
     coalesce_ms: AtomicU64,
+    /// Each topic's version (the last stored event that touched it).
+    versions: versions::Versions,
 }
 
 /// Removes its subscriber from the hub when the stream ends, however it ends.
@@ -404,6 +407,7 @@ impl Hub {
             metrics,
             head_tx: watch::channel(head).0,
             coalesce_ms: AtomicU64::new(0),
+            versions: versions::Versions::new(versions::DEFAULT_MAX_TOPICS),
         })
     }
 
@@ -737,6 +741,7 @@ impl Hub {
                     if let Some(hook) = self.feed_hook.get() {
                         events.iter().for_each(|e| hook(e));
                     }
+                    events.iter().for_each(|e| self.record_version(e));
                     self.fan_out(&events);
                     if let Some((head, reason)) = gap {
                         self.gap(head, reason);
@@ -747,10 +752,30 @@ impl Hub {
         }
     }
 
+    /// A stored event is the new version of its topics.
+    fn record_version(&self, e: &StoredEvent) {
+        let tenant = e.event.tenant.as_deref();
+        let topics: Vec<_> = e
+            .event
+            .topics
+            .iter()
+            .map(|t| scoped_topic(tenant, t))
+            .collect();
+        self.versions
+            .record(e.seq, topics.iter().map(|t| t.as_ref()));
+    }
+
+    /// The version of these (scoped) topics: the sequence number of the last stored event
+    /// that touched any of them (see `versions`).
+    pub fn version_of<S: AsRef<str>>(&self, topics: &[S]) -> u64 {
+        self.versions.of(topics)
+    }
+
     /// Continuity lost: every subscriber owes its client a `reset`.
     fn gap(&self, head: u64, reason: ResetReason) {
         // The shield stops vouching before any client hears of the gap.
         self.gap_seen();
+        self.versions.forget_all(head);
         let reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
         self.fanned.store(head, Ordering::Release);
         let streams = self.mark_gaps(reg.by_topic.values(), reason);
@@ -869,6 +894,7 @@ impl Hub {
         match result {
             Ok(stored) => {
                 self.metrics.store_appends_total.inc_by(stored.len() as u64);
+                stored.iter().for_each(|e| self.record_version(e));
                 // A shared log fans out from its feed, in the order all instances agree on.
                 if !self.shared.load(Ordering::Acquire) {
                     pending.extend(stored.iter().cloned());
@@ -1038,6 +1064,7 @@ mod tests {
             data: serde_json::json!({}),
             invalidate: vec![],
             tenant: None,
+            conflict: None,
         }
     }
 

@@ -32,7 +32,9 @@
 //!   `MAX_ORIGIN_ID_LEN` (128) characters; other values are refused (origin null), counted
 //!   (`origin_ids_refused_total`) and logged at debug level.
 
-use crate::config::model::{Durability, Tenancy};
+mod conflicts;
+
+use crate::config::model::{Conflicts, Durability, Tenancy};
 use crate::config::{Config, Delivery};
 use crate::derive::derive_for;
 use crate::events::route::{normalize_path, parse_query, Params};
@@ -85,6 +87,9 @@ pub struct Capture {
     derived: bool,
     /// The mutation's receipt in the making: it carried `X-Client-Id` and `X-Mutation-Id`.
     ticket: Option<Arc<Ticket>>,
+    /// A concurrent edit detected before forwarding (`conflicts: detect`): its events
+    /// carry it.
+    conflict: Option<serde_json::Value>,
 }
 
 impl Capture {
@@ -176,6 +181,8 @@ pub struct Ctx {
 pub struct PollCtx {
     route: usize,
     key: crate::polling::Key,
+    /// The version of its topics when it was forwarded (`x-sse-version`).
+    version: String,
     topics: Vec<String>,
     /// The route's stamp when the request was forwarded (what the ETag stands for).
     stamp: crate::polling::Stamp,
@@ -333,6 +340,7 @@ impl Proxy {
             resp_over: false,
             derived: false,
             ticket,
+            conflict: None,
         }))
     }
 
@@ -425,7 +433,10 @@ impl Proxy {
             return None;
         }
         let event = match derive_for(now, rule, inputs, cap.origin.clone(), tenant.clone()) {
-            Ok(event) => event,
+            Ok(mut event) => {
+                event.conflict = cap.conflict.clone();
+                event
+            }
             Err(e) => {
                 self.state
                     .metrics
@@ -469,6 +480,13 @@ impl Proxy {
         }
     }
 
+    /// The version of these (scoped) topics as an event id (`<epoch>-0`: no event touched
+    /// them in this epoch).
+    fn version_of(&self, topics: &[String]) -> String {
+        let hub = &self.state.hub;
+        EventId::new(&hub.epoch(), hub.version_of(topics)).to_string()
+    }
+
     /// Forces the shielded routes of every family a captured mutation's rules belong to.
     fn force_rules(&self, cfg: &Config, cap: &Capture) {
         let now = self.state.config();
@@ -489,6 +507,64 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// The concurrent-edit check of a captured mutation with `x-sse-base` (`conflicts`):
+    /// true when it was answered here (409 for `reject`, 400 for a bad base).
+    async fn check_conflicts(
+        &self,
+        session: &mut Session,
+        cfg: &Config,
+        ctx: &mut Ctx,
+    ) -> Result<bool> {
+        let Some(cap) = ctx.capture.as_mut() else {
+            return Ok(false);
+        };
+        let Some(base) = session
+            .req_header()
+            .headers
+            .get("x-sse-base")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Ok(false);
+        };
+        let tenant = cap.tenant.as_ref().ok().and_then(|t| t.as_deref());
+        let req = conflicts::Request {
+            rules: &cap.rules,
+            query: &cap.query,
+            headers: &cap.headers,
+            tenant,
+        };
+        let found = match conflicts::check(&self.state, cfg, &req, base).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(false),
+            Err(msg) => {
+                ctx.own = true;
+                let body = Bytes::from(format!(
+                    "400 {msg}: send the id of an event, <epoch>-<sequence>\n"
+                ));
+                crate::http::respond(session, 400, "text/plain; charset=utf-8", &[], body).await?;
+                return Ok(true);
+            }
+        };
+        if found.mode == Conflicts::Detect {
+            if let Some(t) = &cap.ticket {
+                t.note_conflict(found.detected());
+            }
+            cap.conflict = Some(found.detected());
+            return Ok(false);
+        }
+        ctx.own = true;
+        if let Some(t) = &cap.ticket {
+            t.note_conflict(found.rejected());
+            if let Some(r) = t.seal(409) {
+                self.state.hub.route_receipt(&t.keys, &r);
+            }
+        }
+        let body = Bytes::from(found.body().to_string());
+        let headers = [("x-sse-conflict", "reject".to_owned())];
+        crate::http::respond(session, 409, "application/json", &headers, body).await?;
+        Ok(true)
+    }
+
     /// A GET of a polled route: answers 304 itself when shielding allows (returns true),
     /// otherwise notes what the coverage check and the ETag need.
     async fn start_poll(&self, session: &mut Session, cfg: &Config, ctx: &mut Ctx) -> Result<bool> {
@@ -548,9 +624,11 @@ impl Proxy {
             }
         }
         tracker.count_poll(route, false);
+        let version = self.version_of(&topics);
         ctx.poll = Some(Box::new(PollCtx {
             route: idx,
             key,
+            version,
             topics,
             stamp,
             counter_at_request,
@@ -627,6 +705,9 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         ctx.capture = self.start_capture(&cfg, session.req_header());
+        if self.check_conflicts(session, &cfg, ctx).await? {
+            return Ok(true);
+        }
         if session.req_header().method == http::Method::GET {
             ctx.head_at_forward =
                 Some(EventId::new(&self.state.hub.epoch(), self.state.hub.head()).to_string());
@@ -736,6 +817,7 @@ impl ProxyHttp for Proxy {
             ctx.poll = None;
         }
         if let Some(p) = ctx.poll.as_mut() {
+            upstream_response.insert_header("x-sse-version", p.version.as_str())?;
             let no_store = upstream_response
                 .headers
                 .get_all("cache-control")

@@ -1017,6 +1017,7 @@ authorization:
             data: serde_json::json!({ "id": 1 }),
             invalidate: vec![],
             tenant: None,
+            conflict: None,
         };
         let publish = async {
             sleep(Duration::from_secs(1)).await;

@@ -485,6 +485,7 @@ mod tests {
             data: serde_json::json!({ "n": n }),
             invalidate: vec![],
             tenant: None,
+            conflict: None,
         }
     }
 

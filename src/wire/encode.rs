@@ -130,6 +130,7 @@ mod tests {
             data: serde_json::json!({"text": "line1\nline2 ✓ \u{0}"}),
             invalidate: vec![],
             tenant: None,
+            conflict: None,
         };
         let f = event_frame(&ev);
         let s = std::str::from_utf8(&f).expect("utf8");

@@ -303,6 +303,7 @@ mod tests {
             data: serde_json::json!({ "id": "c1", "title": "x" }),
             invalidate: vec![serde_json::json!(["cards", "1"])],
             tenant: None,
+            conflict: None,
         }
     }
 

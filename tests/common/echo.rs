@@ -24,9 +24,23 @@ fn header(headers: &HeaderMap, name: &str) -> String {
         .to_string()
 }
 
+/// Requests the echo routes received, by `"METHOD path"`.
+static HITS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// How many `method path` requests the echo routes received (the backend's own count).
+#[allow(dead_code)]
+pub fn hits(method: &str, path: &str) -> usize {
+    let want = format!("{method} {path}");
+    let hits = HITS.lock().unwrap_or_else(|e| e.into_inner());
+    hits.iter().filter(|h| **h == want).count()
+}
+
 async fn echo(req: Request) -> Response {
     let method = req.method().to_string();
     let uri = req.uri().to_string();
+    HITS.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(format!("{method} {}", req.uri().path()));
     let headers = req.headers().clone();
     let get = |h: &str| header(&headers, h);
     let (xff, xfp, custom, te, ka) = (

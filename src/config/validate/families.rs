@@ -5,7 +5,7 @@
 
 use super::Collector;
 use crate::config::file::{EventTypeFile, EventTypesFile, FamiliesFile, FamilyFile, RuleFile};
-use crate::config::model::{DataSpec, EventType, Family, Mode, Rule};
+use crate::config::model::{Conflicts, DataSpec, EventType, Family, Mode, Rule};
 use crate::events::route::RoutePattern;
 use crate::events::template::{Source, StrTemplate, ValueTemplate};
 use crate::events::types::is_valid_name;
@@ -108,10 +108,16 @@ fn compile_family(
             Some("use 0 (shed first) to 9"),
         );
     }
+    let conflicts = f
+        .conflicts
+        .as_deref()
+        .and_then(|w| conflicts_keyword(c, &format!("{path}.conflicts"), w))
+        .unwrap_or_default();
     for (i, raw_rule) in f.rules.iter().enumerate() {
         let rpath = format!("{path}.rules[{i}]");
         if let Some(r) = c.section::<RuleFile>(&rpath, raw_rule) {
-            rules.extend(compile_rule(c, &rpath, &name, r, event_types));
+            let family = (name.as_str(), conflicts);
+            rules.extend(compile_rule(c, &rpath, family, r, event_types));
         }
     }
     Some(Family {
@@ -140,10 +146,52 @@ pub(super) fn check_event_type_families(
 }
 
 /// One mutation rule of a family; `None` when any of its parts has a problem.
+fn conflicts_keyword(c: &mut Collector, path: &str, word: &str) -> Option<Conflicts> {
+    let known = [
+        ("off", Conflicts::Off),
+        ("detect", Conflicts::Detect),
+        ("reject", Conflicts::Reject),
+    ];
+    c.keyword(path, "conflicts", word, &known, "use off, detect or reject")
+}
+
+/// The rule's concurrent-edit check (its own, else its family's) and the topics it can
+/// compare before forwarding: those with no `{request.…}` or `{response.…}` part. A check
+/// with no such topic could never see a conflict: refused.
+fn compile_rule_conflicts(
+    c: &mut Collector,
+    path: &str,
+    r: &RuleFile,
+    default: Conflicts,
+    topics: &[StrTemplate],
+) -> (Conflicts, Vec<usize>) {
+    let mode = match r.conflicts.as_deref() {
+        Some(w) => conflicts_keyword(c, &format!("{path}.conflicts"), w).unwrap_or_default(),
+        None => default,
+    };
+    let known: Vec<usize> = topics
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            t.sources()
+                .all(|s| !matches!(s, Source::Request(_) | Source::Response(_)))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if mode != Conflicts::Off && known.is_empty() {
+        c.push(
+            format!("{path}.conflicts"),
+            "no topic of this rule is known before the mutation is forwarded",
+            Some("add a topic filled from the path, query or headers (e.g. \"card:{id}\"), or set conflicts: off"),
+        );
+    }
+    (mode, known)
+}
+
 fn compile_rule(
     c: &mut Collector,
     path: &str,
-    family: &str,
+    (family, default_conflicts): (&str, Conflicts),
     r: RuleFile,
     event_types: &BTreeMap<String, EventType>,
 ) -> Option<Rule> {
@@ -158,6 +206,8 @@ fn compile_rule(
     let topics = compile_rule_topics(c, path, &r.topics, &scope);
     let data = compile_rule_data(c, path, &r.data, &scope);
     let invalidate = compile_rule_invalidate(c, path, &r.invalidate, &scope);
+    let (conflicts, conflict_topics) =
+        compile_rule_conflicts(c, path, &r, default_conflicts, &topics);
     if c.problems.len() > before {
         return None;
     }
@@ -169,6 +219,8 @@ fn compile_rule(
         topics,
         data,
         invalidate,
+        conflicts,
+        conflict_topics,
     })
 }
 
