@@ -41,7 +41,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [ "$what" = test ]; then
-  for dir in clients/js/protocol tests/browser; do
+  for dir in clients/js clients/js/protocol tests/browser; do
     [ -d "$dir/node_modules" ] || (cd "$dir" && npm ci --no-audit --no-fund)
   done
 fi

@@ -16,7 +16,7 @@ echo "== cargo test"
 cargo test --locked
 
 echo "== client module (node --test)"
-(cd clients/js && node --test test/)
+(cd clients/js && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && node --test test/)
 
 echo "== protocol tests (eventsource npm package against the real sidecar)"
 (cd clients/js/protocol && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm test)

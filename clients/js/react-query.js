@@ -21,7 +21,25 @@
  *   `client.pollInterval`); a query tied to a `topic` the server denied or revoked for this
  *   stream (`client.info.denied`) keeps `ms`, since no event will tell it about changes;
  * - on a revocation (`control {revoked}`, which keeps the state `live` and so is no mode
- *   change) it also invalidates everything, so queries of the revoked topics start polling.
+ *   change) it also invalidates everything, so queries of the revoked topics start polling;
+ * - `mutation(spec)` gives `useMutation` options for an optimistic mutation settled by the
+ *   sidecar's receipt (see below).
+ *
+ * Optimistic mutations (`rq.mutation`), with TanStack v5 `useMutation`:
+ * - `onMutate` cancels the key's queries, snapshots the exact cache entry (the query's state
+ *   object: data, dataUpdatedAt…) and applies `optimistic(old, vars)`;
+ * - `mutationFn` sends the request through `client.mutate` (`X-Client-Id`, `X-Mutation-Id`,
+ *   `x-sse-base`) and resolves once the receipt (or the HTTP answer) settled it;
+ * - `onError` (non-2xx, `failed`/`dropped` receipt, 409 conflict) restores the snapshot
+ *   exactly (or, when the data was refetched meanwhile, the refetched entry) and re-applies
+ *   the other mutations still pending on the key;
+ * - one refetch per confirmed mutation: the own echo of a mutation made by the helper is
+ *   NOT skipped while it is pending (its invalidation is the refetch), and `onSettled`
+ *   invalidates the key only when no echo came (shadow family, event on topics this tab does
+ *   not hold, no receipt, timeout); an echo arriving after that is skipped as usual;
+ * - rebase: when the key's data is refetched while mutations are pending (e.g. another
+ *   user's event invalidated it), their optimistic updates are re-applied on top of the
+ *   fresh data in the same notification batch, so the page never shows the un-updated data.
  *
  * Why invalidating everything on a mode change makes `refetchInterval` switch:
  * React Query evaluates the function form of `refetchInterval` only inside
@@ -54,6 +72,9 @@
  * @property {(fn: (state: string, info: any) => void) => () => void} onStateChange
  * @property {(fn: (control: any) => void) => () => void} [onControl] Revocations are
  *   followed through it when present.
+ * @property {(request: any, options?: any) => Promise<any>} [mutate] Used by `mutation()`.
+ * @property {(response: any, options?: any) => Promise<any>} [settle] Used by `mutation()`.
+ * @property {(topics: string[]) => string|null} [baseFor] Used by `mutation()`.
  */
 
 /**
@@ -77,6 +98,49 @@
  */
 
 /**
+ * Minimal shape of a TanStack v5 `QueryClient` used by `mutation()`.
+ * @typedef {object} MutationQueryClientLike
+ * @property {(filters?: {queryKey?: ReadonlyArray<unknown>, exact?: boolean}) => unknown} invalidateQueries
+ * @property {(filters: {queryKey: ReadonlyArray<unknown>}) => Promise<void>} cancelQueries
+ * @property {(key: ReadonlyArray<unknown>, updater: (old: any) => any) => unknown} setQueryData
+ * @property {(filters: {queryKey: ReadonlyArray<unknown>, exact?: boolean}) => void} removeQueries
+ * @property {() => {find(filters: {queryKey: ReadonlyArray<unknown>, exact?: boolean}): any, subscribe(fn: (event: any) => void): () => void}} getQueryCache
+ */
+
+/**
+ * What `mutation()` needs from the app.
+ * @template TVars
+ * @typedef {object} OptimisticMutationSpec
+ * @property {(vars: TVars) => (import('./sse-client.js').SseMutationRequest|Promise<Response>|Response)} mutationFn
+ *   The request to send (sent through `client.mutate`), or the `Response` (promise) of a
+ *   request the app sent itself through `client.fetch` (then settled by `client.settle`).
+ * @property {(vars: TVars) => ReadonlyArray<unknown>} queryKey The cache entry it changes.
+ * @property {(old: any, vars: TVars) => any} optimistic The entry's data after the change.
+ * @property {(vars: TVars) => string|null|undefined} [base] Version the user edited (sent as
+ *   `x-sse-base`), e.g. captured with `client.baseFor(...)` when the edit started.
+ * @property {(vars: TVars) => string[]} [topics] Without `base`: the base is
+ *   `client.baseFor(topics(vars))` when the mutation starts.
+ * @property {number} [timeoutMs] Receipt wait (default: the client's).
+ */
+
+/**
+ * Context `onMutate` returns (TanStack passes it to `onError`/`onSettled`).
+ * @typedef {object} OptimisticMutationContext
+ * @property {string} mutationId
+ * @property {ReadonlyArray<unknown>} queryKey
+ */
+
+/**
+ * Options to spread into `useMutation` (or `new MutationObserver(queryClient, ...)`).
+ * @template TVars
+ * @typedef {object} OptimisticMutationOptions
+ * @property {(vars: TVars) => Promise<import('./sse-client.js').SseMutationResult>} mutationFn
+ * @property {(vars: TVars) => Promise<OptimisticMutationContext>} onMutate
+ * @property {(error: unknown, vars: TVars, context: OptimisticMutationContext|undefined) => void} onError
+ * @property {(data: unknown, error: unknown, vars: TVars, context: OptimisticMutationContext|undefined) => unknown} onSettled
+ */
+
+/**
  * @typedef {object} ReactQueryAdapter
  * @property {(family: string, ms: number, topic?: string|string[]) => (() => number|false)} refetchInterval
  *   Value for React Query's `refetchInterval`: a function returning `ms` when `topic` (or one
@@ -85,6 +149,9 @@
  *   is live for `family`, `ms` otherwise (at least the server's poll-interval hint while the
  *   stream is live for other families).
  * @property {(family?: string) => boolean} isLive Same as `client.isLive`.
+ * @property {<TVars>(spec: OptimisticMutationSpec<TVars>) => OptimisticMutationOptions<TVars>} mutation
+ *   `useMutation` options for an optimistic mutation settled by the sidecar's receipt (see
+ *   module docs). Needs `client.mutate`/`client.settle` and a TanStack v5 QueryClient.
  * @property {() => void} flush Run the pending batch now.
  * @property {() => void} disconnect Stop listening (pending batch dropped).
  */
@@ -179,9 +246,13 @@ export function connectReactQuery(client, queryClient, options = {}) {
     return (Array.isArray(topic) ? topic : [topic]).some((t) => denied.includes(t));
   }
 
+  const optimistic = createOptimisticLayer(client, queryClient);
+
   const unsubscribes = [
     client.onEvent((event) => {
-      if (!event || (skipOwnEchoes && client.isOwnEcho(event))) return;
+      if (!event) return;
+      // The echo of a helper mutation still pending is its one refetch (see module docs).
+      if (skipOwnEchoes && client.isOwnEcho(event) && !optimistic.claimEcho(event)) return;
       if (o.onEvent) o.onEvent(event, queryClient);
       if (!Array.isArray(event.invalidate) || pendingAll) return;
       let added = false;
@@ -220,17 +291,183 @@ export function connectReactQuery(client, queryClient, options = {}) {
       };
     },
     isLive: (family) => client.isLive(family),
+    mutation: (spec) => optimistic.mutation(spec),
     flush() {
       if (cancelScheduled) cancelScheduled();
       flush();
     },
     disconnect() {
       connected = false;
+      optimistic.stop();
       for (const off of unsubscribes) off();
       if (cancelScheduled) cancelScheduled();
       cancelScheduled = null;
       pendingKeys.clear();
       pendingAll = false;
+    },
+  };
+}
+
+const MAX_TRACKED_MUTATIONS = 500;
+
+function helperRandomId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  return Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
+}
+
+function isResponseLike(value) {
+  return !!value && typeof value === 'object' && typeof value.status === 'number' && !!value.headers;
+}
+
+/**
+ * Optimistic layers per query key: the pending mutations, the server's entry under them, and
+ * the rebase on refetch.
+ * @private
+ * @param {SseClientLike} client
+ * @param {MutationQueryClientLike} queryClient
+ */
+function createOptimisticLayer(client, queryClient) {
+  /** mutation id → {id, vars, key, hash, apply, base, status: 'pending'|'done', echoed} */
+  const tracked = new Map();
+  /** key hash → {key, serverState, pending: entry[]} */
+  const layers = new Map();
+  /** vars → entries created by onMutate and not yet picked by mutationFn (FIFO). */
+  const byVars = new Map();
+  let unsubscribeCache = null;
+
+  function findQuery(key) {
+    return queryClient.getQueryCache().find({ queryKey: key, exact: true });
+  }
+
+  function track(entry) {
+    tracked.set(entry.id, entry);
+    for (const [id, e] of tracked) {
+      if (tracked.size <= MAX_TRACKED_MUTATIONS) break;
+      if (e.status === 'done') tracked.delete(id);
+      else break;
+    }
+  }
+
+  /** Re-apply the pending layers on top of the entry now in the cache. */
+  function reapply(layer) {
+    for (const e of layer.pending) queryClient.setQueryData(layer.key, (old) => e.apply(old));
+  }
+
+  function onCacheEvent(event) {
+    if (!event || event.type !== 'updated' || !event.action) return;
+    const { action, query } = event;
+    if (action.type !== 'success' || action.manual) return;
+    const layer = layers.get(keyHash(query.queryKey));
+    if (!layer || !layer.pending.length) return;
+    // Fresh server data while mutations are pending: it is the new base; rebase on it.
+    layer.serverState = query.state;
+    reapply(layer);
+  }
+
+  function ensureCacheSubscription() {
+    if (!unsubscribeCache) unsubscribeCache = queryClient.getQueryCache().subscribe(onCacheEvent);
+  }
+
+  function removeFromLayer(entry) {
+    const layer = layers.get(entry.hash);
+    if (!layer) return null;
+    layer.pending = layer.pending.filter((e) => e !== entry);
+    if (!layer.pending.length) layers.delete(entry.hash);
+    return layer;
+  }
+
+  function baseOf(spec, vars) {
+    if (spec.base) return spec.base(vars);
+    if (spec.topics && typeof client.baseFor === 'function') return client.baseFor(spec.topics(vars));
+    return undefined;
+  }
+
+  async function onMutate(spec, vars) {
+    const key = spec.queryKey(vars);
+    const hash = keyHash(key);
+    const entry = {
+      id: helperRandomId(), vars, key, hash, status: 'pending', echoed: false,
+      apply: (old) => spec.optimistic(old, vars),
+      base: baseOf(spec, vars),
+    };
+    track(entry);
+    if (!byVars.has(vars)) byVars.set(vars, []);
+    byVars.get(vars).push(entry);
+    ensureCacheSubscription();
+    await queryClient.cancelQueries({ queryKey: key });
+    let layer = layers.get(hash);
+    if (!layer) {
+      const query = findQuery(key);
+      layer = { key, serverState: query ? query.state : null, pending: [] };
+      layers.set(hash, layer);
+    }
+    layer.pending.push(entry);
+    queryClient.setQueryData(key, (old) => entry.apply(old));
+    return { mutationId: entry.id, queryKey: key };
+  }
+
+  async function mutationFn(spec, vars) {
+    const queue = byVars.get(vars) || [];
+    const entry = queue.shift();
+    if (!queue.length) byVars.delete(vars);
+    const sent = await spec.mutationFn(vars);
+    if (isResponseLike(sent)) return client.settle(sent, { timeoutMs: spec.timeoutMs });
+    return client.mutate(sent, {
+      mutationId: entry ? entry.id : undefined,
+      base: entry ? entry.base : undefined,
+      timeoutMs: spec.timeoutMs,
+    });
+  }
+
+  function onError(context) {
+    const entry = context && tracked.get(context.mutationId);
+    if (!entry || entry.status === 'done') return;
+    entry.status = 'done';
+    const layer = removeFromLayer(entry);
+    if (!layer) return;
+    const query = findQuery(entry.key);
+    if (layer.serverState && query) query.setState(layer.serverState);
+    else if (!layer.serverState) queryClient.removeQueries({ queryKey: entry.key, exact: true });
+    if (layer.pending.length) reapply(layer);
+  }
+
+  function onSettled(error, context) {
+    const entry = context && tracked.get(context.mutationId);
+    if (!entry || entry.status !== 'pending' || error) return undefined;
+    entry.status = 'done';
+    removeFromLayer(entry);
+    // The echo already invalidated the key: no second refetch.
+    if (entry.echoed) return undefined;
+    return queryClient.invalidateQueries({ queryKey: entry.key });
+  }
+
+  return {
+    /** True when `event` is the echo of a pending helper mutation (and marks it echoed). */
+    claimEcho(event) {
+      const id = event && event.origin ? event.origin.mutation : null;
+      const entry = id != null ? tracked.get(id) : null;
+      if (!entry || entry.status !== 'pending') return false;
+      // Only an echo whose invalidation refetches the key counts as its refetch.
+      const keys = Array.isArray(event.invalidate) ? event.invalidate : [];
+      const covers = keys.some((k) => Array.isArray(k) && (keyHash(k) === entry.hash || isStrictPrefix(k, entry.key)));
+      if (!covers) return false;
+      entry.echoed = true;
+      return true;
+    },
+    mutation(spec) {
+      const ok = spec && ['mutationFn', 'queryKey', 'optimistic'].every((k) => typeof spec[k] === 'function');
+      if (!ok) throw new TypeError('mutation: mutationFn, queryKey and optimistic must be functions');
+      return {
+        mutationFn: (vars) => mutationFn(spec, vars),
+        onMutate: (vars) => onMutate(spec, vars),
+        onError: (_error, _vars, context) => onError(context),
+        onSettled: (_data, error, _vars, context) => onSettled(error, context),
+      };
+    },
+    stop() {
+      if (unsubscribeCache) unsubscribeCache();
+      unsubscribeCache = null;
     },
   };
 }

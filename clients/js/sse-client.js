@@ -26,7 +26,15 @@
  *   `fetch` wrapper or by {@link recordPollIntervalHint}) while the stream is live for other
  *   families;
  * - cross-tab sharing (Web Locks leader election + BroadcastChannel relay), with graceful
- *   fallback to one stream per tab when those APIs are missing.
+ *   fallback to one stream per tab when those APIs are missing;
+ * - client ids: one browser-wide id `B` (localStorage `sse-sidecar:browser-id`) sent as
+ *   `client=B` on the stream, tab ids `B.<random>` sent as `X-Client-Id`;
+ * - receipts: `receipt` frames settle the tab's pending mutations (the leader tab relays them
+ *   to the followers); a bounded pending-mutation table waits for them with a timeout;
+ * - versions: per-topic versions (bounded) from applied events and `x-sse-version` headers,
+ *   `baseFor(topics)` for `x-sse-base`;
+ * - `mutate(request, {optimistic, rollback, base})`: optimistic update, settle on the receipt
+ *   (or the HTTP answer), roll back on failure; a 409 conflict rejects with `SseConflictError`.
  *
  * Wire contract: see ARCHITECTURE.md §2 and clients/js/README.md.
  *
@@ -55,6 +63,7 @@
  * @property {string} [head] From `hello` (when live).
  * @property {string[]} [topics] Topics granted by the server (when live).
  * @property {string[]} [denied] Topics refused by the server (when live).
+ * @property {string|null} [client] Stream client id echoed by the server's `hello` (when live).
  * @property {number} [heartbeatMs] Heartbeat period announced by the server (when live).
  * @property {number} [retryInMs] Delay before the next connection attempt, when known.
  */
@@ -106,7 +115,13 @@
  * @property {boolean} [shareAcrossTabs=true] One stream per browser+origin (needs
  *   `navigator.locks` and `BroadcastChannel`; falls back to one stream per tab).
  * @property {string} [channelName='sse-sidecar'] Lock and BroadcastChannel name.
- * @property {string} [clientId] Override the per-tab client id.
+ * @property {string} [clientId] Override the per-tab client id (sent as `X-Client-Id`); the
+ *   stream's client id is then the part before its first `.` (or the whole id).
+ * @property {{getItem(key: string): string|null, setItem(key: string, value: string): void}|null} [storage=globalThis.localStorage]
+ *   Where the browser-wide id is kept (`sse-sidecar:browser-id`); without it a random
+ *   per-instance id is used.
+ * @property {number} [receiptTimeoutMs=5000] How long `mutate`/`settle` wait for a receipt
+ *   after a response said `x-sse-receipt: pending`, before settling on the HTTP answer alone.
  * @property {string|null} [lastEventId=null] Resume from this id on the first connection.
  * @property {typeof EventSource} [EventSource=globalThis.EventSource]
  * @property {typeof fetch} [fetch=globalThis.fetch]
@@ -129,7 +144,9 @@
  * @property {SseStateInfo} info Information of the last state change.
  * @property {string[]} pollingFamilies Families to poll even while live (copy).
  * @property {string|null} lastEventId Last event id seen by this tab (or relayed to it).
- * @property {string} clientId Random id of this tab, stable for the tab's life.
+ * @property {string} clientId Id of this tab, `B.<random>` (`B`: {@link SseClient.streamClientId}),
+ *   stable for the tab's life; sent as `X-Client-Id`.
+ * @property {string} streamClientId Browser-wide id sent as `client=` on the stream URL.
  * @property {string[]} topics Topics this tab asked for.
  * @property {'solo'|'leader'|'follower'} role Cross-tab role.
  * @property {(fn: (state: SseState, info: SseStateInfo) => void) => () => void} onStateChange
@@ -142,20 +159,166 @@
  *   How often to poll `family` now: `false` while `isLive(family)` (do not poll); else
  *   `Math.max(defaultMs, hint)` when the stream is live (for other families) and a
  *   `x-sse-poll-interval-ms` hint was recorded less than a minute ago; else `defaultMs`.
- * @property {(input: RequestInfo|URL, init?: RequestInit) => Promise<Response>} fetch
- *   `fetch` adding `X-Client-Id` and a fresh `X-Mutation-Id`; records the
- *   `x-sse-poll-interval-ms` hint of the response (see {@link recordPollIntervalHint}).
+ * @property {(input: RequestInfo|URL, init?: RequestInit, options?: SseFetchOptions) => Promise<Response>} fetch
+ *   `fetch` adding `X-Client-Id` and a fresh `X-Mutation-Id` (and `x-sse-base` when
+ *   `options.base` is given); records the `x-sse-poll-interval-ms` hint of the response (see
+ *   {@link recordPollIntervalHint}) and, with `options.topics`, its `x-sse-version` as the
+ *   version of those topics.
+ * @property {(fn: (receipt: SseReceipt) => void) => () => void} onReceipt Receipts of this
+ *   tab's mutations (relayed by the leader tab to followers).
+ * @property {(topic: string) => string|null} version Version (event id) of the state the page
+ *   holds for `topic`, or `null` when unknown.
+ * @property {(topics: string[]) => string|null} baseFor Highest known version over `topics`
+ *   (the value for `x-sse-base`), or `null` when none is known.
+ * @property {(topic: string, id: string) => void} noteVersion Record that the page holds
+ *   `topic` at version `id` (kept only when newer than the known one).
+ * @property {(request: SseMutationRequest, options?: SseMutateOptions) => Promise<SseMutationResult>} mutate
+ *   Optimistic mutation: `optimistic()` now, the request through `fetch`, settled by the
+ *   receipt (or the HTTP answer); `rollback()` and a rejection with {@link SseMutationError}
+ *   (or {@link SseConflictError} on a 409 conflict) on failure.
+ * @property {(response: Response, options?: {timeoutMs?: number}) => Promise<SseMutationResult>} settle
+ *   Settle a response obtained through `client.fetch` like `mutate` does (without rollback):
+ *   resolves on success, rejects with {@link SseMutationError}/{@link SseConflictError}.
  * @property {(topics: string[]) => void} setTopics Change the topics this tab wants.
  * @property {() => void} close Stop for good (state `stopped`), releasing lock and channel.
  */
 
-const RESERVED = new Set(['hello', 'heartbeat', 'control', 'reset', 'message', 'open', 'error']);
+/**
+ * Payload of a `receipt` frame: the outcome of one of this browser's mutations.
+ * @typedef {object} SseReceipt
+ * @property {string} client Full `X-Client-Id` of the mutation (the tab).
+ * @property {string} mutation Its `X-Mutation-Id`.
+ * @property {'delivered'|'shadow'|'dropped'|'failed'|string} outcome
+ * @property {string[]} events Ids of the events stored and delivered (`delivered`).
+ * @property {string|null} reason Why it was `dropped` (e.g. `schema_invalid`), else `null`.
+ * @property {number} status HTTP status of the backend's answer (or the sidecar's).
+ * @property {SseConflict|null} conflict The conflict found, if any.
+ */
+
+/**
+ * A conflict: the state the user edited (`base`) is older than the current one.
+ * @typedef {object} SseConflict
+ * @property {string} base Version the mutation said it edited (`x-sse-base`).
+ * @property {string} [current] The topic's current version (`reject`).
+ * @property {SseEvent[]} [events] The newer events, oldest first (`reject`).
+ * @property {string[]} [superseded] Ids of the newer events (`detect`).
+ */
+
+/**
+ * Options of `client.fetch`.
+ * @typedef {object} SseFetchOptions
+ * @property {string[]} [topics] Topics the answer shows: its `x-sse-version` becomes their
+ *   version.
+ * @property {string|null} [base] Sent as `x-sse-base` (the version the user edited).
+ * @property {string} [mutationId] Use this `X-Mutation-Id` instead of a fresh one.
+ */
+
+/**
+ * What `mutate` sends: a URL (GET unless `init` says otherwise), a `Request`, or an object
+ * with `url` and the `RequestInit` fields (`method`, `headers`, `body`…).
+ * @typedef {string|URL|Request|({url: string|URL} & RequestInit)} SseMutationRequest
+ */
+
+/**
+ * Options of `client.mutate`.
+ * @typedef {object} SseMutateOptions
+ * @property {() => void} [optimistic] Applies the optimistic update (called at once).
+ * @property {() => void} [rollback] Undoes it (called once, on failure).
+ * @property {string|null} [base] Version the user edited, sent as `x-sse-base` (e.g.
+ *   `client.baseFor(topics)` captured when the edit started). None: no conflict check.
+ * @property {string[]} [topics] With no `base` given: `base` is `client.baseFor(topics)` now.
+ * @property {number} [timeoutMs] Receipt wait (default: the client's `receiptTimeoutMs`).
+ * @property {string} [mutationId] Use this `X-Mutation-Id` instead of a fresh one.
+ */
+
+/**
+ * How a mutation settled.
+ * @typedef {object} SseMutationResult
+ * @property {Response} response The HTTP answer.
+ * @property {SseReceipt|null} receipt The receipt, or `null` (none expected, or timed out).
+ * @property {string[]} events Ids of the events the mutation caused (from the receipt).
+ * @property {string} mutationId Its `X-Mutation-Id`.
+ */
+
+/**
+ * A mutation failed: non-2xx answer, network error, or a `failed`/`dropped` receipt.
+ */
+export class SseMutationError extends Error {
+  /**
+   * @param {string} message
+   * @param {{status?: number, receipt?: SseReceipt|null, reason?: string|null, response?: Response|null, mutationId?: string|null}} [fields]
+   */
+  constructor(message, fields = {}) {
+    super(message);
+    this.name = 'SseMutationError';
+    /** @type {number} HTTP status (0 when no answer came). */
+    this.status = fields.status ?? 0;
+    /** @type {SseReceipt|null} */
+    this.receipt = fields.receipt ?? null;
+    /** @type {string|null} `http`, `network`, or the receipt's reason/outcome. */
+    this.reason = fields.reason ?? null;
+    /** @type {Response|null} */
+    this.response = fields.response ?? null;
+    /** @type {string|null} */
+    this.mutationId = fields.mutationId ?? null;
+  }
+}
+
+/**
+ * The sidecar refused a mutation (409): the entity changed since the version the user edited.
+ * `events` says what changed (e.g. who renamed the card: `events[i].data`).
+ */
+export class SseConflictError extends SseMutationError {
+  /**
+   * @param {SseConflict} conflict From the 409 body `{conflict: {...}}` (or the receipt).
+   * @param {{receipt?: SseReceipt|null, response?: Response|null, mutationId?: string|null}} [fields]
+   */
+  constructor(conflict, fields = {}) {
+    super(`conflict: changed since ${conflict && conflict.base}`, { ...fields, status: 409, reason: 'conflict' });
+    this.name = 'SseConflictError';
+    /** @type {string|null} */
+    this.base = conflict && conflict.base != null ? String(conflict.base) : null;
+    /** @type {string|null} */
+    this.current = conflict && conflict.current != null ? String(conflict.current) : null;
+    /** @type {SseEvent[]} */
+    this.events = conflict && Array.isArray(conflict.events) ? conflict.events : [];
+  }
+}
+
+/**
+ * Compares two event ids (`<epoch>-<seq>`): by epoch, then by the integer after the last `-`.
+ * @param {string|null|undefined} a
+ * @param {string|null|undefined} b
+ * @returns {number|null} negative, 0 or positive; `null` when the epochs differ or an id is
+ *   not of that shape (such ids do not compare).
+ */
+export function compareEventIds(a, b) {
+  const pa = splitId(a);
+  const pb = splitId(b);
+  if (!pa || !pb || pa.epoch !== pb.epoch) return null;
+  return pa.seq < pb.seq ? -1 : pa.seq > pb.seq ? 1 : 0;
+}
+
+function splitId(id) {
+  if (typeof id !== 'string') return null;
+  const i = id.lastIndexOf('-');
+  if (i <= 0 || !/^\d+$/.test(id.slice(i + 1))) return null;
+  return { epoch: id.slice(0, i), seq: BigInt(id.slice(i + 1)) };
+}
+
+const RESERVED = new Set(['hello', 'heartbeat', 'control', 'reset', 'receipt', 'message', 'open', 'error']);
 const PROTOCOL = 1;
 const MAX_SEEN_IDS = 1000;
 const MAX_MUTATIONS = 500;
 const MUTATION_TTL_MS = 5 * 60 * 1000;
 const POLL_HINT_HEADER = 'x-sse-poll-interval-ms';
 const POLL_HINT_TTL_MS = 60 * 1000;
+const MAX_PENDING = 200;
+const MAX_VERSIONS = 1000;
+const BROWSER_ID_KEY = 'sse-sidecar:browser-id';
+const RECEIPT_HEADER = 'x-sse-receipt';
+const VERSION_HEADER = 'x-sse-version';
+const BASE_HEADER = 'x-sse-base';
 
 /** Every open client of this module instance (this page): each keeps the latest hint. */
 const pollHintSinks = new Set();
@@ -208,11 +371,40 @@ function randomId() {
   return Math.random().toString(36).slice(2) + Math.random().toString(36).slice(2);
 }
 
-let tabClientId = null;
-/** The client id of this tab (this module instance): random, stable for the page's life. */
-function getTabClientId() {
-  if (!tabClientId) tabClientId = randomId();
-  return tabClientId;
+let tabRandom = null;
+/** The random part of this tab's id (this module instance): stable for the page's life. */
+function getTabRandom() {
+  if (!tabRandom) tabRandom = randomId();
+  return tabRandom;
+}
+
+let instanceBrowserId = null;
+/**
+ * The browser-wide id: kept in `storage`, generated once; a random per-module id when
+ * storage is unavailable (private mode, blocked cookies, no window).
+ */
+function getBrowserId(storage) {
+  try {
+    if (storage && typeof storage.getItem === 'function') {
+      const known = storage.getItem(BROWSER_ID_KEY);
+      if (typeof known === 'string' && /^[A-Za-z0-9_:-]{1,64}$/.test(known)) return known;
+      const fresh = randomId();
+      storage.setItem(BROWSER_ID_KEY, fresh);
+      return fresh;
+    }
+  } catch {
+    /* storage refused: fall through */
+  }
+  if (!instanceBrowserId) instanceBrowserId = randomId();
+  return instanceBrowserId;
+}
+
+function defaultStorage() {
+  try {
+    return globalThis.localStorage || null;
+  } catch {
+    return null;
+  }
 }
 
 function uniqSorted(list) {
@@ -245,6 +437,35 @@ function parseRetryAfterMs(value, nowMs) {
   if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
   const date = Date.parse(value);
   return Number.isFinite(date) ? Math.max(0, date - nowMs) : 0;
+}
+
+function readHeader(response, name) {
+  const headers = response && response.headers;
+  if (!headers || typeof headers.get !== 'function') return null;
+  try {
+    return headers.get(name);
+  } catch {
+    return null;
+  }
+}
+
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+/** `SseMutationRequest` → the arguments of `fetch`. */
+function toFetchArgs(req) {
+  if (typeof req === 'string' || (typeof URL === 'function' && req instanceof URL)) return { input: req, init: undefined };
+  if (typeof Request === 'function' && req instanceof Request) return { input: req, init: undefined };
+  if (req && typeof req === 'object' && req.url != null) {
+    const { url, ...init } = req;
+    return { input: url, init };
+  }
+  throw new TypeError('mutate: request must be a URL, a Request or {url, method, headers, body}');
 }
 
 /**
@@ -302,6 +523,7 @@ function createStream(cfg, hooks) {
     let url = cfg.url + (cfg.url.includes('?') ? '&' : '?');
     url += 'topics=' + topics.map(encodeURIComponent).join(',');
     if (lastId != null && lastId !== '') url += '&lastEventId=' + encodeURIComponent(lastId);
+    if (cfg.streamClientId) url += '&client=' + encodeURIComponent(cfg.streamClientId);
     return url;
   }
 
@@ -368,6 +590,7 @@ function createStream(cfg, hooks) {
     listen('heartbeat', frame);
     listen('control', onControl);
     listen('reset', onReset);
+    listen('receipt', onReceipt);
     listen('message', onDomain);
     for (const name of types) registerOnSource(name);
     if (cfg.connectTimeoutMs > 0) {
@@ -396,6 +619,7 @@ function createStream(cfg, hooks) {
       head: hello.head,
       topics: Array.isArray(hello.topics) ? hello.topics : connectedTopics,
       denied: Array.isArray(hello.denied) ? hello.denied : [],
+      client: typeof hello.client === 'string' ? hello.client : null,
       heartbeatMs,
     });
     armWatchdog();
@@ -423,6 +647,12 @@ function createStream(cfg, hooks) {
   function onReset(ev) {
     frame();
     hooks.reset(parseObject(ev.data) || {});
+  }
+
+  function onReceipt(ev) {
+    frame();
+    const receipt = parseObject(ev.data);
+    if (receipt && typeof receipt.mutation === 'string') hooks.receipt(receipt);
   }
 
   function onControl(ev) {
@@ -597,7 +827,12 @@ export function createSseClient(options = {}) {
   const reportListenerError = o.onListenerError
     || ((err) => (typeof globalThis.reportError === 'function' ? globalThis.reportError(err) : console.error(err)));
 
-  const clientId = o.clientId || getTabClientId();
+  const clientId = o.clientId
+    ? String(o.clientId)
+    : `${getBrowserId(o.storage !== undefined ? o.storage : defaultStorage())}.${getTabRandom()}`;
+  const dot = clientId.indexOf('.');
+  cfg.streamClientId = dot > 0 ? clientId.slice(0, dot) : clientId;
+  const receiptTimeoutMs = nonNegative(o.receiptTimeoutMs) ?? 5000;
   const instanceId = randomId();
   const shared = o.shareAcrossTabs !== false
     && !!locks && typeof locks.request === 'function' && typeof BC === 'function';
@@ -620,6 +855,9 @@ export function createSseClient(options = {}) {
   const peers = new Map(); // other tabs: instanceId → topics
   const seenIds = new Set();
   const mutations = new Map(); // mutation id → time sent
+  /** mutation id → {receipt, waiters}: receipts may come before the HTTP answer. */
+  const pending = new Map();
+  const versions = new Map(); // topic → event id of the state the page holds
   let pollHint = null; // {ms, at}: the latest x-sse-poll-interval-ms recorded, at cfg.now()
   const notePollHint = (ms) => {
     pollHint = { ms, at: cfg.now() };
@@ -631,6 +869,7 @@ export function createSseClient(options = {}) {
     event: new Set(),
     reset: new Set(),
     control: new Set(),
+    receipt: new Set(),
   };
 
   function emit(kind, ...args) {
@@ -699,7 +938,81 @@ export function createSseClient(options = {}) {
       if (seenIds.size > MAX_SEEN_IDS) seenIds.delete(seenIds.values().next().value);
       setLastEventId(id);
     }
-    if (wantsEvent(event)) emit('event', event);
+    if (!wantsEvent(event)) return;
+    const version = id != null ? id : event.id != null ? String(event.id) : null;
+    if (version != null && Array.isArray(event.topics)) {
+      for (const topic of event.topics) if (typeof topic === 'string') noteVersion(topic, version);
+    }
+    emit('event', event);
+  }
+
+  // ---- versions ----------------------------------------------------------------------------
+
+  function noteVersion(topic, id) {
+    if (typeof topic !== 'string' || typeof id !== 'string' || id === '') return;
+    const known = versions.get(topic);
+    if (known != null) {
+      const order = compareEventIds(id, known);
+      // Same epoch: keep the newer. Another epoch (the log was reset): the new one wins.
+      if (order != null && order <= 0) return;
+      versions.delete(topic);
+    }
+    versions.set(topic, id);
+    if (versions.size > MAX_VERSIONS) versions.delete(versions.keys().next().value);
+  }
+
+  function baseFor(topics) {
+    let best = null;
+    for (const topic of Array.isArray(topics) ? topics : []) {
+      const v = versions.get(topic);
+      if (v == null) continue;
+      if (best == null || (compareEventIds(v, best) ?? 0) > 0) best = v;
+    }
+    return best;
+  }
+
+  // ---- receipts ----------------------------------------------------------------------------
+
+  function trackPending(id) {
+    if (pending.has(id)) return;
+    pending.set(id, { receipt: null, waiters: [] });
+    while (pending.size > MAX_PENDING) {
+      const [oldest, entry] = pending.entries().next().value;
+      pending.delete(oldest);
+      for (const wake of entry.waiters) wake(null);
+    }
+  }
+
+  function deliverReceipt(receipt) {
+    if (!receipt || receipt.client !== clientId) return;
+    const entry = pending.get(receipt.mutation);
+    if (entry && !entry.receipt) {
+      entry.receipt = receipt;
+      for (const wake of entry.waiters.splice(0)) wake(receipt);
+    }
+    emit('receipt', receipt);
+  }
+
+  /** Resolves with the receipt of `id`, or `null` after `timeoutMs` (never rejects). */
+  function waitReceipt(id, timeoutMs) {
+    const entry = pending.get(id);
+    if (!entry) return Promise.resolve(null);
+    if (entry.receipt) return Promise.resolve(entry.receipt);
+    return new Promise((resolve) => {
+      let timer = null;
+      const wake = (receipt) => {
+        if (timer != null) cfg.clearTimeout(timer);
+        timer = null;
+        resolve(receipt);
+      };
+      entry.waiters.push(wake);
+      timer = cfg.setTimeout(() => {
+        timer = null;
+        const i = entry.waiters.indexOf(wake);
+        if (i >= 0) entry.waiters.splice(i, 1);
+        resolve(null);
+      }, timeoutMs);
+    });
   }
 
   function setFamilies(list, reason) {
@@ -728,6 +1041,11 @@ export function createSseClient(options = {}) {
     event: (event, id) => {
       deliverEvent(event, id);
       relay({ t: 'event', event, id });
+    },
+    receipt: (receipt) => {
+      // One stream serves every tab of the browser: each tab keeps only its own receipts.
+      deliverReceipt(receipt);
+      relay({ t: 'receipt', receipt });
     },
     reset: (reset) => {
       // After a reset the app refetches everything, so the server's head is a safe resume
@@ -846,6 +1164,9 @@ export function createSseClient(options = {}) {
       case 'control':
         if (role !== 'leader' && m.control) emit('control', m.control);
         break;
+      case 'receipt':
+        if (role !== 'leader' && m.receipt) deliverReceipt(m.receipt);
+        break;
       default:
         break;
     }
@@ -915,29 +1236,100 @@ export function createSseClient(options = {}) {
     }
   }
 
-  function sseFetch(input, init) {
+  /** Response → its X-Mutation-Id, for `settle`. */
+  const responseMutations = new WeakMap();
+
+  function sseFetch(input, init, options) {
     if (!cfg.fetch) return Promise.reject(new TypeError('fetch is not available'));
+    const opts = options || {};
     const request = typeof Request === 'function' && input instanceof Request ? input : null;
     const source = init && init.headers != null ? init.headers : request ? request.headers : undefined;
+    const extra = { 'X-Client-Id': clientId };
+    if (opts.base != null && opts.base !== '') extra[BASE_HEADER] = String(opts.base);
     let headers;
     let mutationId;
     if (typeof Headers === 'function') {
       headers = new Headers(source);
-      headers.set('X-Client-Id', clientId);
-      if (!headers.has('X-Mutation-Id')) headers.set('X-Mutation-Id', randomId());
+      for (const [name, value] of Object.entries(extra)) headers.set(name, value);
+      if (opts.mutationId) headers.set('X-Mutation-Id', opts.mutationId);
+      else if (!headers.has('X-Mutation-Id')) headers.set('X-Mutation-Id', randomId());
       mutationId = headers.get('X-Mutation-Id');
     } else {
-      headers = { ...(source || {}) };
-      headers['X-Client-Id'] = clientId;
-      if (!headers['X-Mutation-Id']) headers['X-Mutation-Id'] = randomId();
+      headers = { ...(source || {}), ...extra };
+      if (opts.mutationId) headers['X-Mutation-Id'] = opts.mutationId;
+      else if (!headers['X-Mutation-Id']) headers['X-Mutation-Id'] = randomId();
       mutationId = headers['X-Mutation-Id'];
     }
-    // Remember before sending: the echo can arrive on the stream before the response.
+    // Remember before sending: the echo and the receipt can arrive before the response.
     rememberMutation(mutationId);
+    trackPending(mutationId);
     return Promise.resolve(cfg.fetch(input, { ...(init || {}), headers })).then((response) => {
       recordPollIntervalHint(response);
+      if (response && typeof response === 'object') responseMutations.set(response, mutationId);
+      const version = readHeader(response, VERSION_HEADER);
+      if (version && Array.isArray(opts.topics)) for (const topic of opts.topics) noteVersion(topic, version);
+      if (readHeader(response, RECEIPT_HEADER) !== 'pending') pending.delete(mutationId);
       return response;
+    }, (err) => {
+      pending.delete(mutationId);
+      throw err;
     });
+  }
+
+  /** Settle `response` (of mutation `mutationId`): see `SseClient.settle`. */
+  async function settleResponse(response, mutationId, timeoutMs) {
+    const status = response && typeof response.status === 'number' ? response.status : 0;
+    const ids = { response, mutationId };
+    if (status === 409) {
+      const body = await readJson(response);
+      pending.delete(mutationId);
+      if (body && body.conflict && typeof body.conflict === 'object') throw new SseConflictError(body.conflict, ids);
+      throw new SseMutationError(`request refused: HTTP 409`, { ...ids, status, reason: 'http' });
+    }
+    if (status < 200 || status > 299) {
+      pending.delete(mutationId);
+      throw new SseMutationError(`request refused: HTTP ${status}`, { ...ids, status, reason: 'http' });
+    }
+    let receipt = null;
+    if (mutationId != null && readHeader(response, RECEIPT_HEADER) === 'pending') {
+      receipt = await waitReceipt(mutationId, timeoutMs);
+    }
+    pending.delete(mutationId);
+    if (receipt && (receipt.outcome === 'failed' || receipt.outcome === 'dropped')) {
+      if (receipt.conflict && receipt.conflict.current != null) throw new SseConflictError(receipt.conflict, { ...ids, receipt });
+      const reason = receipt.reason || receipt.outcome;
+      throw new SseMutationError(`mutation ${receipt.outcome}: ${reason}`, { ...ids, status, receipt, reason });
+    }
+    const events = receipt && Array.isArray(receipt.events) ? receipt.events.map(String) : [];
+    return { response, receipt, events, mutationId };
+  }
+
+  async function mutate(req, options) {
+    const opts = options || {};
+    const { input, init } = toFetchArgs(req);
+    const base = opts.base !== undefined ? opts.base : Array.isArray(opts.topics) ? baseFor(opts.topics) : null;
+    const mutationId = opts.mutationId || randomId();
+    const timeoutMs = nonNegative(opts.timeoutMs) ?? receiptTimeoutMs;
+    let rolledBack = false;
+    const rollback = () => {
+      if (rolledBack || typeof opts.rollback !== 'function') return;
+      rolledBack = true;
+      opts.rollback();
+    };
+    if (typeof opts.optimistic === 'function') opts.optimistic();
+    let response;
+    try {
+      response = await sseFetch(input, init, { base, mutationId });
+    } catch (err) {
+      rollback();
+      throw new SseMutationError(`request failed: ${err && err.message ? err.message : err}`, { reason: 'network', mutationId });
+    }
+    try {
+      return await settleResponse(response, mutationId, timeoutMs);
+    } catch (err) {
+      rollback();
+      throw err;
+    }
   }
 
   /** @type {SseClient} */
@@ -984,7 +1376,19 @@ export function createSseClient(options = {}) {
       if (origin.client != null && origin.client === clientId) return true;
       return origin.mutation != null && mutations.has(origin.mutation);
     },
+    get streamClientId() {
+      return cfg.streamClientId;
+    },
+    onReceipt: (fn) => subscribe('receipt', fn),
+    version: (topic) => versions.get(topic) ?? null,
+    baseFor,
+    noteVersion,
     fetch: sseFetch,
+    mutate,
+    settle(response, options) {
+      const timeoutMs = nonNegative(options && options.timeoutMs) ?? receiptTimeoutMs;
+      return settleResponse(response, responseMutations.get(response) ?? null, timeoutMs);
+    },
     setTopics(topics) {
       const next = uniqSorted(topics);
       if (closed || sameList(next, ownTopics)) return;

@@ -228,6 +228,20 @@ function requireString(obj, field, maxChars, { allowBlank = false } = {}) {
   if (v.length > maxChars) throw badRequest(`${field} is longer than ${maxChars} characters`);
   return v;
 }
+/**
+ * A card title the board accepts: 1–80 characters, no `<` or `>`. Anything else is refused
+ * with 422 (the request was well-formed; the value breaks a business rule), which the demo
+ * uses to show a rolled-back optimistic rename.
+ */
+const CARD_TITLE_MAX = 80;
+function requireCardTitle(obj) {
+  const title = requireString(obj, 'title', LIMITS.titleChars);
+  if (title.length > CARD_TITLE_MAX) {
+    throw new HttpError(422, `title is longer than ${CARD_TITLE_MAX} characters (${title.length}): shorten it`);
+  }
+  if (/[<>]/.test(title)) throw new HttpError(422, 'title must not contain < or >');
+  return title;
+}
 function optionalString(obj, field, maxChars) {
   if (obj[field] === undefined || obj[field] === null) return null;
   return requireString(obj, field, maxChars);
@@ -371,7 +385,7 @@ function buildRoutes() {
       const board = app.data.boards.get(params.board);
       if (!board) throw notFound('unknown board');
       const body = await json();
-      const title = requireString(body, 'title', LIMITS.titleChars);
+      const title = requireCardTitle(body);
       const column = body.column === undefined ? 'todo' : requireColumn(body);
       if (board.cards.size >= LIMITS.cardsPerBoard) {
         throw new HttpError(409, `board is full (${LIMITS.cardsPerBoard} cards)`);
@@ -394,7 +408,7 @@ function buildRoutes() {
       const body = await json();
       const has = (f) => body[f] !== undefined;
       if (!has('title') && !has('column')) throw badRequest('nothing to update: send title and/or column');
-      const title = has('title') ? requireString(body, 'title', LIMITS.titleChars) : card.title;
+      const title = has('title') ? requireCardTitle(body) : card.title;
       const column = has('column') ? requireColumn(body) : card.column;
       checkVersion(body, card);
       return reply(200, updateCard(app, card, title, column, now()));
@@ -403,7 +417,7 @@ function buildRoutes() {
       const card = app.data.cards.get(params.id);
       if (!card) throw notFound('unknown card');
       const body = await json();
-      const title = requireString(body, 'title', LIMITS.titleChars);
+      const title = requireCardTitle(body);
       const column = body.column === undefined ? 'todo' : requireColumn(body);
       checkVersion(body, card);
       return reply(200, updateCard(app, card, title, column, now()));

@@ -33,7 +33,7 @@ test('hello makes the client live', () => {
   assert.equal(client.state, 'connecting');
   assert.equal(client.role, 'solo');
   assert.equal(es.instances.length, 1);
-  assert.equal(es.last.url, '/api/sse/events?topics=board%3A1');
+  assert.equal(es.last.url, '/api/sse/events?topics=board%3A1&client=tab-1');
   assert.equal(client.isLive(), false);
   es.last.hello({ epoch: 'e7', head: '41', topics: ['board:1'], denied: [], heartbeat_ms: 5000 });
   assert.equal(client.state, 'live');
@@ -43,14 +43,14 @@ test('hello makes the client live', () => {
   assert.deepEqual(states[0].info.topics, ['board:1']);
   assert.equal(states[0].info.heartbeatMs, 5000);
   // a listener exists for every announced type and the fixed names
-  for (const name of ['hello', 'heartbeat', 'control', 'reset', 'message', 'card.updated', 'card.created']) {
+  for (const name of ['hello', 'heartbeat', 'control', 'reset', 'receipt', 'message', 'card.updated', 'card.created']) {
     assert.ok(es.last.listeners.has(name), name);
   }
 });
 
 test('topics are sorted, deduplicated and URL-encoded; url with a query string is extended', () => {
   const { es } = setup({ topics: ['b c', 'a', 'a', 'x/y'], url: '/sse?v=1' });
-  assert.equal(es.last.url, '/sse?v=1&topics=a,b%20c,x%2Fy');
+  assert.equal(es.last.url, '/sse?v=1&topics=a,b%20c,x%2Fy&client=tab-1');
 });
 
 test('withCredentials is passed to EventSource and the status request', async () => {
@@ -498,7 +498,7 @@ test('a revocation (control {revoked, topics}) moves the topics from info.topics
 
 test('the module needs no browser globals to load and degrades without them', async () => {
   const mod = await import('../sse-client.js');
-  assert.deepEqual(Object.keys(mod).sort(), ['createSseClient', 'recordPollIntervalHint']);
+  assert.deepEqual(Object.keys(mod).sort(), ['SseConflictError', 'SseMutationError', 'compareEventIds', 'createSseClient', 'recordPollIntervalHint']);
   const client = mod.createSseClient({ EventSource: undefined, lifecycleTarget: undefined });
   // node 20 has no EventSource and no navigator.locks: solo + polling
   if (typeof globalThis.EventSource !== 'function') assert.equal(client.state, 'polling');

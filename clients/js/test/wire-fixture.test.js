@@ -32,6 +32,9 @@ function parseFrames(text) {
 
 const FRAMES = parseFrames(readFileSync(new URL('./fixtures/frames.sse', import.meta.url), 'utf8'));
 const HELLO = FRAMES.find((f) => f.event === 'hello');
+const RECEIPT = FRAMES.find((f) => f.event === 'receipt');
+/** The tab id the fixture's receipt names (any id when the fixture has none). */
+const RECEIPT_CLIENT = RECEIPT ? JSON.parse(RECEIPT.data).client : 'tab-1';
 
 function liveClient() {
   const clock = new FakeClock();
@@ -46,15 +49,18 @@ function liveClient() {
     shareAcrossTabs: false,
     lifecycleTarget: null,
     topics: ['board:1', 'board:3'],
-    clientId: 'tab-1',
+    clientId: RECEIPT_CLIENT,
   });
-  const seen = { events: [], resets: [], controls: [] };
+  const seen = { events: [], resets: [], controls: [], receipts: [] };
+  client.onReceipt((r) => seen.receipts.push(r));
   client.onEvent((e) => seen.events.push(e));
   client.onReset((r) => seen.resets.push(r));
   client.onControl((c) => seen.controls.push(c));
   es.last.open();
   assert.equal(es.last.emit('hello', HELLO.data, HELLO.id), true);
   assert.equal(client.state, 'live');
+  const client0 = JSON.parse(HELLO.data).client;
+  if (client0 !== undefined) assert.ok(client0 === null || typeof client0 === 'string', 'hello.client');
   return { es, client, seen };
 }
 
@@ -76,7 +82,18 @@ const EFFECTS = {
   },
   'control.draining': ({ client }) => assert.equal(client.state, 'recovering'),
   'control.admin: drill': ({ client }) => assert.equal(client.state, 'polling'),
+  // Receipts (#17): a receipt frame has no id (it never moves the resume point) and reaches
+  // the tab whose X-Client-Id it names.
+  receipt: ({ client, seen }) => {
+    assert.equal(client.lastEventId, HELLO.id, 'no id: the resume point stays');
+    const r = seen.receipts[0];
+    assert.ok(r, 'the receipt reached the tab it names');
+    assert.equal(typeof r.mutation, 'string');
+    assert.ok(['delivered', 'shadow', 'dropped', 'failed'].includes(r.outcome));
+  },
 };
+/** Frames added by a later server version: checked when the fixture has them. */
+const OPTIONAL = new Set(['receipt']);
 
 function effectKey(frame) {
   if (frame.event !== 'control') return frame.event;
@@ -86,7 +103,8 @@ function effectKey(frame) {
 
 test('the fixture holds the frames this test knows, and no others', () => {
   const keys = FRAMES.filter((f) => f.retry == null && f.event !== 'hello').map(effectKey);
-  assert.deepEqual([...keys].sort(), Object.keys(EFFECTS).sort());
+  const expected = Object.keys(EFFECTS).filter((k) => !OPTIONAL.has(k) || keys.includes(k));
+  assert.deepEqual([...keys].sort(), expected.sort());
   assert.ok(FRAMES.some((f) => f.retry > 0), 'a retry line');
   assert.equal(HELLO.id, JSON.parse(HELLO.data).head, 'hello carries its head as id');
 });

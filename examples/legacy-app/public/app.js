@@ -13,6 +13,15 @@
 // (control {revoked}): no event will say it changed. Without the sidecar the import fails
 // (one 404 in the network log) and the page just polls.
 //
+// Collaboration (with the sidecar): renaming and moving a card are optimistic. The page shows
+// the change at once (an overlay on the last fetched list, kept across refetches), sends it
+// through client.mutate, and drops the overlay when the sidecar's receipt (or the HTTP answer)
+// settles it; a refusal (the app answers 422 for a bad title) rolls it back with the reason.
+// When the rename input opens, the page captures the version of the card it shows
+// (client.baseFor(['card:<id>', 'board:<b>'])) and sends it as x-sse-base: if another user
+// changed the card meanwhile, the sidecar answers 409 (conflicts: reject) and the page rolls
+// back and says "Another user changed this card while you were editing".
+//
 // Query parameters (for demos and tests): ?poll_ms=N changes the polling period (>= 200).
 
 const query = new URLSearchParams(location.search);
@@ -146,10 +155,13 @@ async function refresh(name, why = 'refresh') {
   list.inFlight = true;
   if (why === 'poll') $('poll-count').textContent = String(++pollCount);
   try {
+    const started = list === lists.cards ? ++cardFetches : 0;
     const res = await fetch(list.url, { headers: { accept: 'application/json' } });
     const text = await res.text();
     if (!res.ok) throw new Error(`GET ${list.url}: HTTP ${res.status}`);
-    if (text !== list.lastText) {
+    noteVersions(list, res, text);
+    const dropped = list === lists.cards && dropSettledOverlays(started);
+    if (text !== list.lastText || dropped) {
       list.lastText = text;
       list.lastData = JSON.parse(text);
       list.render(list.lastData);
@@ -165,6 +177,23 @@ async function refresh(name, why = 'refresh') {
       list.again = false;
       refresh(name);
     }
+  }
+}
+
+/**
+ * The sidecar's x-sse-version on a polled answer is the version of the state it shows: keep
+ * it for the list's topic (and, for the cards list, each card's topic), so an edit started
+ * now can say which version it edits.
+ */
+function noteVersions(list, res, text) {
+  const version = res.headers.get('x-sse-version');
+  if (!client || typeof client.noteVersion !== 'function' || !version) return;
+  client.noteVersion(list.topic, version);
+  if (list !== lists.cards) return;
+  try {
+    for (const card of JSON.parse(text).cards || []) client.noteVersion(`card:${card.id}`, version);
+  } catch {
+    /* not JSON: nothing to note */
   }
 }
 
@@ -231,10 +260,29 @@ function scheduleRefresh(names) {
 // ---------------------------------------------------------------------------------------
 
 let editingCardId = null; // the card whose title is being edited: kept across re-renders
+/**
+ * card id -> {patch: {title?, column?}, settledAt}: optimistic changes drawn over the fetched
+ * list. Once settled (`settledAt`: the fetch counter then), an overlay stays until a fetch
+ * started after that has loaded, so the page never flickers back to the old value.
+ */
+const overlays = new Map();
+let cardFetches = 0;
+
+/** Drops the settled overlays that a fetch numbered `started` has made obsolete. */
+function dropSettledOverlays(started) {
+  let dropped = false;
+  for (const [id, o] of overlays) {
+    if (o.settledAt != null && started > o.settledAt) {
+      overlays.delete(id);
+      dropped = true;
+    }
+  }
+  return dropped;
+}
 
 function renderCards(data) {
   const container = $('cards');
-  const cards = data.cards || [];
+  const cards = (data.cards || []).map((c) => (overlays.has(c.id) ? { ...c, ...overlays.get(c.id).patch } : c));
   if (editingCardId && !cards.some((c) => c.id === editingCardId)) editingCardId = null;
   const editingNode = editingCardId
     ? container.querySelector(`[data-card-id="${CSS.escape(editingCardId)}"]`)
@@ -258,10 +306,7 @@ function cardNode(card) {
     {
       'data-testid': 'card-move',
       'aria-label': `Move "${card.title}"`,
-      onchange: () => attempt(async () => {
-        await send('PATCH', `/api/cards/${encodeURIComponent(card.id)}`, { column: move.value });
-        await refresh('cards');
-      }),
+      onchange: () => attempt(() => changeCard(card, { column: move.value })),
     },
     COLUMNS.map(([value, label]) => h('option', { value, selected: value === card.column }, label)),
   );
@@ -291,22 +336,80 @@ function cardNode(card) {
   );
 }
 
+/**
+ * Changes a card (PATCH {title} and/or {column}). With the sidecar: optimistic through
+ * client.mutate (`base`: the version the edit started from, or null), rolled back on a
+ * refusal or a conflict; without it: the legacy request, then a refetch.
+ */
+async function changeCard(card, patch, base = null) {
+  const url = `/api/cards/${encodeURIComponent(card.id)}`;
+  if (!client || typeof client.mutate !== 'function') {
+    await send('PATCH', url, patch);
+    await refresh('cards');
+    return;
+  }
+  const redraw = () => lists.cards.lastData && renderCards(lists.cards.lastData);
+  const request = {
+    url,
+    method: 'PATCH',
+    headers: { accept: 'application/json', 'content-type': 'application/json' },
+    body: JSON.stringify(patch),
+  };
+  try {
+    await client.mutate(request, {
+      base,
+      optimistic: () => {
+        const before = overlays.get(card.id);
+        overlays.set(card.id, { patch: { ...(before ? before.patch : {}), ...patch }, settledAt: null });
+        redraw();
+      },
+      rollback: () => {
+        overlays.delete(card.id);
+        redraw();
+      },
+    });
+  } catch (err) {
+    throw new Error(await mutationMessage(err));
+  }
+  // Settled: the next list fetch shows the server's state and drops the overlay.
+  const overlay = overlays.get(card.id);
+  if (overlay) overlay.settledAt = cardFetches;
+  await refresh('cards');
+}
+
+/** What the user reads when a card change was refused or conflicted. */
+async function mutationMessage(err) {
+  if (err && err.name === 'SseConflictError') {
+    refresh('cards');
+    return 'Another user changed this card while you were editing: your change was undone.';
+  }
+  let detail = null;
+  if (err && err.response) {
+    const data = await err.response.clone().json().catch(() => null);
+    detail = data && data.error;
+  }
+  if (!detail && err && err.receipt) detail = `the sidecar could not publish it (${err.reason})`;
+  return `Not saved: ${detail || (err && err.message) || 'unknown error'}`;
+}
+
 /** Swaps a card's title for an input; Enter or Save sends PATCH {title}, Escape cancels. */
 function startRename(card) {
   const node = $('cards').querySelector(`[data-card-id="${CSS.escape(card.id)}"]`);
   if (!node) return;
   editingCardId = card.id;
+  // The version of the card as the user sees it now: what the rename edits.
+  const base = client && typeof client.baseFor === 'function'
+    ? client.baseFor([`card:${card.id}`, `board:${BOARD_ID}`])
+    : null;
   const finish = () => {
     editingCardId = null;
     if (lists.cards.lastData) renderCards(lists.cards.lastData);
   };
   const save = () => attempt(async () => {
     const title = input.value;
-    if (title.trim() && title !== card.title) {
-      await send('PATCH', `/api/cards/${encodeURIComponent(card.id)}`, { title });
-    }
     finish();
-    await refresh('cards');
+    if (title.trim() && title !== card.title) await changeCard(card, { title }, base);
+    else await refresh('cards');
   });
   const input = h('input', {
     class: 'rename',
