@@ -133,6 +133,21 @@ fn a_packed_client_and_the_generated_event_types_type_check_an_app() {
         assert!(installed.join(file).exists(), "the tarball lacks {file}");
     }
 
+    // The entries resolve at run time too (the React entry needs `react`, which this app
+    // does not install: it is an optional peer dependency).
+    let out = run(
+        Command::new("node")
+            .args(["--input-type=module", "-e"])
+            .arg(
+                "import { createSseClient } from '@sse-sidecar/client';\n\
+                 import { connectReactQuery } from '@sse-sidecar/client/react-query';\n\
+                 console.log(typeof createSseClient, typeof connectReactQuery);",
+            )
+            .current_dir(&app),
+        "node",
+    );
+    assert_eq!(text(&out).trim(), "function function", "{}", text(&out));
+
     let ok = type_check(&app, "tsconfig.json");
     assert!(
         ok.status.success(),
@@ -165,7 +180,10 @@ fn types_prints_every_event_type_of_the_demo_and_refuses_a_bad_config() {
     assert!(out.status.success(), "{}", text(&out));
     let ts = String::from_utf8_lossy(&out.stdout);
     for line in [
-        "export interface CardUpdated {\n  board_id: string;\n  column?: string;\n  id: string;\n  title: string;\n}",
+        "export interface CardUpdated {\n",
+        "\n  board_id: string;\n",
+        "\n  column?: string;\n",
+        "\n  title: string;\n",
         "  \"card.updated\": SseEventFrame<\"card.updated\", \"cards\", CardUpdated>;",
         "  \"message.posted\": SseEventFrame<\"message.posted\", \"conversations\", MessagePosted>;",
         "export type SseEvent = SseEventMap[SseEventType];",
