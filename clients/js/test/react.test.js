@@ -42,7 +42,7 @@ async function renderHook(hook) {
   return { seen, root, latest: () => seen[seen.length - 1] };
 }
 
-test('useSseState follows the client: connecting, live with info, then stopped', async () => {
+test('useSseState follows the client: connecting, live with info, a revocation, stopped', async () => {
   const { client, es } = realClient();
   const r = await renderHook(() => useSseState(client));
   assert.equal(r.latest().state, 'connecting');
@@ -55,6 +55,12 @@ test('useSseState follows the client: connecting, live with info, then stopped',
   const rendersWhileLive = r.seen.length;
   await act(async () => flush());
   assert.equal(r.seen.length, rendersWhileLive, 'no re-render without a change');
+  await act(async () => {
+    es.last.emit('control', { revoked: ['board:1'], reasons: { 'board:1': 'forbidden' } });
+    await flush();
+  });
+  assert.equal(r.latest().state, 'live', 'a revocation keeps the state');
+  assert.deepEqual(r.latest().info.denied, ['board:1'], 'but info.denied shows it');
   await act(async () => {
     client.close();
     await flush();
