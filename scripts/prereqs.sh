@@ -3,7 +3,8 @@
 # Usage: scripts/prereqs.sh demo|test
 #   demo: a C toolchain, cmake and make (the release build's C dependencies), Node.js.
 #   test: the same, plus Debian's chromium (browser tests), redis-server (the Redis store's
-#         tests) and the node packages of the protocol and browser tests (npm ci).
+#         tests) and the node packages of the client package (typescript, react), the
+#         protocol and the browser tests (npm ci).
 # Packages come from apt; run as root or with sudo available, or install them yourself (the
 # script says which are missing and stops). Rust itself comes from rustup, not from here.
 set -euo pipefail

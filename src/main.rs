@@ -43,6 +43,9 @@ enum Format {
 enum Command {
     /// Validate the config file: print every problem with its YAML path; exit 1 if any.
     Check,
+    /// Print TypeScript declarations of every event type (from `event_types.<name>.schema`):
+    /// one declaration per type's data, a union `SseEvent` on `type` and `SseEventMap`.
+    Types,
     /// Run the sidecar (the default).
     Run,
 }
@@ -108,6 +111,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Types) = cli.command {
+        return print_types(&cli.config, loaded);
+    }
     let cfg = match loaded {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -127,6 +133,27 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("sse-sidecar: cannot start: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `types`: the declarations on stdout, or the config's problems on stderr and exit 1.
+fn print_types(
+    path: &std::path::Path,
+    loaded: Result<config::Config, config::ConfigError>,
+) -> ExitCode {
+    match loaded {
+        Ok(cfg) => {
+            let source = path.display().to_string();
+            print!(
+                "{}",
+                config::typescript::declarations(&cfg.event_types, &source)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            ExitCode::from(1)
         }
     }
 }

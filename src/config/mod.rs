@@ -3,13 +3,15 @@
 //! its YAML path (`validate`), the validated immutable model and its restart-only settings
 //! (`model`), and the diff that tells hot changes from restart-only ones (`diff`). The
 //! compiled `authorization` and `polling` sections are their own files (`auth`, `polling`):
-//! plain data the engines of those names read.
+//! plain data the engines of those names read. `typescript` renders the event types'
+//! schemas as TypeScript declarations (`sse-sidecar types`).
 
 pub mod auth;
 pub mod diff;
 pub mod file;
 pub mod model;
 pub mod polling;
+pub mod typescript;
 pub mod validate;
 
 pub use model::{Config, DataSpec, Delivery, Family, Mode, Rule, StoreBackend};
