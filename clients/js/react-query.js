@@ -246,7 +246,12 @@ export function connectReactQuery(client, queryClient, options = {}) {
     return (Array.isArray(topic) ? topic : [topic]).some((t) => denied.includes(t));
   }
 
-  const optimistic = createOptimisticLayer(client, queryClient);
+  // `rq.mutation` needs a full QueryClient (cancelQueries, setQueryData…); invalidation alone
+  // needs only `invalidateQueries`, so the adapter's own parameter stays the minimal shape.
+  const optimistic = createOptimisticLayer(
+    client,
+    /** @type {MutationQueryClientLike} */ (/** @type {unknown} */ (queryClient)),
+  );
 
   const unsubscribes = [
     client.onEvent((event) => {
