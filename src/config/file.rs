@@ -5,6 +5,7 @@
 //! Defaults live here (one `default_*` function per key) so the reference file
 //! `conf/sidecar.yaml` and the code agree in one place.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -27,7 +28,7 @@ pub const SECTIONS: &[&str] = &[
     "polling",
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFile {
     /// `host:port` of the legacy backend; a host name is resolved when the file is loaded.
@@ -47,7 +48,7 @@ fn default_tenancy() -> String {
     "none".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     #[serde(default = "default_admin_listen")]
@@ -70,7 +71,7 @@ impl Default for AdminFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SseFile {
     #[serde(default = "default_true")]
@@ -132,7 +133,7 @@ impl Default for SseFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MutationsFile {
     #[serde(default = "default_capture_max_bytes")]
@@ -150,7 +151,7 @@ impl Default for MutationsFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
     #[serde(default = "default_store_backend")]
@@ -182,7 +183,7 @@ impl Default for StoreFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionFile {
     #[serde(default = "default_max_events")]
@@ -200,14 +201,14 @@ impl Default for RetentionFile {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutFile {
     #[serde(default)]
     pub phase: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FamilyFile {
     #[serde(default)]
@@ -217,10 +218,11 @@ pub struct FamilyFile {
     #[serde(default = "default_priority")]
     pub priority: u8,
     #[serde(default)]
+    #[schemars(with = "Vec<RuleFile>")]
     pub rules: Vec<serde_yaml::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     #[serde(rename = "match")]
@@ -234,7 +236,7 @@ pub struct RuleFile {
     pub invalidate: Vec<Vec<serde_json::Value>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypeFile {
     pub family: String,
@@ -242,7 +244,7 @@ pub struct EventTypeFile {
     pub schema: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SafetyFile {
     #[serde(default = "default_latency_target_ms")]
@@ -267,7 +269,7 @@ fn default_breaker_cooldown_seconds() -> u64 {
     15
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownFile {
     #[serde(default = "default_grace_period_seconds")]
@@ -288,7 +290,7 @@ impl Default for ShutdownFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingFile {
     #[serde(default = "default_log_format")]
@@ -306,7 +308,7 @@ impl Default for LoggingFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationFile {
     #[serde(default = "default_forward_headers")]
@@ -325,6 +327,7 @@ pub struct AuthorizationFile {
     pub max_response_bytes: usize,
     /// Kept raw so each rule is deserialized (and reported) alone.
     #[serde(default)]
+    #[schemars(with = "Vec<AuthRuleFile>")]
     pub rules: Vec<serde_yaml::Value>,
 }
 
@@ -335,7 +338,7 @@ impl Default for AuthorizationFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRuleFile {
     pub topic: String,
@@ -347,7 +350,7 @@ pub struct AuthRuleFile {
     pub condition: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollingFile {
     #[serde(default = "default_max_staleness_seconds")]
@@ -362,6 +365,7 @@ pub struct PollingFile {
     pub slow_down_interval_ms: u64,
     /// Kept raw so each route is deserialized (and reported) alone.
     #[serde(default)]
+    #[schemars(with = "Vec<PollRouteFile>")]
     pub routes: Vec<serde_yaml::Value>,
 }
 
@@ -372,7 +376,7 @@ impl Default for PollingFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollRouteFile {
     #[serde(rename = "match")]
