@@ -160,18 +160,21 @@ fn fetch_running(admin: &str, token: Option<&str>) -> Result<serde_json::Value, 
         .read_to_end(&mut raw)
         .map_err(|e| format!("cannot read the answer: {e}"))?;
     let (status, body) = split_answer(&raw)?;
+    match status {
+        200 => {}
+        401 => {
+            return Err(
+                "401 unauthorized: pass --token-env with the variable holding the admin token"
+                    .into(),
+            )
+        }
+        s => return Err(format!("HTTP {s}: {}", String::from_utf8_lossy(&body))),
+    }
     let json: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON ({e})"))?;
-    match status {
-        200 => json
-            .get("config")
-            .cloned()
-            .ok_or_else(|| "the answer has no `config`".to_owned()),
-        401 => Err(
-            "401 unauthorized: pass --token-env with the variable holding the admin token".into(),
-        ),
-        s => Err(format!("HTTP {s}: {json}")),
-    }
+    json.get("config")
+        .cloned()
+        .ok_or_else(|| "the answer has no `config`".to_owned())
 }
 
 /// The status and the body (de-chunked when chunked) of an HTTP/1.1 answer.

@@ -6,9 +6,10 @@
 
 mod common;
 
-use common::{echo, free_port, repo_root, Sidecar, SidecarOpts, BIN};
+use common::{echo, free_port, repo_root, wait_for, Sidecar, SidecarOpts, BIN};
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -311,4 +312,87 @@ fn check_diff_against_an_unreachable_admin_fails_clearly() {
         stderr.contains("cannot read the running config from") && stderr.contains("cannot connect"),
         "{stderr}"
     );
+}
+
+async fn running_config(sc: &Sidecar, token: Option<&str>) -> serde_json::Value {
+    let mut req = reqwest::Client::new().get(sc.admin_url("/admin/config.json"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send()
+        .await
+        .expect("config.json")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_apply_again_on_every_reload() {
+    let backend = echo::start().await;
+    let opts = SidecarOpts {
+        env: vec![("SSE_SIDECAR__SSE__ENABLED".into(), "false".into())],
+    };
+    let up = backend.to_string();
+    let sc = Sidecar::start_with("sse: {enabled: true}", &up, opts)
+        .await
+        .expect("sidecar");
+    sc.write_config("sse: {enabled: true, heartbeat_seconds: 9}", &up)
+        .expect("write");
+    let _ = reqwest::Client::new()
+        .post(sc.admin_url("/admin/reload"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .expect("reload");
+    let tree = wait_for("the reloaded config", Duration::from_secs(10), || async {
+        let v = running_config(&sc, None).await;
+        (v["config"]["sse"]["heartbeat_seconds"] == 9).then_some(v)
+    })
+    .await
+    .expect("reloaded");
+    assert_eq!(tree["config"]["sse"]["enabled"], false, "{tree}");
+    assert_eq!(sc.sse_status().await.expect("status")["mode"], "polling");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_diff_sends_the_admin_token() {
+    let backend = echo::start().await;
+    let opts = SidecarOpts {
+        env: vec![("SSE_TEST_DIFF_TOKEN".into(), "s3cret-token".into())],
+    };
+    let sc = Sidecar::start_with(
+        "admin: {token_env: SSE_TEST_DIFF_TOKEN}\nstore: {url: \"redis://u:pw@127.0.0.1:1\"}",
+        &backend.to_string(),
+        opts,
+    )
+    .await
+    .expect("sidecar");
+    let tree = running_config(&sc, Some("s3cret-token")).await;
+    assert_eq!(
+        tree["config"]["store"]["url"], "redis://u:***@127.0.0.1:1",
+        "{tree}"
+    );
+    let file = sc.config_path.to_str().expect("utf-8").to_owned();
+    let admin = sc.admin_url("");
+    let out = run(&["check", "--diff", &file, "--admin", &admin], &[]);
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("--token-env"),
+        "{stderr}"
+    );
+    let args = [
+        "check",
+        "--diff",
+        &file,
+        "--admin",
+        &admin,
+        "--token-env",
+        "T",
+    ];
+    let out = run(&args, &[("T", "s3cret-token")]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("would change nothing"), "{stdout}");
 }
