@@ -125,7 +125,9 @@ fn install_overrides() -> Result<(), ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Schema) = cli.command {
-        print!("{}", config::schema::schema_text());
+        // A closed pipe (`schema | head`) is not an error of ours.
+        let text = config::schema::schema_text();
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         return ExitCode::SUCCESS;
     }
     if let Err(code) = install_overrides() {
