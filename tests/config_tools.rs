@@ -396,3 +396,47 @@ async fn check_diff_sends_the_admin_token() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("would change nothing"), "{stdout}");
 }
+
+#[test]
+fn the_schema_words_are_the_parser_words() {
+    let schema = schema();
+    let defs = "/$defs";
+    let table = [
+        (
+            "UpstreamFile/properties/tenancy",
+            "upstream: {address: \"127.0.0.1:1\", tenancy: W}",
+        ),
+        ("SseFile/properties/compression", "sse: {compression: W}"),
+        (
+            "StoreFile/properties/backend",
+            "store: {backend: W, url: \"redis://127.0.0.1:1\"}",
+        ),
+        ("StoreFile/properties/durability", "store: {durability: W}"),
+        ("FamilyFile/properties/mode", "families: {f: {mode: W}}"),
+        ("LoggingFile/properties/format", "logging: {format: W}"),
+    ];
+    let validator = jsonschema::validator_for(&schema).expect("schema");
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("c.yaml");
+    for (pointer, template) in table {
+        let words = schema
+            .pointer(&format!("{defs}/{pointer}/enum"))
+            .and_then(|w| w.as_array())
+            .unwrap_or_else(|| panic!("{pointer} has an enum"));
+        // A file around the section (the upstream one carries the address itself).
+        let file_of = |word: &str| {
+            let yaml = template.replace('W', word);
+            if yaml.starts_with("upstream") {
+                yaml
+            } else {
+                format!("upstream: {{address: \"127.0.0.1:1\"}}\n{yaml}")
+            }
+        };
+        for word in words.iter().map(|w| w.as_str().expect("a word")) {
+            std::fs::write(&file, file_of(word)).expect("write");
+            let out = run(&["check", file.to_str().expect("utf-8")], &[]);
+            assert!(out.status.success(), "{}: {:?}", file_of(word), text(&out));
+        }
+        refused_by_both(&validator, &file_of("nonsense"), dir.path());
+    }
+}

@@ -40,6 +40,7 @@ pub struct UpstreamFile {
     #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
     /// `none` (default) or `host`: scope topics, the event log and the poll shield by Host.
+    #[schemars(extend("enum" = ["none", "host"]))]
     #[serde(default = "default_tenancy")]
     pub tenancy: String,
 }
@@ -102,6 +103,7 @@ pub struct SseFile {
     pub write_timeout_seconds: u64,
     #[serde(default = "default_replay_max_events")]
     pub replay_max_events: u64,
+    #[schemars(extend("enum" = ["off", "gzip"]))]
     #[serde(default = "default_compression")]
     pub compression: String,
     /// Origins allowed to open streams cross-origin (with credentials). Empty: same-origin only.
@@ -154,6 +156,7 @@ impl Default for MutationsFile {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
+    #[schemars(extend("enum" = ["memory", "sqlite", "redis"]))]
     #[serde(default = "default_store_backend")]
     pub backend: String,
     /// The sqlite file; `None` (or null): `default_sqlite_path()`.
@@ -164,6 +167,7 @@ pub struct StoreFile {
     /// Prefix of the Redis keys (`<prefix>:events`, `:seq`, `:epoch`).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    #[schemars(extend("enum" = ["relaxed", "strict"]))]
     #[serde(default = "default_durability")]
     pub durability: String,
     #[serde(default)]
@@ -213,6 +217,7 @@ pub struct RolloutFile {
 pub struct FamilyFile {
     #[serde(default)]
     pub phase: u32,
+    #[schemars(extend("enum" = ["off", "shadow", "live"]))]
     #[serde(default = "default_mode")]
     pub mode: String,
     #[serde(default = "default_priority")]
@@ -293,6 +298,7 @@ impl Default for ShutdownFile {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingFile {
+    #[schemars(extend("enum" = ["human", "json"]))]
     #[serde(default = "default_log_format")]
     pub format: String,
     #[serde(default = "default_log_level")]

@@ -3,7 +3,8 @@
 //! it accepts the shapes the parser accepts: unknown keys are refused
 //! (`deny_unknown_fields` becomes `additionalProperties: false`), a `null` section counts as
 //! absent, `upstream` is the one required section. Word-valued keys (modes, backends,
-//! formats) are plain strings here; their closed sets are checked by `validate`.
+//! formats) carry their words as an `enum` (attributes in `file`; a test checks they are the
+//! words `validate` accepts).
 
 use super::file::*;
 use schemars::JsonSchema;
