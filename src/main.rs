@@ -1,5 +1,6 @@
-//! The `sse-sidecar` binary: parse the command line, set up logging (colour only on a
-//! terminal; panics logged through it), load the config, run.
+//! The `sse-sidecar` binary: parse the command line, read the environment overrides once
+//! (`config::overrides`), set up logging (colour only on a terminal; panics logged through
+//! it), load the config, run. `schema` prints the config's JSON Schema; `check` is `check`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sse_sidecar::config::{self, model::LogFormat};
