@@ -1,10 +1,13 @@
-//! The `sse-sidecar` binary: parse the command line, set up logging (colour only on a
-//! terminal; panics logged through it), load the config, run.
+//! The `sse-sidecar` binary: parse the command line, read the environment overrides once
+//! (`config::overrides`), set up logging (colour only on a terminal; panics logged through
+//! it), load the config, run. `schema` prints the config's JSON Schema; `check` is `check`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sse_sidecar::config::{self, model::LogFormat};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod check;
 
 #[derive(Parser)]
 #[command(
@@ -42,12 +45,33 @@ enum Format {
 #[derive(Subcommand)]
 enum Command {
     /// Validate the config file: print every problem with its YAML path; exit 1 if any.
-    Check,
+    /// Shows the keys environment overrides set; see docs/configuration.md.
+    Check(CheckArgs),
+    /// Print the JSON Schema of the config file (docs/config.schema.json).
+    Schema,
     /// Print TypeScript declarations of every event type (from `event_types.<name>.schema`):
     /// one declaration per type's data, a union `SseEvent` on `type` and `SseEventMap`.
     Types,
     /// Run the sidecar (the default).
     Run,
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The file to check (default: --config).
+    file: Option<PathBuf>,
+    /// List every leaf key with its value and where it came from (file, env, default).
+    #[arg(long)]
+    sources: bool,
+    /// Show what a reload of the file would change on the running sidecar at --admin.
+    #[arg(long, requires = "admin")]
+    diff: bool,
+    /// The running sidecar's admin URL, e.g. http://127.0.0.1:9090.
+    #[arg(long)]
+    admin: Option<String>,
+    /// The variable holding the admin bearer token (as admin.token_env).
+    #[arg(long)]
+    token_env: Option<String>,
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -85,32 +109,42 @@ fn log_panics() {
     }));
 }
 
+/// Reads the environment overrides once (every load applies them); a wrong one stops
+/// the command with exit 2.
+fn install_overrides() -> Result<(), ExitCode> {
+    match config::overrides::from_env() {
+        Ok(o) => {
+            config::overrides::install(o);
+            Ok(())
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("sse-sidecar: bad environment override: {e}");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = config::load_file(&cli.config);
-    if let Some(Command::Check) = cli.command {
-        return match loaded {
-            Ok(cfg) => {
-                for w in &cfg.warnings {
-                    eprintln!("{}: warning: {w}", cli.config.display());
-                }
-                println!(
-                    "{}: OK (version {}, {} families, {} rules, {} event types, {} warning(s))",
-                    cli.config.display(),
-                    cfg.version,
-                    cfg.families.len(),
-                    cfg.rules.len(),
-                    cfg.event_types.len(),
-                    cfg.warnings.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", cli.config.display());
-                ExitCode::from(1)
-            }
+    if let Some(Command::Schema) = cli.command {
+        // A closed pipe (`schema | head`) is not an error of ours.
+        let text = config::schema::schema_text();
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(code) = install_overrides() {
+        return code;
+    }
+    if let Some(Command::Check(args)) = &cli.command {
+        let path = args.file.clone().unwrap_or_else(|| cli.config.clone());
+        return match (&args.admin, args.diff) {
+            (Some(admin), true) => check::diff(&path, admin, args.token_env.as_deref()),
+            _ => check::run(&path, args.sources),
         };
     }
+    let loaded = config::load_file(&cli.config);
     if let Some(Command::Types) = cli.command {
         return print_types(&cli.config, loaded);
     }

@@ -4,7 +4,7 @@
 //! The layers:
 //!
 //! ```text
-//! L5  app  listener  main  lib          composition root (the only place that builds
+//! L5  app  listener  main  check  lib   composition root (the only place that builds
 //!                                       components) and the listener's front
 //! L4  proxy  sse  admin                 edges: Pingora and sockets; never import each other
 //! L3  state  control  pipeline  http    the runtime handle given to the edges, the safety
@@ -44,6 +44,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("admin", 4),
     ("app", 5),
     ("listener", 5),
+    ("check", 5),
     ("main", 5),
     ("lib", 5),
 ];

@@ -1,5 +1,5 @@
 //! The admin listener (127.0.0.1:9090 by default): `/metrics`, `/healthz`, `/readyz`,
-//! `/admin/status.json`, and the actions `POST /admin/reload`, `POST /admin/kill-switch`,
+//! `/admin/status.json`, `/admin/config.json` (the running config's tree), and the actions `POST /admin/reload`, `POST /admin/kill-switch`,
 //! `POST /admin/publish`. Every endpoint but the health checks refuses requests from other
 //! sites first (Host, Origin, Sec-Fetch-Site: see `guard`), and every POST body must be
 //! JSON; then, when `admin.token_env` names a variable, wants `Authorization: Bearer <token>`.
@@ -134,6 +134,22 @@ impl Admin {
 
     fn status_json(&self) -> Value {
         status_json(&self.state)
+    }
+
+    /// The running config as the file's model: the effective tree (file and environment
+    /// overrides, secrets redacted) of the loaded config with the running version; what
+    /// `check --diff` compares a file with.
+    async fn config_json(&self, session: &mut Session) -> Result<()> {
+        let version = self.state.config().version.clone();
+        match crate::config::overrides::loaded_tree(&version) {
+            Some(tree) => {
+                json_response(session, 200, &json!({ "version": version, "config": tree })).await
+            }
+            None => {
+                let error = "the running config's tree is not known to this process";
+                json_response(session, 404, &json!({ "version": version, "error": error })).await
+            }
+        }
     }
 }
 
@@ -281,6 +297,7 @@ impl Admin {
         match (method, path) {
             ("GET", "/metrics") => self.metrics(session).await,
             ("GET", "/admin/status.json") => json_response(session, 200, &self.status_json()).await,
+            ("GET", "/admin/config.json") => self.config_json(session).await,
             ("GET", "/admin") | ("GET", "/admin/") => self.dashboard_page(session).await,
             ("GET", "/admin/stream") => self.stream(session).await,
             ("POST", "/admin/reload") => self.reload_action(session).await,

@@ -5,6 +5,7 @@
 //! Defaults live here (one `default_*` function per key) so the reference file
 //! `conf/sidecar.yaml` and the code agree in one place.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -27,7 +28,7 @@ pub const SECTIONS: &[&str] = &[
     "polling",
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamFile {
     /// `host:port` of the legacy backend; a host name is resolved when the file is loaded.
@@ -39,6 +40,7 @@ pub struct UpstreamFile {
     #[serde(default = "default_write_timeout_ms")]
     pub write_timeout_ms: u64,
     /// `none` (default) or `host`: scope topics, the event log and the poll shield by Host.
+    #[schemars(extend("enum" = ["none", "host"]))]
     #[serde(default = "default_tenancy")]
     pub tenancy: String,
 }
@@ -47,7 +49,7 @@ fn default_tenancy() -> String {
     "none".to_owned()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminFile {
     #[serde(default = "default_admin_listen")]
@@ -70,7 +72,7 @@ impl Default for AdminFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SseFile {
     #[serde(default = "default_true")]
@@ -101,6 +103,7 @@ pub struct SseFile {
     pub write_timeout_seconds: u64,
     #[serde(default = "default_replay_max_events")]
     pub replay_max_events: u64,
+    #[schemars(extend("enum" = ["off", "gzip"]))]
     #[serde(default = "default_compression")]
     pub compression: String,
     /// Origins allowed to open streams cross-origin (with credentials). Empty: same-origin only.
@@ -132,7 +135,7 @@ impl Default for SseFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MutationsFile {
     #[serde(default = "default_capture_max_bytes")]
@@ -150,9 +153,10 @@ impl Default for MutationsFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreFile {
+    #[schemars(extend("enum" = ["memory", "sqlite", "redis"]))]
     #[serde(default = "default_store_backend")]
     pub backend: String,
     /// The sqlite file; `None` (or null): `default_sqlite_path()`.
@@ -163,6 +167,7 @@ pub struct StoreFile {
     /// Prefix of the Redis keys (`<prefix>:events`, `:seq`, `:epoch`).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    #[schemars(extend("enum" = ["relaxed", "strict"]))]
     #[serde(default = "default_durability")]
     pub durability: String,
     #[serde(default)]
@@ -182,7 +187,7 @@ impl Default for StoreFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionFile {
     #[serde(default = "default_max_events")]
@@ -200,30 +205,33 @@ impl Default for RetentionFile {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutFile {
     #[serde(default)]
     pub phase: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FamilyFile {
     #[serde(default)]
     pub phase: u32,
+    #[schemars(extend("enum" = ["off", "shadow", "live"]))]
     #[serde(default = "default_mode")]
     pub mode: String,
     #[serde(default = "default_priority")]
     pub priority: u8,
     #[serde(default)]
+    #[schemars(with = "Vec<RuleFile>")]
     pub rules: Vec<serde_yaml::Value>,
     /// The default `conflicts` of the family's rules (`off`, `detect`, `reject`).
     #[serde(default)]
+    #[schemars(extend("enum" = ["off", "detect", "reject"]))]
     pub conflicts: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFile {
     #[serde(rename = "match")]
@@ -237,10 +245,11 @@ pub struct RuleFile {
     pub invalidate: Vec<Vec<serde_json::Value>>,
     /// Concurrent-edit check (`off`, `detect`, `reject`); the family's when absent.
     #[serde(default)]
+    #[schemars(extend("enum" = ["off", "detect", "reject"]))]
     pub conflicts: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventTypeFile {
     pub family: String,
@@ -248,7 +257,7 @@ pub struct EventTypeFile {
     pub schema: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SafetyFile {
     #[serde(default = "default_latency_target_ms")]
@@ -273,7 +282,7 @@ fn default_breaker_cooldown_seconds() -> u64 {
     15
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownFile {
     #[serde(default = "default_grace_period_seconds")]
@@ -294,9 +303,10 @@ impl Default for ShutdownFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingFile {
+    #[schemars(extend("enum" = ["human", "json"]))]
     #[serde(default = "default_log_format")]
     pub format: String,
     #[serde(default = "default_log_level")]
@@ -312,7 +322,7 @@ impl Default for LoggingFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationFile {
     #[serde(default = "default_forward_headers")]
@@ -331,6 +341,7 @@ pub struct AuthorizationFile {
     pub max_response_bytes: usize,
     /// Kept raw so each rule is deserialized (and reported) alone.
     #[serde(default)]
+    #[schemars(with = "Vec<AuthRuleFile>")]
     pub rules: Vec<serde_yaml::Value>,
 }
 
@@ -341,7 +352,7 @@ impl Default for AuthorizationFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthRuleFile {
     pub topic: String,
@@ -353,7 +364,7 @@ pub struct AuthRuleFile {
     pub condition: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollingFile {
     #[serde(default = "default_max_staleness_seconds")]
@@ -368,6 +379,7 @@ pub struct PollingFile {
     pub slow_down_interval_ms: u64,
     /// Kept raw so each route is deserialized (and reported) alone.
     #[serde(default)]
+    #[schemars(with = "Vec<PollRouteFile>")]
     pub routes: Vec<serde_yaml::Value>,
 }
 
@@ -378,7 +390,7 @@ impl Default for PollingFile {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollRouteFile {
     #[serde(rename = "match")]
