@@ -635,3 +635,118 @@ async fn an_undecodable_entry_resets_the_streams() {
         .expect("metric");
     assert_eq!(counted, 1.0, "the decode error is counted in /metrics");
 }
+
+/// Cards whose edits are checked against their version (`conflicts: reject`), on Redis.
+fn cards_config(redis: &Redis) -> String {
+    format!(
+        r#"
+upstream: {{address: "127.0.0.1:1"}}
+store: {{backend: redis, url: "{}", key_prefix: "cards", retention: {{max_events: 1000}}}}
+rollout: {{phase: 1}}
+families:
+  cards:
+    phase: 1
+    conflicts: reject
+    rules:
+      - match: "PATCH /echo/cards/{{id}}"
+        event: card.updated
+        topics: ["card:{{id}}"]
+        data: request
+event_types:
+  card.updated: {{family: cards, schema: {{type: object}}}}
+polling:
+  routes:
+    - {{match: "GET /echo/cards/{{id}}", family: cards, topics: ["card:{{id}}"]}}
+"#,
+        redis.url()
+    )
+}
+
+/// A card edit through `sc` as alice's tab `b1.t1`, with a base; the answer's status.
+async fn edit_card(
+    c: &reqwest::Client,
+    sc: &Sidecar,
+    base: &str,
+    mutation: &str,
+) -> (u16, serde_json::Value) {
+    let r = c
+        .patch(sc.url("/echo/cards/c1"))
+        .header("cookie", "user=alice")
+        .header("x-client-id", "b1.t1")
+        .header("x-mutation-id", mutation)
+        .header("x-sse-base", base)
+        .json(&serde_json::json!({"title": mutation}))
+        .send()
+        .await
+        .expect("edit");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// The version of card c1 as `sc` answers it.
+async fn card_version(c: &reqwest::Client, sc: &Sidecar) -> String {
+    let r = c.get(sc.url("/echo/cards/c1")).send().await.expect("get");
+    let v = r
+        .headers()
+        .get("x-sse-version")
+        .and_then(|v| v.to_str().ok());
+    v.unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_and_conflicts_hold_across_instances() {
+    let redis = Redis::start(false).await;
+    let backend = echo::start().await.to_string();
+    let yaml = cards_config(&redis);
+    let a = Sidecar::start(&yaml, &backend).await.expect("a");
+    let b = Sidecar::start(&yaml, &backend).await.expect("b");
+    let c = reqwest::Client::new();
+    // Alice's browser holds its stream on b; its tab's mutation goes through a.
+    let url = b.url("/api/sse/events?topics=card:c1&client=b1");
+    let mut on_b = SseClient::connect_with(&url, None, &[("cookie", "user=alice")])
+        .await
+        .expect("stream");
+    on_b.next_of("hello", T).await.expect("hello");
+    let base = card_version(&c, &b).await;
+    assert_eq!(card_version(&c, &a).await, base, "both instances agree");
+    let (st, _) = edit_card(&c, &a, &base, "m-a").await;
+    assert_eq!(st, 200);
+    let receipt = on_b
+        .next_of("receipt", T)
+        .await
+        .expect("the receipt reached b");
+    let r = data(&receipt);
+    assert_eq!(r["mutation"], serde_json::json!("m-a"));
+    assert_eq!(r["outcome"], serde_json::json!("delivered"), "{r}");
+    let e1 = r["events"][0].as_str().expect("its event id").to_owned();
+    // b learns the new version from the shared log's feed (its lag is the window).
+    wait_for("b to learn the new version", T, || async {
+        (card_version(&c, &b).await == e1).then_some(())
+    })
+    .await
+    .expect("b's version");
+    let (st, body) = edit_card(&c, &b, &base, "m-b").await;
+    assert_eq!(st, 409, "{body}");
+    assert_eq!(body["conflict"]["current"], serde_json::json!(e1));
+    assert_eq!(body["conflict"]["events"][0]["id"], serde_json::json!(e1));
+    assert_eq!(
+        echo::hits("PATCH", "/echo/cards/c1"),
+        1,
+        "b's edit never left"
+    );
+    let r = data(
+        &on_b
+            .next_of("receipt", T)
+            .await
+            .expect("the refusal's receipt"),
+    );
+    assert_eq!(
+        (r["outcome"].clone(), r["status"].clone()),
+        (serde_json::json!("failed"), serde_json::json!(409))
+    );
+    assert_eq!(
+        edit_card(&c, &b, &e1, "m-b2").await.0,
+        200,
+        "on top of a's edit"
+    );
+}

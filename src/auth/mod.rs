@@ -121,6 +121,24 @@ impl Credentials {
         self.host = None;
     }
 
+    /// A hash of the kept header values that every instance computes alike (the fingerprint
+    /// is keyed per process): what scopes a browser's receipts across instances. Read it
+    /// before `forget_values`.
+    pub fn shared_scope(&self) -> u128 {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (k, v) in &self.headers {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        let d = h.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&d[..16]);
+        u128::from_be_bytes(first)
+    }
+
     /// The first 16 hex digits of the fingerprint, for logs.
     pub fn fingerprint_hex(&self) -> String {
         format!("{:016x}", (self.fingerprint >> 64) as u64)

@@ -371,6 +371,8 @@ pub struct Hub {
     coalesce_ms: AtomicU64,
     /// Each topic's version (the last stored event that touched it).
     versions: versions::Versions,
+    /// This instance's id among those sharing a log (a receipt it shared comes back).
+    instance: String,
 }
 
 /// Removes its subscriber from the hub when the stream ends, however it ends.
@@ -408,6 +410,7 @@ impl Hub {
             head_tx: watch::channel(head).0,
             coalesce_ms: AtomicU64::new(0),
             versions: versions::Versions::new(versions::DEFAULT_MAX_TOPICS),
+            instance: format!("{:032x}", rand::random::<u128>()),
         })
     }
 
@@ -591,9 +594,66 @@ impl Hub {
         reg.by_client.entry(key).or_default().push(sub.clone());
     }
 
-    /// Sends a receipt to the streams registered under any of `keys`; returns how many
-    /// got it. Counted by outcome (`receipts_total`), or as unrouted.
+    /// Sends a receipt to the streams registered under any of `keys` here and, on a shared
+    /// log, hands it to the other instances (the browser's stream may be on any of them);
+    /// returns how many streams here got it. Counted by outcome (`receipts_total`), or as
+    /// `shared` / `unrouted` when no stream here got it.
     pub fn route_receipt(&self, keys: &[String], receipt: &Receipt) -> usize {
+        let sent = self.deliver_receipt(keys, receipt);
+        let shared = self.shared.load(Ordering::Acquire);
+        if shared {
+            let msg =
+                serde_json::json!({ "from": self.instance, "keys": keys, "receipt": receipt });
+            self.log.share_receipt(Bytes::from(msg.to_string()));
+        }
+        let label = match (sent > 0, shared) {
+            (true, _) => receipt.outcome.as_str(),
+            (false, true) => "shared",
+            (false, false) => "unrouted",
+        };
+        self.metrics
+            .receipts_total
+            .with_label_values(&[label])
+            .inc();
+        sent
+    }
+
+    /// Receipts other instances shared: each to this instance's streams of its browser.
+    async fn follow_receipts(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Bytes>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        #[derive(serde::Deserialize)]
+        struct Shared {
+            from: String,
+            keys: Vec<String>,
+            receipt: Receipt,
+        }
+        loop {
+            let payload = tokio::select! {
+                p = rx.recv() => p,
+                _ = shutdown.changed() => None,
+            };
+            let Some(payload) = payload else { return };
+            match serde_json::from_slice::<Shared>(&payload) {
+                Ok(m) if m.from == self.instance => {}
+                Ok(m) => {
+                    if self.deliver_receipt(&m.keys, &m.receipt) > 0 {
+                        let label = m.receipt.outcome.as_str();
+                        self.metrics
+                            .receipts_total
+                            .with_label_values(&[label])
+                            .inc();
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "a shared receipt that does not decode"),
+            }
+        }
+    }
+
+    /// Queues a receipt to this instance's streams registered under any of `keys`.
+    fn deliver_receipt(&self, keys: &[String], receipt: &Receipt) -> usize {
         let frame = Frame::Receipt(receipt).encode();
         let targets: Vec<Arc<Subscriber>> = {
             let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
@@ -607,17 +667,7 @@ impl Hub {
             }
             out
         };
-        let sent = targets.iter().filter(|s| s.push_receipt(&frame)).count();
-        let label = if sent > 0 {
-            receipt.outcome.as_str()
-        } else {
-            "unrouted"
-        };
-        self.metrics
-            .receipts_total
-            .with_label_values(&[label])
-            .inc();
-        sent
+        targets.iter().filter(|s| s.push_receipt(&frame)).count()
     }
 
     /// Stops routing `topics` to this subscriber (a revocation); events already queued are
@@ -659,6 +709,9 @@ impl Hub {
         if let Some(feed) = self.log.take_feed() {
             self.shared.store(true, Ordering::Release);
             tokio::spawn(self.clone().follow(feed, shutdown.clone()));
+        }
+        if let Some(receipts) = self.log.take_receipt_feed() {
+            tokio::spawn(self.clone().follow_receipts(receipts, shutdown.clone()));
         }
         let mut batch = Vec::with_capacity(MAX_BATCH);
         // Stored events whose fan-out waits for the coalescing window.

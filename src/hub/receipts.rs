@@ -8,28 +8,31 @@
 //! exactly one per ticket, whatever the order.
 //!
 //! Routing keys: a stream opened with `?client=C` is registered under
-//! [`stream_key`]`(fingerprint, tenant, C)`; a mutation whose `X-Client-Id` is `X` is routed
+//! [`stream_key`]`(scope, tenant, C)`; a mutation whose `X-Client-Id` is `X` is routed
 //! to the keys of `X` and of every prefix of `X` that ends before a `.` ([`mutation_keys`]),
 //! so one browser-wide stream (`b1`) gets the receipts of its tabs (`b1.t1`, `b1.t2`). The
-//! credential fingerprint (and tenant) in the key means a stream that claims another
-//! browser's id, without its cookies, gets nothing.
+//! key holds the credentials' shared scope (a SHA-256 of the forwarded credential headers,
+//! alike on every instance) and the tenant: a stream that claims another browser's id
+//! without its cookies gets nothing. With a shared log the hub also hands each receipt to
+//! the other instances (`EventLog::share_receipt`), where that browser's stream may be.
 
 use crate::wire::{Receipt, ReceiptOutcome};
 use std::sync::Mutex;
 
-/// The routing key of a stream: its credentials' fingerprint, tenant and client id.
-pub fn stream_key(fingerprint: u128, tenant: Option<&str>, client: &str) -> String {
-    format!("{fingerprint:032x}|{}|{client}", tenant.unwrap_or(""))
+/// The routing key of a stream: its credentials' shared scope (a hash every instance
+/// computes alike, `Credentials::shared_scope`), tenant and client id.
+pub fn stream_key(scope: u128, tenant: Option<&str>, client: &str) -> String {
+    format!("{scope:032x}|{}|{client}", tenant.unwrap_or(""))
 }
 
 /// The routing keys a mutation's receipt goes to: its full client id, and each prefix of it
 /// that ends before a `.` (the browser-wide stream of a tab's id).
-pub fn mutation_keys(fingerprint: u128, tenant: Option<&str>, client: &str) -> Vec<String> {
+pub fn mutation_keys(scope: u128, tenant: Option<&str>, client: &str) -> Vec<String> {
     let mut keys: Vec<String> = client
         .match_indices('.')
-        .map(|(i, _)| stream_key(fingerprint, tenant, &client[..i]))
+        .map(|(i, _)| stream_key(scope, tenant, &client[..i]))
         .collect();
-    keys.push(stream_key(fingerprint, tenant, client));
+    keys.push(stream_key(scope, tenant, client));
     keys
 }
 

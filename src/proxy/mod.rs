@@ -311,12 +311,13 @@ impl Proxy {
             client: self.origin_id(req, "x-client-id"),
             mutation: self.origin_id(req, "x-mutation-id"),
         };
-        let fingerprint = self.credentials(cfg, req).fingerprint;
+        let creds = self.credentials(cfg, req);
+        let fingerprint = creds.fingerprint;
         let tenant = request_tenant(cfg, req);
         let ticket = match (&origin.client, &origin.mutation) {
             (Some(c), Some(m)) => {
-                let scope = tenant.as_ref().ok().and_then(|t| t.as_deref());
-                let keys = mutation_keys(fingerprint, scope, c);
+                let host = tenant.as_ref().ok().and_then(|t| t.as_deref());
+                let keys = mutation_keys(creds.shared_scope(), host, c);
                 Some(Arc::new(Ticket::new(keys, c.clone(), m.clone())))
             }
             _ => None,

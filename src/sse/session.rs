@@ -205,7 +205,7 @@ impl<'a, S: Sink> Session<'a, S> {
         );
         if let Some(id) = &admitted.client_id {
             let key = crate::hub::receipts::stream_key(
-                admitted.creds.fingerprint,
+                admitted.receipt_scope,
                 admitted.tenant.as_deref(),
                 id,
             );

@@ -347,6 +347,8 @@ pub struct Admitted {
     pub(super) tenant: Option<String>,
     /// The browser's client id (`?client=`): its mutations' receipts come to this stream.
     pub(super) client_id: Option<String>,
+    /// Its credentials' hash shared by every instance (`Credentials::shared_scope`).
+    pub(super) receipt_scope: u128,
     pub(super) _conn: ConnGuard,
 }
 
@@ -409,6 +411,7 @@ pub fn admit(
         client,
         tenant,
         client_id,
+        receipt_scope: 0,
         _conn: conn,
     })
 }
@@ -579,6 +582,7 @@ pub async fn authorize(
         let body = format!("no topic granted: {}\n", reasons.join(", "));
         return Err(refuse(state, 403, "forbidden", None, &body));
     }
+    admitted.receipt_scope = creds.shared_scope();
     admitted.creds = creds;
     if recheck.is_none() {
         // Nothing to ask the backend again: keep the fingerprint, not the values.

@@ -75,6 +75,15 @@ pub trait EventLog: Send + Sync + 'static {
     fn take_feed(&self) -> Option<tokio::sync::mpsc::Receiver<Feed>> {
         None
     }
+    /// For a log shared by several instances: hands a mutation receipt (`payload`, the
+    /// hub's JSON) to the other instances, without waiting (dropped when the way out is
+    /// full or down: the client then settles on the HTTP answer). The default: nothing.
+    fn share_receipt(&self, _payload: Bytes) {}
+    /// The receipts the other instances shared (this instance's own included). `None` (the
+    /// default) for a log of one instance. Called once, inside the runtime.
+    fn take_receipt_feed(&self) -> Option<tokio::sync::mpsc::Receiver<Bytes>> {
+        None
+    }
 }
 
 /// What a shared log's feed carries.

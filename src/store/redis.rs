@@ -50,6 +50,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_COUNT: usize = 512;
 /// Feed batches waiting for the hub.
 const FEED_CAPACITY: usize = 256;
+/// Receipts waiting to be published, or handed to the hub.
+const RECEIPT_QUEUE: usize = 1024;
 /// The payload of a loss marker: not JSON, so no event can look like it.
 const LOSS_MARKER: &[u8] = b"\0sse-sidecar:events-lost";
 
@@ -129,6 +131,9 @@ pub struct RedisLog {
     loss_owed: AtomicBool,
     /// Entries that could not be decoded (tailer, replay, trim).
     decode_errors: AtomicU64,
+    /// The pub/sub channel of receipts, and the queue of those to publish.
+    receipts_channel: String,
+    receipts_out: std::sync::OnceLock<mpsc::Sender<bytes::Bytes>>,
 }
 
 /// `redis://user:secret@host/0` → `redis://host/0` for logs.
@@ -188,6 +193,8 @@ impl RedisLog {
             url_shown: redact(url),
             loss_owed: AtomicBool::new(false),
             decode_errors: AtomicU64::new(0),
+            receipts_channel: format!("{prefix}:receipts"),
+            receipts_out: std::sync::OnceLock::new(),
         });
         match log.open_sync() {
             Ok(()) => log.healthy.store(true, Ordering::Release),
@@ -675,6 +682,24 @@ impl EventLog for RedisLog {
         self.oldest.load(Ordering::Acquire).max(1)
     }
 
+    fn share_receipt(&self, payload: bytes::Bytes) {
+        if let Some(tx) = self.receipts_out.get() {
+            if tx.try_send(payload).is_err() {
+                tracing::debug!("receipt not shared: the publish queue is full");
+            }
+        }
+    }
+
+    fn take_receipt_feed(&self) -> Option<mpsc::Receiver<bytes::Bytes>> {
+        let (out_tx, out_rx) = mpsc::channel(RECEIPT_QUEUE);
+        self.receipts_out.set(out_tx).ok()?;
+        tokio::spawn(publish_receipts(self.me.clone(), out_rx));
+        let (in_tx, in_rx) = mpsc::channel(RECEIPT_QUEUE);
+        let (client, channel) = (self.client.clone(), self.receipts_channel.clone());
+        tokio::spawn(subscribe_receipts(client, channel, in_tx));
+        Some(in_rx)
+    }
+
     fn take_feed(&self) -> Option<mpsc::Receiver<Feed>> {
         let mut taken = self.feed_taken.lock().unwrap_or_else(|e| e.into_inner());
         let me = self.me.upgrade()?;
@@ -685,5 +710,57 @@ impl EventLog for RedisLog {
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
         tokio::spawn(me.tail(tx));
         Some(rx)
+    }
+}
+
+/// Publishes the receipts this instance shares, until the log is gone (its queue closes).
+async fn publish_receipts(log: std::sync::Weak<RedisLog>, mut rx: mpsc::Receiver<bytes::Bytes>) {
+    while let Some(payload) = rx.recv().await {
+        let Some(log) = log.upgrade() else { return };
+        let sent = match log.con().await {
+            Ok(mut con) => con
+                .publish::<_, _, i64>(&log.receipts_channel, payload.as_ref())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "receipt not shared: publish failed");
+        }
+    }
+}
+
+/// Hands the receipts every instance publishes to the hub, until the hub stops reading;
+/// reconnects with backoff.
+async fn subscribe_receipts(
+    client: redis::Client,
+    channel: String,
+    tx: mpsc::Sender<bytes::Bytes>,
+) {
+    use futures_util::StreamExt;
+    let mut backoff = Duration::from_millis(100);
+    while !tx.is_closed() {
+        match client.get_async_pubsub().await {
+            Ok(mut ps) => {
+                if ps.subscribe(&channel).await.is_ok() {
+                    backoff = Duration::from_millis(100);
+                    let mut messages = ps.on_message();
+                    loop {
+                        let msg = tokio::select! {
+                            m = messages.next() => m,
+                            _ = tx.closed() => return,
+                        };
+                        let Some(msg) = msg else { break };
+                        let payload = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
+                        if tx.try_send(payload).is_err() {
+                            tracing::debug!("shared receipt dropped: the hub is behind");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "receipts channel: cannot subscribe"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

@@ -10,7 +10,7 @@
 use super::encode;
 use crate::events::Event;
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a client must refetch everything (`event: reset`): the reasons replay cannot cover.
 /// The same names are the wire reason, the `resets_total` label and the test rows.
@@ -77,7 +77,7 @@ pub struct Hello {
 }
 
 /// What became of a mutation, as its receipt says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptOutcome {
     /// Its events were stored and delivered live (`events` lists their ids).
@@ -103,7 +103,7 @@ impl ReceiptOutcome {
 
 /// `event: receipt`: the outcome of one of this browser's mutations, sent to its stream only
 /// (no `id:`, so it never moves the client's resume point).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
     /// The mutation's full `X-Client-Id` (the tab).
     pub client: String,
