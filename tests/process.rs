@@ -2,7 +2,8 @@
 //! (not after the whole grace period) yet waits for requests in flight; a validator panic on
 //! reload leaves it whole; no colour codes in a log that is not a terminal; the upgrade
 //! socket lives in a private directory, and a zero-downtime upgrade still hands the
-//! listeners over.
+//! listeners over; /metrics carries the process series and tokio's runtime series of each
+//! runtime (busy time grows under traffic).
 
 mod common;
 
