@@ -188,6 +188,9 @@ const DRAIN_MARGIN: Duration = Duration::from_millis(500);
 impl BackgroundService for Lifecycle {
     async fn start(&self, shutdown: ShutdownWatch) {
         let state = self.state.clone();
+        state
+            .metrics
+            .note_runtime(crate::metrics::Runtime::Lifecycle);
         // The sequencer outlives the drain so in-flight mutations still publish; it is
         // stopped (and finishes its queue) once nothing is in flight.
         let (hub_stop_tx, hub_stop_rx) = watch::channel(false);

@@ -204,6 +204,9 @@ impl ServerApp for Front {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.state
+            .metrics
+            .note_runtime(crate::metrics::Runtime::Proxy);
         if !stream.as_any().is::<L4Stream>() {
             // Not a plain TCP stream (never the case for this listener): Pingora as is.
             return self.proxy.process_new(stream, shutdown).await;

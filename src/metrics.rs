@@ -4,11 +4,20 @@
 //! series (`process_cpu_seconds_total`, `process_resident_memory_bytes`, open and max fds,
 //! start time, threads) come from the prometheus crate's process collector, under their
 //! conventional names (no `sse_sidecar_` prefix), in a registry of their own.
+//!
+//! Tokio runtime series (`sse_sidecar_tokio_*`, label `runtime`: proxy, admin, lifecycle —
+//! Pingora runs each service on a runtime of its own) are read from tokio's stable
+//! `Handle::metrics()` at scrape time, no background loop. A runtime is known once code
+//! inside it has called [`Metrics::note_runtime`]; until then it has no series.
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::runtime::Handle;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -59,6 +68,8 @@ pub struct Metrics {
     pub shield_skipped_total: IntCounterVec,
     pub mutations_unmatched_total: IntCounter,
     pub origin_ids_refused_total: IntCounterVec,
+    /// The tokio runtimes whose series are exported (see [`Metrics::note_runtime`]).
+    runtimes: RuntimeCollector,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -331,8 +342,20 @@ impl Metrics {
                 "X-Client-Id / X-Mutation-Id values refused (origin left null), by header and reason (too_long, bad_char).",
                 &["header", "reason"],
             ),
+            runtimes: register(&r, RuntimeCollector::new()),
             registry: r,
             process: process_registry(),
+        }
+    }
+
+    /// Makes the runtime this is called on known under `which` (the first call per runtime
+    /// counts; later ones cost one atomic load). Outside a tokio runtime it does nothing.
+    pub fn note_runtime(&self, which: Runtime) {
+        let slot = &self.runtimes.slots[which as usize];
+        if slot.get().is_none() {
+            if let Ok(h) = Handle::try_current() {
+                let _ = slot.set(h);
+            }
         }
     }
 
@@ -357,6 +380,125 @@ fn process_registry() -> Registry {
         tracing::warn!(error = %e, "process metrics unavailable");
     }
     r
+}
+
+/// The runtimes the sidecar has: one per Pingora service.
+#[derive(Clone, Copy, Debug)]
+pub enum Runtime {
+    /// The proxy listener's (streams and pass-through), `threads` workers.
+    Proxy = 0,
+    /// The admin listener's (one worker).
+    Admin = 1,
+    /// The lifecycle background service's (sequencer, reloads, safety controller).
+    Lifecycle = 2,
+}
+
+const RUNTIME_NAMES: [&str; 3] = ["proxy", "admin", "lifecycle"];
+
+/// Reads the known runtimes' metrics when the registry is gathered. Busy time and park
+/// counts are summed over a runtime's workers; tokio's totals only grow, so the exported
+/// counters follow them by their increase.
+#[derive(Clone)]
+struct RuntimeCollector {
+    slots: Arc<[OnceLock<Handle>; 3]>,
+    series: Arc<Mutex<RuntimeSeries>>,
+    descs: Vec<Desc>,
+}
+
+struct RuntimeSeries {
+    workers: IntGaugeVec,
+    alive_tasks: IntGaugeVec,
+    global_queue_depth: IntGaugeVec,
+    busy_seconds: CounterVec,
+    parks: CounterVec,
+}
+
+impl RuntimeCollector {
+    fn new() -> RuntimeCollector {
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["runtime"])
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let counter = |name: &str, help: &str| {
+            CounterVec::new(Opts::new(name, help), &["runtime"])
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let series = RuntimeSeries {
+            workers: gauge("tokio_workers", "Worker threads of the tokio runtime."),
+            alive_tasks: gauge(
+                "tokio_alive_tasks",
+                "Tasks alive on the tokio runtime (spawned, not yet finished).",
+            ),
+            global_queue_depth: gauge(
+                "tokio_global_queue_depth",
+                "Tasks waiting in the tokio runtime's global (injection) queue.",
+            ),
+            busy_seconds: counter(
+                "tokio_worker_busy_seconds_total",
+                "Time the runtime's workers spent polling tasks, summed over its workers.",
+            ),
+            parks: counter(
+                "tokio_worker_park_total",
+                "Times the runtime's workers parked (went idle), summed over its workers.",
+            ),
+        };
+        let mut descs = Vec::new();
+        descs.extend(series.workers.desc().into_iter().cloned());
+        descs.extend(series.alive_tasks.desc().into_iter().cloned());
+        descs.extend(series.global_queue_depth.desc().into_iter().cloned());
+        descs.extend(series.busy_seconds.desc().into_iter().cloned());
+        descs.extend(series.parks.desc().into_iter().cloned());
+        RuntimeCollector {
+            slots: Arc::new([OnceLock::new(), OnceLock::new(), OnceLock::new()]),
+            series: Arc::new(Mutex::new(series)),
+            descs,
+        }
+    }
+}
+
+/// Moves a counter up to `total` (never down: a total below it changes nothing).
+fn follow(c: &prometheus::Counter, total: f64) {
+    let delta = total - c.get();
+    if delta > 0.0 {
+        c.inc_by(delta);
+    }
+}
+
+impl Collector for RuntimeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = match self.series.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (slot, name) in self.slots.iter().zip(RUNTIME_NAMES) {
+            let Some(h) = slot.get() else { continue };
+            let m = h.metrics();
+            let workers = m.num_workers();
+            let busy: f64 = (0..workers)
+                .map(|w| m.worker_total_busy_duration(w).as_secs_f64())
+                .sum();
+            let parks: u64 = (0..workers).map(|w| m.worker_park_count(w)).sum();
+            let gauge = |g: &IntGaugeVec, v: usize| {
+                g.with_label_values(&[name])
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            gauge(&s.workers, workers);
+            gauge(&s.alive_tasks, m.num_alive_tasks());
+            gauge(&s.global_queue_depth, m.global_queue_depth());
+            follow(&s.busy_seconds.with_label_values(&[name]), busy);
+            follow(&s.parks.with_label_values(&[name]), parks as f64);
+        }
+        let mut families = s.workers.collect();
+        families.extend(s.alive_tasks.collect());
+        families.extend(s.global_queue_depth.collect());
+        families.extend(s.busy_seconds.collect());
+        families.extend(s.parks.collect());
+        families
+    }
 }
 
 impl Default for Metrics {
@@ -392,5 +534,29 @@ mod tests {
             .inc();
         let text = m.render();
         assert!(text.contains("sse_sidecar_sse_handshakes_total{outcome=\"accepted\"} 1"));
+    }
+
+    #[test]
+    fn a_noted_runtime_has_its_series_and_an_unknown_one_has_none() {
+        let m = super::Metrics::new();
+        assert!(!m.render().contains("sse_sidecar_tokio_workers"));
+        m.note_runtime(super::Runtime::Admin); // outside a runtime: nothing
+        assert!(!m.render().contains("sse_sidecar_tokio_workers"));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            m.note_runtime(super::Runtime::Admin);
+            tokio::spawn(async {}).await.unwrap();
+        });
+        let text = m.render();
+        assert!(
+            text.contains("sse_sidecar_tokio_workers{runtime=\"admin\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("sse_sidecar_tokio_worker_busy_seconds_total{runtime=\"admin\"}"));
+        assert!(text.contains("# TYPE sse_sidecar_tokio_worker_busy_seconds_total counter"));
+        assert!(!text.contains("runtime=\"proxy\""), "{text}");
     }
 }

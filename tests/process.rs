@@ -2,7 +2,8 @@
 //! (not after the whole grace period) yet waits for requests in flight; a validator panic on
 //! reload leaves it whole; no colour codes in a log that is not a terminal; the upgrade
 //! socket lives in a private directory, and a zero-downtime upgrade still hands the
-//! listeners over.
+//! listeners over; /metrics carries the process series and tokio's runtime series of each
+//! runtime (busy time grows under traffic).
 
 mod common;
 
@@ -314,5 +315,78 @@ async fn metrics_carry_the_process_series_of_the_sidecar_itself() {
     assert!(
         !text.contains("sse_sidecar_process_"),
         "process series are not prefixed"
+    );
+}
+
+/// The sum of a series' samples whose labels include `label` (e.g. `runtime="proxy"`).
+fn labelled(text: &str, name: &str, label: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .reduce(|a, b| a + b)
+}
+
+/// `/metrics` carries tokio's runtime series for each of the sidecar's runtimes (proxy,
+/// admin, lifecycle), and the proxy runtime's busy time grows while it serves traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_carry_the_tokio_runtime_series_and_busy_time_grows_under_traffic() {
+    let backend = echo::start().await;
+    let sc = Sidecar::start(&config("threads: 2"), &backend.to_string())
+        .await
+        .expect("sidecar");
+    let mut s = open(&sc).await;
+    let before = sc.metrics().await.expect("metrics");
+    let busy = "sse_sidecar_tokio_worker_busy_seconds_total";
+    for rt in ["proxy", "admin", "lifecycle"] {
+        let label = format!("runtime=\"{rt}\"");
+        for name in [
+            "sse_sidecar_tokio_workers",
+            "sse_sidecar_tokio_alive_tasks",
+            "sse_sidecar_tokio_global_queue_depth",
+            busy,
+            "sse_sidecar_tokio_worker_park_total",
+        ] {
+            assert!(
+                labelled(&before, name, &label).is_some(),
+                "{name}{{{label}}} missing in:\n{before}"
+            );
+        }
+    }
+    assert_eq!(
+        labelled(&before, "sse_sidecar_tokio_workers", "runtime=\"proxy\""),
+        Some(2.0),
+        "threads: 2"
+    );
+    assert_eq!(
+        labelled(&before, "sse_sidecar_tokio_workers", "runtime=\"admin\""),
+        Some(1.0)
+    );
+    let proxy_busy = |t: &str| labelled(t, busy, "runtime=\"proxy\"").unwrap_or(0.0);
+    let c = reqwest::Client::new();
+    for i in 0..200 {
+        let r = c
+            .post(sc.url(&format!("/status/{}", 200 + i % 2)))
+            .send()
+            .await
+            .expect("post");
+        assert!(r.status().is_success());
+    }
+    s.next_of("job.done", T)
+        .await
+        .expect("an event reached the stream");
+    let grown = common::wait_for("proxy busy time to grow", T, || async {
+        let after = sc.metrics().await.ok()?;
+        (proxy_busy(&after) > proxy_busy(&before)).then_some(after)
+    })
+    .await
+    .expect("busy seconds grew");
+    assert!(
+        labelled(
+            &grown,
+            "sse_sidecar_tokio_alive_tasks",
+            "runtime=\"lifecycle\""
+        )
+        .is_some_and(|n| n >= 1.0),
+        "the lifecycle runtime runs its tasks:\n{grown}"
     );
 }

@@ -259,6 +259,7 @@ impl Admin {
     /// `GET /metrics`: counted by the store itself; brought up to date at every scrape.
     async fn metrics(&self, session: &mut Session) -> Result<()> {
         let s = &self.state;
+        s.metrics.note_runtime(crate::metrics::Runtime::Admin);
         let errors = s.hub.log().decode_errors();
         let shown = s.metrics.store_decode_errors_total.get();
         if errors > shown {
