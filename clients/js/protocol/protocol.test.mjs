@@ -30,7 +30,7 @@ const DEMO_TYPES = [
   'card.created', 'card.deleted', 'card.updated', 'message.posted', 'session.activity',
   'session.ended', 'session.started', 'ui.clicked',
 ];
-const HELLO_KEYS = ['denied', 'denied_reasons', 'epoch', 'head', 'heartbeat_ms', 'polling_families', 'topics', 'types'];
+const HELLO_KEYS = ['client', 'denied', 'denied_reasons', 'epoch', 'head', 'heartbeat_ms', 'polling_families', 'topics', 'types'];
 const EVENT_KEYS = ['data', 'family', 'id', 'invalidate', 'origin', 'topics', 'ts', 'type'];
 /** The legacy app's identity is the `user` cookie; alice and bob are the members of board 1. */
 const ALICE = { cookie: 'user=alice' };
