@@ -26,7 +26,7 @@ struct Cli {
     )]
     config: PathBuf,
     /// Take the listening sockets over from a running sidecar (send it SIGQUIT): a
-    /// zero-downtime deploy. See README, Operations.
+    /// zero-downtime deploy. See docs/operations.md.
     #[arg(long, global = true)]
     upgrade: bool,
     /// Log format (overrides logging.format).
