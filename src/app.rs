@@ -392,6 +392,7 @@ fn front_service(
             own: Arc::new(crate::sse::Endpoints {
                 state: state.clone(),
             }),
+            turns: Default::default(),
         },
     ));
     let mut front = pingora::services::listening::Service::new(

@@ -399,3 +399,37 @@ async fn card_event(sc: &Sidecar, ids: &[String]) -> Value {
     assert_eq!(&e.id, last);
     data(&e)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edits_from_one_base_at_the_same_time_one_wins_and_one_is_refused() {
+    let backend = common::echo::start().await;
+    let sc = Sidecar::start(CARDS, &backend.to_string())
+        .await
+        .expect("sidecar");
+    let base = load(&sc, "c5").await;
+    let send = |title: &'static str| {
+        let url = sc.url("/echo/cards/c5");
+        let base = base.clone();
+        async move {
+            reqwest::Client::new()
+                .patch(url)
+                .header("x-sse-base", base)
+                .header("x-echo-delay-ms", "300")
+                .json(&json!({"title": title, "board": "1"}))
+                .send()
+                .await
+                .expect("edit")
+                .status()
+                .as_u16()
+        }
+    };
+    let (a, b) = tokio::join!(send("from A"), send("from B"));
+    let mut got = [a, b];
+    got.sort();
+    assert_eq!(
+        got,
+        [200, 409],
+        "the second waits for the first and sees its event"
+    );
+    assert_eq!(common::echo::hits("PATCH", "/echo/cards/c5"), 1);
+}

@@ -599,6 +599,10 @@ impl Hub {
     /// returns how many streams here got it. Counted by outcome (`receipts_total`), or as
     /// `shared` / `unrouted` when no stream here got it.
     pub fn route_receipt(&self, keys: &[String], receipt: &Receipt) -> usize {
+        if keys.is_empty() {
+            // A silent ticket (no receipt wanted).
+            return 0;
+        }
         let sent = self.deliver_receipt(keys, receipt);
         let shared = self.shared.load(Ordering::Acquire);
         if shared {

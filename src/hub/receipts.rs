@@ -37,13 +37,25 @@ pub fn mutation_keys(scope: u128, tenant: Option<&str>, client: &str) -> Vec<Str
 }
 
 /// One mutation's receipt in the making (see the module header).
-#[derive(Debug)]
 pub struct Ticket {
-    /// Where the receipt goes (`mutation_keys`).
+    /// Where the receipt goes (`mutation_keys`); none for a mutation that wants no receipt
+    /// (a ticket then only tells when it is complete, see `keep`).
     pub keys: Vec<String>,
     client: String,
     mutation: String,
     state: Mutex<TicketState>,
+    /// Held until the ticket completes (the answer went out and every event is stored) or
+    /// is dropped: the conflict check's reservation of the mutation's topics.
+    held: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("client", &self.client)
+            .field("mutation", &self.mutation)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -70,7 +82,23 @@ impl Ticket {
             client,
             mutation,
             state: Mutex::new(TicketState::default()),
+            held: Mutex::new(None),
         }
+    }
+
+    /// A ticket for a mutation that wants no receipt, to learn when it is complete.
+    pub fn silent() -> Ticket {
+        Ticket::new(Vec::new(), String::new(), String::new())
+    }
+
+    /// Whether a receipt is routed when the ticket completes.
+    pub fn wants_receipt(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Keeps `value` until the ticket completes (or is dropped), then drops it.
+    pub fn keep(&self, value: Box<dyn std::any::Any + Send>) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut TicketState) -> R) -> R {
@@ -136,6 +164,7 @@ impl Ticket {
             return None;
         }
         s.sent = true;
+        drop(self.held.lock().unwrap_or_else(|e| e.into_inner()).take());
         let (outcome, reason) = outcome(s, status);
         Some(Receipt {
             client: self.client.clone(),

@@ -10,9 +10,14 @@
 //! - `detect`: forwarded; its events carry `conflict: {base, superseded}`.
 //!
 //! A base from another epoch compares as older than any version of this epoch. No base
-//! header: no check (older clients keep working). The check and the append are not one
-//! step: two mutations checked at the same time against the same base both pass (the
-//! window is the backend's answer time; with several instances, also the feed's lag).
+//! header: no check (older clients keep working).
+//!
+//! Concurrent checked edits of one topic on this instance take turns ([`Reservations`]):
+//! a checked mutation holds its topics from the check until its answer went out and its
+//! events are stored (its ticket completes), and a second one waits for that (at most
+//! [`MAX_WAIT`], then it is checked anyway) before it compares versions, so it sees the
+//! first one's event. Across instances the window remains: an edit on another instance is
+//! seen once this instance's feed has its event.
 
 use crate::config::model::{Conflicts, Rule};
 use crate::config::Config;
@@ -22,6 +27,64 @@ use crate::events::types::{scoped_topic, EventId};
 use crate::state::State;
 use crate::store::ReadAfter;
 use serde_json::{json, Value};
+
+/// Longest a checked edit waits for an earlier checked edit of the same topics.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The topics checked edits hold on this instance (see the module header).
+#[derive(Default)]
+pub struct Reservations {
+    held: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    released: tokio::sync::Notify,
+}
+
+/// A checked edit's hold on its topics; released when dropped.
+pub struct Hold {
+    topics: Vec<String>,
+    owner: std::sync::Arc<Reservations>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|e| e.into_inner());
+        for t in &self.topics {
+            if let Some(n) = held.get_mut(t) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    held.remove(t);
+                }
+            }
+        }
+        drop(held);
+        self.owner.released.notify_waiters();
+    }
+}
+
+impl Reservations {
+    /// Takes `topics` once no other checked edit holds any of them (or after `MAX_WAIT`).
+    pub async fn acquire(self: &std::sync::Arc<Self>, topics: &[String]) -> Hold {
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                let busy = topics.iter().any(|t| held.contains_key(t));
+                if !busy || tokio::time::Instant::now() >= deadline {
+                    for t in topics {
+                        *held.entry(t.clone()).or_insert(0) += 1;
+                    }
+                    return Hold {
+                        topics: topics.to_vec(),
+                        owner: self.clone(),
+                    };
+                }
+            }
+            let _ = tokio::time::timeout_at(deadline, released).await;
+        }
+    }
+}
 
 /// Most newer events a 409 lists, and most log entries read to find them.
 const MAX_LISTED: usize = 50;
@@ -105,22 +168,49 @@ fn known_topics(rule: &Rule, params: &Params, req: &Request<'_>) -> Vec<String> 
         .collect()
 }
 
-/// Checks a mutation against its base: `Ok(None)` when it is not checked or not in
-/// conflict, `Err` for a base that is not an event id.
+/// What the check found: a conflict or none, and the hold on the checked topics to keep
+/// until the mutation is complete (none when nothing was checked).
+pub struct Checked {
+    pub found: Option<Found>,
+    pub hold: Option<Hold>,
+}
+
+/// Checks a mutation against its base (taking its turn on its topics first, see
+/// `Reservations`); `Err` for a base that is not an event id.
 pub async fn check(
     state: &State,
+    turns: &std::sync::Arc<Reservations>,
     cfg: &Config,
     req: &Request<'_>,
     base: &str,
-) -> Result<Option<Found>, String> {
+) -> Result<Checked, String> {
     let (mode, topics) = checked_topics(cfg, req);
     if mode == Conflicts::Off || topics.is_empty() {
-        return Ok(None);
+        return Ok(Checked {
+            found: None,
+            hold: None,
+        });
     }
     let base_id = EventId::parse(base).map_err(|e| format!("x-sse-base: {e}"))?;
+    let hold = turns.acquire(&topics).await;
+    let found = compare(state, mode, &topics, req.tenant, (&base_id, base)).await;
+    Ok(Checked {
+        found,
+        hold: Some(hold),
+    })
+}
+
+/// The conflict, if the topics' version is newer than the base.
+async fn compare(
+    state: &State,
+    mode: Conflicts,
+    topics: &[String],
+    tenant: Option<&str>,
+    (base_id, base): (&EventId, &str),
+) -> Option<Found> {
     let hub = &state.hub;
     let epoch = hub.epoch();
-    let current = hub.version_of(&topics);
+    let current = hub.version_of(topics);
     let same_epoch = base_id.epoch == *epoch;
     let newer = if same_epoch {
         current > base_id.seq
@@ -128,24 +218,25 @@ pub async fn check(
         current > 0
     };
     if !newer {
-        return Ok(None);
+        return None;
     }
+    let label = if mode == Conflicts::Reject {
+        "reject"
+    } else {
+        "detect"
+    };
     state
         .metrics
         .conflicts_total
-        .with_label_values(&[if mode == Conflicts::Reject {
-            "reject"
-        } else {
-            "detect"
-        }])
+        .with_label_values(&[label])
         .inc();
     let after = if same_epoch { base_id.seq } else { 0 };
-    Ok(Some(Found {
+    Some(Found {
         mode,
         base: base.trim().to_owned(),
         current: EventId::new(&epoch, current).to_string(),
-        events: newer_events(state, after, &topics, req.tenant).await,
-    }))
+        events: newer_events(state, after, topics, tenant).await,
+    })
 }
 
 /// The stored events after `after` that touched any of `topics`, oldest first (bounded).

@@ -32,7 +32,7 @@
 //!   `MAX_ORIGIN_ID_LEN` (128) characters; other values are refused (origin null), counted
 //!   (`origin_ids_refused_total`) and logged at debug level.
 
-mod conflicts;
+pub mod conflicts;
 
 use crate::config::model::{Conflicts, Durability, Tenancy};
 use crate::config::{Config, Delivery};
@@ -62,6 +62,8 @@ pub struct Proxy {
     /// The sidecar's own paths (stream, status, client modules), answered before anything
     /// is forwarded.
     pub own: Arc<dyn OwnEndpoints>,
+    /// Turns of concurrent checked edits of one topic (`conflicts`).
+    pub turns: Arc<conflicts::Reservations>,
 }
 
 /// What a matched mutation keeps while it streams through.
@@ -534,9 +536,8 @@ impl Proxy {
             headers: &cap.headers,
             tenant,
         };
-        let found = match conflicts::check(&self.state, cfg, &req, base).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return Ok(false),
+        let checked = match conflicts::check(&self.state, &self.turns, cfg, &req, base).await {
+            Ok(checked) => checked,
             Err(msg) => {
                 ctx.own = true;
                 let body = Bytes::from(format!(
@@ -545,6 +546,14 @@ impl Proxy {
                 crate::http::respond(session, 400, "text/plain; charset=utf-8", &[], body).await?;
                 return Ok(true);
             }
+        };
+        if let Some(hold) = checked.hold {
+            // Held until the answer went out and the events are stored.
+            let ticket = cap.ticket.get_or_insert_with(|| Arc::new(Ticket::silent()));
+            ticket.keep(Box::new(hold));
+        }
+        let Some(found) = checked.found else {
+            return Ok(false);
         };
         if found.mode == Conflicts::Detect {
             if let Some(t) = &cap.ticket {
@@ -810,7 +819,8 @@ impl ProxyHttp for Proxy {
         if let Some(head) = ctx.head_at_forward.take() {
             upstream_response.insert_header("x-sse-head", head)?;
         }
-        if ctx.capture.as_ref().is_some_and(|c| c.ticket.is_some()) {
+        let receipt = ctx.capture.as_ref().and_then(|c| c.ticket.as_ref());
+        if receipt.is_some_and(|t| t.wants_receipt()) {
             // The stream of the browser that sent it will get this mutation's receipt.
             upstream_response.insert_header("x-sse-receipt", "pending")?;
         }

@@ -50,9 +50,12 @@ async fn echo(req: Request) -> Response {
         get("transfer-encoding"),
         get("keep-alive"),
     );
+    let delay = get("x-echo-delay-ms").parse::<u64>().unwrap_or(0);
     let body = axum::body::to_bytes(req.into_body(), 64 << 20)
         .await
         .unwrap_or_default();
+    // A slow answer on request (`x-echo-delay-ms`), to hold a request in flight.
+    tokio::time::sleep(Duration::from_millis(delay)).await;
     let mut h = HeaderMap::new();
     let mut put = |k: &'static str, v: String| {
         if let Ok(v) = v.parse() {
