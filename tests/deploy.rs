@@ -190,27 +190,6 @@ fn dashboard_queries(d: &serde_json::Value) -> Vec<String> {
     out
 }
 
-/// The metric families of a scrape, by `# TYPE` line: name → type.
-fn scraped_families(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect()
-}
-
-/// Whether `name` (a histogram's `_bucket`, `_sum`, `_count` counting as the histogram) is
-/// among the scraped families.
-fn scraped(families: &BTreeMap<String, String>, name: &str) -> bool {
-    if families.contains_key(name) {
-        return true;
-    }
-    ["_bucket", "_sum", "_count"].iter().any(|suffix| {
-        name.strip_suffix(suffix)
-            .is_some_and(|base| families.get(base).is_some_and(|t| t == "histogram"))
-    })
-}
-
 /// A live family, a shielded polled route and a stream: enough traffic for every series.
 fn traffic_config() -> String {
     common::jobs_config(
@@ -259,14 +238,20 @@ async fn every_metric_the_grafana_dashboard_queries_is_in_a_scrape_of_the_real_b
     }
     // Some series appear with the safety controller's first tick: wait with a deadline.
     let missing = common::wait_for("every dashboard metric in a scrape", T, || async {
-        let families = scraped_families(&sc.metrics().await.ok()?);
-        let missing: Vec<&String> = wanted.iter().filter(|n| !scraped(&families, n)).collect();
+        let families = common::scraped_families(&sc.metrics().await.ok()?);
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|n| !common::scraped(&families, n))
+            .collect();
         missing.is_empty().then_some(())
     })
     .await;
     if missing.is_err() {
-        let families = scraped_families(&sc.metrics().await.expect("metrics"));
-        let missing: Vec<&String> = wanted.iter().filter(|n| !scraped(&families, n)).collect();
+        let families = common::scraped_families(&sc.metrics().await.expect("metrics"));
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|n| !common::scraped(&families, n))
+            .collect();
         panic!("the dashboard queries metrics the sidecar does not export: {missing:?}");
     }
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{echo, Sidecar, SseClient};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -79,27 +79,6 @@ fn the_metric_name_scanner_finds_names_only() {
             "sse_sidecar_delivery_latency_seconds_bucket".to_string(),
         ])
     );
-}
-
-/// The metric families of a scrape, by `# TYPE` line: name → type.
-fn scraped_families(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
-        .map(|(n, t)| (n.to_string(), t.to_string()))
-        .collect()
-}
-
-/// Whether `name` (a histogram's `_bucket`, `_sum`, `_count` counting as the histogram) is
-/// among the scraped families.
-fn scraped(families: &BTreeMap<String, String>, name: &str) -> bool {
-    if families.contains_key(name) {
-        return true;
-    }
-    ["_bucket", "_sum", "_count"].iter().any(|suffix| {
-        name.strip_suffix(suffix)
-            .is_some_and(|base| families.get(base).is_some_and(|t| t == "histogram"))
-    })
 }
 
 /// Families of every kind the docs describe: live, shadow, a rule whose events fail their
@@ -267,13 +246,19 @@ async fn every_metric_the_docs_name_is_in_a_scrape_of_the_real_binary() {
     traffic(&sc).await;
     // Some series appear with the safety controller's first tick: wait with a deadline.
     let found = common::wait_for("every documented metric in a scrape", T, || async {
-        let families = scraped_families(&sc.metrics().await.ok()?);
-        wanted.iter().all(|n| scraped(&families, n)).then_some(())
+        let families = common::scraped_families(&sc.metrics().await.ok()?);
+        wanted
+            .iter()
+            .all(|n| common::scraped(&families, n))
+            .then_some(())
     })
     .await;
     if found.is_err() {
-        let families = scraped_families(&sc.metrics().await.expect("metrics"));
-        let missing: Vec<&String> = wanted.iter().filter(|n| !scraped(&families, n)).collect();
+        let families = common::scraped_families(&sc.metrics().await.expect("metrics"));
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|n| !common::scraped(&families, n))
+            .collect();
         panic!("the docs name metrics the sidecar does not export: {missing:?}");
     }
 }

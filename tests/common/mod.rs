@@ -582,3 +582,24 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// The metric families of a scrape, by `# TYPE` line: name → type.
+pub fn scraped_families(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect()
+}
+
+/// Whether `name` (a histogram's `_bucket`, `_sum`, `_count` counting as the histogram) is
+/// among the scraped families.
+pub fn scraped(families: &std::collections::BTreeMap<String, String>, name: &str) -> bool {
+    if families.contains_key(name) {
+        return true;
+    }
+    ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+        name.strip_suffix(suffix)
+            .is_some_and(|base| families.get(base).is_some_and(|t| t == "histogram"))
+    })
+}
