@@ -138,9 +138,48 @@ async fn a_mutation_exports_its_span_tree_under_the_clients_trace() {
     assert_eq!(origin["trace"], TRACE_ID, "origin.trace: {origin}");
     let got = spans_named(&spans, &["mutation", "derive", "hub.append", "hub.fan_out"]).await;
     assert_mutation_tree(&got);
-    // The stream's authorization check has its span too (a trace of its own).
-    let got = spans_named(&spans, &["authorize"]).await;
-    assert!(names(&got).contains(&"authorize"));
+    // The stream's authorization check and a reload have their spans too.
+    let r = reqwest::Client::new()
+        .post(sc.admin_url("/admin/reload"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("admin reload");
+    assert_eq!(r.status(), 200);
+    let got = spans_named(&spans, &["authorize", "config.reload"]).await;
+    let attr = |span: &str, key: &str| {
+        let s = got.iter().find(|s| s.name == span).expect("span");
+        let kv = s.attributes.iter().find(|kv| kv.key == key);
+        format!("{:?}", kv.and_then(|kv| kv.value.clone()))
+    };
+    assert!(
+        attr("authorize", "topic").contains("jobs"),
+        "{}",
+        attr("authorize", "topic")
+    );
+    assert!(attr("config.reload", "outcome").contains("unchanged"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_spans_are_flushed_at_shutdown() {
+    let (endpoint, spans) = receiver().await;
+    let backend = echo::start().await;
+    let yaml = common::jobs_config(&format!("telemetry: {{otlp_endpoint: \"{endpoint}\"}}"));
+    // A batch would wait a minute: only the shutdown flush sends it in time.
+    let env = vec![("OTEL_BSP_SCHEDULE_DELAY".into(), "60000".into())];
+    let mut sc = Sidecar::start_with(&yaml, &backend.to_string(), SidecarOpts { env })
+        .await
+        .expect("sidecar");
+    one_traced_mutation(&sc).await;
+    assert!(
+        spans.lock().unwrap().is_empty(),
+        "nothing sent before the batch is due"
+    );
+    sc.proc.signal("TERM");
+    let exit = sc.proc.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(exit.success(), "{exit:?}\n{}", sc.log());
+    let got = spans_named(&spans, &["mutation", "hub.fan_out"]).await;
+    assert_mutation_tree(&got);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
