@@ -31,6 +31,7 @@ fn card_event() -> Event {
         origin: Origin {
             client: Some("tab-7f3a".into()),
             mutation: Some("m-91c2".into()),
+            trace: None,
         },
         data: serde_json::json!({"id": "c42", "board_id": "1", "title": "Ship the sidecar", "column": "doing", "updated_at": 1764190000000u64, "version": 3}),
         invalidate: vec![

@@ -270,6 +270,7 @@ async fn task_failed(state: &State, name: &str, r: Result<(), tokio::task::JoinE
         Ok(()) => tracing::error!(task = name, "background task ended unexpectedly; exiting"),
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), state.hub.log().close()).await;
+    crate::telemetry::shutdown();
     eprintln!("sse-sidecar: background task {name} failed; exiting with code {EXIT_TASK_FAILED}");
     std::process::exit(EXIT_TASK_FAILED)
 }
@@ -324,6 +325,7 @@ async fn supervise(state: &State, grace: Duration, hub_stop: watch::Sender<bool>
     let _ = tokio::time::timeout(left, &mut hub).await;
     state.hub.log().close().await;
     tracing::info!("drained (no stream open, no request in flight): sse-sidecar stopped");
+    crate::telemetry::shutdown();
     std::process::exit(0)
 }
 
@@ -495,6 +497,7 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     }
     server.run(pingora::server::RunArgs::default());
     close_store(store);
+    crate::telemetry::shutdown();
     Ok(())
 }
 

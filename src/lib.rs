@@ -10,7 +10,7 @@
 //!   [`events`] (ids, topics, the event record, and the rule language: route, template,
 //!   topic pattern, condition), [`wire`] (SSE framing and the typed frames every stream
 //!   writes), [`metrics`], [`sys`] (the system calls std lacks: the fan-out's direct write,
-//!   the effective uid).
+//!   the effective uid), [`telemetry`] (optional OTLP span export, the W3C trace context).
 //! - L1, validated data and pure state machines: [`config`] (file types, validation with
 //!   YAML paths, the model, diffs), [`safety`] (limiter, dedup, breakers, stream health).
 //! - L2, engines: [`store`] (the `EventLog` trait and its backends), [`hub`] (fan-out),
@@ -50,5 +50,6 @@ pub mod sse;
 pub mod state;
 pub mod store;
 pub mod sys;
+pub mod telemetry;
 pub mod upstream;
 pub mod wire;

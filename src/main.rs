@@ -1,6 +1,6 @@
 //! The `sse-sidecar` binary: parse the command line, read the environment overrides once
 //! (`config::overrides`), set up logging (colour only on a terminal; panics logged through
-//! it), load the config, run. `schema` prints the config's JSON Schema; `check` is `check`.
+//! it), load the config, start the optional span export (`telemetry`), run. `schema` prints the config's JSON Schema; `check` is `check`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sse_sidecar::config::{self, model::LogFormat};
@@ -162,6 +162,14 @@ fn main() -> ExitCode {
     };
     init_logging(format, &cfg.logging.level);
     log_panics();
+    match sse_sidecar::telemetry::init(cfg.telemetry.otlp_endpoint.as_deref()) {
+        Ok(true) => tracing::info!("exporting spans over OTLP/HTTP"),
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("sse-sidecar: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match sse_sidecar::app::run(cli.config.clone(), cfg, cli.upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -29,6 +29,24 @@ pub enum ReloadOutcome {
     Rejected(Vec<Problem>),
 }
 
+impl ReloadOutcome {
+    /// `applied`, `unchanged` or `rejected`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReloadOutcome::Applied { .. } => "applied",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// The span of one reload (exported only when telemetry is on).
+fn reload_span(trigger: &str) -> crate::telemetry::Guard {
+    let span = crate::telemetry::span("config.reload");
+    span.attr("trigger", || trigger.to_owned());
+    span
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ReloadRecord {
     pub at_ms: u64,
@@ -102,14 +120,18 @@ impl ReloadHandle {
     /// Reads, validates and (if valid and different) applies the file, on the caller's
     /// thread (the read and the schema compile block it).
     pub fn reload(&self, trigger: &str) -> ReloadOutcome {
+        let span = reload_span(trigger);
         let old = self.current();
-        self.apply(old, load_guarded(&self.path), trigger)
+        let outcome = self.apply(old, load_guarded(&self.path), trigger);
+        span.attr("outcome", || outcome.name());
+        outcome
     }
 
     /// [`reload`](Self::reload) with the file read and compile on tokio's blocking pool, so
     /// an async caller (the admin handler, the SIGHUP and file-watch task) keeps its worker
     /// thread; only the swap and the record run on the caller.
     pub async fn reload_async(&self, trigger: &str) -> ReloadOutcome {
+        let span = reload_span(trigger);
         let old = self.current();
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || load_guarded(&path))
@@ -123,7 +145,9 @@ impl ReloadHandle {
                     hint: Some("the previous config keeps running; reload again".into()),
                 }])
             });
-        self.apply(old, loaded, trigger)
+        let outcome = self.apply(old, loaded, trigger);
+        span.attr("outcome", || outcome.name());
+        outcome
     }
 
     /// Applies a loaded file if it is valid and differs from `old`, the config in force when

@@ -11,7 +11,7 @@
 //!                                       controller, an event's pipeline, plain answers
 //! L2  store  hub  derive  auth  polling  reload  upstream          engines
 //! L1  config  safety                    validated data; pure state machines
-//! L0  headers  events  wire  metrics  sys                          shared vocabulary
+//! L0  headers  events  wire  metrics  sys  telemetry               shared vocabulary
 //! ```
 //!
 //! A new module gets its layer here first. A failure names the file and line of the import.
@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("wire", 0),
     ("sys", 0),
     ("metrics", 0),
+    ("telemetry", 0),
     ("events", 0),
     ("config", 1),
     ("safety", 1),

@@ -90,8 +90,25 @@ impl Authorizer {
     }
 
     /// Decides one topic. The instant is when the decision must be made again (`None`: it
-    /// never changes under this config: public topics and topics no rule matches).
+    /// never changes under this config: public topics and topics no rule matches). Its
+    /// span (`authorize`, when telemetry exports) carries the topic and the decision.
     pub async fn decide(
+        self: &Arc<Self>,
+        cfg: &Arc<Config>,
+        creds: &Credentials,
+        topic: &str,
+    ) -> (Decision, Option<Instant>) {
+        let span = crate::telemetry::span("authorize");
+        span.attr("topic", || topic.to_owned());
+        let out = self.decide_untraced(cfg, creds, topic).await;
+        span.attr("decision", || match out.0 {
+            Decision::Allow => "allowed".to_owned(),
+            Decision::Deny(r) => format!("denied: {}", r.as_str()),
+        });
+        out
+    }
+
+    async fn decide_untraced(
         self: &Arc<Self>,
         cfg: &Arc<Config>,
         creds: &Credentials,

@@ -26,6 +26,7 @@ pub const SECTIONS: &[&str] = &[
     "safety",
     "authorization",
     "polling",
+    "telemetry",
 ];
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -320,6 +321,17 @@ impl Default for LoggingFile {
             level: default_log_level(),
         }
     }
+}
+
+/// Optional OpenTelemetry trace export (restart-only).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryFile {
+    /// Base URL of an OTLP/HTTP (protobuf) collector, e.g. `http://127.0.0.1:4318`; spans
+    /// go to `<url>/v1/traces`. Unset (default): nothing is exported unless
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

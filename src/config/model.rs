@@ -223,6 +223,13 @@ pub struct Logging {
     pub level: String,
 }
 
+/// Trace export (see `telemetry`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Telemetry {
+    /// The OTLP/HTTP collector's base URL; `None`: export only if the environment asks.
+    pub otlp_endpoint: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Safety {
     /// Delivery p99 target: coalescing opens over half of it, the latency breaker over it.
@@ -254,6 +261,7 @@ pub struct Config {
     pub safety: Safety,
     pub authorization: super::auth::Policy,
     pub polling: super::polling::Polling,
+    pub telemetry: Telemetry,
     /// What validates but cannot work as probably meant, with YAML paths and hints
     /// (`check` prints them; start and reload log them).
     pub warnings: Vec<super::validate::Problem>,
@@ -347,4 +355,5 @@ restart_only! {
     log_format: LogFormat = "logging.format" at logging.format;
     grace_period: Duration = "shutdown.grace_period_seconds" at shutdown.grace_period;
     max_concurrent_checks: usize = "authorization.max_concurrent_checks" at authorization.max_concurrent_checks;
+    otlp_endpoint: Option<String> = "telemetry.otlp_endpoint" at telemetry.otlp_endpoint;
 }

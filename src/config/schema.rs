@@ -41,6 +41,7 @@ struct ConfigFile {
     safety: Option<SafetyFile>,
     authorization: Option<AuthorizationFile>,
     polling: Option<PollingFile>,
+    telemetry: Option<TelemetryFile>,
 }
 
 /// The schema as a JSON value.

@@ -323,6 +323,8 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     let authorization = authorization.map(|a| compile_authorization(&mut c, a));
     let polling = sections.read(&mut c, "polling");
     let polling = polling.map(|p| compile_polling(&mut c, p, &families));
+    let telemetry = sections.read(&mut c, "telemetry");
+    let telemetry = telemetry.map(|t| compile_telemetry(&mut c, t));
     let parts = Parts {
         listen,
         threads,
@@ -340,6 +342,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         safety,
         authorization,
         polling,
+        telemetry,
     };
     warn_unworkable_parts(&mut c, &parts, sections.given("rollout").is_some());
     finish(c, version_of(text), parts)
@@ -363,6 +366,7 @@ struct Parts {
     safety: Option<Safety>,
     authorization: Option<Policy>,
     polling: Option<Polling>,
+    telemetry: Option<Telemetry>,
 }
 
 /// The `mutations` section, compiled (its keys sit at the top of [`Config`]).
@@ -409,6 +413,7 @@ fn assemble(p: Parts, version: String, warnings: Vec<Problem>) -> Option<Config>
         safety: p.safety?,
         authorization: p.authorization?,
         polling: p.polling?,
+        telemetry: p.telemetry?,
     })
 }
 
@@ -807,6 +812,26 @@ fn compile_logging(c: &mut Collector, l: LoggingFile) -> Option<Logging> {
     })
 }
 
+/// `telemetry.otlp_endpoint`: an `http://` or `https://` URL with a host.
+fn compile_telemetry(c: &mut Collector, t: TelemetryFile) -> Telemetry {
+    if let Some(url) = &t.otlp_endpoint {
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace)) {
+            c.push(
+                "telemetry.otlp_endpoint",
+                format!("{url:?} is not an http:// or https:// URL with a host"),
+                Some("use the collector's OTLP/HTTP base URL, e.g. http://127.0.0.1:4318, or leave the key out"),
+            );
+        }
+    }
+    Telemetry {
+        otlp_endpoint: t.otlp_endpoint,
+    }
+}
+
 fn compile_safety(c: &mut Collector, s: SafetyFile) -> Safety {
     c.float_range(
         "safety.latency_target_ms",
@@ -956,6 +981,32 @@ polling:
                 "polling.routes[1].topics[0]",
             ],
         );
+    }
+
+    #[test]
+    fn the_otlp_endpoint_is_an_http_url() {
+        let up = "upstream: {address: \"127.0.0.1:3000\"}\n";
+        let cfg = parse_str(up).expect("valid");
+        assert_eq!(cfg.telemetry.otlp_endpoint, None, "off by default");
+        let cfg = parse_str(&format!(
+            "{up}telemetry: {{otlp_endpoint: \"http://127.0.0.1:4318\"}}"
+        ))
+        .expect("valid");
+        assert_eq!(
+            cfg.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        for bad in [
+            "127.0.0.1:4318",
+            "grpc://collector:4317",
+            "http://",
+            "http:// x",
+        ] {
+            assert_problems_at(
+                &format!("{up}telemetry: {{otlp_endpoint: \"{bad}\"}}"),
+                &["telemetry.otlp_endpoint"],
+            );
+        }
     }
 
     #[test]

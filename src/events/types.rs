@@ -143,11 +143,15 @@ impl fmt::Display for EventId {
     }
 }
 
-/// Who caused an event: the tab (`X-Client-Id`) and the mutation (`X-Mutation-Id`).
+/// Who caused an event: the tab (`X-Client-Id`), the mutation (`X-Mutation-Id`) and the
+/// trace id of the client's W3C `traceparent` (`trace`, absent when none, so frames
+/// without one keep their bytes).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Origin {
     pub client: Option<String>,
     pub mutation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// One event as stored, replayed and sent. `id` is empty until the log assigns it.

@@ -340,6 +340,9 @@ struct Publish {
     done: Option<oneshot::Sender<Result<String, HubError>>>,
     /// The receipt this event's fate completes, if its mutation wants one.
     ticket: Option<Arc<Ticket>>,
+    /// The publisher's trace context (its mutation span) when spans are exported: the
+    /// append and fan-out spans go under it.
+    trace: Option<opentelemetry::Context>,
 }
 
 pub struct Hub {
@@ -487,10 +490,14 @@ impl Hub {
         if let Some(t) = &ticket {
             t.handed();
         }
+        let trace = crate::telemetry::enabled()
+            .then(opentelemetry::Context::current)
+            .filter(opentelemetry::trace::TraceContextExt::has_active_span);
         let publish = Publish {
             event,
             done,
             ticket,
+            trace,
         };
         self.tx.try_send(publish).map_err(|e| {
             let (p, err, reason) = match e {
@@ -937,6 +944,8 @@ impl Hub {
         pending: &mut Vec<Arc<StoredEvent>>,
         fan_out_now: bool,
     ) {
+        let traces: Vec<opentelemetry::Context> =
+            batch.iter_mut().filter_map(|p| p.trace.take()).collect();
         let (events, settle): (Vec<Event>, Vec<_>) = batch
             .drain(..)
             .map(|p| (p.event, (p.done, p.ticket)))
@@ -944,10 +953,13 @@ impl Hub {
         let families: Vec<String> = events.iter().map(|e| e.family.clone()).collect();
         let topics = Self::route_keys(&events);
         let started = std::time::Instant::now();
+        let wall = std::time::SystemTime::now();
         let result = self.log.append(events).await;
         self.metrics
             .store_commit_seconds
             .observe(started.elapsed().as_secs_f64());
+        let batch_len = families.len() as i64;
+        Self::trace_step("hub.append", &traces, wall, batch_len);
         match result {
             Ok(stored) => {
                 self.metrics.store_appends_total.inc_by(stored.len() as u64);
@@ -956,7 +968,9 @@ impl Hub {
                 if !self.shared.load(Ordering::Acquire) {
                     pending.extend(stored.iter().cloned());
                     if fan_out_now {
+                        let wall = std::time::SystemTime::now();
                         self.fan_out(pending);
+                        Self::trace_step("hub.fan_out", &traces, wall, pending.len() as i64);
                         pending.clear();
                     }
                 }
@@ -982,6 +996,20 @@ impl Hub {
                     }
                 }
             }
+        }
+    }
+
+    /// Records a finished hub step (`name`, from `start` to now, over `events` events) under
+    /// each traced publisher's span. (A fan-out the coalescing window defers has no span.)
+    fn trace_step(
+        name: &'static str,
+        traces: &[opentelemetry::Context],
+        start: std::time::SystemTime,
+        events: i64,
+    ) {
+        for cx in traces {
+            let attrs = vec![opentelemetry::KeyValue::new("events", events)];
+            crate::telemetry::record(name, cx, start, attrs);
         }
     }
 

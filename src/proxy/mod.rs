@@ -45,6 +45,7 @@ use crate::http::OwnEndpoints;
 use crate::hub::receipts::{mutation_keys, Ticket};
 use crate::pipeline::{self, Commit, Outcome, Source};
 use crate::state::State;
+use crate::telemetry;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -92,6 +93,8 @@ pub struct Capture {
     /// A concurrent edit detected before forwarding (`conflicts: detect`): its events
     /// carry it.
     conflict: Option<serde_json::Value>,
+    /// The mutation's span (`telemetry` exporting), under the client's `traceparent`.
+    span: Option<opentelemetry::Context>,
 }
 
 impl Capture {
@@ -309,10 +312,25 @@ impl Proxy {
             .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
+        let parent = telemetry::extract(&req.headers);
         let origin = Origin {
             client: self.origin_id(req, "x-client-id"),
             mutation: self.origin_id(req, "x-mutation-id"),
+            trace: telemetry::trace_id(&parent),
         };
+        let span = telemetry::start("mutation", &parent);
+        if let Some(cx) = &span {
+            use opentelemetry::trace::TraceContextExt as _;
+            let s = cx.span();
+            s.set_attribute(opentelemetry::KeyValue::new(
+                "http.request.method",
+                req.method.as_str().to_owned(),
+            ));
+            s.set_attribute(opentelemetry::KeyValue::new(
+                "url.path",
+                req.uri.path().to_owned(),
+            ));
+        }
         let creds = self.credentials(cfg, req);
         let fingerprint = creds.fingerprint;
         let tenant = request_tenant(cfg, req);
@@ -344,6 +362,7 @@ impl Proxy {
             derived: false,
             ticket,
             conflict: None,
+            span,
         }))
     }
 
@@ -369,6 +388,9 @@ impl Proxy {
         let Some(tenant) = self.tenant_or_force(&cfg, cap) else {
             return;
         };
+        // The mutation's span is current while its events are derived and handed to the
+        // hub (which takes the context with each event across its queue).
+        let _trace = cap.span.clone().map(opentelemetry::Context::attach);
         let request = Body::from_capture(&cap.req, cap.req_over);
         let response =
             Body::from_encoded(&cap.resp, cap.resp_over, cap.encoding.as_deref(), cap.cap);
@@ -435,7 +457,11 @@ impl Proxy {
             force_family();
             return None;
         }
-        let event = match derive_for(now, rule, inputs, cap.origin.clone(), tenant.clone()) {
+        let derive_span = telemetry::span("derive");
+        derive_span.attr("rule", || rule.location.clone());
+        let derived = derive_for(now, rule, inputs, cap.origin.clone(), tenant.clone());
+        drop(derive_span);
+        let event = match derived {
             Ok(mut event) => {
                 event.conflict = cap.conflict.clone();
                 event
@@ -1010,6 +1036,9 @@ impl ProxyHttp for Proxy {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         self.seal_receipt(ctx, status);
+        if let Some(cx) = ctx.capture.as_ref().and_then(|c| c.span.as_ref()) {
+            telemetry::end(cx, status);
+        }
         let class = status_class(status);
         let m = &self.state.metrics;
         m.passthrough_requests_total

@@ -299,6 +299,7 @@ mod tests {
             origin: crate::events::types::Origin {
                 client: Some("tab-1".into()),
                 mutation: Some("m-1".into()),
+                trace: None,
             },
             data: serde_json::json!({ "id": "c1", "title": "x" }),
             invalidate: vec![serde_json::json!(["cards", "1"])],
