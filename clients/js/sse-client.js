@@ -76,7 +76,8 @@
  * @property {string} family Rollout family, e.g. `cards`.
  * @property {string[]} topics Topics the event was published to.
  * @property {string|number} ts Timestamp set by the sidecar.
- * @property {{client?: string|null, mutation?: string|null}} origin Who caused it.
+ * @property {{client?: string|null, mutation?: string|null, trace?: string}} origin Who caused it
+ *   (`trace`: the W3C trace id of the mutation's `traceparent`, when it had one).
  * @property {*} data Event payload (validated by the sidecar against the type's schema).
  * @property {Array<Array<*>>} invalidate Query keys the event makes stale.
  */

@@ -113,7 +113,8 @@ export function createSseClient(options?: SseClientOptions): SseClient;
  * @property {string} family Rollout family, e.g. `cards`.
  * @property {string[]} topics Topics the event was published to.
  * @property {string|number} ts Timestamp set by the sidecar.
- * @property {{client?: string|null, mutation?: string|null}} origin Who caused it.
+ * @property {{client?: string|null, mutation?: string|null, trace?: string}} origin Who caused it
+ *   (`trace`: the W3C trace id of the mutation's `traceparent`, when it had one).
  * @property {*} data Event payload (validated by the sidecar against the type's schema).
  * @property {Array<Array<*>>} invalidate Query keys the event makes stale.
  */
@@ -394,11 +395,13 @@ export type SseEvent = {
      */
     ts: string | number;
     /**
-     * Who caused it.
+     * Who caused it
+     * (`trace`: the W3C trace id of the mutation's `traceparent`, when it had one).
      */
     origin: {
         client?: string | null;
         mutation?: string | null;
+        trace?: string;
     };
     /**
      * Event payload (validated by the sidecar against the type's schema).
