@@ -819,14 +819,8 @@ impl Hub {
     /// A stored event is the new version of its topics.
     fn record_version(&self, e: &StoredEvent) {
         let tenant = e.event.tenant.as_deref();
-        let topics: Vec<_> = e
-            .event
-            .topics
-            .iter()
-            .map(|t| scoped_topic(tenant, t))
-            .collect();
-        self.versions
-            .record(e.seq, topics.iter().map(|t| t.as_ref()));
+        let topics = e.event.topics.iter().map(|t| scoped_topic(tenant, t));
+        self.versions.record(e.seq, topics);
     }
 
     /// The version of these (scoped) topics: the sequence number of the last stored event

@@ -38,11 +38,16 @@ impl Versions {
     }
 
     /// An event stored at `seq` touched these (scoped) topics.
-    pub fn record<'a>(&self, seq: u64, topics: impl Iterator<Item = &'a str>) {
+    pub fn record<S: AsRef<str>>(&self, seq: u64, topics: impl Iterator<Item = S>) {
         self.with(|i| {
             for t in topics {
-                let v = i.by_topic.entry(t.to_owned()).or_insert(0);
-                *v = (*v).max(seq);
+                // Known topics (the common case) are updated without allocating a key.
+                match i.by_topic.get_mut(t.as_ref()) {
+                    Some(v) => *v = (*v).max(seq),
+                    None => {
+                        i.by_topic.insert(t.as_ref().to_owned(), seq);
+                    }
+                }
             }
             if i.by_topic.len() > self.cap {
                 forget_older_half(i);
