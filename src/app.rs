@@ -197,6 +197,10 @@ impl BackgroundService for Lifecycle {
         let hub = tokio::spawn(state.hub.clone().run(hub_stop_rx));
         // The safety controller stops at shutdown, like the reload loop.
         let safety = tokio::spawn(state.controller.clone().run(shutdown.clone()));
+        // Presence frames are sent until shutdown (streams are told to reconnect then).
+        let reload = state.reload.clone();
+        let presence = state.presence.clone().run(move || reload.current(), shutdown.clone());
+        tokio::spawn(presence);
         // The sampler has no stop signal of its own: it ends when this task's sender goes.
         let (sampler_stop_tx, mut sampler_stop_rx) = watch::channel(());
         let dashboard = self.dashboard.clone().run(state.clone());
@@ -330,7 +334,8 @@ async fn supervise(state: &State, grace: Duration, hub_stop: watch::Sender<bool>
 }
 
 /// The components and the runtime handle given to the edges: the authorizer, the polling
-/// tracker (wired to the hub's feed and gaps) and the safety controller.
+/// tracker (wired to the hub's feed and gaps), the safety controller and the presence
+/// engine.
 fn runtime(
     reload: ReloadHandle,
     hub: Arc<Hub>,
@@ -358,6 +363,7 @@ fn runtime(
         env_disabled,
     });
     State::new(Components {
+        presence: crate::presence::Presence::new(metrics.clone()),
         reload,
         hub,
         metrics,

@@ -15,8 +15,8 @@
 //!   YAML paths, the model, diffs), [`safety`] (limiter, dedup, breakers, stream health).
 //! - L2, engines: [`store`] (the `EventLog` trait and its backends), [`hub`] (fan-out),
 //!   [`derive`] (mutation → event), [`auth`] (topic authorization by the backend),
-//!   [`polling`] (topic clock, coverage, shielding), [`reload`] (hot reload), [`upstream`]
-//!   (the backend as a Pingora peer).
+//!   [`polling`] (topic clock, coverage, shielding), [`presence`] (who is on a topic, from
+//!   the streams), [`reload`] (hot reload), [`upstream`] (the backend as a Pingora peer).
 //! - L3, the runtime: [`state`] (the handle given to the edges), [`control`] (the safety
 //!   controller and its loop), [`pipeline`] (what happens to an event once it exists),
 //!   [`http`] (plain answers, the one refusal type, the own-endpoints seam).
@@ -43,6 +43,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod polling;
+pub mod presence;
 pub mod proxy;
 pub mod reload;
 pub mod safety;

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub receipts_total: IntCounterVec,
     /// Concurrent edits found before forwarding, by the rule's check (`detect`, `reject`).
     pub conflicts_total: IntCounterVec,
+    /// Presence topics tracked (`presence.topics`), their members, and `presence` frames
+    /// queued for streams.
+    pub presence_topics: IntGauge,
+    pub presence_members: IntGauge,
+    pub presence_frames_total: IntCounter,
     pub delivery_latency_seconds: Histogram,
     pub replay_events_total: IntCounter,
     /// Entries of a shared log that could not be decoded (each became a `log_gap` reset).
@@ -194,6 +199,19 @@ impl Metrics {
                 &["reason"],
             ),
             queued_bytes: gauge("queued_bytes", "Bytes queued for all streams."),
+            presence_topics: gauge("presence_topics", "Presence topics tracked."),
+            presence_members: gauge(
+                "presence_members",
+                "Members tracked over all presence topics (identified subscribers).",
+            ),
+            presence_frames_total: register(
+                &r,
+                IntCounter::new(
+                    "presence_frames_total",
+                    "Presence frames queued for streams.",
+                )
+                .unwrap_or_else(|e| panic!("{e}")),
+            ),
             stream_closes_total: counter_vec(
                 &r,
                 "stream_closes_total",

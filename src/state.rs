@@ -1,5 +1,6 @@
 //! The runtime handle the edges (proxy, streams, admin) are given: `Arc` handles to the
-//! components (reload handle, hub, metrics, authorizer, polling tracker, safety controller),
+//! components (reload handle, hub, metrics, authorizer, polling tracker, safety controller,
+//! presence engine),
 //! plus the process-wide drain signal, the stream connection count, the handshake limiter
 //! and the idempotency de-duplicator. Built only by the composition root (`app`). The
 //! mode, kill switch, breakers, degradation and transitions belong to the safety
@@ -27,6 +28,8 @@ pub struct State {
     pub polling: Arc<crate::polling::Tracker>,
     /// SSE mode and kill switch, breakers, degradation, coalescing, transitions.
     pub controller: Arc<Controller>,
+    /// Who is on each presence topic.
+    pub presence: Arc<crate::presence::Presence>,
     /// Turns true when the server starts draining (SIGTERM).
     draining: watch::Sender<bool>,
     connections: AtomicUsize,
@@ -43,6 +46,7 @@ pub struct Components {
     pub auth: Arc<crate::auth::Authorizer>,
     pub polling: Arc<crate::polling::Tracker>,
     pub controller: Arc<Controller>,
+    pub presence: Arc<crate::presence::Presence>,
 }
 
 impl State {
@@ -54,6 +58,7 @@ impl State {
             auth: c.auth,
             polling: c.polling,
             controller: c.controller,
+            presence: c.presence,
             draining: watch::channel(false).0,
             connections: AtomicUsize::new(0),
             started: Instant::now(),
@@ -77,6 +82,7 @@ impl State {
         });
         State::new(Components {
             auth: crate::auth::Authorizer::new(8, metrics.clone()),
+            presence: crate::presence::Presence::new(metrics.clone()),
             reload,
             hub,
             metrics,

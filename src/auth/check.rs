@@ -48,9 +48,11 @@ pub struct Authorizer {
     ),
     cache: Mutex<Cache>,
     inflight: Mutex<HashMap<Running, watch::Receiver<Answer>>>,
-    slots: super::slots::Slots,
+    pub(super) slots: super::slots::Slots,
     connector: Connector,
     metrics: Arc<Metrics>,
+    /// Who subscribers are (`presence.identity`), cached and coalesced like decisions.
+    pub(super) identities: super::identity::Identities,
 }
 
 impl Authorizer {
@@ -62,6 +64,7 @@ impl Authorizer {
             slots: super::slots::Slots::new(max_concurrent_checks),
             connector: Connector::new(None),
             metrics,
+            identities: Default::default(),
         })
     }
 
@@ -293,7 +296,8 @@ impl Authorizer {
         };
         let started = Instant::now();
         let outcome =
-            tokio::time::timeout(policy.check_timeout, self.ask(cfg, creds, check, &params)).await;
+            tokio::time::timeout(policy.check_timeout, self.ask_check(cfg, creds, check, &params))
+                .await;
         let decision = match outcome {
             Err(_) => {
                 tracing::warn!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),
@@ -348,7 +352,7 @@ impl Authorizer {
     }
 
     /// One check request: status and (when a condition needs it) the JSON answer.
-    async fn ask(
+    async fn ask_check(
         &self,
         cfg: &Config,
         creds: &Credentials,
@@ -363,7 +367,21 @@ impl Authorizer {
             response: &Body::Empty,
         };
         let path = check.path.render(&inputs).map_err(|e| e.to_string())?;
-        let mut req = RequestHeader::build(check.method.clone(), path.as_bytes(), None)
+        let want_body = check.condition.is_some();
+        self.ask(cfg, creds, (&check.method, &path), want_body).await
+    }
+
+    /// One request to the backend with the subscriber's credential headers: its status and
+    /// (with `want_body`, for a 2xx) its JSON answer, read up to
+    /// `authorization.max_response_bytes`.
+    pub(super) async fn ask(
+        &self,
+        cfg: &Config,
+        creds: &Credentials,
+        (method, path): (&http::Method, &str),
+        want_body: bool,
+    ) -> Result<(u16, Body), String> {
+        let mut req = RequestHeader::build(method.clone(), path.as_bytes(), None)
             .map_err(|e| e.to_string())?;
         let set = |req: &mut RequestHeader, k: &str, v: &str| {
             req.insert_header(k.to_owned(), v)
@@ -404,7 +422,7 @@ impl Authorizer {
         let max = cfg.authorization.max_response_bytes;
         let mut body = Vec::new();
         let mut seen = 0usize;
-        let want_body = (200..300).contains(&status) && check.condition.is_some();
+        let want_body = want_body && (200..300).contains(&status);
         // Read to the end (so the connection can be reused), at most `max` bytes; a larger
         // answer closes the connection and, if a condition needed it, fails the condition.
         loop {

@@ -14,8 +14,12 @@
 //! fairly: one credential or one address cannot take them all; a check that finds no slot in
 //! time is `check_busy` (503 + Retry-After to the stream, never cached as a denial). Credentials are never
 //! logged, counted by label or shown: only a keyed hash of them (the fingerprint) is kept.
+//!
+//! Who a subscriber is (`presence.identity`, for presence) is asked of the backend the same
+//! way, cached and coalesced per credentials (`identity.rs`).
 
 pub mod check;
+pub mod identity;
 pub mod slots;
 
 pub use crate::config::auth::{AuthRule, Check, Policy};

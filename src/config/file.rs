@@ -27,6 +27,7 @@ pub const SECTIONS: &[&str] = &[
     "authorization",
     "polling",
     "telemetry",
+    "presence",
 ];
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -575,4 +576,100 @@ fn default_log_format() -> String {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+
+/// `presence`: who is on a topic, from the streams themselves (see `docs/collaboration.md`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceFile {
+    /// Topic patterns whose streams are members (`board:{board}`); none: presence is off.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Who a stream's subscriber is, asked of the backend; none: every stream is anonymous
+    /// (counted, not listed).
+    #[serde(default)]
+    pub identity: Option<IdentityFile>,
+    /// Most members a snapshot or a frame lists; past it only the count is exact.
+    #[serde(default = "default_presence_max_listed")]
+    pub max_listed: usize,
+    /// Changes within this window leave as one `presence` frame per topic.
+    #[serde(default = "default_presence_debounce_ms")]
+    pub debounce_ms: u64,
+    /// A member whose last stream closed is announced as left only after this, so a page
+    /// reload or a reconnect does not flap.
+    #[serde(default = "default_presence_leave_grace_ms")]
+    pub leave_grace_ms: u64,
+    /// Most members tracked per topic (more streams still join, as anonymous).
+    #[serde(default = "default_presence_max_members_per_topic")]
+    pub max_members_per_topic: usize,
+    /// Most presence topics tracked at once (a stream over it joins none of the new ones).
+    #[serde(default = "default_presence_max_topics")]
+    pub max_topics: usize,
+    /// Most presence topics one stream joins (its other granted topics are not joined).
+    #[serde(default = "default_presence_max_topics_per_stream")]
+    pub max_topics_per_stream: usize,
+    /// Most bytes of one member's public fields (JSON); larger fields are left out.
+    #[serde(default = "default_presence_max_field_bytes")]
+    pub max_field_bytes: usize,
+    /// With a shared store (Redis): how long an instance's members live without its
+    /// refresh; an instance that dies is forgotten after this (then the grace).
+    #[serde(default = "default_presence_expiry_seconds")]
+    pub expiry_seconds: u64,
+}
+
+impl Default for PresenceFile {
+    fn default() -> Self {
+        // Deserializing an empty mapping applies every serde default above.
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("empty mapping"))
+    }
+}
+
+/// `presence.identity`: a backend request that says who the subscriber is.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// `GET /path` sent with the subscriber's forwarded credential headers
+    /// (`authorization.forward_headers`); a 2xx JSON answer identifies, anything else is
+    /// anonymous.
+    pub check: String,
+    /// The member id, from the answer: `"{response.id}"`.
+    #[serde(default = "default_identity_id")]
+    pub id: String,
+    /// Public fields shown with the member, from the answer: `{name: "{response.name}"}`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// How long an identity is reused for the same credentials.
+    #[serde(default = "default_identity_cache_ttl_seconds")]
+    pub cache_ttl_seconds: u64,
+}
+
+fn default_presence_max_listed() -> usize {
+    100
+}
+fn default_presence_debounce_ms() -> u64 {
+    250
+}
+fn default_presence_leave_grace_ms() -> u64 {
+    5_000
+}
+fn default_presence_max_members_per_topic() -> usize {
+    10_000
+}
+fn default_presence_max_topics() -> usize {
+    10_000
+}
+fn default_presence_max_topics_per_stream() -> usize {
+    8
+}
+fn default_presence_max_field_bytes() -> usize {
+    512
+}
+fn default_presence_expiry_seconds() -> u64 {
+    30
+}
+fn default_identity_id() -> String {
+    "{response.id}".into()
+}
+fn default_identity_cache_ttl_seconds() -> u64 {
+    60
 }

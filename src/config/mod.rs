@@ -2,7 +2,8 @@
 //! that turns it into the model one named step per section, collecting every problem with
 //! its YAML path (`validate`), the validated immutable model and its restart-only settings
 //! (`model`), and the diff that tells hot changes from restart-only ones (`diff`). The
-//! compiled `authorization` and `polling` sections are their own files (`auth`, `polling`):
+//! compiled `authorization`, `polling` and `presence` sections are their own files (`auth`,
+//! `polling`, `presence`):
 //! plain data the engines of those names read. The file's JSON Schema (`schema`), the
 //! environment overrides applied to the file's tree before it is compiled (`overrides`:
 //! env > file > defaults; `load_file` is theirs), and where each effective value came from
@@ -15,6 +16,7 @@ pub mod file;
 pub mod model;
 pub mod overrides;
 pub mod polling;
+pub mod presence;
 pub mod schema;
 pub mod sources;
 pub mod typescript;

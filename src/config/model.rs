@@ -262,6 +262,7 @@ pub struct Config {
     pub authorization: super::auth::Policy,
     pub polling: super::polling::Polling,
     pub telemetry: Telemetry,
+    pub presence: super::presence::Presence,
     /// What validates but cannot work as probably meant, with YAML paths and hints
     /// (`check` prints them; start and reload log them).
     pub warnings: Vec<super::validate::Problem>,

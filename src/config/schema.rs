@@ -42,6 +42,7 @@ struct ConfigFile {
     authorization: Option<AuthorizationFile>,
     polling: Option<PollingFile>,
     telemetry: Option<TelemetryFile>,
+    presence: Option<PresenceFile>,
 }
 
 /// The schema as a JSON value.

@@ -15,6 +15,7 @@
 mod authorization;
 mod families;
 mod polling;
+mod presence;
 mod warnings;
 
 use super::auth::Policy;
@@ -24,6 +25,7 @@ use super::polling::Polling;
 use authorization::compile_authorization;
 use families::{check_event_type_families, compile_event_types, compile_families};
 use polling::compile_polling;
+use presence::compile_presence;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -325,6 +327,8 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     let polling = polling.map(|p| compile_polling(&mut c, p, &families));
     let telemetry = sections.read(&mut c, "telemetry");
     let telemetry = telemetry.map(|t| compile_telemetry(&mut c, t));
+    let presence = sections.read(&mut c, "presence");
+    let presence = presence.map(|p| compile_presence(&mut c, p));
     let parts = Parts {
         listen,
         threads,
@@ -343,6 +347,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         authorization,
         polling,
         telemetry,
+        presence,
     };
     warn_unworkable_parts(&mut c, &parts, sections.given("rollout").is_some());
     finish(c, version_of(text), parts)
@@ -367,6 +372,7 @@ struct Parts {
     authorization: Option<Policy>,
     polling: Option<Polling>,
     telemetry: Option<Telemetry>,
+    presence: Option<crate::config::presence::Presence>,
 }
 
 /// The `mutations` section, compiled (its keys sit at the top of [`Config`]).
@@ -414,6 +420,7 @@ fn assemble(p: Parts, version: String, warnings: Vec<Problem>) -> Option<Config>
         authorization: p.authorization?,
         polling: p.polling?,
         telemetry: p.telemetry?,
+        presence: p.presence?,
     })
 }
 

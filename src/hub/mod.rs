@@ -88,7 +88,8 @@ struct SubQueue {
     rest: Option<Bytes>,
     /// When bytes last went to this stream (ms since the Unix epoch), for coalescing.
     last_write_ms: u64,
-    /// Receipt frames for the stream's task to write (never written directly).
+    /// Receipt and presence frames for the stream's task to write (never written
+    /// directly).
     receipts: Vec<Bytes>,
 }
 
@@ -294,7 +295,13 @@ impl Subscriber {
         true
     }
 
-    /// The receipts waiting to be written.
+    /// Queues another frame that is not an event (a `presence` frame) beside the receipts,
+    /// bounded as they are; false when the stream is closed or overflowed.
+    pub fn push_side(&self, frame: &Bytes) -> bool {
+        self.push_receipt(frame)
+    }
+
+    /// The receipts (and other side frames, see `push_side`) waiting to be written.
     pub fn take_receipts(&self) -> Vec<Bytes> {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut q.receipts)

@@ -1,8 +1,10 @@
 //! The sidecar's own browser-facing endpoints: the event stream (`stream`: admission,
 //! authorization, the Pingora sink; `session`: one open stream's life), its status
-//! (`/api/sse/status`) and the client modules it serves (`/api/sse/client.js`,
+//! (`/api/sse/status`), a presence topic's members (`presence`: joins, and
+//! `/api/sse/presence`) and the client modules it serves (`/api/sse/client.js`,
 //! `/api/sse/react-query.js`). Frames come from `crate::wire`.
 
+pub mod presence;
 mod session;
 pub mod stream;
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 
 /// Paths next to the stream path that the sidecar answers itself.
 pub const STATUS_SUFFIX: &str = "status";
+pub const PRESENCE_SUFFIX: &str = "presence";
 pub const CLIENT_SUFFIX: &str = "client.js";
 pub const REACT_QUERY_SUFFIX: &str = "react-query.js";
 
@@ -28,6 +31,7 @@ static REACT_QUERY_JS: &str = include_str!("../../clients/js/react-query.js");
 pub enum Own {
     Stream,
     Status,
+    Presence,
     Client,
     ReactQuery,
 }
@@ -42,6 +46,7 @@ pub fn classify(stream_path: &str, path: &str) -> Option<Own> {
     let rest = path.strip_prefix(base)?.strip_prefix('/')?;
     match rest {
         STATUS_SUFFIX => Some(Own::Status),
+        PRESENCE_SUFFIX => Some(Own::Presence),
         CLIENT_SUFFIX => Some(Own::Client),
         REACT_QUERY_SUFFIX => Some(Own::ReactQuery),
         _ => None,
@@ -62,6 +67,7 @@ impl OwnEndpoints for Endpoints {
     async fn answer(&self, cfg: &Config, session: &mut Session) -> pingora::Result<()> {
         match classify(&cfg.sse.path, session.req_header().uri.path()) {
             Some(Own::Status) => serve_status(&self.state, session).await,
+            Some(Own::Presence) => presence::serve(&self.state, session).await,
             Some(own @ (Own::Client | Own::ReactQuery)) => serve_module(session, own).await,
             // `None` cannot happen: `claims` saw the same config.
             Some(Own::Stream) | None => stream::serve(&self.state, session).await,

@@ -1,7 +1,7 @@
 //! One admitted stream from its first byte to its close, as a `Session`: what the stream keeps
 //! between wake-ups (the signals it reacts to, the config version and event types it told the
-//! client, its granted topics, its subscriber, the client's resume point, its heartbeat and
-//! re-check timers), and one short handler per step of its life: `start` (head, `retry:`,
+//! client, its granted topics, its subscriber, its presence memberships, the client's resume
+//! point, its heartbeat and re-check timers), and one short handler per step of its life: `start` (head, `retry:`,
 //! `hello`), `resume` (replay or `reset`), then, for each `Wake` of the wait, live frames,
 //! heartbeat, mode change, config change (revocations, `types_changed`, polling families),
 //! authorization re-check, drain or client gone. Each handler returns a `Step`: continue, or
@@ -17,8 +17,9 @@ use crate::events::types::{now_ms, EventId};
 use crate::hub::{Drained, QueuedFrame, Subscriber, Subscription};
 use crate::state::{SseMode, State};
 use crate::store::ReadAfter;
-use crate::wire::{Control, Frame, Hello, ResetReason};
+use crate::wire::{Control, Frame, Hello, PresenceSnapshot, ResetReason};
 use bytes::{Bytes, BytesMut};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +171,8 @@ pub(super) struct Session<'a, S: Sink> {
     /// When the earliest checked decision expires; `recheck` fires then.
     recheck_at: Option<std::time::Instant>,
     recheck: Pin<Box<tokio::time::Sleep>>,
+    /// Its presence memberships (topic, membership): it leaves a topic when one drops.
+    presence: Vec<(String, crate::presence::Membership)>,
     // Dropped in this order: unsubscribed, then no longer held, then the slot is free.
     subscription: Subscription,
     _holder: StreamHolder<'a>,
@@ -212,6 +215,10 @@ impl<'a, S: Sink> Session<'a, S> {
             state.hub.register_client(&subscription.sub, key);
         }
         let client_id = admitted.client_id.take();
+        let scope = (&grants.granted[..], admitted.tenant.as_deref());
+        let who = admitted.identity.take();
+        let (presence, snapshots) =
+            super::presence::join(state, cfg, scope, who.as_ref(), &subscription.sub);
         let heartbeat = cfg.sse.heartbeat;
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -235,11 +242,12 @@ impl<'a, S: Sink> Session<'a, S> {
             recheck: Box::pin(tokio::time::sleep_until(recheck_deadline(
                 admitted.recheck_at,
             ))),
+            presence,
             subscription,
             _holder: holder,
             _conn: admitted._conn,
         };
-        session.preamble(cfg, grants, client_id).await
+        session.preamble(cfg, grants, (client_id, snapshots)).await
     }
 
     /// Sends `retry:` (jittered) and `hello` in one write.
@@ -247,7 +255,7 @@ impl<'a, S: Sink> Session<'a, S> {
         self,
         cfg: &Config,
         grants: Grants,
-        client: Option<String>,
+        (client, presence): (Option<String>, BTreeMap<String, PresenceSnapshot>),
     ) -> Option<Session<'a, S>> {
         let hello = Hello {
             epoch: self.epoch.clone(),
@@ -263,6 +271,7 @@ impl<'a, S: Sink> Session<'a, S> {
             types: self.signals.types.clone(),
             polling_families: self.state.polling_families(),
             client,
+            presence,
         };
         drop(grants);
         let mut preamble = BytesMut::new();
@@ -598,6 +607,7 @@ impl<'a, S: Sink> Session<'a, S> {
         let names: Vec<String> = revoked.iter().map(|(t, _)| t.clone()).collect();
         self.state.hub.drop_topics(&self.subscription.sub, &names);
         self.topics.retain(|t| !names.contains(t));
+        self.presence.retain(|(t, _)| !names.contains(t));
         self.state
             .metrics
             .auth_revoked_total

@@ -349,6 +349,9 @@ pub struct Admitted {
     pub(super) client_id: Option<String>,
     /// Its credentials' hash shared by every instance (`Credentials::shared_scope`).
     pub(super) receipt_scope: u128,
+    /// Who the subscriber is (`presence.identity`), when a granted topic is a presence
+    /// topic; none: anonymous.
+    pub(super) identity: Option<crate::presence::Identity>,
     pub(super) _conn: ConnGuard,
 }
 
@@ -412,6 +415,7 @@ pub fn admit(
         tenant,
         client_id,
         receipt_scope: 0,
+        identity: None,
         _conn: conn,
     })
 }
@@ -583,6 +587,9 @@ pub async fn authorize(
         return Err(refuse(state, 403, "forbidden", None, &body));
     }
     admitted.receipt_scope = creds.shared_scope();
+    if super::presence::wants_identity(&cfg, &grants.granted) {
+        admitted.identity = state.auth.identify(&cfg, &creds).await;
+    }
     admitted.creds = creds;
     if recheck.is_none() {
         // Nothing to ask the backend again: keep the fingerprint, not the values.

@@ -74,6 +74,10 @@ pub struct Hello {
     /// The client id the stream was opened with (`?client=`): the browser whose mutations'
     /// receipts it gets. `null` when it gave none.
     pub client: Option<String>,
+    /// Per presence topic granted: its members when the stream opened (left out when
+    /// none).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub presence: std::collections::BTreeMap<String, super::PresenceSnapshot>,
 }
 
 /// What became of a mutation, as its receipt says.
@@ -184,6 +188,8 @@ pub enum Frame<'a> {
     Event(&'a Event),
     /// `event: receipt`: the outcome of one of this browser's mutations.
     Receipt(&'a Receipt),
+    /// `event: presence`: who joined or left a presence topic (or its whole state).
+    Presence(&'a super::PresenceUpdate),
     /// `event: snapshot` with the dashboard's JSON: the admin listener's `/admin/stream`,
     /// never an event stream's (so not in the client fixture).
     Snapshot(&'a str),
@@ -210,6 +216,9 @@ impl Frame<'_> {
             Frame::Receipt(r) => {
                 encode::control_frame("receipt", &serde_json::to_value(r).unwrap_or_default())
             }
+            Frame::Presence(p) => {
+                encode::control_frame("presence", &serde_json::to_value(p).unwrap_or_default())
+            }
             Frame::Snapshot(json) => encode::frame(None, "snapshot", json),
         }
     }
@@ -229,7 +238,51 @@ pub fn example_hello() -> Hello {
         types: vec!["card.updated".into()],
         polling_families: vec![],
         client: Some("b1".into()),
+        presence: [("board:1".to_string(), example_presence_snapshot())]
+            .into_iter()
+            .collect(),
     }
+}
+
+fn example_member(id: &str, name: &str, connections: u32) -> super::PresenceMember {
+    super::PresenceMember {
+        id: id.into(),
+        fields: [("name".to_string(), serde_json::Value::from(name))]
+            .into_iter()
+            .collect(),
+        connections,
+    }
+}
+
+fn example_presence_snapshot() -> super::PresenceSnapshot {
+    super::PresenceSnapshot {
+        count: 2,
+        anonymous: 1,
+        partial: false,
+        members: vec![example_member("alice", "Alice", 2), example_member("bob", "Bob", 1)],
+    }
+}
+
+/// The `presence` frames of the fixture (see `examples`): a delta, then a whole snapshot.
+pub fn example_presence() -> [super::PresenceUpdate; 2] {
+    [
+        super::PresenceUpdate::Delta {
+            topic: "board:1".into(),
+            joined: vec![example_member("carol", "Carol", 1)],
+            left: vec!["bob".into()],
+            updated: vec![super::PresenceCount {
+                id: "alice".into(),
+                connections: 1,
+            }],
+            count: 2,
+            anonymous: 0,
+            partial: false,
+        },
+        super::PresenceUpdate::Snapshot {
+            topic: "board:1".into(),
+            snapshot: example_presence_snapshot(),
+        },
+    ]
 }
 
 /// The `receipt` of the fixture (see `examples`).
@@ -247,12 +300,19 @@ pub fn example_receipt() -> Receipt {
 
 /// One example of every frame the server writes, in the order of a stream's life: the
 /// fixture the browser client's tests replay.
-pub fn examples<'a>(hello: &'a Hello, event: &'a Event, receipt: &'a Receipt) -> Vec<Frame<'a>> {
+pub fn examples<'a>(
+    hello: &'a Hello,
+    event: &'a Event,
+    receipt: &'a Receipt,
+    presence: &'a [super::PresenceUpdate; 2],
+) -> Vec<Frame<'a>> {
     vec![
         Frame::Retry(2_000),
         Frame::Hello(hello),
         Frame::Event(event),
         Frame::Receipt(receipt),
+        Frame::Presence(&presence[0]),
+        Frame::Presence(&presence[1]),
         Frame::Heartbeat { head: "ep1-42" },
         Frame::Control(Control::Types {
             types: vec!["card.updated".into(), "card.moved".into()],
@@ -318,6 +378,8 @@ mod tests {
             Frame::Reset { .. } => "reset",
             Frame::Event(_) => "event",
             Frame::Receipt(_) => "receipt",
+            Frame::Presence(super::super::PresenceUpdate::Delta { .. }) => "presence.delta",
+            Frame::Presence(super::super::PresenceUpdate::Snapshot { .. }) => "presence.snapshot",
             Frame::Control(Control::Polling { .. }) => "control.polling",
             Frame::Control(Control::PollingFamilies { .. }) => "control.polling_families",
             Frame::Control(Control::Reconnect { .. }) => "control.reconnect",
@@ -328,12 +390,13 @@ mod tests {
         }
     }
     /// Every variant but `Snapshot`, which only the dashboard reads.
-    const KINDS: usize = 11;
+    const KINDS: usize = 13;
 
     #[test]
     fn the_client_fixture_holds_one_of_every_frame_the_server_writes() {
         let (hello, event, receipt) = (example_hello(), example_event(), example_receipt());
-        let frames = examples(&hello, &event, &receipt);
+        let presence = example_presence();
+        let frames = examples(&hello, &event, &receipt, &presence);
         let kinds: std::collections::BTreeSet<_> = frames.iter().map(kind).collect();
         assert_eq!(
             kinds.len(),

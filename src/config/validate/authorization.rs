@@ -192,7 +192,7 @@ fn compile_check(
 }
 
 /// `GET /path` or `HEAD /path`, the path a template.
-fn compile_check_line(
+pub(super) fn compile_check_line(
     c: &mut Collector,
     path: &str,
     line: &str,
