@@ -598,6 +598,19 @@ function presenceChange(delta) {
   };
 }
 
+/** Calls a listener; what it throws goes to `report` (which must not break the caller). */
+function callListener(fn, args, report) {
+  try {
+    fn(...args);
+  } catch (err) {
+    try {
+      report(err);
+    } catch {
+      /* ignore */
+    }
+  }
+}
+
 /**
  * The presence of the topics the stream holds and the per-topic listeners.
  * Knows nothing about tabs or the stream: the client feeds it.
@@ -612,17 +625,7 @@ function createPresenceStore(report) {
   function notify(topic, value, delta) {
     const set = listeners.get(topic);
     if (!set) return;
-    for (const fn of [...set]) {
-      try {
-        fn(value(), presenceChange(delta));
-      } catch (err) {
-        try {
-          report(err);
-        } catch {
-          /* ignore */
-        }
-      }
-    }
+    for (const fn of [...set]) callListener(fn, [value(), presenceChange(delta)], report);
   }
 
   const current = (topic) => () => presenceView(topic, topics.get(topic));
