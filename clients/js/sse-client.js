@@ -1283,12 +1283,17 @@ export function createSseClient(options = {}) {
   }
 
   /**
-   * Presence from the stream (`{hello}`: the `presence` of a `hello`, `{frame}`: a `presence`
-   * frame), or relayed by the leader tab; the leader relays what it applies.
+   * Presence from the stream or relayed by the leader tab: `{hello}` (the `presence` of a
+   * `hello`, or the leader's whole state for a tab that joins) or `{frame}` (a `presence` frame).
    */
-  function applyPresence(message) {
+  function takePresence(message) {
     if (message.frame) presence.apply(message.frame);
     else presence.replaceAll(message.hello);
+  }
+
+  /** Presence from this tab's stream: applied, then relayed to the followers. */
+  function applyPresence(message) {
+    takePresence(message);
     relay({ t: 'presence', ...message });
   }
 
@@ -1446,9 +1451,7 @@ export function createSseClient(options = {}) {
         emit('control', m.control);
         break;
       case 'presence':
-        if (role === 'leader') break;
-        if (m.frame) presence.apply(m.frame);
-        else presence.replaceAll(m.hello);
+        if (role !== 'leader') takePresence(m);
         break;
       case 'receipt':
         if (role !== 'leader' && m.receipt) deliverReceipt(m.receipt);
