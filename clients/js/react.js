@@ -3,12 +3,13 @@
  *
  * ```js
  * import { createSseClient } from '@sse-sidecar/client';
- * import { useSseState, useSseEvent, useSseEvents } from '@sse-sidecar/client/react';
+ * import { useSseState, useSseEvent, useSseEvents, usePresence } from '@sse-sidecar/client/react';
  * const sse = createSseClient({ topics: ['board:42'] });
  * function Board() {
  *   const { state, info } = useSseState(sse);               // re-renders on every change
  *   useSseEvent(sse, 'card.updated', (event) => refreshCard(event.data.id));
  *   const posted = useSseEvents(sse, 'message.posted');     // the latest 100, oldest first
+ *   const here = usePresence(sse, 'board:42');              // who is on the board, or null
  * }
  * ```
  *
@@ -22,7 +23,10 @@
  *   while the component is mounted (the latest `handler` is used; no resubscription when
  *   only it changes);
  * - `useSseEvents(client, type, { max })` keeps the last `max` (default 100) events of
- *   `type` received since mount, oldest first.
+ *   `type` received since mount, oldest first;
+ * - `usePresence(client, topic)` returns `client.presence(topic)` (who is on `topic`, or
+ *   `null` while unknown) through `useSyncExternalStore`, subscribed to `onPresence`: a new
+ *   object on every presence change of the topic, the same one otherwise.
  *
  * @module react
  */
@@ -37,6 +41,13 @@ import { useEffect, useRef, useState, useSyncExternalStore } from 'react';
  * @property {(fn: (state: any, info: any) => void) => () => void} onStateChange
  * @property {(fn: (event: any) => void) => () => void} onEvent
  * @property {(fn: (control: any) => void) => () => void} [onControl]
+ */
+
+/**
+ * The parts of the client {@link usePresence} uses (see sse-client.js `SseClient`).
+ * @typedef {object} SsePresenceClientLike
+ * @property {(topic: string) => unknown} presence
+ * @property {(topic: string, fn: (presence: any, change: any) => void) => () => void} onPresence
  */
 
 /**
@@ -150,4 +161,50 @@ export function useSseEvents(client, type, options = {}) {
     setEvents((list) => [...list.slice(Math.max(0, list.length - max + 1)), event]);
   });
   return events;
+}
+
+/**
+ * Who is on `topic`: `client.presence(topic)` (`null` while unknown); the component re-renders
+ * on every presence change of the topic.
+ * @template {SsePresenceClientLike} C
+ * @param {C} client
+ * @param {string} topic A presence topic the client holds, e.g. `board:42`.
+ * @returns {ReturnType<C['presence']>}
+ */
+export function usePresence(client, topic) {
+  /** @type {{current: {client: C, topic: string, version: number, value: ReturnType<C['presence']>} | null}} */
+  const cache = useRef(null);
+  const version = useRef(0);
+  const subscribe = useTopicSubscribe(client, topic, version);
+  const getSnapshot = () => {
+    const c = cache.current;
+    if (c && c.client === client && c.topic === topic && c.version === version.current) return c.value;
+    const value = /** @type {ReturnType<C['presence']>} */ (client.presence(topic));
+    cache.current = { client, topic, version: version.current, value };
+    return value;
+  };
+  return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
+}
+
+/**
+ * A `subscribe` to `topic`'s presence that changes only with the client or the topic; every
+ * notification bumps `version` (`presence()` returns a new copy each time it is read).
+ * @param {SsePresenceClientLike} client
+ * @param {string} topic
+ * @param {{current: number}} version
+ * @returns {(onChange: () => void) => () => void}
+ */
+function useTopicSubscribe(client, topic, version) {
+  /** @type {{current: {client: SsePresenceClientLike, topic: string, subscribe: (onChange: () => void) => () => void} | null}} */
+  const ref = useRef(null);
+  if (!ref.current || ref.current.client !== client || ref.current.topic !== topic) {
+    /** @param {() => void} onChange */
+    const subscribe = (onChange) =>
+      client.onPresence(topic, () => {
+        version.current += 1;
+        onChange();
+      });
+    ref.current = { client, topic, subscribe };
+  }
+  return ref.current.subscribe;
 }

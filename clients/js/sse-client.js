@@ -34,7 +34,10 @@
  * - versions: per-topic versions (bounded) from applied events and `x-sse-version` headers,
  *   `baseFor(topics)` for `x-sse-base`;
  * - `mutate(request, {optimistic, rollback, base})`: optimistic update, settle on the receipt
- *   (or the HTTP answer), roll back on failure; a 409 conflict rejects with `SseConflictError`.
+ *   (or the HTTP answer), roll back on failure; a 409 conflict rejects with `SseConflictError`;
+ * - presence: who is on each presence topic, from `hello.presence` and `presence` frames
+ *   (relayed to follower tabs; a tab that joins later gets the leader's current state),
+ *   unknown (`null`) while the stream is not live; `fetchPresence` for pages that poll.
  *
  * Wire contract: see ARCHITECTURE.md §2 and clients/js/README.md.
  *
@@ -181,7 +184,47 @@
  *   Settle a response obtained through `client.fetch` like `mutate` does (without rollback):
  *   resolves on success, rejects with {@link SseMutationError}/{@link SseConflictError}.
  * @property {(topics: string[]) => void} setTopics Change the topics this tab wants.
+ * @property {(topic: string) => SsePresence|null} presence Who is on `topic` now (a copy,
+ *   members sorted by id), or `null` when unknown: not a presence topic of the stream, or the
+ *   stream is not live (presence is not polled: see {@link SseClient.fetchPresence}).
+ * @property {(topic: string, fn: (presence: SsePresence|null, change: SsePresenceChange) => void) => () => void} onPresence
+ *   Called on every change of `topic`'s presence (a `presence` frame, a `hello`, the topic
+ *   leaving the stream: an empty snapshot; the stream not live any more: `null`, once).
+ * @property {(topic: string) => Promise<SsePresence>} fetchPresence GET the presence of
+ *   `topic` from the sidecar (`presence` beside the stream URL, e.g. `/api/sse/presence`), for
+ *   pages that poll; rejects with an `Error` whose `status` is the HTTP status (0: no answer).
  * @property {() => void} close Stop for good (state `stopped`), releasing lock and channel.
+ */
+
+/**
+ * One identified member of a presence topic (anonymous connections are only counted).
+ * @typedef {object} SsePresenceMember
+ * @property {string} id The member's id (from the sidecar's identity of the connection).
+ * @property {Record<string, unknown>} fields Public fields of the member (e.g. `name`).
+ * @property {number} connections How many connections (tabs, browsers) the member has there.
+ */
+
+/**
+ * Who is on a presence topic.
+ * @typedef {object} SsePresence
+ * @property {string} topic
+ * @property {number} count Distinct identified members.
+ * @property {number} anonymous Anonymous connections (counted, never listed).
+ * @property {boolean} partial `true` when `count` is larger than the members listed (the
+ *   sidecar lists at most `presence.max_listed`).
+ * @property {SsePresenceMember[]} members Listed members, sorted by id.
+ */
+
+/**
+ * What changed in a presence update. `snapshot: true`: the state was replaced (a `hello`, a
+ * full snapshot frame, the topic leaving the stream, presence becoming unknown) and the lists
+ * are empty; otherwise the delta of a `presence` frame.
+ * @typedef {object} SsePresenceChange
+ * @property {boolean} snapshot
+ * @property {SsePresenceMember[]} joined Members that joined (or were replaced).
+ * @property {string[]} left Ids of members that left.
+ * @property {Array<{id: string, connections: number}>} updated Members whose connection count
+ *   changed.
  */
 
 /**
@@ -307,7 +350,7 @@ function splitId(id) {
   return { epoch: id.slice(0, i), seq: BigInt(id.slice(i + 1)) };
 }
 
-const RESERVED = new Set(['hello', 'heartbeat', 'control', 'reset', 'receipt', 'message', 'open', 'error']);
+const RESERVED = new Set(['hello', 'heartbeat', 'control', 'reset', 'receipt', 'presence', 'message', 'open', 'error']);
 const PROTOCOL = 1;
 const MAX_SEEN_IDS = 1000;
 const MAX_MUTATIONS = 500;
@@ -469,6 +512,213 @@ function toFetchArgs(req) {
   throw new TypeError('mutate: request must be a URL, a Request or {url, method, headers, body}');
 }
 
+// ---- presence ------------------------------------------------------------------------------
+// Who is on a presence topic, from `hello.presence` and `presence` frames (no `id:`: they are
+// not replayed and never move the resume point). Pure helpers plus one small store.
+
+function isPlainObject(value) {
+  return !!value && typeof value === 'object' && !Array.isArray(value);
+}
+
+function countOf(value) {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : null;
+}
+
+function listOf(value) {
+  return Array.isArray(value) ? value : [];
+}
+
+/** A member of a frame → `SsePresenceMember`, or `null` when it has no usable id. */
+function toPresenceMember(raw) {
+  if (!isPlainObject(raw) || typeof raw.id !== 'string' || raw.id === '') return null;
+  return {
+    id: raw.id,
+    fields: isPlainObject(raw.fields) ? { ...raw.fields } : {},
+    connections: countOf(raw.connections) ?? 1,
+  };
+}
+
+function toPresenceUpdate(raw) {
+  if (!isPlainObject(raw) || typeof raw.id !== 'string' || raw.id === '') return null;
+  const connections = countOf(raw.connections);
+  return connections == null ? null : { id: raw.id, connections };
+}
+
+/** A snapshot (`hello.presence` entry, full frame, `fetchPresence` answer) → topic state. */
+function presenceState(raw) {
+  const members = new Map();
+  for (const m of listOf(raw && raw.members).map(toPresenceMember)) if (m) members.set(m.id, m);
+  const state = { count: members.size, anonymous: 0, partial: false, members };
+  takePresenceCounts(state, raw);
+  return state;
+}
+
+/** The frame's `count`, `anonymous` and `partial` are the truth (when present). */
+function takePresenceCounts(state, raw) {
+  if (!isPlainObject(raw)) return;
+  state.count = countOf(raw.count) ?? state.count;
+  state.anonymous = countOf(raw.anonymous) ?? state.anonymous;
+  if (typeof raw.partial === 'boolean') state.partial = raw.partial;
+}
+
+/** Applies a delta frame to `state` (joined → add/replace, left → remove, updated → set). */
+function applyPresenceDelta(state, frame) {
+  const joined = listOf(frame.joined).map(toPresenceMember).filter((m) => m !== null);
+  const left = listOf(frame.left).filter((id) => typeof id === 'string' && id !== '');
+  const updated = listOf(frame.updated).map(toPresenceUpdate).filter((u) => u !== null);
+  for (const m of joined) state.members.set(m.id, m);
+  for (const id of left) state.members.delete(id);
+  for (const u of updated) {
+    const m = state.members.get(u.id);
+    if (m) m.connections = u.connections;
+  }
+  takePresenceCounts(state, frame);
+  return { joined, left, updated };
+}
+
+function copyMember(m) {
+  return { id: m.id, fields: { ...m.fields }, connections: m.connections };
+}
+
+/** Topic state → `SsePresence` (a copy; members sorted by id). */
+function presenceView(topic, state) {
+  const members = [...state.members.values()].map(copyMember);
+  members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { topic, count: state.count, anonymous: state.anonymous, partial: state.partial, members };
+}
+
+/** @returns {SsePresenceChange} */
+function presenceChange(delta) {
+  if (!delta) return { snapshot: true, joined: [], left: [], updated: [] };
+  return {
+    snapshot: false,
+    joined: delta.joined.map(copyMember),
+    left: delta.left.slice(),
+    updated: delta.updated.map((u) => ({ ...u })),
+  };
+}
+
+/** Calls a listener; what it throws goes to `report` (which must not break the caller). */
+function callListener(fn, args, report) {
+  try {
+    fn(...args);
+  } catch (err) {
+    try {
+      report(err);
+    } catch {
+      /* ignore */
+    }
+  }
+}
+
+/**
+ * The presence of the topics the stream holds and the per-topic listeners.
+ * Knows nothing about tabs or the stream: the client feeds it.
+ * @private
+ * @param {(error: unknown) => void} report Called when a listener throws.
+ */
+function createPresenceStore(report) {
+  const topics = new Map(); // topic → {count, anonymous, partial, members: Map<id, member>}
+  const listeners = new Map(); // topic → Set<fn>
+
+  /** Calls `topic`'s listeners, each with its own copy of `value()` and of the change. */
+  function notify(topic, value, delta) {
+    const set = listeners.get(topic);
+    if (!set) return;
+    for (const fn of [...set]) callListener(fn, [value(), presenceChange(delta)], report);
+  }
+
+  const current = (topic) => () => presenceView(topic, topics.get(topic));
+  const empty = (topic) => () => presenceView(topic, presenceState(null));
+
+  return {
+    get: (topic) => (topics.has(topic) ? presenceView(topic, topics.get(topic)) : null),
+    subscribe(topic, fn) {
+      if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+      if (!listeners.has(topic)) listeners.set(topic, new Set());
+      listeners.get(topic).add(fn);
+      return () => {
+        const set = listeners.get(topic);
+        if (set && set.delete(fn) && !set.size) listeners.delete(topic);
+      };
+    },
+    /** A `hello`'s `presence` (absent: no presence topics) replaces every topic. */
+    replaceAll(presence) {
+      const next = new Map();
+      if (isPlainObject(presence)) {
+        for (const [topic, raw] of Object.entries(presence)) if (isPlainObject(raw)) next.set(topic, presenceState(raw));
+      }
+      const vanished = [...topics.keys()].filter((topic) => !next.has(topic));
+      topics.clear();
+      for (const [topic, state] of next) topics.set(topic, state);
+      for (const topic of vanished) notify(topic, empty(topic), null);
+      for (const topic of next.keys()) notify(topic, current(topic), null);
+    },
+    /** A `presence` frame: a full snapshot (`members`) replaces the topic, a delta applies. */
+    apply(frame) {
+      const topic = isPlainObject(frame) ? frame.topic : null;
+      if (typeof topic !== 'string' || topic === '') return;
+      if (Array.isArray(frame.members)) {
+        topics.set(topic, presenceState(frame));
+        notify(topic, current(topic), null);
+        return;
+      }
+      // A delta for a topic not in `hello` starts from nobody; its counts are the truth.
+      if (!topics.has(topic)) topics.set(topic, presenceState(null));
+      const delta = applyPresenceDelta(topics.get(topic), frame);
+      notify(topic, current(topic), delta);
+    },
+    /** Topics the stream no longer holds (revoked): their listeners get an empty snapshot. */
+    drop(list) {
+      for (const topic of listOf(list)) {
+        if (topics.delete(topic)) notify(topic, empty(topic), null);
+      }
+    },
+    /** The stream is not live: presence is unknown; listeners of known topics get `null`. */
+    unknown() {
+      const known = [...topics.keys()];
+      topics.clear();
+      for (const topic of known) notify(topic, () => null, null);
+    },
+    /** Every topic in the shape of `hello.presence` (for a tab that joins later). */
+    dump() {
+      const out = {};
+      for (const [topic, state] of topics) out[topic] = presenceView(topic, state);
+      return out;
+    },
+  };
+}
+
+/** The presence endpoint beside the stream's: `/api/sse/events?x` → `/api/sse/presence`. */
+function presenceUrl(streamUrl, topic) {
+  const path = String(streamUrl).split(/[?#]/, 1)[0];
+  const dir = path.slice(0, path.lastIndexOf('/') + 1);
+  return `${dir}presence?topic=${encodeURIComponent(topic)}`;
+}
+
+/** GET the presence of `topic` (see `SseClient.fetchPresence`). */
+async function fetchPresenceOf(cfg, topic) {
+  const fail = (status, message, cause) =>
+    Object.assign(new Error(message, cause ? { cause } : undefined), { status, topic });
+  if (typeof topic !== 'string' || topic === '') throw new TypeError('fetchPresence: topic must be a non-empty string');
+  if (!cfg.fetch) throw fail(0, 'presence request failed: fetch is not available');
+  let res;
+  try {
+    res = await cfg.fetch(presenceUrl(cfg.url, topic), {
+      credentials: cfg.withCredentials ? 'include' : 'same-origin',
+      cache: 'no-store',
+      headers: { accept: 'application/json' },
+    });
+  } catch (err) {
+    throw fail(0, `presence request failed: ${err && err.message ? err.message : err}`, err);
+  }
+  const status = res && typeof res.status === 'number' ? res.status : 0;
+  if (status < 200 || status > 299) throw fail(status, `presence of ${topic} refused: HTTP ${status}`);
+  const body = await readJson(res);
+  if (!isPlainObject(body)) throw fail(status, `presence of ${topic}: the answer is not a JSON object`);
+  return presenceView(topic, presenceState(body));
+}
+
 /**
  * The stream supervisor: owns one EventSource at a time and the retry/probe timers.
  * It knows nothing about tabs; it reports through `hooks`.
@@ -592,6 +842,7 @@ function createStream(cfg, hooks) {
     listen('control', onControl);
     listen('reset', onReset);
     listen('receipt', onReceipt);
+    listen('presence', onPresence);
     listen('message', onDomain);
     for (const name of types) registerOnSource(name);
     if (cfg.connectTimeoutMs > 0) {
@@ -654,6 +905,13 @@ function createStream(cfg, hooks) {
     frame();
     const receipt = parseObject(ev.data);
     if (receipt && typeof receipt.mutation === 'string') hooks.receipt(receipt);
+  }
+
+  function onPresence(ev) {
+    frame();
+    // No `id:` line: the frame never moves the resume point (its `lastEventId` is ignored).
+    const presence = parseObject(ev.data);
+    if (presence && typeof presence.topic === 'string') hooks.presence(presence);
   }
 
   function onControl(ev) {
@@ -864,6 +1122,7 @@ export function createSseClient(options = {}) {
     pollHint = { ms, at: cfg.now() };
   };
   pollHintSinks.add(notePollHint);
+  const presence = createPresenceStore((err) => reportListenerError(err));
 
   const listeners = {
     state: new Set(),
@@ -918,6 +1177,8 @@ export function createSseClient(options = {}) {
     state = next;
     info = { ...(extra || {}), pollingFamilies: pollingFamilies.slice(), role };
     relay(snapshot());
+    // Only a live stream knows who is there (a follower mirrors the leader's state).
+    if (state !== 'live') presence.unknown();
     if (changed) emit('state', state, info);
   }
 
@@ -1021,6 +1282,21 @@ export function createSseClient(options = {}) {
     applyState(state, { ...info, reason: reason || 'families' });
   }
 
+  /**
+   * Presence from the stream or relayed by the leader tab: `{hello}` (the `presence` of a
+   * `hello`, or the leader's whole state for a tab that joins) or `{frame}` (a `presence` frame).
+   */
+  function takePresence(message) {
+    if (message.frame) presence.apply(message.frame);
+    else presence.replaceAll(message.hello);
+  }
+
+  /** Presence from this tab's stream: applied, then relayed to the followers. */
+  function applyPresence(message) {
+    takePresence(message);
+    relay({ t: 'presence', ...message });
+  }
+
   function unionTopics() {
     const all = new Set(ownTopics);
     if (role === 'leader') for (const topics of peers.values()) for (const t of topics) all.add(t);
@@ -1038,7 +1314,10 @@ export function createSseClient(options = {}) {
     hello: (hello) => {
       if (lastEventId == null && hello.head != null) setLastEventId(hello.head);
       if (Array.isArray(hello.polling_families)) pollingFamilies = uniqSorted(hello.polling_families);
+      // Before the state goes `live`: followers get the presence before the state change.
+      applyPresence({ hello: hello.presence ?? null });
     },
+    presence: (frame) => applyPresence({ frame }),
     event: (event, id) => {
       deliverEvent(event, id);
       relay({ t: 'event', event, id });
@@ -1065,6 +1344,7 @@ export function createSseClient(options = {}) {
         };
         // Followers mirror `info` from state snapshots: send it before the control itself.
         relay(snapshot());
+        presence.drop(revoked);
       }
       relay({ t: 'control', control });
       emit('control', control);
@@ -1135,7 +1415,10 @@ export function createSseClient(options = {}) {
         if (m.t === 'leader') leaderId = m.from;
         if (m.t === 'join' || m.t === 'leader') post({ t: 'peer', topics: ownTopics, to: m.from });
         if (role === 'leader') {
-          if (m.t === 'join') post({ ...snapshot(), to: m.from });
+          if (m.t === 'join') {
+            post({ ...snapshot(), to: m.from });
+            post({ t: 'presence', hello: presence.dump(), to: m.from });
+          }
           stream.refreshTopics(false);
         }
         break;
@@ -1163,7 +1446,12 @@ export function createSseClient(options = {}) {
         emit('reset', m.reset || {});
         break;
       case 'control':
-        if (role !== 'leader' && m.control) emit('control', m.control);
+        if (role === 'leader' || !m.control) break;
+        if (Array.isArray(m.control.revoked)) presence.drop(m.control.revoked);
+        emit('control', m.control);
+        break;
+      case 'presence':
+        if (role !== 'leader') takePresence(m);
         break;
       case 'receipt':
         if (role !== 'leader' && m.receipt) deliverReceipt(m.receipt);
@@ -1390,6 +1678,9 @@ export function createSseClient(options = {}) {
       const timeoutMs = nonNegative(options && options.timeoutMs) ?? receiptTimeoutMs;
       return settleResponse(response, responseMutations.get(response) ?? null, timeoutMs);
     },
+    presence: (topic) => presence.get(topic),
+    onPresence: (topic, fn) => presence.subscribe(topic, fn),
+    fetchPresence: (topic) => fetchPresenceOf(cfg, topic),
     setTopics(topics) {
       const next = uniqSorted(topics);
       if (closed || sameList(next, ownTopics)) return;

@@ -2,7 +2,8 @@
 // Rust test `wire::frame::tests::the_client_fixture_holds_one_of_every_frame_the_server_writes`
 // from the server's one typed frame enum) through the client, one by one after the fixture's
 // own `hello`: every frame the server can send has a listener and a defined effect, so the two
-// sides of the wire contract cannot drift apart unnoticed.
+// sides of the wire contract cannot drift apart unnoticed. Frames of later server versions
+// (receipts, presence) are checked when the fixture has them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -91,11 +92,28 @@ const EFFECTS = {
     assert.equal(typeof r.mutation, 'string');
     assert.ok(['delivered', 'shadow', 'dropped', 'failed'].includes(r.outcome));
   },
+  // Presence: no id (never moves the resume point); a delta applies to the topic's state (or
+  // starts it), a full snapshot (`members`) replaces it; the frame's counts are the truth.
+  'presence.delta': presenceEffect,
+  'presence.snapshot': presenceEffect,
 };
 /** Frames added by a later server version: checked when the fixture has them. */
-const OPTIONAL = new Set(['receipt']);
+const OPTIONAL = new Set(['receipt', 'presence.delta', 'presence.snapshot']);
+
+function presenceEffect({ client }, frame) {
+  const data = JSON.parse(frame.data);
+  assert.equal(client.lastEventId, HELLO.id, 'no id: the resume point stays');
+  const p = client.presence(data.topic);
+  assert.ok(p, `presence of ${data.topic} is known`);
+  if (typeof data.count === 'number') assert.equal(p.count, data.count);
+  if (typeof data.anonymous === 'number') assert.equal(p.anonymous, data.anonymous);
+  if (typeof data.partial === 'boolean') assert.equal(p.partial, data.partial);
+  for (const m of data.members || data.joined || []) assert.ok(p.members.some((x) => x.id === m.id), m.id);
+  for (const id of data.left || []) assert.ok(!p.members.some((x) => x.id === id), id);
+}
 
 function effectKey(frame) {
+  if (frame.event === 'presence') return Array.isArray(JSON.parse(frame.data).members) ? 'presence.snapshot' : 'presence.delta';
   if (frame.event !== 'control') return frame.event;
   const data = JSON.parse(frame.data);
   return data.revoked ? 'control.revoked' : `control.${data.reason}`;
@@ -109,11 +127,25 @@ test('the fixture holds the frames this test knows, and no others', () => {
   assert.equal(HELLO.id, JSON.parse(HELLO.data).head, 'hello carries its head as id');
 });
 
+test("the fixture's hello presence (when it has one) gives presence() for each of its topics", () => {
+  const { client } = liveClient();
+  const presence = JSON.parse(HELLO.data).presence;
+  for (const [topic, entry] of Object.entries(presence || {})) {
+    const p = client.presence(topic);
+    assert.ok(p, topic);
+    assert.equal(p.count, entry.count);
+    assert.equal(p.anonymous, entry.anonymous);
+    assert.equal(p.partial, entry.partial);
+    assert.deepEqual(p.members.map((m) => m.id), entry.members.map((m) => m.id).sort());
+  }
+  client.close();
+});
+
 for (const frame of FRAMES.filter((f) => f.retry == null && f.event !== 'hello')) {
   const key = effectKey(frame);
   test(`the client handles the server's ${key} frame`, () => {
     const ctx = liveClient();
     assert.equal(ctx.es.last.emit(frame.event, frame.data, frame.id || undefined), true, 'a listener exists');
-    EFFECTS[key](ctx);
+    EFFECTS[key](ctx, frame);
   });
 }

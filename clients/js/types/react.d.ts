@@ -8,6 +8,12 @@
  * @property {(fn: (control: any) => void) => () => void} [onControl]
  */
 /**
+ * The parts of the client {@link usePresence} uses (see sse-client.js `SseClient`).
+ * @typedef {object} SsePresenceClientLike
+ * @property {(topic: string) => unknown} presence
+ * @property {(topic: string, fn: (presence: any, change: any) => void) => () => void} onPresence
+ */
+/**
  * A domain event whose `data` has the type `D` (e.g. an interface of `sse-sidecar types`).
  * @template [D=unknown]
  * @typedef {object} SseTypedEvent
@@ -56,6 +62,15 @@ export function useSseEvents<D = unknown>(client: SseClientLike, type: string, o
     max?: number;
 }): SseTypedEvent<D>[];
 /**
+ * Who is on `topic`: `client.presence(topic)` (`null` while unknown); the component re-renders
+ * on every presence change of the topic.
+ * @template {SsePresenceClientLike} C
+ * @param {C} client
+ * @param {string} topic A presence topic the client holds, e.g. `board:42`.
+ * @returns {ReturnType<C['presence']>}
+ */
+export function usePresence<C extends SsePresenceClientLike>(client: C, topic: string): ReturnType<C["presence"]>;
+/**
  * The parts of the client (see sse-client.js `SseClient`) the hooks use.
  */
 export type SseClientLike = {
@@ -64,6 +79,13 @@ export type SseClientLike = {
     onStateChange: (fn: (state: any, info: any) => void) => () => void;
     onEvent: (fn: (event: any) => void) => () => void;
     onControl?: (fn: (control: any) => void) => () => void;
+};
+/**
+ * The parts of the client {@link usePresence} uses (see sse-client.js `SseClient`).
+ */
+export type SsePresenceClientLike = {
+    presence: (topic: string) => unknown;
+    onPresence: (topic: string, fn: (presence: any, change: any) => void) => () => void;
 };
 /**
  * A domain event whose `data` has the type `D` (e.g. an interface of `sse-sidecar types`).

@@ -74,7 +74,10 @@ export function createSseClient(options?: SseClientOptions): SseClient;
  * - versions: per-topic versions (bounded) from applied events and `x-sse-version` headers,
  *   `baseFor(topics)` for `x-sse-base`;
  * - `mutate(request, {optimistic, rollback, base})`: optimistic update, settle on the receipt
- *   (or the HTTP answer), roll back on failure; a 409 conflict rejects with `SseConflictError`.
+ *   (or the HTTP answer), roll back on failure; a 409 conflict rejects with `SseConflictError`;
+ * - presence: who is on each presence topic, from `hello.presence` and `presence` frames
+ *   (relayed to follower tabs; a tab that joins later gets the leader's current state),
+ *   unknown (`null`) while the stream is not live; `fetchPresence` for pages that poll.
  *
  * Wire contract: see ARCHITECTURE.md §2 and clients/js/README.md.
  *
@@ -214,7 +217,44 @@ export function createSseClient(options?: SseClientOptions): SseClient;
  *   Settle a response obtained through `client.fetch` like `mutate` does (without rollback):
  *   resolves on success, rejects with {@link SseMutationError}/{@link SseConflictError}.
  * @property {(topics: string[]) => void} setTopics Change the topics this tab wants.
+ * @property {(topic: string) => SsePresence|null} presence Who is on `topic` now (a copy,
+ *   members sorted by id), or `null` when unknown: not a presence topic of the stream, or the
+ *   stream is not live (presence is not polled: see {@link SseClient.fetchPresence}).
+ * @property {(topic: string, fn: (presence: SsePresence|null, change: SsePresenceChange) => void) => () => void} onPresence
+ *   Called on every change of `topic`'s presence (a `presence` frame, a `hello`, the topic
+ *   leaving the stream: an empty snapshot; the stream not live any more: `null`, once).
+ * @property {(topic: string) => Promise<SsePresence>} fetchPresence GET the presence of
+ *   `topic` from the sidecar (`presence` beside the stream URL, e.g. `/api/sse/presence`), for
+ *   pages that poll; rejects with an `Error` whose `status` is the HTTP status (0: no answer).
  * @property {() => void} close Stop for good (state `stopped`), releasing lock and channel.
+ */
+/**
+ * One identified member of a presence topic (anonymous connections are only counted).
+ * @typedef {object} SsePresenceMember
+ * @property {string} id The member's id (from the sidecar's identity of the connection).
+ * @property {Record<string, unknown>} fields Public fields of the member (e.g. `name`).
+ * @property {number} connections How many connections (tabs, browsers) the member has there.
+ */
+/**
+ * Who is on a presence topic.
+ * @typedef {object} SsePresence
+ * @property {string} topic
+ * @property {number} count Distinct identified members.
+ * @property {number} anonymous Anonymous connections (counted, never listed).
+ * @property {boolean} partial `true` when `count` is larger than the members listed (the
+ *   sidecar lists at most `presence.max_listed`).
+ * @property {SsePresenceMember[]} members Listed members, sorted by id.
+ */
+/**
+ * What changed in a presence update. `snapshot: true`: the state was replaced (a `hello`, a
+ * full snapshot frame, the topic leaving the stream, presence becoming unknown) and the lists
+ * are empty; otherwise the delta of a `presence` frame.
+ * @typedef {object} SsePresenceChange
+ * @property {boolean} snapshot
+ * @property {SsePresenceMember[]} joined Members that joined (or were replaced).
+ * @property {string[]} left Ids of members that left.
+ * @property {Array<{id: string, connections: number}>} updated Members whose connection count
+ *   changed.
  */
 /**
  * Payload of a `receipt` frame: the outcome of one of this browser's mutations.
@@ -637,9 +677,90 @@ export type SseClient = {
      */
     setTopics: (topics: string[]) => void;
     /**
+     * Who is on `topic` now (a copy,
+     * members sorted by id), or `null` when unknown: not a presence topic of the stream, or the
+     * stream is not live (presence is not polled: see {@link SseClient.fetchPresence}).
+     */
+    presence: (topic: string) => SsePresence | null;
+    /**
+     *   Called on every change of `topic`'s presence (a `presence` frame, a `hello`, the topic
+     *   leaving the stream: an empty snapshot; the stream not live any more: `null`, once).
+     */
+    onPresence: (topic: string, fn: (presence: SsePresence | null, change: SsePresenceChange) => void) => () => void;
+    /**
+     * GET the presence of
+     * `topic` from the sidecar (`presence` beside the stream URL, e.g. `/api/sse/presence`), for
+     * pages that poll; rejects with an `Error` whose `status` is the HTTP status (0: no answer).
+     */
+    fetchPresence: (topic: string) => Promise<SsePresence>;
+    /**
      * Stop for good (state `stopped`), releasing lock and channel.
      */
     close: () => void;
+};
+/**
+ * One identified member of a presence topic (anonymous connections are only counted).
+ */
+export type SsePresenceMember = {
+    /**
+     * The member's id (from the sidecar's identity of the connection).
+     */
+    id: string;
+    /**
+     * Public fields of the member (e.g. `name`).
+     */
+    fields: Record<string, unknown>;
+    /**
+     * How many connections (tabs, browsers) the member has there.
+     */
+    connections: number;
+};
+/**
+ * Who is on a presence topic.
+ */
+export type SsePresence = {
+    topic: string;
+    /**
+     * Distinct identified members.
+     */
+    count: number;
+    /**
+     * Anonymous connections (counted, never listed).
+     */
+    anonymous: number;
+    /**
+     * `true` when `count` is larger than the members listed (the
+     * sidecar lists at most `presence.max_listed`).
+     */
+    partial: boolean;
+    /**
+     * Listed members, sorted by id.
+     */
+    members: SsePresenceMember[];
+};
+/**
+ * What changed in a presence update. `snapshot: true`: the state was replaced (a `hello`, a
+ * full snapshot frame, the topic leaving the stream, presence becoming unknown) and the lists
+ * are empty; otherwise the delta of a `presence` frame.
+ */
+export type SsePresenceChange = {
+    snapshot: boolean;
+    /**
+     * Members that joined (or were replaced).
+     */
+    joined: SsePresenceMember[];
+    /**
+     * Ids of members that left.
+     */
+    left: string[];
+    /**
+     * Members whose connection count
+     * changed.
+     */
+    updated: Array<{
+        id: string;
+        connections: number;
+    }>;
 };
 /**
  * Payload of a `receipt` frame: the outcome of one of this browser's mutations.

@@ -1,7 +1,7 @@
 // Uses every entry of the package with the event types of `sse-sidecar types`: must compile.
-import { createSseClient, recordPollIntervalHint, type SseClient } from '@sse-sidecar/client';
+import { createSseClient, recordPollIntervalHint, type SseClient, type SsePresence } from '@sse-sidecar/client';
 import { connectReactQuery } from '@sse-sidecar/client/react-query';
-import { useSseEvent, useSseEvents, useSseState } from '@sse-sidecar/client/react';
+import { usePresence, useSseEvent, useSseEvents, useSseState } from '@sse-sidecar/client/react';
 import type { CardUpdated, MessagePosted, SseEvent, SseEventMap } from './sse-events';
 
 export const sse: SseClient = createSseClient({ topics: ['board:42'], shareAcrossTabs: false });
@@ -39,3 +39,16 @@ export function useBoard(onTitle: (title: string) => void): string {
   const hint: number | null = recordPollIntervalHint(null);
   return `${state} ${info.reason ?? ''} ${texts.join()} ${byName.title} ${hint}`;
 }
+
+/** Presence: the hook's value is the client's `SsePresence | null`. */
+export function useWhoIsHere(): string {
+  const here: SsePresence | null = usePresence(sse, 'board:42');
+  if (!here) return 'unknown';
+  const names = here.members.map((m) => `${m.id} (${m.connections})`);
+  return `${names.join(', ')}${here.partial ? ` and ${here.count - here.members.length} more` : ''}, ${here.anonymous} anonymous`;
+}
+
+sse.onPresence('board:42', (presence, change) => {
+  if (presence && !change.snapshot) console.log(presence.count, change.joined.map((m) => m.fields), change.left, change.updated);
+});
+export const presentCount: Promise<number> = sse.fetchPresence('board:42').then((p) => p.count);
