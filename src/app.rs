@@ -199,7 +199,10 @@ impl BackgroundService for Lifecycle {
         let safety = tokio::spawn(state.controller.clone().run(shutdown.clone()));
         // Presence frames are sent until shutdown (streams are told to reconnect then).
         let reload = state.reload.clone();
-        let presence = state.presence.clone().run(move || reload.current(), shutdown.clone());
+        let presence = state
+            .presence
+            .clone()
+            .run(move || reload.current(), shutdown.clone());
         tokio::spawn(presence);
         // The sampler has no stop signal of its own: it ends when this task's sender goes.
         let (sampler_stop_tx, mut sampler_stop_rx) = watch::channel(());

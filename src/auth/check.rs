@@ -295,9 +295,11 @@ impl Authorizer {
             return Decision::Deny(DenyReason::Busy);
         };
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(policy.check_timeout, self.ask_check(cfg, creds, check, &params))
-                .await;
+        let outcome = tokio::time::timeout(
+            policy.check_timeout,
+            self.ask_check(cfg, creds, check, &params),
+        )
+        .await;
         let decision = match outcome {
             Err(_) => {
                 tracing::warn!(rule = %rule.location, topic, credentials = %creds.fingerprint_hex(),
@@ -368,7 +370,8 @@ impl Authorizer {
         };
         let path = check.path.render(&inputs).map_err(|e| e.to_string())?;
         let want_body = check.condition.is_some();
-        self.ask(cfg, creds, (&check.method, &path), want_body).await
+        self.ask(cfg, creds, (&check.method, &path), want_body)
+            .await
     }
 
     /// One request to the backend with the subscriber's credential headers: its status and

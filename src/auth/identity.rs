@@ -34,7 +34,11 @@ pub struct Identities {
 
 impl Authorizer {
     /// The subscriber's identity under `cfg` (none: anonymous, or no identity request).
-    pub async fn identify(self: &Arc<Self>, cfg: &Arc<Config>, creds: &Credentials) -> Option<Identity> {
+    pub async fn identify(
+        self: &Arc<Self>,
+        cfg: &Arc<Config>,
+        creds: &Credentials,
+    ) -> Option<Identity> {
         cfg.presence.identity.as_ref()?;
         let host = creds.host.as_deref().map(str::to_ascii_lowercase);
         let key: Key = (cfg.version.clone(), creds.fingerprint, host);
@@ -58,7 +62,11 @@ impl Authorizer {
         creds: &Credentials,
         key: Key,
     ) -> watch::Receiver<Answer> {
-        let mut inflight = self.identities.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inflight = self
+            .identities
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(rx) = inflight.get(&key) {
             return rx.clone();
         }
@@ -83,7 +91,8 @@ impl Authorizer {
     async fn ask_identity(&self, cfg: &Config, creds: &Credentials) -> Option<Identity> {
         let req = cfg.presence.identity.as_ref()?;
         let timeout = cfg.authorization.check_timeout;
-        let slot = tokio::time::timeout(timeout, self.slots.acquire(creds.fingerprint, creds.client));
+        let slot =
+            tokio::time::timeout(timeout, self.slots.acquire(creds.fingerprint, creds.client));
         let Ok(Some(_slot)) = slot.await else {
             return None;
         };
@@ -177,13 +186,27 @@ mod tests {
         );
         let who = identity_of(&req, &body(r#"{"user":"alice","name":"Alice"}"#), max).expect("id");
         assert_eq!(who.id, "alice");
-        assert_eq!(who.fields.get("name"), Some(&serde_json::Value::from("Alice")));
-        assert_eq!(identity_of(&req, &body(r#"{"name":"Alice"}"#), max), None, "no id");
-        assert_eq!(identity_of(&req, &body(r#"{"user":""}"#), max), None, "empty id");
+        assert_eq!(
+            who.fields.get("name"),
+            Some(&serde_json::Value::from("Alice"))
+        );
+        assert_eq!(
+            identity_of(&req, &body(r#"{"name":"Alice"}"#), max),
+            None,
+            "no id"
+        );
+        assert_eq!(
+            identity_of(&req, &body(r#"{"user":""}"#), max),
+            None,
+            "empty id"
+        );
         let long = format!(r#"{{"user":"{}"}}"#, "x".repeat(129));
         assert_eq!(identity_of(&req, &body(&long), max), None, "id too long");
         let big = format!(r#"{{"user":"bob","name":"{}"}}"#, "n".repeat(600));
         let who = identity_of(&req, &body(&big), max).expect("id");
-        assert!(who.fields.is_empty(), "fields over max_field_bytes are left out");
+        assert!(
+            who.fields.is_empty(),
+            "fields over max_field_bytes are left out"
+        );
     }
 }

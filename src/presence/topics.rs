@@ -6,7 +6,7 @@
 use super::{Identity, Watcher};
 use crate::config::presence::Presence as Settings;
 use crate::wire::{PresenceCount, PresenceMember, PresenceSnapshot, PresenceUpdate};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -41,13 +41,17 @@ impl Member {
 
 struct Topic {
     name: String,
-    members: HashMap<String, Member>,
+    /// By id, sorted: a snapshot lists its first `max_listed` without sorting them all.
+    members: BTreeMap<String, Member>,
     anon_local: u32,
     anon_remote: HashMap<Arc<str>, u32>,
     announced_anon: u32,
     watchers: HashMap<u64, Watcher>,
     /// Members whose state changed since the last frame (or still in their grace).
     changed: HashSet<String>,
+    /// A stream joined since the last frame: its snapshot may show counts the others were
+    /// not told yet, so the next frame states every changed member's count.
+    shown: bool,
     due: Option<Instant>,
 }
 
@@ -55,12 +59,13 @@ impl Topic {
     fn new(name: &str) -> Topic {
         Topic {
             name: name.to_owned(),
-            members: HashMap::new(),
+            members: BTreeMap::new(),
             anon_local: 0,
             anon_remote: HashMap::new(),
             announced_anon: 0,
             watchers: HashMap::new(),
             changed: HashSet::new(),
+            shown: false,
             due: None,
         }
     }
@@ -73,18 +78,14 @@ impl Topic {
         self.members.is_empty() && self.anonymous() == 0 && self.watchers.is_empty()
     }
 
-    fn listed(&self, ids: impl Iterator<Item = String>, max: usize) -> Vec<PresenceMember> {
-        let mut ids: Vec<String> = ids.collect();
+    /// The first `max` of `ids` (sorted), as listed members.
+    fn listed(&self, mut ids: Vec<String>, max: usize) -> Vec<PresenceMember> {
         ids.sort();
         ids.into_iter()
             .take(max)
             .filter_map(|id| {
                 let m = self.members.get(&id)?;
-                Some(PresenceMember {
-                    fields: m.fields.clone(),
-                    connections: m.total(),
-                    id,
-                })
+                Some(member(id, m))
             })
             .collect()
     }
@@ -94,8 +95,21 @@ impl Topic {
             count: self.members.len(),
             anonymous: self.anonymous(),
             partial: self.members.len() > max,
-            members: self.listed(self.members.keys().cloned(), max),
+            members: self
+                .members
+                .iter()
+                .take(max)
+                .map(|(id, m)| member(id.clone(), m))
+                .collect(),
         }
+    }
+}
+
+fn member(id: String, m: &Member) -> PresenceMember {
+    PresenceMember {
+        fields: m.fields.clone(),
+        connections: m.total(),
+        id,
     }
 }
 
@@ -169,6 +183,7 @@ impl Topics {
             .entry(key.to_owned())
             .or_insert_with(|| Topic::new(name));
         t.watchers.insert(id, watcher);
+        t.shown = true;
         let room = |t: &Topic, m: &str| {
             t.members.contains_key(m) || t.members.len() < settings.max_members_per_topic
         };
@@ -223,7 +238,11 @@ impl Topics {
     }
 
     /// The frames due at `now`, each with the watchers to send it to.
-    pub fn due(&mut self, settings: &Settings, now: Instant) -> Vec<(PresenceUpdate, Vec<Watcher>)> {
+    pub fn due(
+        &mut self,
+        settings: &Settings,
+        now: Instant,
+    ) -> Vec<(PresenceUpdate, Vec<Watcher>)> {
         let mut out = Vec::new();
         while let Some((at, key)) = self.schedule.first().cloned() {
             if at > now {
@@ -249,7 +268,13 @@ impl Topics {
     }
 
     /// Replaces what `instance` contributes to one topic.
-    pub fn set_remote(&mut self, settings: &Settings, instance: &str, c: Contribution, now: Instant) {
+    pub fn set_remote(
+        &mut self,
+        settings: &Settings,
+        instance: &str,
+        c: Contribution,
+        now: Instant,
+    ) {
         if !self.map.contains_key(&c.key) {
             if c.members.is_empty() && c.anonymous == 0 {
                 return;
@@ -263,7 +288,8 @@ impl Topics {
             .map
             .entry(c.key.clone())
             .or_insert_with(|| Topic::new(&c.topic));
-        let given: HashMap<&str, u32> = c.members.iter().map(|(w, n)| (w.id.as_str(), *n)).collect();
+        let given: HashMap<&str, u32> =
+            c.members.iter().map(|(w, n)| (w.id.as_str(), *n)).collect();
         for (id, m) in t.members.iter_mut() {
             if !given.contains_key(id.as_str()) && m.remote.remove(instance).is_some() {
                 if m.total() == 0 {
@@ -273,7 +299,8 @@ impl Topics {
             }
         }
         for (w, n) in &c.members {
-            let room = t.members.contains_key(&w.id) || t.members.len() < settings.max_members_per_topic;
+            let room =
+                t.members.contains_key(&w.id) || t.members.len() < settings.max_members_per_topic;
             if !room || *n == 0 {
                 continue;
             }
@@ -345,6 +372,7 @@ impl Topics {
 /// updated, or still waiting in their grace.
 fn settle(t: &mut Topic, settings: &Settings, now: Instant) -> Outcome {
     let mut o = Outcome::default();
+    let shown = t.shown;
     for id in std::mem::take(&mut t.changed) {
         let Some(m) = t.members.get_mut(&id) else {
             continue;
@@ -354,7 +382,7 @@ fn settle(t: &mut Topic, settings: &Settings, now: Instant) -> Outcome {
             m.gone_since = None;
             match m.announced {
                 None => o.joined.push(id),
-                Some(c) if c != total => o.updated.push(PresenceCount {
+                Some(c) if c != total || shown => o.updated.push(PresenceCount {
                     id,
                     connections: total,
                 }),
@@ -370,6 +398,10 @@ fn settle(t: &mut Topic, settings: &Settings, now: Instant) -> Outcome {
             }
             t.members.remove(&id);
         } else {
+            if shown && m.announced.is_none() {
+                // A new stream's snapshot listed it: its leave must be told too.
+                m.announced = Some(0);
+            }
             o.next = Some(o.next.map_or(ends, |n: Instant| n.min(ends)));
             o.waiting.insert(id);
         }
@@ -381,13 +413,13 @@ fn settle(t: &mut Topic, settings: &Settings, now: Instant) -> Outcome {
 /// The frame for a settled outcome, if it says anything.
 fn delta(t: &mut Topic, mut o: Outcome, max: usize) -> Option<PresenceUpdate> {
     let anonymous = t.anonymous();
-    let anon_changed = anonymous != t.announced_anon;
+    let anon_changed = anonymous != t.announced_anon || std::mem::take(&mut t.shown);
     t.announced_anon = anonymous;
     if o.joined.is_empty() && o.left.is_empty() && o.updated.is_empty() && !anon_changed {
         return None;
     }
     let cut = o.joined.len() > max || o.left.len() > max || o.updated.len() > max;
-    let joined = t.listed(o.joined.into_iter(), max);
+    let joined = t.listed(o.joined, max);
     o.left.sort();
     o.left.truncate(max);
     o.updated.sort_by(|a, b| a.id.cmp(&b.id));
@@ -422,9 +454,12 @@ mod tests {
     fn who(id: &str) -> Identity {
         Identity {
             id: id.into(),
-            fields: [("name".to_string(), serde_json::Value::from(id.to_uppercase()))]
-                .into_iter()
-                .collect(),
+            fields: [(
+                "name".to_string(),
+                serde_json::Value::from(id.to_uppercase()),
+            )]
+            .into_iter()
+            .collect(),
         }
     }
 
@@ -450,7 +485,10 @@ mod tests {
             } => (
                 joined.iter().map(|m| m.id.clone()).collect(),
                 left.clone(),
-                updated.iter().map(|u| (u.id.clone(), u.connections)).collect(),
+                updated
+                    .iter()
+                    .map(|u| (u.id.clone(), u.connections))
+                    .collect(),
                 *count,
             ),
             PresenceUpdate::Snapshot { .. } => panic!("a delta was expected"),
@@ -463,18 +501,29 @@ mod tests {
         let mut t = Topics::default();
         let t0 = Instant::now();
         for id in ["alice", "bob", "alice"] {
-            t.join(&s, ("b", "board:2"), Some(&who(id)), watcher().0, t0).expect("joined");
+            t.join(&s, ("b", "board:2"), Some(&who(id)), watcher().0, t0)
+                .expect("joined");
         }
-        t.join(&s, ("b", "board:2"), None, watcher().0, t0).expect("anonymous");
-        assert!(flush(&mut t, &s, t0).is_empty(), "nothing before the debounce");
+        t.join(&s, ("b", "board:2"), None, watcher().0, t0)
+            .expect("anonymous");
+        assert!(
+            flush(&mut t, &s, t0).is_empty(),
+            "nothing before the debounce"
+        );
         let snap = t.snapshot("b", 10);
         assert_eq!((snap.count, snap.anonymous, snap.partial), (2, 1, false));
         let alice = &snap.members[0];
         assert_eq!((alice.id.as_str(), alice.connections), ("alice", 2));
-        assert_eq!(alice.fields.get("name"), Some(&serde_json::Value::from("ALICE")));
+        assert_eq!(
+            alice.fields.get("name"),
+            Some(&serde_json::Value::from("ALICE"))
+        );
         let frames = flush(&mut t, &s, t0 + s.debounce);
         assert_eq!(frames.len(), 1, "one frame for the storm");
-        assert_eq!(names(&frames[0]), (vec!["alice".into(), "bob".into()], vec![], vec![], 2));
+        assert_eq!(
+            names(&frames[0]),
+            (vec!["alice".into(), "bob".into()], vec![], vec![], 2)
+        );
         assert_eq!(t.next_deadline(), None);
     }
 
@@ -483,19 +532,44 @@ mod tests {
         let s = settings();
         let mut t = Topics::default();
         let t0 = Instant::now();
-        let bob = t.join(&s, ("b", "board:2"), Some(&who("bob")), watcher().0, t0).expect("joined");
-        let alice = t.join(&s, ("b", "board:2"), Some(&who("alice")), watcher().0, t0).expect("j");
+        let bob = t
+            .join(&s, ("b", "board:2"), Some(&who("bob")), watcher().0, t0)
+            .expect("joined");
+        let alice = t
+            .join(&s, ("b", "board:2"), Some(&who("alice")), watcher().0, t0)
+            .expect("j");
         assert_eq!(flush(&mut t, &s, t0 + s.debounce).len(), 1);
         // alice reloads: leaves and comes back within the grace.
         let t1 = t0 + Duration::from_secs(1);
-        t.leave(s.debounce, "b", (alice.member.as_deref(), alice.watcher), t1);
-        t.join(&s, ("b", "board:2"), Some(&who("alice")), watcher().0, t1 + Duration::from_millis(50))
-            .expect("back");
+        t.leave(
+            s.debounce,
+            "b",
+            (alice.member.as_deref(), alice.watcher),
+            t1,
+        );
+        t.join(
+            &s,
+            ("b", "board:2"),
+            Some(&who("alice")),
+            watcher().0,
+            t1 + Duration::from_millis(50),
+        )
+        .expect("back");
         // bob closes for good.
         t.leave(s.debounce, "b", (bob.member.as_deref(), bob.watcher), t1);
         let at = t1 + Duration::from_millis(200);
-        assert!(flush(&mut t, &s, at).is_empty(), "no left/joined pair, no left yet");
-        assert_eq!(t.snapshot("b", 10).count, 2, "bob is still listed in his grace");
+        for f in flush(&mut t, &s, at) {
+            let (joined, left, _, _) = names(&f);
+            assert!(
+                joined.is_empty() && left.is_empty(),
+                "no left/joined pair, no left yet"
+            );
+        }
+        assert_eq!(
+            t.snapshot("b", 10).count,
+            2,
+            "bob is still listed in his grace"
+        );
         assert!(flush(&mut t, &s, t1 + s.leave_grace - Duration::from_millis(1)).is_empty());
         let next = t.next_deadline().expect("the grace's end is scheduled");
         assert_eq!(next, t1 + s.leave_grace);
@@ -509,19 +583,34 @@ mod tests {
         let mut t = Topics::default();
         let t0 = Instant::now();
         for id in ["a", "b", "c"] {
-            t.join(&s, ("k", "board:1"), Some(&who(id)), watcher().0, t0).expect("joined");
+            t.join(&s, ("k", "board:1"), Some(&who(id)), watcher().0, t0)
+                .expect("joined");
         }
         let frames = flush(&mut t, &s, t0 + s.debounce);
-        let PresenceUpdate::Delta { joined, count, partial, .. } = &frames[0] else {
+        let PresenceUpdate::Delta {
+            joined,
+            count,
+            partial,
+            ..
+        } = &frames[0]
+        else {
             panic!("delta");
         };
-        assert_eq!((joined.len(), *count, *partial), (2, 3, true), "capped, partial");
+        assert_eq!(
+            (joined.len(), *count, *partial),
+            (2, 3, true),
+            "capped, partial"
+        );
         let snap = t.snapshot("k", 2);
         assert_eq!((snap.members.len(), snap.count, snap.partial), (2, 3, true));
         let t1 = t0 + Duration::from_secs(1);
-        t.join(&s, ("k", "board:1"), Some(&who("a")), watcher().0, t1).expect("second tab");
+        t.join(&s, ("k", "board:1"), Some(&who("a")), watcher().0, t1)
+            .expect("second tab");
         let frames = flush(&mut t, &s, t1 + s.debounce);
-        assert_eq!(names(&frames[0]), (vec![], vec![], vec![("a".into(), 2)], 3));
+        assert_eq!(
+            names(&frames[0]),
+            (vec![], vec![], vec![("a".into(), 2)], 3)
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -533,10 +622,22 @@ mod tests {
         };
         let mut t = Topics::default();
         let t0 = Instant::now();
-        let a = t.join(&s, ("k", "board:1"), Some(&who("a")), watcher().0, t0).expect("joined");
-        let b = t.join(&s, ("k", "board:1"), Some(&who("b")), watcher().0, t0).expect("joined");
-        assert_eq!((a.member.as_deref(), b.member.as_deref()), (Some("a"), None), "full: anonymous");
-        assert!(t.join(&s, ("k2", "board:2"), None, watcher().0, t0).is_none(), "max_topics");
+        let a = t
+            .join(&s, ("k", "board:1"), Some(&who("a")), watcher().0, t0)
+            .expect("joined");
+        let b = t
+            .join(&s, ("k", "board:1"), Some(&who("b")), watcher().0, t0)
+            .expect("joined");
+        assert_eq!(
+            (a.member.as_deref(), b.member.as_deref()),
+            (Some("a"), None),
+            "full: anonymous"
+        );
+        assert!(
+            t.join(&s, ("k2", "board:2"), None, watcher().0, t0)
+                .is_none(),
+            "max_topics"
+        );
         let s = settings();
         let mut t = Topics::default();
         let remote = Contribution {
@@ -548,7 +649,10 @@ mod tests {
         t.set_remote(&s, "other", remote, t0);
         let frames = flush(&mut t, &s, t0 + s.debounce);
         assert_eq!(names(&frames[0]), (vec!["carol".into()], vec![], vec![], 1));
-        assert!(t.local().iter().all(|c| c.members.is_empty()), "not ours to publish");
+        assert!(
+            t.local().iter().all(|c| c.members.is_empty()),
+            "not ours to publish"
+        );
         let t1 = t0 + Duration::from_secs(1);
         t.forget_instance("other", t1);
         assert!(flush(&mut t, &s, t1).iter().all(|u| names(u).1.is_empty()));

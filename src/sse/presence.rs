@@ -20,7 +20,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A stream's memberships (topic, membership) and the snapshots its `hello` shows.
-pub(super) type Joined = (Vec<(String, Membership)>, BTreeMap<String, PresenceSnapshot>);
+pub(super) type Joined = (
+    Vec<(String, Membership)>,
+    BTreeMap<String, PresenceSnapshot>,
+);
 
 /// Joins `sub` to its presence topics among `granted`.
 pub(super) fn join(
@@ -79,14 +82,20 @@ async fn answer(
     query: &[(String, String)],
 ) -> (u16, String) {
     let cfg = state.config();
-    let raw = query.iter().find(|(k, _)| k == "topic").map(|(_, v)| v.as_str());
+    let raw = query
+        .iter()
+        .find(|(k, _)| k == "topic")
+        .map(|(_, v)| v.as_str());
     let topic = match raw.map(Topic::parse) {
         Some(Ok(t)) => t.as_str().to_owned(),
         Some(Err(e)) => return (400, format!("topic: {e}\n")),
         None => return (400, "ask for ?topic=<a presence topic>\n".into()),
     };
     if !cfg.presence.tracks(&topic) {
-        return (404, format!("{topic} is not a presence topic (presence.topics)\n"));
+        return (
+            404,
+            format!("{topic} is not a presence topic (presence.topics)\n"),
+        );
     }
     let tenant = match cfg.upstream.tenancy {
         crate::config::model::Tenancy::None => None,

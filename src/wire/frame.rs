@@ -259,7 +259,10 @@ fn example_presence_snapshot() -> super::PresenceSnapshot {
         count: 2,
         anonymous: 1,
         partial: false,
-        members: vec![example_member("alice", "Alice", 2), example_member("bob", "Bob", 1)],
+        members: vec![
+            example_member("alice", "Alice", 2),
+            example_member("bob", "Bob", 1),
+        ],
     }
 }
 

@@ -31,7 +31,12 @@ pub(super) fn compile_presence(c: &mut Collector, p: PresenceFile) -> Presence {
             1,
             64,
         ),
-        ("presence.max_field_bytes", p.max_field_bytes as u64, 0, 8192),
+        (
+            "presence.max_field_bytes",
+            p.max_field_bytes as u64,
+            0,
+            8192,
+        ),
         ("presence.expiry_seconds", p.expiry_seconds, 5, 3600),
     ]);
     let topics = p
@@ -109,7 +114,12 @@ fn compile_identity(c: &mut Collector, i: IdentityFile) -> Option<Identity> {
     };
     Some(Identity {
         method,
-        path: i.check.trim().split_once(' ').map_or("", |(_, p)| p.trim()).to_owned(),
+        path: i
+            .check
+            .trim()
+            .split_once(' ')
+            .map_or("", |(_, p)| p.trim())
+            .to_owned(),
         id,
         fields,
         cache_ttl: Duration::from_secs(i.cache_ttl_seconds),
@@ -169,7 +179,10 @@ mod tests {
         let p = &cfg.presence;
         assert!(p.tracks("board:2") && !p.tracks("card:2"));
         let identity = p.identity.as_ref().expect("identity");
-        assert_eq!((identity.path.as_str(), identity.fields.len()), ("/api/me", 1));
+        assert_eq!(
+            (identity.path.as_str(), identity.fields.len()),
+            ("/api/me", 1)
+        );
         assert_eq!(p.max_listed, 100);
         let off = parse_str(UP).expect("valid");
         assert!(off.presence.topics.is_empty() && off.presence.identity.is_none());
@@ -177,7 +190,10 @@ mod tests {
 
     #[test]
     fn bad_presence_settings_name_their_paths() {
-        assert_eq!(problems("presence: {topics: [\"a:{\"]}\n"), ["presence.topics[0]"]);
+        assert_eq!(
+            problems("presence: {topics: [\"a:{\"]}\n"),
+            ["presence.topics[0]"]
+        );
         assert_eq!(
             problems("presence: {identity: {check: \"GET /api/users/{id}\"}}\n"),
             ["presence.identity.check"]
@@ -191,10 +207,15 @@ mod tests {
             ["presence.identity.id"]
         );
         assert_eq!(
-            problems("presence: {identity: {check: \"GET /me\", fields: {\"a b\": \"{response.x}\"}}}\n"),
+            problems(
+                "presence: {identity: {check: \"GET /me\", fields: {\"a b\": \"{response.x}\"}}}\n"
+            ),
             ["presence.identity.fields.a b"]
         );
-        assert_eq!(problems("presence: {max_listed: 0}\n"), ["presence.max_listed"]);
+        assert_eq!(
+            problems("presence: {max_listed: 0}\n"),
+            ["presence.max_listed"]
+        );
         assert_eq!(problems("presence: {bogus: 1}\n"), ["presence"]);
     }
 }
