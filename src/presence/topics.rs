@@ -474,7 +474,10 @@ mod tests {
         t.due(s, now).into_iter().map(|(u, _)| u).collect()
     }
 
-    fn names(update: &PresenceUpdate) -> (Vec<String>, Vec<String>, Vec<(String, u32)>, usize) {
+    /// (joined ids, left ids, updated (id, connections), count) of a delta.
+    type Names = (Vec<String>, Vec<String>, Vec<(String, u32)>, usize);
+
+    fn names(update: &PresenceUpdate) -> Names {
         match update {
             PresenceUpdate::Delta {
                 joined,

@@ -80,6 +80,14 @@ test('f. collaboration: optimistic rename, a refused rename rolls back, a confli
     }
     const A = users.alice;
     const B = users.bob;
+    // bob's PATCHes as sent and answered (what a failure reports).
+    const bPatches = [];
+    B.page.on('request', (r) => {
+      if (r.method() === 'PATCH') bPatches.push({ at: Date.now(), base: r.headers()['x-sse-base'] || null });
+    });
+    B.page.on('response', (r) => {
+      if (r.request().method() === 'PATCH') bPatches.push({ at: Date.now(), status: r.status() });
+    });
     await Promise.all([H.waitForBadge(A.page, 'live'), H.waitForBadge(B.page, 'live')]);
     await H.instrument(A.page);
     await H.instrument(B.page);
@@ -133,7 +141,16 @@ test('f. collaboration: optimistic rename, a refused rename rolls back, a confli
     const bobs = H.uniqueTitle('bob loses');
     await saveRename(B.page, bobs);
     await H.waitFor('the conflict shown on bob\'s page', async () =>
-      /changed this card while you were editing/.test(await H.footerError(B.page)), { timeout: 5_000 });
+      /changed this card while you were editing/.test(await H.footerError(B.page)), { timeout: 5_000 })
+      .catch(async (e) => {
+        const seen = {
+          footer: await H.footerError(B.page),
+          titles: await titlesOf(B.page, card.id),
+          patches: await patchCount(app.url),
+          requests: bPatches,
+        };
+        throw new Error(`${e.message}; bob's page: ${JSON.stringify(seen)}`);
+      });
     await H.waitFor('bob\'s page shows alice\'s title', async () => (await shownTitle(B.page, card.id)) === alices, { timeout: 5_000 });
     const bTitles = (await titlesOf(B.page, card.id)).map((e) => e.title);
     assert.ok(bTitles.includes(bobs), `bob's page never showed his optimistic title: ${JSON.stringify(bTitles)}`);
