@@ -22,6 +22,14 @@
 // changed the card meanwhile, the sidecar answers 409 (conflicts: reject) and the page rolls
 // back and says "Another user changed this card while you were editing".
 //
+// Who's online (with the sidecar): while the client is live and the sidecar sends the presence
+// of the board topic (`board:1`: who holds a stream on it, as the app's /api/me names them), the
+// list is drawn from client.presence() and redrawn by client.onPresence(): no /api/sessions
+// request at all, no timer, and the sign-in/out events no longer refetch it. Without that
+// presence (not live, no sidecar, the topic denied or revoked) it is the fetched /api/sessions
+// list as before. Its first load waits (briefly) for the client to leave 'connecting', so a
+// page whose presence arrives does not fetch the sessions list for nothing.
+//
 // Query parameters (for demos and tests): ?poll_ms=N changes the polling period (>= 200).
 
 const query = new URLSearchParams(location.search);
@@ -33,6 +41,10 @@ const POLL_MS = (() => {
 const BOARD_ID = '1';
 const CONVERSATION_ID = 'general';
 const PAGE = `/boards/${BOARD_ID}`; // what the activity tracker reports as "the page"
+/** The presence topic whose members "Who's online" shows (a presence topic in conf/demo.yaml). */
+const PRESENCE_TOPIC = `board:${BOARD_ID}`;
+/** How long the first load of "Who's online" waits for the client to leave 'connecting'. */
+const ONLINE_WAIT_MS = 2000;
 const TOPICS = [`board:${BOARD_ID}`, `conversation:${CONVERSATION_ID}`, 'presence', 'activity', 'ui'];
 const COLUMNS = [
   ['todo', 'To do'],
@@ -148,6 +160,11 @@ for (const list of Object.values(lists)) {
 /** Fetches one list and re-renders it when its JSON changed. `why` is 'poll' for timers. */
 async function refresh(name, why = 'refresh') {
   const list = lists[name];
+  // Drawn from the stream's presence: there is nothing to fetch.
+  if (list === lists.online && onlinePresence()) {
+    renderOnlinePresence(onlinePresence());
+    return;
+  }
   if (list.inFlight) {
     list.again = true;
     return;
@@ -205,10 +222,12 @@ function refreshAll(why) {
  * Is this list kept fresh by the event stream? Only while the client is 'live'; not when
  * the sidecar asks for the list's family to be polled even while live (client.isLive(family)
  * is false); and not when the sidecar denied or revoked the list's topic
- * (client.info.denied), since no event for it will come.
+ * (client.info.denied), since no event for it will come. "Who's online" is live whenever
+ * the stream's presence draws it, whatever its family.
  */
 function isListLive(list) {
   if (!client || connection !== 'live') return false;
+  if (list === lists.online && onlinePresence()) return true; // the stream's presence draws it
   const denied = (client.info && client.info.denied) || [];
   if (denied.includes(list.topic)) return false;
   return typeof client.isLive === 'function' ? client.isLive(list.family) : true;
@@ -451,18 +470,48 @@ function renderMessages(data) {
   if (nearBottom) list.scrollTop = list.scrollHeight;
 }
 
+/**
+ * "Who's online" from a fetched /api/sessions answer: one line per user, however many tabs
+ * (sessions) they have open. Ignored while the stream's presence draws the list (an answer
+ * that was in flight when presence arrived).
+ */
 function renderOnline(data) {
-  // One line per user, however many tabs (sessions) they have open.
+  const presence = onlinePresence();
+  if (presence) {
+    renderOnlinePresence(presence);
+    return;
+  }
   const perUser = new Map();
   for (const s of data.sessions || []) perUser.set(s.user, (perUser.get(s.user) || 0) + 1);
-  const items = [...perUser].map(([user, n]) =>
+  renderOnlineRows([...perUser].map(([user, n]) => ({ user, name: user, tabs: n })));
+}
+
+/**
+ * "Who's online" from the stream's presence: one line per member, "· N tabs" for a member
+ * with several streams open. The list no longer shows a fetched answer: forgetting the last
+ * one makes the next fetch (after a fall back) redraw it even when it did not change.
+ */
+function renderOnlinePresence(presence) {
+  lists.online.lastText = null;
+  lists.online.lastData = null;
+  const rows = presence.members.map((m) => ({
+    user: m.id,
+    name: typeof m.fields?.name === 'string' && m.fields.name ? m.fields.name : m.id,
+    tabs: m.connections,
+  }));
+  renderOnlineRows(rows);
+}
+
+/** Draws the rows {user, name, tabs} of "Who's online" ("nobody" when there are none). */
+function renderOnlineRows(rows) {
+  const items = rows.map(({ user, name, tabs }) =>
     h(
       'li',
       { 'data-testid': 'online-user', 'data-user': user },
       h('span', { class: 'online-dot' }),
-      user,
+      name,
       user === me.user ? h('span', { class: 'muted' }, ' (you)') : null,
-      n > 1 ? h('span', { class: 'muted' }, ` · ${n} tabs`) : null,
+      tabs > 1 ? h('span', { class: 'muted' }, ` · ${tabs} tabs`) : null,
     ),
   );
   $('online').replaceChildren(...(items.length ? items : [h('li', { class: 'muted' }, 'nobody')]));
@@ -560,6 +609,56 @@ function onSseEvent(event) {
   scheduleRefresh(listsForEvent(event));
 }
 
+// ---------------------------------------------------------------------------------------
+// Who's online from the stream's presence
+// ---------------------------------------------------------------------------------------
+
+/**
+ * The presence of the board topic while it draws "Who's online": the client is live and the
+ * sidecar sent that topic's presence (`null` otherwise: not live, no sidecar, a client
+ * without presence, the topic denied, revoked or not a presence topic).
+ */
+function onlinePresence() {
+  if (!client || connection !== 'live' || typeof client.presence !== 'function') return null;
+  return client.presence(PRESENCE_TOPIC);
+}
+
+/**
+ * The board's presence changed, became known or unknown: redraw "Who's online" from it, or
+ * give the list back to /api/sessions. Presence gone while the stream stays live (the topic
+ * was revoked) refetches the list now; a stream that left live restarts the list's timer,
+ * which refetches it (onConnectionState → updatePolling).
+ */
+function onOnlinePresence() {
+  const presence = onlinePresence();
+  if (presence) renderOnlinePresence(presence);
+  updatePolling();
+  if (!presence && client.state === 'live' && lists.online.lastText === null) refresh('online', 'catch-up');
+}
+
+/**
+ * The first load of "Who's online". With the sidecar, presence may draw it once the stream
+ * is live: wait until the client leaves 'connecting' (at most ONLINE_WAIT_MS), then refresh,
+ * which fetches /api/sessions only when presence does not draw the list.
+ */
+async function loadOnline() {
+  if (client && connection === 'connecting') {
+    await new Promise((resolve) => {
+      let off = () => {};
+      const done = () => {
+        clearTimeout(timer);
+        off();
+        resolve();
+      };
+      const timer = setTimeout(done, ONLINE_WAIT_MS);
+      off = client.onStateChange((state) => {
+        if (state !== 'connecting') done();
+      });
+    });
+  }
+  await refresh('online', 'initial');
+}
+
 /** Loads the sidecar's client module if the sidecar is there; otherwise keeps polling. */
 async function connectSidecar() {
   let mod;
@@ -576,6 +675,7 @@ async function connectSidecar() {
     client.onStateChange(onConnectionState);
     client.onEvent(onSseEvent);
     client.onReset(() => refreshAll('reset'));
+    if (typeof client.onPresence === 'function') client.onPresence(PRESENCE_TOPIC, onOnlinePresence);
     // A topic revoked on the open stream (e.g. this user was taken off board 1): the client
     // moved it to info.denied and stays live, so poll its list again.
     client.onControl((control) => {
@@ -762,9 +862,12 @@ async function start() {
     showError(`could not start a session: ${e.message}`);
     me.user = cookieUser();
   }
-  await Promise.all([renderUserPicker(), checkBoardAccess(), refreshAll('initial')]);
+  // "Who's online" is loaded once the sidecar's presence is known to draw it or not (below).
+  const first = Object.keys(lists).filter((name) => name !== 'online');
+  await Promise.all([renderUserPicker(), checkBoardAccess(), ...first.map((name) => refresh(name, 'initial'))]);
   updatePolling(); // the legacy behaviour: poll, until the sidecar says 'live'
   await connectSidecar();
+  await loadOnline();
   await trackActivity();
   document.body.dataset.ready = 'true';
 }
