@@ -88,6 +88,10 @@ struct Args {
     /// Write the JSON result line here as well.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
+    /// Presence: stream i sends `Cookie: user=u<proc>x<i % users>` (0: no cookie), and the
+    /// presence frames and the hello's listed members are counted per stream.
+    #[arg(long, default_value_t = 0)]
+    users: usize,
 }
 
 fn now_us() -> u64 {
@@ -157,6 +161,9 @@ struct StreamStats {
     resets: u64,
     last_seq: u64,
     closed_by_server: bool,
+    /// `presence` frames received, and members the hello listed (`"connections":` count).
+    presence: u64,
+    hello_listed: u64,
 }
 
 impl StreamStats {
@@ -203,6 +210,12 @@ struct ChildReport {
     storm_ms: f64,
     bytes: u64,
     hist: Option<Hist>,
+    #[serde(default)]
+    presence_frames: u64,
+    #[serde(default)]
+    presence_max_per_stream: u64,
+    #[serde(default)]
+    hello_listed_max: u64,
 }
 
 /// Parses the unsigned number right after `key` in `hay`.
@@ -270,7 +283,7 @@ struct Shared {
 async fn run_stream(
     args: Arc<Args>,
     shared: Arc<Shared>,
-    permit: Arc<tokio::sync::Semaphore>,
+    (permit, index): (Arc<tokio::sync::Semaphore>, usize),
 ) -> StreamStats {
     let mut st = StreamStats::default();
     // The last event id seen (reused: no allocation per frame).
@@ -292,7 +305,7 @@ async fn run_stream(
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let req = stream_request(&args, &last_id);
+        let req = stream_request(&args, &last_id, index);
         if conn.write_all(req.as_bytes()).await.is_err() {
             continue;
         }
@@ -357,7 +370,7 @@ async fn run_stream(
 }
 
 /// The stream's request: its topic, the last id seen (if any), gzip if asked.
-fn stream_request(args: &Args, last_id: &[u8]) -> String {
+fn stream_request(args: &Args, last_id: &[u8], index: usize) -> String {
     let mut req = format!(
         "GET /api/sse/events?topics={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
         args.topic, args.target
@@ -368,6 +381,10 @@ fn stream_request(args: &Args, last_id: &[u8]) -> String {
     }
     if args.gzip {
         req.push_str("Accept-Encoding: gzip\r\n");
+    }
+    if args.users > 0 {
+        let user = format!("u{}x{}", std::process::id(), index % args.users);
+        req.push_str(&format!("Cookie: user={user}\r\n"));
     }
     req.push_str("\r\n");
     req
@@ -443,6 +460,8 @@ impl Reader<'_> {
         let name = &name[..memchr::memchr(b'\n', name).unwrap_or(name.len())];
         match name {
             b"hello" => {
+                let listed = memchr::memmem::find_iter(frame, b"\"connections\":").count();
+                self.st.hello_listed = self.st.hello_listed.max(listed as u64);
                 if !*self.hello {
                     *self.hello = true;
                     if self.stormed {
@@ -454,6 +473,7 @@ impl Reader<'_> {
                 }
             }
             b"reset" => self.st.resets += 1,
+            b"presence" => self.st.presence += 1,
             b"heartbeat" | b"control" => {}
             _ => self.event(frame),
         }
@@ -505,10 +525,10 @@ async fn child(args: Args) {
     let permits = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.streams {
+    for i in 0..args.streams {
         let (a, s, p) = (args.clone(), shared.clone(), permits.clone());
         tasks.spawn(async move {
-            let st = run_stream(a, s.clone(), p).await;
+            let st = run_stream(a, s.clone(), (p, i)).await;
             s.finals.lock().unwrap_or_else(|e| e.into_inner()).push(st);
         });
     }
@@ -616,6 +636,9 @@ fn child_report(
         r.out_of_order += s.out_of_order;
         r.resets += s.resets;
         r.closed_by_server += s.closed_by_server as usize;
+        r.presence_frames += s.presence;
+        r.presence_max_per_stream = r.presence_max_per_stream.max(s.presence);
+        r.hello_listed_max = r.hello_listed_max.max(s.hello_listed);
         if unique == expected && s.dups == 0 && s.out_of_order == 0 {
             r.complete_streams += 1;
         }
@@ -740,6 +763,9 @@ struct Result_ {
     kill_switch_close_seconds: Option<f64>,
     gzip: bool,
     bytes_received: u64,
+    presence_frames: u64,
+    presence_max_per_stream: u64,
+    hello_listed_max: u64,
 }
 
 /// A child process with its command pipe and its answers.
@@ -1058,6 +1084,10 @@ fn collect_reports(
                 agg.resets += r.resets;
                 agg.closed_by_server += r.closed_by_server;
                 agg.bytes += r.bytes;
+                agg.presence_frames += r.presence_frames;
+                agg.presence_max_per_stream =
+                    agg.presence_max_per_stream.max(r.presence_max_per_stream);
+                agg.hello_listed_max = agg.hello_listed_max.max(r.hello_listed_max);
                 if let Some(h) = &r.hist {
                     hist.merge(h);
                 }
@@ -1119,6 +1149,9 @@ fn result(args: &Args, run: &Run, agg: &ChildReport, hist: &Hist) -> Result_ {
         kill_switch_close_seconds: run.kill_switch_close_seconds,
         gzip: args.gzip,
         bytes_received: agg.bytes,
+        presence_frames: agg.presence_frames,
+        presence_max_per_stream: agg.presence_max_per_stream,
+        hello_listed_max: agg.hello_listed_max,
     }
 }
 
@@ -1150,6 +1183,15 @@ fn print_summary(args: &Args, res: &Result_, hist: &Hist) {
 
         kill_switch_close_seconds.map(|s| format!("\n  kill switch: all closed {s:.3} s after the write")).unwrap_or_default(),
     );
+    if args.users > 0 {
+        eprintln!(
+            "  presence: {} frames ({:.2} per stream, at most {} on one); hello listed at most {} members",
+            res.presence_frames,
+            res.presence_frames as f64 / established.max(1) as f64,
+            res.presence_max_per_stream,
+            res.hello_listed_max
+        );
+    }
     eprintln!(
         "  bytes received by the clients: {} ({:.0} per stream){}",
         res.bytes_received,
