@@ -474,7 +474,10 @@ mod tests {
         t.due(s, now).into_iter().map(|(u, _)| u).collect()
     }
 
-    fn names(update: &PresenceUpdate) -> (Vec<String>, Vec<String>, Vec<(String, u32)>, usize) {
+    /// A delta's (joined ids, left ids, updated (id, connections), count).
+    type Names = (Vec<String>, Vec<String>, Vec<(String, u32)>, usize);
+
+    fn names(update: &PresenceUpdate) -> Names {
         match update {
             PresenceUpdate::Delta {
                 joined,
