@@ -270,3 +270,44 @@ async fn a_clean_stop_withdraws_its_members_after_the_grace_only() -> anyhow::Re
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_presence_stays_local_and_is_shared_again_when_it_returns(
+) -> anyhow::Result<()> {
+    let mut redis = Redis::start(false).await;
+    let app = LegacyApp::start()?;
+    let a = instance(&redis, &app, 30).await?;
+    let b = instance(&redis, &app, 30).await?;
+    let (mut alice, mut bob) = both_seen(&a, &b).await?;
+
+    redis.stop();
+    // carol joins on A while Redis is down: alice (on A) sees her, bob (on B) cannot yet.
+    let _carol = Member::open(&a, "carol").await?;
+    alice
+        .until(&[("alice", 1), ("bob", 1), ("carol", 1)], T)
+        .await?;
+    wait_for("A to log that redis is gone", T, || async {
+        a.log()
+            .contains("presence is not shared with the other instances")
+            .then_some(())
+    })
+    .await?;
+    redis.spawn().await;
+    let back = Instant::now();
+    bob.until(&[("alice", 1), ("bob", 1), ("carol", 1)], T)
+        .await?;
+    println!(
+        "redis back: carol (joined on A during the outage) seen on B {:?} later",
+        back.elapsed()
+    );
+    assert!(
+        alice.frames.iter().all(|(_, f)| alice_left_nobody(f)),
+        "nobody left alice's view during the outage: {:?}",
+        alice.frames
+    );
+    Ok(())
+}
+
+fn alice_left_nobody(f: &Value) -> bool {
+    f["left"].as_array().is_none_or(|l| l.is_empty())
+}
