@@ -2,7 +2,8 @@
 //! private upgrade-socket directory), builds the components (store, hub, reload handle,
 //! metrics, authorizer, polling tracker, safety controller, dashboard) and the runtime
 //! handle the edges are given (`State`), the Pingora services (proxy listener, admin
-//! listener, lifecycle background task) and runs them. The lifecycle task supervises the
+//! listener, lifecycle background task) and runs them. With the Redis store, the lifecycle
+//! task also shares presence with the other instances (`presence::share`). It supervises the
 //! background tasks (one that fails ends the process, exit 70) and ends the process as soon
 //! as a drain is done.
 
@@ -174,6 +175,8 @@ struct Lifecycle {
     state: Arc<State>,
     dashboard: Arc<Dashboard>,
     grace: Duration,
+    /// With the Redis store: where presence is shared with the other instances.
+    share: Option<crate::presence::share::Target>,
 }
 
 /// Exit code when a background task failed (EX_SOFTWARE).
@@ -204,6 +207,19 @@ impl BackgroundService for Lifecycle {
             .clone()
             .run(move || reload.current(), shutdown.clone());
         tokio::spawn(presence);
+        // With a shared store, presence is shared too (until shutdown: then this instance's
+        // members are withdrawn, awaited before the process ends).
+        let share = self.share.clone().map(|target| {
+            let reload = state.reload.clone();
+            let engine = state.presence.clone();
+            let settings = move || reload.current();
+            tokio::spawn(crate::presence::share::run(
+                engine,
+                target,
+                settings,
+                shutdown.clone(),
+            ))
+        });
         // The sampler has no stop signal of its own: it ends when this task's sender goes.
         let (sampler_stop_tx, mut sampler_stop_rx) = watch::channel(());
         let dashboard = self.dashboard.clone().run(state.clone());
@@ -219,6 +235,7 @@ impl BackgroundService for Lifecycle {
             sampler,
             control,
             safety,
+            share,
         };
         supervise(&state, self.grace, hub_stop_tx, tasks).await;
         drop(sampler_stop_tx);
@@ -230,6 +247,9 @@ struct Tasks {
     sampler: tokio::task::JoinHandle<()>,
     control: tokio::task::JoinHandle<()>,
     safety: tokio::task::JoinHandle<()>,
+    /// Presence sharing (Redis store only): not supervised (presence is not worth a restart),
+    /// awaited at the end so that it withdraws this instance's members.
+    share: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Reloads on file changes and SIGHUP until Pingora signals shutdown (or its sender is
@@ -295,6 +315,7 @@ async fn supervise(state: &State, grace: Duration, hub_stop: watch::Sender<bool>
         mut sampler,
         mut control,
         mut safety,
+        share,
     } = t;
     let mut safety_stopped = false;
     loop {
@@ -330,6 +351,10 @@ async fn supervise(state: &State, grace: Duration, hub_stop: watch::Sender<bool>
     let _ = hub_stop.send(true);
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let _ = tokio::time::timeout(left, &mut hub).await;
+    if let Some(share) = share {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::time::timeout(left, share).await;
+    }
     state.hub.log().close().await;
     tracing::info!("drained (no stream open, no request in flight): sse-sidecar stopped");
     crate::telemetry::shutdown();
@@ -435,6 +460,18 @@ fn admin_service(
     service
 }
 
+/// Where presence is shared with the other instances: the Redis store's; none for the
+/// memory and SQLite stores (they serve one process, and so does presence).
+fn share_target(cfg: &Config) -> Option<crate::presence::share::Target> {
+    match &cfg.store.backend {
+        StoreBackend::Redis { url, prefix } => Some(crate::presence::share::Target {
+            url: url.clone(),
+            prefix: prefix.clone(),
+        }),
+        StoreBackend::Memory | StoreBackend::Sqlite { .. } => None,
+    }
+}
+
 /// Builds and runs the sidecar until it has shut down (SIGTERM, SIGINT), then closes the
 /// event log cleanly.
 pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), StartError> {
@@ -456,6 +493,7 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
     let store = log.clone();
     let no_auth_rules = cfg.authorization.rules.is_empty();
     let warnings = cfg.warnings.clone();
+    let share = share_target(&cfg);
     let state = runtime(ReloadHandle::new(config_path, cfg), hub, metrics, disabled);
     let dashboard = Arc::new(Dashboard::default());
 
@@ -489,6 +527,7 @@ pub fn run(config_path: PathBuf, cfg: Config, upgrade: bool) -> Result<(), Start
         state,
         dashboard,
         grace,
+        share,
     };
     let lifecycle = background_service("lifecycle", lifecycle);
 

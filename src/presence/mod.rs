@@ -9,12 +9,14 @@
 //! Streams join through [`Presence::join`] (the edge calls it for each granted presence
 //! topic, with the identity `crate::auth` found) and leave when the [`Membership`] drops.
 //! Members on other instances (a shared store) come in through [`Presence::set_remote`] and
-//! go with [`Presence::forget_instance`].
+//! go with [`Presence::forget_instance`]; [`share`] carries them through Redis, woken by
+//! [`Presence::local_changed`] when a stream of this instance joins or leaves.
 //!
 //! Bounded: members per topic (past it, streams count as anonymous), topics tracked (past
 //! it, a stream joins none of the new ones), fields per member (bytes), listed members per
 //! frame (`max_listed`).
 
+pub mod share;
 mod topics;
 
 use crate::config::presence::Presence as Settings;
@@ -44,6 +46,8 @@ pub struct Presence {
     topics: Mutex<Topics>,
     /// Woken when something changed, so `run` reconsiders its next deadline.
     wake: Notify,
+    /// Woken when a stream of this instance joined or left (what `local` says changed).
+    local_changed: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -76,6 +80,7 @@ impl Presence {
         Arc::new(Presence {
             topics: Mutex::new(Topics::default()),
             wake: Notify::new(),
+            local_changed: Notify::new(),
             metrics,
         })
     }
@@ -102,6 +107,7 @@ impl Presence {
         self.count(&topics);
         drop(topics);
         self.wake.notify_one();
+        self.local_changed.notify_one();
         Some((
             Membership {
                 engine: self.clone(),
@@ -119,6 +125,7 @@ impl Presence {
         topics.leave(debounce, key, who, Instant::now());
         drop(topics);
         self.wake.notify_one();
+        self.local_changed.notify_one();
     }
 
     /// The topic's members now (the `GET /api/sse/presence` answer); an empty snapshot for a
@@ -148,6 +155,12 @@ impl Presence {
     /// What this instance contributes to every topic (what `share` publishes).
     pub fn local(&self) -> Vec<Contribution> {
         self.lock().local()
+    }
+
+    /// Resolves once a stream of this instance joined or left since the last call returned
+    /// (changes while nobody waits are kept as one: nothing is missed, storms coalesce).
+    pub async fn local_changed(&self) {
+        self.local_changed.notified().await
     }
 
     fn count(&self, topics: &Topics) {
