@@ -895,6 +895,8 @@ fn spawn_children(args: &Args) -> std::io::Result<Vec<Child>> {
                 &n.to_string(),
                 "--connect-concurrency",
                 &args.connect_concurrency.to_string(),
+                "--users",
+                &args.users.to_string(),
             ])
             .args(args.gzip.then_some("--gzip"))
             .stdin(Stdio::piped())

@@ -24,6 +24,10 @@ start_sidecar() {
     sqlite) sed -i "s|^  backend: memory|  backend: sqlite\n  path: \"$work/events.db\"|" "$work/bench.yaml" ;;
     redis) sed -i "s|^  backend: memory|  backend: redis\n  url: \"redis://127.0.0.1:6390/0\"\n  key_prefix: \"bench-$RANDOM\"|" "$work/bench.yaml" ;;
   esac
+  # PRESENCE=1: the bench topic is a presence topic, members named by the app's /api/me.
+  if [ "${PRESENCE:-0}" = 1 ]; then
+    printf 'presence:\n  topics: ["bench"]\n  identity: {check: "GET /api/me", id: "{response.user}", fields: {name: "{response.user}"}}\n' >> "$work/bench.yaml"
+  fi
   target/release/sse-sidecar --config "$work/bench.yaml" > "$work/sidecar.log" 2>&1 & sc=$!; pids+=($sc)
   for _ in $(seq 50); do curl -sf http://127.0.0.1:9090/healthz >/dev/null && return; sleep 0.1; done
 }
@@ -60,6 +64,9 @@ for s in $scenarios; do
     redis-10k-10) start_redis; STORE=redis run "$s" --streams 10000 --procs 2 --rate 10 --seconds 30 --drain-seconds 3 ;;
     sqlite-10k-10) STORE=sqlite run "$s" --streams 10000 --procs 2 --rate 10 --seconds 30 --drain-seconds 3 ;;
     redis-real-1k-100) start_redis; STORE=redis run "$s" --streams 1000 --mode mutate --rate 100 --seconds 20 --drain-seconds 3 ;;
+    idle-5k) run "$s" --streams 5000 --procs 2 --connect-concurrency 1024 --idle-seconds 5 --seconds 0 --drain-seconds 0 ;;
+    presence-5k) PRESENCE=1 run "$s" --streams 5000 --procs 2 --users 2500 --connect-concurrency 1024 --idle-seconds 5 --seconds 0 --drain-seconds 0 ;;
+    presence-5k-anon) PRESENCE=1 run "$s" --streams 5000 --procs 2 --connect-concurrency 1024 --idle-seconds 5 --seconds 0 --drain-seconds 0 ;;
     store) echo "== store"; start_redis; target/release/examples/store_bench --events 20000 --redis redis://127.0.0.1:6390/0 | tee -a "$work/store.txt" ;;
     passthrough) echo "== passthrough"; scripts/bench-passthrough.sh 64 10 ;;
     *) echo "unknown scenario $s"; exit 2 ;;

@@ -5,106 +5,57 @@
 
 mod common;
 
+use common::presence::Member;
 use common::*;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const GRACE_MS: u64 = 1_500;
 const DEBOUNCE_MS: u64 = 100;
 
 async fn world() -> anyhow::Result<(LegacyApp, Sidecar)> {
+    world_with(&[]).await
+}
+
+/// The demo behind the sidecar, with a short grace and debounce and these env overrides.
+async fn world_with(extra: &[(&str, &str)]) -> anyhow::Result<(LegacyApp, Sidecar)> {
     let app = LegacyApp::start()?;
-    let env = vec![
+    let mut env: Vec<(String, String)> = [
         (
-            "SSE_SIDECAR__PRESENCE__LEAVE_GRACE_MS".into(),
+            "SSE_SIDECAR__PRESENCE__LEAVE_GRACE_MS",
             GRACE_MS.to_string(),
         ),
         (
-            "SSE_SIDECAR__PRESENCE__DEBOUNCE_MS".into(),
+            "SSE_SIDECAR__PRESENCE__DEBOUNCE_MS",
             DEBOUNCE_MS.to_string(),
         ),
-    ];
+    ]
+    .map(|(k, v)| (k.to_owned(), v))
+    .to_vec();
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let sidecar =
         Sidecar::start_with(&demo_config(), &app.addr.to_string(), SidecarOpts { env }).await?;
     Ok((app, sidecar))
 }
 
-/// One user's stream on `topics`, with what it knows of `board:2`'s members.
-struct Member {
-    sse: SseClient,
-    /// id → connections, as the hello and the frames so far say.
-    view: BTreeMap<String, u64>,
-    frames: Vec<(Instant, Value)>,
+/// `user`'s stream on `topics`, following `board:2`.
+async fn open(sidecar: &Sidecar, user: &str, topics: &str) -> anyhow::Result<Member> {
+    following(sidecar, user, topics, "board:2").await
 }
 
-impl Member {
-    async fn open(sidecar: &Sidecar, user: &str, topics: &str) -> anyhow::Result<Member> {
-        let url = sidecar.url(&format!("/api/sse/events?topics={topics}"));
-        let cookie = format!("user={user}");
-        let mut sse = SseClient::connect_with(&url, None, &[("cookie", &cookie)]).await?;
-        anyhow::ensure!(sse.status == 200, "{user}: stream status {}", sse.status);
-        let hello = data(&sse.next_of("hello", Duration::from_secs(10)).await?);
-        let mut view = BTreeMap::new();
-        for m in hello["presence"]["board:2"]["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let id = m["id"].as_str().unwrap_or_default().to_owned();
-            view.insert(id, m["connections"].as_u64().unwrap_or(0));
-        }
-        Ok(Member {
-            sse,
-            view,
-            frames: Vec::new(),
-        })
-    }
-
-    /// Applies the presence frames that arrive within `window`.
-    async fn read_for(&mut self, window: Duration) {
-        for ev in self.sse.collect_for(window).await {
-            if ev.event == "presence" {
-                self.apply(data(&ev));
-            }
-        }
-    }
-
-    fn apply(&mut self, f: Value) {
-        if f["topic"] == "board:2" {
-            for m in f["joined"].as_array().into_iter().flatten() {
-                let id = m["id"].as_str().unwrap_or_default().to_owned();
-                self.view.insert(id, m["connections"].as_u64().unwrap_or(0));
-            }
-            for u in f["updated"].as_array().into_iter().flatten() {
-                let id = u["id"].as_str().unwrap_or_default().to_owned();
-                self.view.insert(id, u["connections"].as_u64().unwrap_or(0));
-            }
-            for id in f["left"].as_array().into_iter().flatten() {
-                self.view.remove(id.as_str().unwrap_or_default());
-            }
-        }
-        self.frames.push((Instant::now(), f));
-    }
-
-    /// Reads until the view equals `want` (or fails after `timeout`).
-    async fn until(&mut self, want: &[(&str, u64)], timeout: Duration) -> anyhow::Result<()> {
-        let want: BTreeMap<String, u64> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        let deadline = Instant::now() + timeout;
-        while self.view != want {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "view {:?}, wanted {want:?}",
-                self.view
-            );
-            if let Some(ev) = self.sse.next(Duration::from_millis(200)).await {
-                if ev.event == "presence" {
-                    self.apply(data(&ev));
-                }
-            }
-        }
-        Ok(())
-    }
+/// `user`'s stream on `topics`, following `topic`.
+async fn following(
+    sidecar: &Sidecar,
+    user: &str,
+    topics: &str,
+    topic: &str,
+) -> anyhow::Result<Member> {
+    Member::open(
+        &sidecar.url(&format!("/api/sse/events?topics={topics}")),
+        user,
+        topic,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,10 +65,10 @@ async fn members_are_listed_once_with_their_connections_and_leave_after_the_grac
     let all = [("alice", 2), ("bob", 1), ("carol", 1)];
     let mut streams = Vec::new();
     for user in ["alice", "alice", "bob", "carol"] {
-        streams.push(Member::open(&sidecar, user, "board:2").await?);
+        streams.push(open(&sidecar, user, "board:2").await?);
     }
     // A stream opened after all of them sees everyone in its hello.
-    let late = Member::open(&sidecar, "carol", "board:2").await?;
+    let late = open(&sidecar, "carol", "board:2").await?;
     assert_eq!(
         late.view,
         [("alice", 2), ("bob", 1), ("carol", 2)]
@@ -136,7 +87,7 @@ async fn members_are_listed_once_with_their_connections_and_leave_after_the_grac
     }
     let carol = streams.pop().expect("carol");
     drop(carol);
-    let carol = Member::open(&sidecar, "carol", "board:2").await?;
+    let carol = open(&sidecar, "carol", "board:2").await?;
     assert!(
         carol.view.contains_key("carol"),
         "still listed: {:?}",
@@ -191,8 +142,8 @@ async fn members_are_listed_once_with_their_connections_and_leave_after_the_grac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn who_is_on_a_private_board_is_told_only_to_its_members() -> anyhow::Result<()> {
     let (_app, sidecar) = world().await?;
-    let _alice = Member::open(&sidecar, "alice", "board:1,board:2").await?;
-    let mut carol = Member::open(&sidecar, "carol", "board:1,board:2").await?;
+    let _alice = open(&sidecar, "alice", "board:1,board:2").await?;
+    let mut carol = open(&sidecar, "carol", "board:1,board:2").await?;
     let presence_get = |user: &'static str| {
         let url = sidecar.url("/api/sse/presence?topic=board:1");
         async move {
@@ -208,7 +159,7 @@ async fn who_is_on_a_private_board_is_told_only_to_its_members() -> anyhow::Resu
     let (status, body) = presence_get("carol").await?;
     assert_eq!(status, 403, "carol may not see board 1: {body}");
     assert!(!body.contains("alice"), "{body}");
-    let bob = Member::open(&sidecar, "bob", "board:1").await?;
+    let bob = open(&sidecar, "bob", "board:1").await?;
     let (status, body) = presence_get("bob").await?;
     assert_eq!(status, 200, "{body}");
     let snap: Value = serde_json::from_str(&body)?;
@@ -239,5 +190,48 @@ async fn who_is_on_a_private_board_is_told_only_to_its_members() -> anyhow::Resu
         .await?
         .status();
     assert_eq!(status.as_u16(), 400, "no topic");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_topic_is_revoked_leaves_it_and_stays_where_it_is_granted(
+) -> anyhow::Result<()> {
+    let (app, sidecar) =
+        world_with(&[("SSE_SIDECAR__AUTHORIZATION__CACHE_TTL_SECONDS", "1")]).await?;
+    let mut alice = following(&sidecar, "alice", "board:1", "board:1").await?;
+    let mut bob = following(&sidecar, "bob", "board:1,board:2", "board:2").await?;
+    alice
+        .until(&[("alice", 1), ("bob", 1)], Duration::from_secs(5))
+        .await?;
+    bob.until(&[("bob", 1)], Duration::from_secs(5)).await?;
+    // The app takes bob off board 1: his stream's re-check revokes the topic.
+    let resp = reqwest::Client::new()
+        .put(app.url("/api/boards/1/members"))
+        .header("cookie", "user=alice")
+        .json(&serde_json::json!({"members": ["alice"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "membership change: {}",
+        resp.status()
+    );
+    alice
+        .until(&[("alice", 1)], Duration::from_secs(10))
+        .await?;
+    let snap: Value = reqwest::Client::new()
+        .get(sidecar.url("/api/sse/presence?topic=board:2"))
+        .header("cookie", "user=carol")
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ids: Vec<&str> = snap["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["bob"], "bob's stream stays on board 2: {snap}");
     Ok(())
 }

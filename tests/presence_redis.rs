@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::presence::Member;
 use common::redis_server::Redis;
 use common::*;
 use serde_json::Value;
@@ -50,83 +51,14 @@ async fn instance(redis: &Redis, app: &LegacyApp, expiry_seconds: u64) -> anyhow
     Sidecar::start_with(&config(redis), &upstream, SidecarOpts { env }).await
 }
 
-/// One user's stream on `board:2`, with what it knows of the board's members (its hello's
-/// snapshot, then the `presence` frames applied).
-struct Member {
-    sse: SseClient,
-    view: BTreeMap<String, u64>,
-    frames: Vec<(Instant, Value)>,
-}
-
-impl Member {
-    async fn open(sidecar: &Sidecar, user: &str) -> anyhow::Result<Member> {
-        let url = sidecar.url("/api/sse/events?topics=board:2");
-        let cookie = format!("user={user}");
-        let mut sse = SseClient::connect_with(&url, None, &[("cookie", &cookie)]).await?;
-        anyhow::ensure!(sse.status == 200, "{user}: stream status {}", sse.status);
-        let hello = data(&sse.next_of("hello", T).await?);
-        let mut m = Member {
-            sse,
-            view: BTreeMap::new(),
-            frames: Vec::new(),
-        };
-        for member in hello["presence"]["board:2"]["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            m.set(member["id"].as_str(), member["connections"].as_u64());
-        }
-        Ok(m)
-    }
-
-    fn set(&mut self, id: Option<&str>, connections: Option<u64>) {
-        let id = id.unwrap_or_default().to_owned();
-        self.view.insert(id, connections.unwrap_or(0));
-    }
-
-    fn apply(&mut self, f: Value) {
-        if f["topic"] == "board:2" {
-            for m in f["joined"].as_array().into_iter().flatten() {
-                self.set(m["id"].as_str(), m["connections"].as_u64());
-            }
-            for u in f["updated"].as_array().into_iter().flatten() {
-                self.set(u["id"].as_str(), u["connections"].as_u64());
-            }
-            for id in f["left"].as_array().into_iter().flatten() {
-                self.view.remove(id.as_str().unwrap_or_default());
-            }
-        }
-        self.frames.push((Instant::now(), f));
-    }
-
-    /// Reads until the view is `want` (or fails after `timeout`).
-    async fn until(&mut self, want: &[(&str, u64)], timeout: Duration) -> anyhow::Result<()> {
-        let want: BTreeMap<String, u64> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        let deadline = Instant::now() + timeout;
-        while self.view != want {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "view {:?}, wanted {want:?}; frames {:?}",
-                self.view,
-                self.frames
-            );
-            if let Some(ev) = self.sse.next(Duration::from_millis(100)).await {
-                if ev.event == "presence" {
-                    self.apply(data(&ev));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// When the frame saying `id` left arrived.
-    fn left_at(&self, id: &str) -> Option<Instant> {
-        self.frames.iter().find_map(|(at, f)| {
-            let left = f["left"].as_array()?;
-            left.iter().any(|x| x == id).then_some(*at)
-        })
-    }
+/// `user`'s stream on `board:2` of `sidecar`, following its members.
+async fn open(sidecar: &Sidecar, user: &str) -> anyhow::Result<Member> {
+    Member::open(
+        &sidecar.url("/api/sse/events?topics=board:2"),
+        user,
+        "board:2",
+    )
+    .await
 }
 
 /// The fields of board 2's hash in Redis: instance → JSON.
@@ -160,8 +92,8 @@ fn field_of(redis: &Redis, user: &str) -> Option<(String, Value)> {
 
 /// alice on A and bob on B see each other.
 async fn both_seen(a: &Sidecar, b: &Sidecar) -> anyhow::Result<(Member, Member)> {
-    let mut alice = Member::open(a, "alice").await?;
-    let mut bob = Member::open(b, "bob").await?;
+    let mut alice = open(a, "alice").await?;
+    let mut bob = open(b, "bob").await?;
     let opened = Instant::now();
     let both = [("alice", 1), ("bob", 1)];
     alice.until(&both, T).await?;
@@ -282,7 +214,7 @@ async fn without_redis_presence_stays_local_and_is_shared_again_when_it_returns(
 
     redis.stop();
     // carol joins on A while Redis is down: alice (on A) sees her, bob (on B) cannot yet.
-    let _carol = Member::open(&a, "carol").await?;
+    let _carol = open(&a, "carol").await?;
     alice
         .until(&[("alice", 1), ("bob", 1), ("carol", 1)], T)
         .await?;

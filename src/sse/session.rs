@@ -522,7 +522,8 @@ impl<'a, S: Sink> Session<'a, S> {
     }
 
     /// Topics no rule matches any more go at once; checked topics are asked again soon
-    /// (the decision cache was emptied by the new version).
+    /// (the decision cache was emptied by the new version); presence topics the new
+    /// `presence.topics` leaves out are left.
     async fn rules_changed(&mut self, now: &Config) -> Result<(), Close> {
         let gone: Vec<(String, DenyReason)> = self
             .topics
@@ -531,6 +532,8 @@ impl<'a, S: Sink> Session<'a, S> {
             .map(|t| (t.clone(), DenyReason::NoRule))
             .collect();
         self.revoke(gone).await?;
+        // A topic no longer in `presence.topics` is left (new ones are joined on reconnect).
+        self.presence.retain(|(t, _)| now.presence.tracks(t));
         if !crate::auth::checked_topics(&self.topics, &now.authorization).is_empty() {
             let soon =
                 std::time::Instant::now() + Duration::from_millis(rand::random_range(0..=1000));

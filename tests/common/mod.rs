@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod echo;
+pub mod presence;
 pub mod redis_server;
 
 use anyhow::{anyhow, bail, Context, Result};
