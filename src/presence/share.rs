@@ -7,8 +7,9 @@
 //!   tenant). Field `<instance>` (a random id per process) holds that instance's members as
 //!   JSON `{members: [[id, fields, connections], ...], anonymous, topic, expires_ms}`. It is
 //!   written `presence.debounce_ms` after the instance's streams on the topic change,
-//!   rewritten every `presence.expiry_seconds / 3` with `expires_ms` = Redis' clock + the
-//!   expiry, and deleted when the instance has no stream on the topic any more and at a
+//!   rewritten every `presence.expiry_seconds / 3` with `expires_ms` = Redis' clock + two
+//!   thirds of the expiry (so a dead instance, found at the next refresh of the others, is
+//!   forgotten within the expiry of its death), and deleted when the instance has no stream on the topic any more and at a
 //!   clean shutdown. The hash itself expires twice the expiry after its last write.
 //! - `<prefix>:presence` (pub/sub): `{instance, key}` after each change of a field; an
 //!   instance with streams on `key` reads that field and applies it.
@@ -328,7 +329,7 @@ impl Share {
         let plan = plan(&self.written, self.engine.local(), s.max_topics);
         self.follow(s, &plan.mine);
         let mut con = self.con().await?;
-        let expires = self.now_ms() + s.expiry.as_millis() as u64;
+        let expires = self.now_ms() + lifetime_ms(s);
         let keep_ms = 2 * s.expiry.as_millis() as u64;
         for chunk in plan.write.chunks(CHUNK) {
             let mut pipe = redis::pipe();
@@ -552,7 +553,7 @@ impl Share {
         let mut con = self.con().await?;
         let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await?;
         self.offset_ms = (secs * 1000 + micros / 1000) as i64 - now_ms() as i64;
-        let expires = self.now_ms() + s.expiry.as_millis() as u64;
+        let expires = self.now_ms() + lifetime_ms(s);
         let keep_ms = 2 * s.expiry.as_millis() as u64;
         let mine: Vec<Contribution> = self.written.values().cloned().collect();
         for chunk in mine.chunks(CHUNK) {
@@ -799,6 +800,13 @@ pub async fn run(
         Ok(Err(e)) => tracing::debug!(error = %e, "presence fields not deleted (they expire)"),
         Err(_) => tracing::debug!("presence fields not deleted in time (they expire)"),
     }
+}
+
+/// How long a written field lives: two thirds of the expiry. Fields are rewritten every
+/// third and the others read every third, so a live instance's field never lapses (a third
+/// of margin) and a dead one's is found within the expiry of its last write.
+fn lifetime_ms(s: &Settings) -> u64 {
+    s.expiry.as_millis() as u64 * 2 / 3
 }
 
 #[cfg(test)]
