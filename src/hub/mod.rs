@@ -91,6 +91,9 @@ struct SubQueue {
     /// Receipt and presence frames for the stream's task to write (never written
     /// directly).
     receipts: Vec<Bytes>,
+    /// A direct write found the client gone (reset): the stream ends on its next drain
+    /// instead of lending the socket again.
+    gone: bool,
 }
 
 /// What became of one event for one subscriber.
@@ -127,6 +130,8 @@ pub struct Subscriber {
 pub enum Drained {
     Frames(Vec<QueuedFrame>),
     Overflowed,
+    /// A direct write found the client gone: the stream ends (`client_reset`).
+    Gone,
     /// Continuity was lost: send a `reset` with this reason, then these (later) frames.
     Reset(ResetReason, Vec<QueuedFrame>),
 }
@@ -168,7 +173,8 @@ impl Subscriber {
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                     Err(_) => {
-                        // The client is gone; its task finds out and ends the stream.
+                        // The client is gone: its task ends the stream at its next drain.
+                        q.gone = true;
                         drop(q);
                         self.notify.notify_one();
                         return Delivery::Dropped;
@@ -224,6 +230,7 @@ impl Subscriber {
     pub fn enable_direct(&self, fd: LentSocket) -> bool {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.overflowed
+            || q.gone
             || q.gap.is_some()
             || q.rest.is_some()
             || !q.frames.is_empty()
@@ -267,6 +274,9 @@ impl Subscriber {
         q.last_write_ms = crate::events::types::now_ms();
         if q.overflowed {
             return Drained::Overflowed;
+        }
+        if q.gone {
+            return Drained::Gone;
         }
         global_bytes.fetch_sub(q.bytes, Ordering::Relaxed);
         q.bytes = 0;
@@ -1167,6 +1177,7 @@ mod tests {
         match d {
             Drained::Frames(f) => f.iter().map(|f| f.seq()).collect(),
             Drained::Overflowed => panic!("overflowed"),
+            Drained::Gone => panic!("gone"),
             Drained::Reset(r, _) => panic!("reset {}", r.as_str()),
         }
     }

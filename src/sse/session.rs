@@ -405,6 +405,8 @@ impl<'a, S: Sink> Session<'a, S> {
                 );
                 Step::Close(Close::SlowConsumer)
             }
+            // A direct write found the connection reset: the client's doing.
+            Drained::Gone => Step::Close(Close::ClientReset),
             Drained::Reset(reason, frames) => self.gap(reason, frames).await.into(),
             Drained::Frames(frames) => self.deliver(frames).await,
         };
