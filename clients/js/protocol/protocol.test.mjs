@@ -30,7 +30,7 @@ const DEMO_TYPES = [
   'card.created', 'card.deleted', 'card.updated', 'message.posted', 'session.activity',
   'session.ended', 'session.started', 'ui.clicked',
 ];
-const HELLO_KEYS = ['client', 'denied', 'denied_reasons', 'epoch', 'head', 'heartbeat_ms', 'polling_families', 'topics', 'types'];
+const HELLO_KEYS = ['client', 'denied', 'denied_reasons', 'epoch', 'head', 'heartbeat_ms', 'polling_families', 'presence', 'topics', 'types'];
 const EVENT_KEYS = ['data', 'family', 'id', 'invalidate', 'origin', 'topics', 'ts', 'type'];
 /** The legacy app's identity is the `user` cookie; alice and bob are the members of board 1. */
 const ALICE = { cookie: 'user=alice' };
@@ -97,6 +97,11 @@ test('1. hello comes first (after retry:), with the contract fields and the aske
   assert.deepEqual(hello.denied_reasons, {});
   assert.equal(hello.heartbeat_ms, 15_000);
   assert.deepEqual(hello.polling_families, []);
+  // The demo's boards are presence topics: alice is listed on both (the stream's own member).
+  assert.deepEqual(Object.keys(hello.presence).sort(), ['board:1', 'board:2']);
+  for (const topic of ['board:1', 'board:2']) {
+    assert.ok(hello.presence[topic].members.some((m) => m.id === 'alice'), `alice on ${topic}: ${JSON.stringify(hello.presence[topic])}`);
+  }
   assert.ok(hello.types.includes('card.created'));
   assert.deepEqual([...hello.types].sort(), DEMO_TYPES);
   const head = idSeq(hello.head);
