@@ -350,16 +350,7 @@ impl Share {
             }
         }
         for chunk in plan.delete.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("HDEL")
-                    .arg(self.hash(key))
-                    .arg(&self.instance)
-                    .ignore();
-                let m = self.message(&self.instance, key);
-                pipe.cmd("PUBLISH").arg(&self.channel).arg(m).ignore();
-            }
-            pipe.query_async::<()>(&mut con).await?;
+            self.withdraw(&mut con, chunk).await?;
             for key in chunk {
                 self.written.remove(key);
             }
@@ -602,6 +593,24 @@ impl Share {
         }
     }
 
+    /// Deletes this instance's fields of `keys` and tells the others, in one round trip.
+    async fn withdraw<C: redis::aio::ConnectionLike>(
+        &self,
+        con: &mut C,
+        keys: &[String],
+    ) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("HDEL")
+                .arg(self.hash(key))
+                .arg(&self.instance)
+                .ignore();
+            let m = self.message(&self.instance, key);
+            pipe.cmd("PUBLISH").arg(&self.channel).arg(m).ignore();
+        }
+        pipe.query_async::<()>(con).await
+    }
+
     /// At a clean shutdown: deletes this instance's fields and tells the others (its
     /// members then leave after the grace, without waiting for the expiry).
     async fn leave_all(&mut self) -> RedisResult<()> {
@@ -611,16 +620,7 @@ impl Share {
         let mut con = self.con().await?;
         let keys: Vec<String> = self.written.keys().cloned().collect();
         for chunk in keys.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.cmd("HDEL")
-                    .arg(self.hash(key))
-                    .arg(&self.instance)
-                    .ignore();
-                let m = self.message(&self.instance, key);
-                pipe.cmd("PUBLISH").arg(&self.channel).arg(m).ignore();
-            }
-            pipe.query_async::<()>(&mut con).await?;
+            self.withdraw(&mut con, chunk).await?;
         }
         self.written.clear();
         Ok(())
