@@ -64,9 +64,10 @@ struct Args {
     /// Concurrent connects while opening streams.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
-    /// The sidecar's pid, for RSS and CPU from /proc.
-    #[arg(long)]
-    sidecar_pid: Option<u32>,
+    /// The sidecar's pid, for RSS and CPU from /proc (several, comma-separated, are summed:
+    /// nginx's workers).
+    #[arg(long, value_delimiter = ',')]
+    sidecar_pid: Vec<u32>,
     /// After half the events, every stream closes and reconnects with its Last-Event-ID at
     /// once (the reconnect storm).
     #[arg(long)]
@@ -92,6 +93,26 @@ struct Args {
     /// presence frames and the hello's listed members are counted per stream.
     #[arg(long, default_value_t = 0)]
     users: usize,
+    /// Topics: with K > 1, stream i subscribes to `<topic>-<i % K>` and event n goes to
+    /// `<topic>-<n % K>`, so each stream expects every K-th event.
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// The target is nginx with the nchan module (the peer measured in the same run):
+    /// streams are `GET /sub/<topic>` (EventSource), events are `POST /pub/<topic>` on the
+    /// target, and the answer's head marks a stream open (nchan sends no hello).
+    #[arg(long)]
+    nchan: bool,
+}
+
+impl Args {
+    /// The topic of stream (or event) number `i`.
+    fn topic_of(&self, i: u64) -> String {
+        if self.topics > 1 {
+            format!("{}-{}", self.topic, i % self.topics as u64)
+        } else {
+            self.topic.clone()
+        }
+    }
 }
 
 fn now_us() -> u64 {
@@ -164,9 +185,18 @@ struct StreamStats {
     /// `presence` frames received, and members the hello listed (`"connections":` count).
     presence: u64,
     hello_listed: u64,
+    /// Which events are this stream's: those with `n % topics == class`.
+    class: u64,
 }
 
 impl StreamStats {
+    fn of_class(class: u64) -> StreamStats {
+        StreamStats {
+            class,
+            ..Default::default()
+        }
+    }
+
     fn record(&mut self, n: u64, seq: u64) {
         let (w, b) = ((n / 64) as usize, n % 64);
         if self.seen.len() <= w {
@@ -184,14 +214,19 @@ impl StreamStats {
         self.last_seq = seq;
     }
 
-    fn unique_below(&self, total: u64) -> u64 {
-        (0..total)
+    /// Distinct events of this stream's class among the first `total` (and how many there
+    /// were to receive).
+    fn unique_below(&self, total: u64, topics: u64) -> (u64, u64) {
+        let mine = (self.class..total).step_by(topics.max(1) as usize);
+        let want = mine.clone().count() as u64;
+        let got = mine
             .filter(|n| {
                 self.seen
                     .get((n / 64) as usize)
                     .is_some_and(|w| w & (1 << (n % 64)) != 0)
             })
-            .count() as u64
+            .count() as u64;
+        (got, want)
     }
 }
 
@@ -285,7 +320,7 @@ async fn run_stream(
     shared: Arc<Shared>,
     (permit, index): (Arc<tokio::sync::Semaphore>, usize),
 ) -> StreamStats {
-    let mut st = StreamStats::default();
+    let mut st = StreamStats::of_class((index % args.topics.max(1)) as u64);
     // The last event id seen (reused: no allocation per frame).
     let mut last_id: Vec<u8> = Vec::new();
     let mut stormed = false;
@@ -347,9 +382,9 @@ async fn run_stream(
                 hello: &mut hello,
                 stormed,
                 gate: &mut gate,
+                nchan: args.nchan,
             };
-            if args.gzip {
-                on.gzip_chunk(&chunk[..n]);
+            if on.head_chunk(&chunk[..n], &args) {
                 continue;
             }
             buf.extend_from_slice(&chunk[..n]);
@@ -371,9 +406,15 @@ async fn run_stream(
 
 /// The stream's request: its topic, the last id seen (if any), gzip if asked.
 fn stream_request(args: &Args, last_id: &[u8], index: usize) -> String {
+    let topic = args.topic_of(index as u64);
+    let path = if args.nchan {
+        format!("/sub/{topic}")
+    } else {
+        format!("/api/sse/events?topics={topic}")
+    };
     let mut req = format!(
-        "GET /api/sse/events?topics={} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
-        args.topic, args.target
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+        args.target
     );
     if !last_id.is_empty() {
         let id = String::from_utf8_lossy(last_id);
@@ -424,11 +465,20 @@ struct Reader<'a> {
     hello: &'a mut bool,
     stormed: bool,
     gate: &'a mut Option<tokio::sync::OwnedSemaphorePermit>,
+    nchan: bool,
 }
 
 impl Reader<'_> {
-    /// Compressed: count the bytes (done by the caller); the head's arrival marks the
-    /// stream open.
+    /// Compressed or nchan (no hello): the answer's head marks the stream open. True when
+    /// the chunk is not to be parsed (compressed: only its bytes count, done by the caller).
+    fn head_chunk(&mut self, chunk: &[u8], args: &Args) -> bool {
+        if args.gzip || args.nchan {
+            self.gzip_chunk(chunk);
+        }
+        args.gzip
+    }
+
+    /// The head's arrival marks the stream open.
     fn gzip_chunk(&mut self, chunk: &[u8]) {
         if !*self.hello && memchr::memmem::find(chunk, b"\r\n\r\n").is_some() {
             *self.hello = true;
@@ -454,6 +504,10 @@ impl Reader<'_> {
     /// counted, other events are recorded.
     fn frame(&mut self, frame: &[u8]) {
         let Some(ev_at) = memchr::memmem::find(frame, b"event: ") else {
+            // nchan's messages carry no event name.
+            if self.nchan {
+                self.event(frame);
+            }
             return;
         };
         let name = &frame[ev_at + 7..];
@@ -494,8 +548,13 @@ impl Reader<'_> {
             &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())]
         });
         let seq = id
-            .and_then(|id| id.iter().rposition(|&b| b == b'-').map(|d| &id[d + 1..]))
-            .and_then(|d| std::str::from_utf8(d).ok()?.parse().ok())
+            .map(|id| {
+                if self.nchan {
+                    nchan_seq(id)
+                } else {
+                    sidecar_seq(id)
+                }
+            })
             .unwrap_or(0);
         if let Some(id) = id {
             self.last_id.clear();
@@ -503,6 +562,26 @@ impl Reader<'_> {
         }
         self.st.record(n_val, seq);
     }
+}
+
+/// The sequence number at the end of a sidecar event id (`<epoch>-<seq>`).
+fn sidecar_seq(id: &[u8]) -> u64 {
+    id.iter()
+        .rposition(|&b| b == b'-')
+        .and_then(|d| std::str::from_utf8(&id[d + 1..]).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// nchan's message id `<time>:<index within that second>` (one channel), as one number.
+fn nchan_seq(id: &[u8]) -> u64 {
+    let text = std::str::from_utf8(id).unwrap_or("");
+    let (t, i) = text.split_once(':').unwrap_or((text, "0"));
+    let num = |v: &str| {
+        v.trim_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    num(t) * 1_000_000 + num(i)
 }
 
 /// Child: holds `args.streams` streams, reports when established, then waits for commands
@@ -629,9 +708,9 @@ fn child_report(
         ..Default::default()
     };
     for s in &finals {
-        let unique = s.unique_below(expected);
+        let (unique, want) = s.unique_below(expected, args.topics as u64);
         r.received += s.received;
-        r.lost += expected - unique;
+        r.lost += want - unique;
         r.dups += s.dups;
         r.out_of_order += s.out_of_order;
         r.resets += s.resets;
@@ -639,7 +718,7 @@ fn child_report(
         r.presence_frames += s.presence;
         r.presence_max_per_stream = r.presence_max_per_stream.max(s.presence);
         r.hello_listed_max = r.hello_listed_max.max(s.hello_listed);
-        if unique == expected && s.dups == 0 && s.out_of_order == 0 {
+        if unique == want && s.dups == 0 && s.out_of_order == 0 {
             r.complete_streams += 1;
         }
     }
@@ -651,6 +730,8 @@ struct Http {
     addr: SocketAddr,
     conn: Option<TcpStream>,
     buf: Vec<u8>,
+    /// The last answer's `Retry-After` (seconds, fractions allowed).
+    retry_after: Option<Duration>,
 }
 
 impl Http {
@@ -659,6 +740,7 @@ impl Http {
             addr,
             conn: None,
             buf: Vec::with_capacity(4096),
+            retry_after: None,
         }
     }
 
@@ -703,6 +785,10 @@ impl Http {
                             .map(|v| v.trim().parse().unwrap_or(0))
                     })
                     .unwrap_or(0);
+                self.retry_after = head.lines().find_map(|l| {
+                    let v = l.strip_prefix("retry-after:")?.trim().parse::<f64>().ok()?;
+                    Some(Duration::from_secs_f64(v.clamp(0.001, 10.0)))
+                });
                 while self.buf.len() < end + 4 + len {
                     let n = conn.read(&mut chunk).await?;
                     if n == 0 {
@@ -714,6 +800,16 @@ impl Http {
             }
         }
     }
+}
+
+/// CPU seconds and RSS bytes summed over `pids` (None when there are none or one is gone).
+fn procs_sample(pids: &[u32]) -> Option<(f64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|&p| proc_sample(p))
+        .try_fold((0.0, 0), |(c, r), s| s.map(|(c2, r2)| (c + c2, r + r2)))
 }
 
 fn proc_sample(pid: u32) -> Option<(f64, u64)> {
@@ -743,6 +839,7 @@ struct Result_ {
     establish_seconds: f64,
     published: u64,
     publish_errors: u64,
+    publish_refused: u64,
     publish_rate_achieved: f64,
     expected_deliveries: u64,
     deliveries: u64,
@@ -759,6 +856,10 @@ struct Result_ {
     rss_per_stream_bytes: Option<f64>,
     cpu_seconds: Option<f64>,
     cpu_us_per_delivery: Option<f64>,
+    /// CPU seconds per stream per hour over the measured window (the idle cost).
+    cpu_seconds_per_stream_hour: Option<f64>,
+    topics: usize,
+    nchan: bool,
     storm_reconnect_seconds: Option<f64>,
     kill_switch_close_seconds: Option<f64>,
     gzip: bool,
@@ -781,6 +882,10 @@ struct Run {
     establish_seconds: f64,
     published: u64,
     errors: u64,
+    /// Publishes pushed back (429/503 with Retry-After) and sent again.
+    refused: u64,
+    /// Seconds between the two CPU samples.
+    cpu_window: f64,
     pub_elapsed: f64,
     expected: u64,
     storm_reconnect_seconds: Option<f64>,
@@ -792,7 +897,7 @@ struct Run {
 }
 
 async fn parent(args: Args) -> std::io::Result<()> {
-    let before = args.sidecar_pid.and_then(proc_sample);
+    let before = procs_sample(&args.sidecar_pid);
     let mut children = spawn_children(&args)?;
     let t0 = Instant::now();
     let established = read_established(&mut children)?;
@@ -803,7 +908,7 @@ async fn parent(args: Args) -> std::io::Result<()> {
     );
     // Let the sidecar settle, then sample memory with the streams held.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let with_streams = args.sidecar_pid.and_then(proc_sample);
+    let with_streams = procs_sample(&args.sidecar_pid);
 
     let mut kill_switch_close_seconds = None;
     if let Some(path) = &args.kill_switch_config {
@@ -814,19 +919,21 @@ async fn parent(args: Args) -> std::io::Result<()> {
     // Publish.
     let published = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let total = if args.idle_seconds > 0.0 || args.kill_switch_config.is_some() {
         0
     } else {
         (args.rate * args.seconds).round() as u64
     };
-    let cpu_start = args.sidecar_pid.and_then(proc_sample);
+    let cpu_start = procs_sample(&args.sidecar_pid);
+    let cpu_from = Instant::now();
     let pub_start = Instant::now();
     if args.idle_seconds > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(args.idle_seconds)).await;
     }
     let mut storm_reconnect_seconds = None;
     if total > 0 {
-        let tasks = spawn_publishers(&args, total, pub_start, &published, &errors);
+        let tasks = spawn_publishers(&args, total, pub_start, &published, &errors, &refused);
         if args.storm {
             while published.load(Ordering::Relaxed) < total / 2 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -839,16 +946,20 @@ async fn parent(args: Args) -> std::io::Result<()> {
     }
     let pub_elapsed = pub_start.elapsed().as_secs_f64();
     let published_n = published.load(Ordering::Relaxed);
-    let expected = published_n * established as u64;
+    // Each stream expects its topic's events: every `topics`-th one.
+    let expected = published_n * established as u64 / args.topics.max(1) as u64;
     // Wait for deliveries to finish, then collect reports.
     tokio::time::sleep(Duration::from_secs_f64(args.drain_seconds.min(10.0))).await;
-    let cpu_end = args.sidecar_pid.and_then(proc_sample);
+    let cpu_end = procs_sample(&args.sidecar_pid);
+    let cpu_window = cpu_from.elapsed().as_secs_f64();
     let (agg, hist) = collect_reports(&mut children, published_n)?;
     let run = Run {
         established,
         establish_seconds,
         published: published_n,
         errors: errors.load(Ordering::Relaxed),
+        refused: refused.load(Ordering::Relaxed),
+        cpu_window,
         pub_elapsed,
         expected,
         storm_reconnect_seconds,
@@ -897,8 +1008,11 @@ fn spawn_children(args: &Args) -> std::io::Result<Vec<Child>> {
                 &args.connect_concurrency.to_string(),
                 "--users",
                 &args.users.to_string(),
+                "--topics",
+                &args.topics.to_string(),
             ])
             .args(args.gzip.then_some("--gzip"))
+            .args(args.nchan.then_some("--nchan"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -970,19 +1084,21 @@ fn spawn_publishers(
     pub_start: Instant,
     published: &Arc<AtomicU64>,
     errors: &Arc<AtomicU64>,
+    refused: &Arc<AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let interval = Duration::from_secs_f64(1.0 / args.rate);
     for _ in 0..args.publishers.max(1) {
-        let (next, published, errors, args) = (
+        let (next, published, errors, refused, args) = (
             next.clone(),
             published.clone(),
             errors.clone(),
+            refused.clone(),
             args.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut http = Http::new(if args.mode == "mutate" {
+            let mut http = Http::new(if args.mode == "mutate" || args.nchan {
                 args.target
             } else {
                 args.admin
@@ -998,10 +1114,21 @@ fn spawn_publishers(
                 }
                 let due = pub_start + interval.mul_f64(n as f64);
                 tokio::time::sleep_until(due.into()).await;
-                match publish_one(&mut http, &args, &session, n).await {
-                    Ok(200..=299) => published.fetch_add(1, Ordering::Relaxed),
-                    _ => errors.fetch_add(1, Ordering::Relaxed),
-                };
+                // Pushed back (429/503 with Retry-After): the same event again after the
+                // pause, so every number is published once; the rate achieved shows the cost.
+                loop {
+                    match publish_one(&mut http, &args, &session, n).await {
+                        Ok(200..=299) => published.fetch_add(1, Ordering::Relaxed),
+                        Ok(429 | 503) if http.retry_after.is_some() => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                            let pause = http.retry_after.unwrap_or(Duration::from_millis(100));
+                            tokio::time::sleep(pause).await;
+                            continue;
+                        }
+                        _ => errors.fetch_add(1, Ordering::Relaxed),
+                    };
+                    break;
+                }
             }
         }));
     }
@@ -1033,10 +1160,14 @@ async fn publish_one(http: &mut Http, args: &Args, session: &str, n: u64) -> std
             "",
         )
         .await
+    } else if args.nchan {
+        let body = format!("{{\"n\":{n},\"s\":{s}}}");
+        let path = format!("/pub/{}", args.topic_of(n));
+        http.request("POST", &path, &body, "").await
     } else {
         let body = format!(
             "{{\"type\":\"bench.tick\",\"topics\":[\"{}\"],\"data\":{{\"n\":{n},\"s\":{s}}}}}",
-            args.topic
+            args.topic_of(n)
         );
         http.request("POST", "/admin/publish", &body, "").await
     }
@@ -1126,6 +1257,7 @@ fn result(args: &Args, run: &Run, agg: &ChildReport, hist: &Hist) -> Result_ {
         establish_seconds: run.establish_seconds,
         published: published_n,
         publish_errors: run.errors,
+        publish_refused: run.refused,
         publish_rate_achieved: published_n as f64 / pub_elapsed.max(1e-9),
         expected_deliveries: run.expected,
         deliveries: agg.received,
@@ -1147,6 +1279,11 @@ fn result(args: &Args, run: &Run, agg: &ChildReport, hist: &Hist) -> Result_ {
         cpu_us_per_delivery: cpu
             .filter(|_| agg.received > 0)
             .map(|c| c * 1e6 / agg.received as f64),
+        cpu_seconds_per_stream_hour: cpu
+            .filter(|_| established > 0 && run.cpu_window > 0.0)
+            .map(|c| c / established as f64 * 3600.0 / run.cpu_window),
+        topics: args.topics,
+        nchan: args.nchan,
         storm_reconnect_seconds: run.storm_reconnect_seconds,
         kill_switch_close_seconds: run.kill_switch_close_seconds,
         gzip: args.gzip,
@@ -1185,6 +1322,18 @@ fn print_summary(args: &Args, res: &Result_, hist: &Hist) {
 
         kill_switch_close_seconds.map(|s| format!("\n  kill switch: all closed {s:.3} s after the write")).unwrap_or_default(),
     );
+    if res.publish_refused > 0 {
+        eprintln!(
+            "  publishes pushed back (and sent again): {}",
+            res.publish_refused
+        );
+    }
+    if let Some(c) = res.cpu_seconds_per_stream_hour {
+        eprintln!(
+            "  CPU per stream-hour: {c:.3} s over {:.1} s",
+            res.cpu_seconds.unwrap_or(0.0)
+        );
+    }
     if args.users > 0 {
         eprintln!(
             "  presence: {} frames ({:.2} per stream, at most {} on one); hello listed at most {} members",
