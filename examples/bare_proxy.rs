@@ -4,6 +4,10 @@
 //! Pingora's request path costs by itself. Used by `scripts/bench-passthrough.sh`.
 //!
 //! `cargo run --release --example bare_proxy -- <listen addr> <upstream addr> [threads=1]`
+//!
+//! Pingora's own knobs, for the pass-through comparison's variants (environment):
+//! `BARE_WORK_STEALING=0` (one runtime per thread, no stealing), `BARE_POOL=N` (upstream
+//! keep-alive pool size, default 128), `BARE_LISTENER_TASKS=N` (accept tasks per listener).
 
 use async_trait::async_trait;
 use pingora::prelude::*;
@@ -34,9 +38,19 @@ fn main() {
         std::process::exit(2);
     };
     let threads = args.get(2).and_then(|t| t.parse().ok()).unwrap_or(1);
+    let env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let defaults = ServerConf::default();
     let conf = ServerConf {
         threads,
-        ..ServerConf::default()
+        work_stealing: env("BARE_WORK_STEALING").map_or(defaults.work_stealing, |v| v != 0),
+        upstream_keepalive_pool_size: env("BARE_POOL")
+            .unwrap_or(defaults.upstream_keepalive_pool_size),
+        listener_tasks_per_fd: env("BARE_LISTENER_TASKS").unwrap_or(defaults.listener_tasks_per_fd),
+        ..defaults
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
