@@ -202,6 +202,8 @@ fn print_types(
 
 /// mimalloc instead of the system allocator: measured faster on the pass-through path
 /// (glibc malloc/free was ~10% of the CPU there) with the same memory per stream (README,
-/// Performance).
+/// Performance). The `system-alloc` feature keeps the system allocator, for heap profilers
+/// that hook malloc (massif, heaptrack).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

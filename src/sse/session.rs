@@ -167,7 +167,11 @@ pub(super) struct Session<'a, S: Sink> {
     skip_through: u64,
     /// The polling families the client was last told.
     last_polling: Vec<String>,
+    /// Its own heartbeat timer, polled only while its socket is its own: while the socket is
+    /// lent, the hub writes the heartbeats (`Hub::sweep_heartbeats`) without waking it.
     heartbeat: tokio::time::Interval,
+    /// The socket was lent during the last wait (the hub wrote the heartbeats meanwhile).
+    beats_by_hub: bool,
     /// When the earliest checked decision expires; `recheck` fires then.
     recheck_at: Option<std::time::Instant>,
     recheck: Pin<Box<tokio::time::Sleep>>,
@@ -238,6 +242,7 @@ impl<'a, S: Sink> Session<'a, S> {
             skip_through: 0,
             last_polling: Vec::new(),
             heartbeat: ticker,
+            beats_by_hub: false,
             recheck_at: admitted.recheck_at,
             recheck: Box::pin(tokio::time::sleep_until(recheck_deadline(
                 admitted.recheck_at,
@@ -362,6 +367,12 @@ impl<'a, S: Sink> Session<'a, S> {
 
     /// Waits for the next thing to react to; the socket is the stream's again after it.
     pub(super) async fn wait(&mut self) -> Wake {
+        let lent = self.sink.lent();
+        if self.beats_by_hub && !lent {
+            // The hub wrote them until now: the next is due an interval from here.
+            self.heartbeat.reset();
+        }
+        self.beats_by_hub = lent;
         let signals = &mut self.signals;
         let sub = &self.subscription.sub;
         let wake = tokio::select! {
@@ -370,7 +381,7 @@ impl<'a, S: Sink> Session<'a, S> {
             _ = signals.mode_rx.changed() => Wake::ModeChanged,
             _ = sub.notify.notified() => Wake::Frames,
             _ = signals.cfg_rx.changed() => Wake::ConfigChanged,
-            _ = self.heartbeat.tick() => Wake::Heartbeat,
+            _ = self.heartbeat.tick(), if !lent => Wake::Heartbeat,
             _ = self.recheck.as_mut() => Wake::Recheck,
             clean = self.sink.closed() => Wake::ClientGone(clean),
         };
@@ -914,7 +925,7 @@ authorization:
         let f = Fixture::new(CONFIG);
         let mut sink = Recorder::default();
         let admitted = f.admitted("news").await;
-        let stream = run(&f.state, admitted, &mut sink);
+        let stream = run(&f.state, Box::new(admitted), &mut sink);
         let open = tokio::time::timeout(Duration::from_millis(10_500), stream).await;
         assert!(open.is_err(), "nothing ends the stream");
         let preamble = sink.text(0);
@@ -943,7 +954,7 @@ authorization:
             sleep(Duration::from_secs(1)).await;
             f.state.start_drain();
         };
-        tokio::join!(run(&f.state, admitted, &mut sink), drain);
+        tokio::join!(run(&f.state, Box::new(admitted), &mut sink), drain);
         assert_eq!(sink.writes.len(), 2, "the preamble, then the advice");
         assert_eq!(sink.writes[1].0, Duration::from_secs(1));
         let advice = sink.text(1);
@@ -977,7 +988,7 @@ authorization:
                 .controller
                 .set_kill_switch(Some("admin: drill".into()));
         };
-        tokio::join!(run(&f.state, admitted, &mut sink), off);
+        tokio::join!(run(&f.state, Box::new(admitted), &mut sink), off);
         assert_eq!(sink.writes.len(), 2, "the preamble, then the control");
         assert_eq!(sink.writes[1].0, Duration::from_secs(2));
         assert_eq!(
@@ -999,7 +1010,7 @@ authorization:
             sleep(Duration::from_secs(1)).await;
             f.reload(&CONFIG.replace("sport", "weather").replace("news", "tv"));
         };
-        tokio::join!(run(&f.state, admitted, &mut sink), reloads);
+        tokio::join!(run(&f.state, Box::new(admitted), &mut sink), reloads);
         let revoked = |topic: &str, left: &str| {
             format!(
                 "event: control\ndata: {{\"reasons\":{{\"{topic}\":\"no_rule\"}},\
@@ -1039,8 +1050,10 @@ authorization:
             f.state.hub.publish(event("sport")).await.expect("stored");
             f.state.hub.publish(event("news")).await.expect("stored")
         };
-        let stream =
-            tokio::time::timeout(Duration::from_secs(2), run(&f.state, admitted, &mut sink));
+        let stream = tokio::time::timeout(
+            Duration::from_secs(2),
+            run(&f.state, Box::new(admitted), &mut sink),
+        );
         let (open, id) = tokio::join!(stream, publish);
         assert!(open.is_err(), "nothing ends the stream");
         let stored = f.state.hub.log().read_after(1, 1).await.expect("read");
@@ -1065,8 +1078,11 @@ authorization:
             ..Default::default()
         };
         let admitted = f.admitted("news").await;
-        let closed =
-            tokio::time::timeout(Duration::from_secs(6), run(&f.state, admitted, &mut sink)).await;
+        let closed = tokio::time::timeout(
+            Duration::from_secs(6),
+            run(&f.state, Box::new(admitted), &mut sink),
+        )
+        .await;
         assert!(
             closed.is_ok(),
             "the first heartbeat's failure ends the stream"

@@ -251,6 +251,11 @@ pub trait Sink: Send {
     }
     /// Takes the socket back: the stream is about to write (or stop).
     fn pause_direct(&mut self) {}
+    /// Whether the socket is lent to the fan-out right now (which then also writes the
+    /// stream's heartbeats).
+    fn lent(&self) -> bool {
+        false
+    }
 }
 
 /// The Pingora session as a sink.
@@ -636,7 +641,7 @@ pub async fn serve(state: &Arc<State>, session: &mut Session) -> pingora::Result
         Err(r) => crate::http::refuse(session, r).await,
         Ok(admitted) => {
             session.set_write_timeout(Some(state.config().sse.write_timeout));
-            run(state, admitted, &mut SessionSink(session)).await;
+            run(state, Box::new(admitted), &mut SessionSink(session)).await;
             Ok(())
         }
     }
@@ -682,12 +687,15 @@ async fn preflight(
 
 /// Runs an admitted stream to its end: head, `retry:` and `hello`, replay or reset, then
 /// live frames and heartbeats until something ends it (see `session`).
-pub async fn run<S: Sink>(state: &Arc<State>, admitted: Admitted, sink: &mut S) {
+///
+/// `admitted` comes boxed: a parameter's storage stays in the future for its whole life, and
+/// the admission is only needed until the session has started.
+pub async fn run<S: Sink>(state: &Arc<State>, admitted: Box<Admitted>, sink: &mut S) {
     // The config the stream starts under; the loop re-reads the reload handle.
     let cfg = state.config();
     // Start and close are boxed, as the session's other one-off phases: their states would
     // otherwise stay part of every stream's long-lived future.
-    let start = session::Session::start(state, &cfg, admitted, sink);
+    let start = session::Session::start(state, &cfg, *admitted, sink);
     let Some(mut session) = Box::pin(start).await else {
         return;
     };
