@@ -212,6 +212,7 @@ impl Controller {
     pub fn refresh_mode(&self) {
         let cfg = self.config();
         self.hub.set_queued_limit(cfg.sse.queued_bytes_total);
+        self.hub.set_heartbeat(cfg.sse.heartbeat);
         let mode = self.wanted_mode(&cfg);
         self.metrics.kill_switch.set(i64::from(!mode.is_enabled()));
         self.metrics

@@ -17,6 +17,12 @@
 //! short of a whole write (a full socket buffer, a write inside the coalescing window) hands
 //! the stream back to its task through the queue; the task takes direct mode back before it
 //! writes anything itself, so the two never interleave on the socket.
+//!
+//! Heartbeats of idle streams are the hub's too: every `HEARTBEAT_SWEEP` it writes one
+//! heartbeat chunk, encoded once, to each lent socket that nothing went to for the heartbeat
+//! interval (`sweep_heartbeats`), so an idle stream's task is not woken between events at all.
+//! A socket that cannot take it now gets it through the task (as a side frame), which writes
+//! it with its write timeout.
 
 pub mod receipts;
 pub mod versions;
@@ -52,6 +58,9 @@ const MAX_FAN_OUT: usize = MAX_BATCH * 8;
 /// From this many subscribers of one event on, its fan-out runs on two threads.
 const PARALLEL_FAN_OUT: usize = 2048;
 
+/// How often the hub writes the heartbeats that are due to lent sockets.
+const HEARTBEAT_SWEEP: Duration = Duration::from_secs(1);
+
 /// Most receipts one stream holds unwritten; past it the stream is a slow consumer.
 const MAX_QUEUED_RECEIPTS: usize = 256;
 
@@ -86,8 +95,6 @@ struct SubQueue {
     direct: Option<LentSocket>,
     /// The unwritten rest of a direct write cut short; the stream writes it before anything.
     rest: Option<Bytes>,
-    /// When bytes last went to this stream (ms since the Unix epoch), for coalescing.
-    last_write_ms: u64,
     /// Receipt and presence frames for the stream's task to write (never written
     /// directly).
     receipts: Vec<Bytes>,
@@ -124,6 +131,9 @@ pub struct Subscriber {
     narrowed: AtomicBool,
     /// Its receipt routing key (`receipts::stream_key`), once registered.
     client_key: std::sync::OnceLock<String>,
+    /// When bytes last went to this stream (ms since the Unix epoch), for coalescing and
+    /// heartbeats; read without the queue's lock by the heartbeat sweep.
+    last_write_ms: AtomicU64,
 }
 
 /// What a stream takes from its queue.
@@ -154,17 +164,19 @@ impl Subscriber {
         }
         if let Some(fd) = q.direct.take() {
             let now = crate::events::types::now_ms();
-            if window_ms == 0 || now.saturating_sub(q.last_write_ms) >= window_ms {
+            if window_ms == 0
+                || now.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)) >= window_ms
+            {
                 match fd.send_now(chunk) {
                     Ok(n) if n == chunk.len() => {
                         q.direct = Some(fd);
-                        q.last_write_ms = now;
+                        self.last_write_ms.store(now, Ordering::Relaxed);
                         return Delivery::Direct(now);
                     }
                     Ok(n) if n > 0 => {
                         // The task finishes the chunk before it writes anything else.
                         q.rest = Some(chunk.slice(n..));
-                        q.last_write_ms = now;
+                        self.last_write_ms.store(now, Ordering::Relaxed);
                         drop(q);
                         self.notify.notify_one();
                         return Delivery::Direct(now);
@@ -200,6 +212,36 @@ impl Subscriber {
         drop(q);
         self.notify.notify_one();
         Delivery::Queued
+    }
+
+    /// A heartbeat, if this stream's socket is lent and nothing went to it for `interval_ms`:
+    /// written directly (`chunk`), or handed to its task (`frame`, as a side frame) when the
+    /// socket cannot take it now. True when the stream was due.
+    fn beat(&self, frame: &Bytes, chunk: &Bytes, now: u64, interval_ms: u64) -> bool {
+        // Most streams are not due: told without taking the lock.
+        let last = self.last_write_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < interval_ms || self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(fd) = q.direct.take() else {
+            return false;
+        };
+        self.last_write_ms.store(now, Ordering::Relaxed);
+        match fd.send_now(chunk) {
+            Ok(n) if n == chunk.len() => {
+                q.direct = Some(fd);
+                return true;
+            }
+            // The task finishes the chunk before it writes anything else.
+            Ok(n) if n > 0 => q.rest = Some(chunk.slice(n..)),
+            Ok(_) => q.receipts.push(frame.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => q.receipts.push(frame.clone()),
+            Err(_) => q.gone = true,
+        }
+        drop(q);
+        self.notify.notify_one();
+        true
     }
 
     /// Whether a run of events (all on the same topics) is still for this subscriber: false
@@ -253,10 +295,7 @@ impl Subscriber {
 
     /// When bytes last went to this stream (ms since the Unix epoch).
     pub fn last_write_ms(&self) -> u64 {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .last_write_ms
+        self.last_write_ms.load(Ordering::Relaxed)
     }
 
     /// Whether this subscriber's queue overflowed (a slow consumer).
@@ -271,7 +310,8 @@ impl Subscriber {
     /// coalescing is now).
     pub fn drain(&self, global_bytes: &AtomicUsize) -> Drained {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.last_write_ms = crate::events::types::now_ms();
+        self.last_write_ms
+            .store(crate::events::types::now_ms(), Ordering::Relaxed);
         if q.overflowed {
             return Drained::Overflowed;
         }
@@ -393,6 +433,8 @@ pub struct Hub {
     versions: versions::Versions,
     /// This instance's id among those sharing a log (a receipt it shared comes back).
     instance: String,
+    /// `sse.heartbeat` in ms, for the heartbeats the hub writes to lent sockets (0: none).
+    heartbeat_ms: AtomicU64,
 }
 
 /// Removes its subscriber from the hub when the stream ends, however it ends.
@@ -431,6 +473,7 @@ impl Hub {
             coalesce_ms: AtomicU64::new(0),
             versions: versions::Versions::new(versions::DEFAULT_MAX_TOPICS),
             instance: format!("{:032x}", rand::random::<u128>()),
+            heartbeat_ms: AtomicU64::new(0),
         })
     }
 
@@ -465,6 +508,32 @@ impl Hub {
     /// Sets the coalescing window (the safety controller adapts it to delivery latency).
     pub fn set_coalesce_ms(&self, ms: u64) {
         self.coalesce_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Sets the heartbeat interval of the streams whose sockets the hub holds (`sse.heartbeat`).
+    pub fn set_heartbeat(&self, every: Duration) {
+        self.heartbeat_ms
+            .store(every.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes a heartbeat to every lent socket that nothing went to for the heartbeat
+    /// interval (one chunk, encoded once, for all); returns how many streams were due.
+    pub fn sweep_heartbeats(&self) -> usize {
+        let interval = self.heartbeat_ms.load(Ordering::Relaxed);
+        if interval == 0 {
+            return 0;
+        }
+        let head = crate::events::types::EventId::new(&self.epoch(), self.head()).to_string();
+        let frame = Frame::Heartbeat { head: &head }.encode();
+        let chunk = crate::wire::encode::chunk(&[&frame[..]]);
+        let now = crate::events::types::now_ms();
+        let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        // A stream on several topics is met once per topic; after its beat it is not due.
+        reg.by_topic
+            .values()
+            .flatten()
+            .filter(|sub| sub.beat(&frame, &chunk, now, interval))
+            .count()
     }
 
     /// Takes what is queued for `sub`, keeping the hub's count of queued bytes.
@@ -571,6 +640,8 @@ impl Hub {
             tenant,
             max_bytes: max_queue_bytes,
             queue: Mutex::new(SubQueue::default()),
+            // Its first heartbeat is due one interval from now.
+            last_write_ms: AtomicU64::new(crate::events::types::now_ms()),
             notify: Notify::new(),
             closed: AtomicBool::new(false),
             narrowed: AtomicBool::new(false),
@@ -745,6 +816,8 @@ impl Hub {
         // Stored events whose fan-out waits for the coalescing window.
         let mut pending: Vec<Arc<StoredEvent>> = Vec::new();
         let mut last_fan_out = tokio::time::Instant::now();
+        let mut beats = tokio::time::interval(HEARTBEAT_SWEEP);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Set once shutdown is asked (or its sender is gone): the queue is closed and
         // drained, and the shutdown branch is not polled again (it would be ready forever).
         let mut stopping = false;
@@ -759,6 +832,10 @@ impl Hub {
                     self.fan_out(&pending);
                     pending.clear();
                     last_fan_out = tokio::time::Instant::now();
+                    continue;
+                }
+                _ = beats.tick(), if !stopping => {
+                    self.sweep_heartbeats();
                     continue;
                 }
                 changed = shutdown.changed(), if !stopping => {
@@ -1328,6 +1405,58 @@ mod tests {
                     .expect("id")
             })
             .collect()
+    }
+
+    /// A connected loopback pair: (the client's end, the server's end, non-blocking).
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn the_sweep_writes_heartbeats_to_idle_lent_sockets_only_when_due() {
+        use std::io::Read;
+        // Not running: its own sweep (every second) stays out of the counts.
+        let log = Arc::new(MemoryLog::new(100, Duration::from_secs(60)));
+        let hub = Hub::new(log, 64, Arc::new(Metrics::new()));
+        let (mut client, server) = socket_pair();
+        let (lent, _) = hub.subscribe(vec!["x".into()], 1 << 20);
+        let (own, _) = hub.subscribe(vec!["x".into()], 1 << 20);
+        assert!(lent.sub.enable_direct(LentSocket::of(&server)));
+        hub.set_heartbeat(Duration::from_secs(60));
+        assert_eq!(
+            hub.sweep_heartbeats(),
+            0,
+            "written to a moment ago: not due"
+        );
+        // A 1 ms interval: due as soon as the wall clock has moved on.
+        hub.set_heartbeat(Duration::from_millis(1));
+        let start = crate::events::types::now_ms();
+        while crate::events::types::now_ms() < start + 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            hub.sweep_heartbeats(),
+            1,
+            "the lent socket only: the other's task beats"
+        );
+        assert_eq!(hub.sweep_heartbeats(), 0, "just written: not due again");
+        let mut buf = vec![0u8; 4096];
+        let n = client.read(&mut buf).expect("read");
+        let wire = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            wire.contains("event: heartbeat\ndata: {\"head\":\""),
+            "{wire}"
+        );
+        assert!(
+            lent.sub.enable_direct(LentSocket::of(&server)),
+            "nothing owed to the task: the socket stays lent"
+        );
+        assert!(matches!(own.sub.drain(&hub.queued_bytes), Drained::Frames(f) if f.is_empty()));
     }
 
     #[tokio::test]
