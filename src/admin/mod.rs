@@ -403,6 +403,13 @@ impl Admin {
         );
         match outcome.committed().await {
             Ok(id) => json_response(session, 202, &json!({ "id": id })).await,
+            // The sequencer's queue is full: pushed back, and told when to come again (the
+            // event's topics were told to refetch, see `Hub::try_publish_for`).
+            Err(e @ crate::hub::HubError::Full) => {
+                let body = Bytes::from(json!({ "error": e.to_string() }).to_string());
+                let retry = [("retry-after", "1".to_owned())];
+                respond(session, 503, "application/json", &retry, body).await
+            }
             Err(e) => json_response(session, 503, &json!({ "error": e.to_string() })).await,
         }
     }
