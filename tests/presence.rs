@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::presence::Member;
+use common::presence::{ids, Member};
 use common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -122,12 +122,7 @@ async fn members_are_listed_once_with_their_connections_and_leave_after_the_grac
                     "bob's leave came {after:?} after he closed (grace {GRACE_MS} ms)"
                 );
             }
-            let joined: Vec<&str> = f["joined"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|m| m["id"].as_str())
-                .collect();
+            let joined = ids(&f["joined"]);
             assert!(
                 !joined.contains(&"carol"),
                 "carol's reload was announced: {f}"
@@ -163,14 +158,9 @@ async fn who_is_on_a_private_board_is_told_only_to_its_members() -> anyhow::Resu
     let (status, body) = presence_get("bob").await?;
     assert_eq!(status, 200, "{body}");
     let snap: Value = serde_json::from_str(&body)?;
-    let ids: Vec<&str> = snap["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
+    let members = ids(&snap["members"]);
     assert_eq!(
-        (snap["topic"].as_str(), ids),
+        (snap["topic"].as_str(), members),
         (Some("board:1"), vec!["alice", "bob"])
     );
     drop(bob);
@@ -226,12 +216,7 @@ async fn a_member_whose_topic_is_revoked_leaves_it_and_stays_where_it_is_granted
         .await?
         .json()
         .await?;
-    let ids: Vec<&str> = snap["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["id"].as_str())
-        .collect();
-    assert_eq!(ids, ["bob"], "bob's stream stays on board 2: {snap}");
+    let members = ids(&snap["members"]);
+    assert_eq!(members, ["bob"], "bob's stream stays on board 2: {snap}");
     Ok(())
 }

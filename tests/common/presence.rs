@@ -6,6 +6,15 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// The `id`s of a members list (`joined`, `members`, …) in a presence frame or snapshot.
+pub fn ids(list: &Value) -> Vec<&str> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["id"].as_str())
+        .collect()
+}
+
 pub struct Member {
     pub sse: SseClient,
     /// The presence topic whose members `view` follows.
