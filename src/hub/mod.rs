@@ -103,6 +103,41 @@ struct SubQueue {
     gone: bool,
 }
 
+/// What one non-blocking write to a lent socket did (`SubQueue::send_lent`).
+enum Sent {
+    /// All of it: the socket stays lent.
+    Whole,
+    /// Part of it: the rest is the task's to write first (`rest`).
+    Part,
+    /// Nothing (a full socket buffer): the task takes over.
+    Nothing,
+    /// The client is gone (`gone`): its task ends the stream at its next drain.
+    Gone,
+}
+
+impl SubQueue {
+    /// Writes `chunk` to the lent socket `fd` without waiting, and records the outcome: the
+    /// socket lent again, the unwritten rest, or the client gone.
+    fn send_lent(&mut self, fd: LentSocket, chunk: &Bytes) -> Sent {
+        match fd.send_now(chunk) {
+            Ok(n) if n == chunk.len() => {
+                self.direct = Some(fd);
+                Sent::Whole
+            }
+            Ok(n) if n > 0 => {
+                self.rest = Some(chunk.slice(n..));
+                Sent::Part
+            }
+            Ok(_) => Sent::Nothing,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Sent::Nothing,
+            Err(_) => {
+                self.gone = true;
+                Sent::Gone
+            }
+        }
+    }
+}
+
 /// What became of one event for one subscriber.
 #[derive(Debug, PartialEq, Eq)]
 enum Delivery {
@@ -167,26 +202,20 @@ impl Subscriber {
             if window_ms == 0
                 || now.saturating_sub(self.last_write_ms.load(Ordering::Relaxed)) >= window_ms
             {
-                match fd.send_now(chunk) {
-                    Ok(n) if n == chunk.len() => {
-                        q.direct = Some(fd);
+                match q.send_lent(fd, chunk) {
+                    Sent::Whole => {
                         self.last_write_ms.store(now, Ordering::Relaxed);
                         return Delivery::Direct(now);
                     }
-                    Ok(n) if n > 0 => {
-                        // The task finishes the chunk before it writes anything else.
-                        q.rest = Some(chunk.slice(n..));
+                    Sent::Part => {
                         self.last_write_ms.store(now, Ordering::Relaxed);
                         drop(q);
                         self.notify.notify_one();
                         return Delivery::Direct(now);
                     }
                     // A full socket buffer: the task takes over (with its write timeout).
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => {
-                        // The client is gone: its task ends the stream at its next drain.
-                        q.gone = true;
+                    Sent::Nothing => {}
+                    Sent::Gone => {
                         drop(q);
                         self.notify.notify_one();
                         return Delivery::Dropped;
@@ -228,16 +257,10 @@ impl Subscriber {
             return false;
         };
         self.last_write_ms.store(now, Ordering::Relaxed);
-        match fd.send_now(chunk) {
-            Ok(n) if n == chunk.len() => {
-                q.direct = Some(fd);
-                return true;
-            }
-            // The task finishes the chunk before it writes anything else.
-            Ok(n) if n > 0 => q.rest = Some(chunk.slice(n..)),
-            Ok(_) => q.receipts.push(frame.clone()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => q.receipts.push(frame.clone()),
-            Err(_) => q.gone = true,
+        match q.send_lent(fd, chunk) {
+            Sent::Whole => return true,
+            Sent::Nothing => q.receipts.push(frame.clone()),
+            Sent::Part | Sent::Gone => {}
         }
         drop(q);
         self.notify.notify_one();
