@@ -18,9 +18,10 @@
 //! the stream back to its task through the queue; the task takes direct mode back before it
 //! writes anything itself, so the two never interleave on the socket.
 //!
-//! Heartbeats of idle streams are the hub's too: every `HEARTBEAT_SWEEP` it writes one
-//! heartbeat chunk, encoded once, to each lent socket that nothing went to for the heartbeat
-//! interval (`sweep_heartbeats`), so an idle stream's task is not woken between events at all.
+//! Heartbeats of idle streams are the hub's too: every quarter interval (at most every
+//! `HEARTBEAT_SWEEP`) it writes one heartbeat chunk, encoded once, to each lent socket that
+//! would otherwise go a heartbeat interval without a write before the next sweep
+//! (`sweep_heartbeats`), so an idle stream's task is not woken between events at all.
 //! A socket that cannot take it now gets it through the task (as a side frame), which writes
 //! it with its write timeout.
 
@@ -58,7 +59,8 @@ const MAX_FAN_OUT: usize = MAX_BATCH * 8;
 /// From this many subscribers of one event on, its fan-out runs on two threads.
 const PARALLEL_FAN_OUT: usize = 2048;
 
-/// How often the hub writes the heartbeats that are due to lent sockets.
+/// How often the hub writes the heartbeats that are due to lent sockets, at most: for a
+/// heartbeat interval under 4 s it sweeps four times per interval.
 const HEARTBEAT_SWEEP: Duration = Duration::from_secs(1);
 
 /// Most receipts one stream holds unwritten; past it the stream is a slow consumer.
@@ -243,13 +245,13 @@ impl Subscriber {
         Delivery::Queued
     }
 
-    /// A heartbeat, if this stream's socket is lent and nothing went to it for `interval_ms`:
+    /// A heartbeat, if this stream's socket is lent and nothing went to it for `due_after_ms`:
     /// written directly (`chunk`), or handed to its task (`frame`, as a side frame) when the
     /// socket cannot take it now. True when the stream was due.
-    fn beat(&self, frame: &Bytes, chunk: &Bytes, now: u64, interval_ms: u64) -> bool {
+    fn beat(&self, frame: &Bytes, chunk: &Bytes, now: u64, due_after_ms: u64) -> bool {
         // Most streams are not due: told without taking the lock.
         let last = self.last_write_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < interval_ms || self.closed.load(Ordering::Relaxed) {
+        if now.saturating_sub(last) < due_after_ms || self.closed.load(Ordering::Relaxed) {
             return false;
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -539,13 +541,24 @@ impl Hub {
             .store(every.as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Writes a heartbeat to every lent socket that nothing went to for the heartbeat
-    /// interval (one chunk, encoded once, for all); returns how many streams were due.
+    /// The time between two heartbeat sweeps: a quarter of the heartbeat interval, at most
+    /// `HEARTBEAT_SWEEP`.
+    fn sweep_period(&self) -> Duration {
+        let quarter = Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed) / 4);
+        quarter.clamp(Duration::from_millis(10), HEARTBEAT_SWEEP)
+    }
+
+    /// Writes a heartbeat to every lent socket that would otherwise go a whole heartbeat
+    /// interval without a write before the next sweep (one chunk, encoded once, for all), so
+    /// no lent socket is ever silent for longer than the interval; returns how many streams
+    /// were due.
     pub fn sweep_heartbeats(&self) -> usize {
         let interval = self.heartbeat_ms.load(Ordering::Relaxed);
         if interval == 0 {
             return 0;
         }
+        // Due now if it is due before the next sweep (a quarter interval: 0 under 4 ms).
+        let due_after = interval - (interval / 4).min(HEARTBEAT_SWEEP.as_millis() as u64);
         let head = crate::events::types::EventId::new(&self.epoch(), self.head()).to_string();
         let frame = Frame::Heartbeat { head: &head }.encode();
         let chunk = crate::wire::encode::chunk(&[&frame[..]]);
@@ -555,7 +568,7 @@ impl Hub {
         reg.by_topic
             .values()
             .flatten()
-            .filter(|sub| sub.beat(&frame, &chunk, now, interval))
+            .filter(|sub| sub.beat(&frame, &chunk, now, due_after))
             .count()
     }
 
@@ -839,8 +852,7 @@ impl Hub {
         // Stored events whose fan-out waits for the coalescing window.
         let mut pending: Vec<Arc<StoredEvent>> = Vec::new();
         let mut last_fan_out = tokio::time::Instant::now();
-        let mut beats = tokio::time::interval(HEARTBEAT_SWEEP);
-        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_sweep = tokio::time::Instant::now() + self.sweep_period();
         // Set once shutdown is asked (or its sender is gone): the queue is closed and
         // drained, and the shutdown branch is not polled again (it would be ready forever).
         let mut stopping = false;
@@ -857,8 +869,9 @@ impl Hub {
                     last_fan_out = tokio::time::Instant::now();
                     continue;
                 }
-                _ = beats.tick(), if !stopping => {
+                _ = tokio::time::sleep_until(next_sweep), if !stopping => {
                     self.sweep_heartbeats();
+                    next_sweep = tokio::time::Instant::now() + self.sweep_period();
                     continue;
                 }
                 changed = shutdown.changed(), if !stopping => {
@@ -1468,6 +1481,23 @@ mod tests {
             "the lent socket only: the other's task beats"
         );
         assert_eq!(hub.sweep_heartbeats(), 0, "just written: not due again");
+        // A 1 s interval: a socket written 800 ms ago would be silent for longer than the
+        // interval by the next sweep (250 ms on), so it is due now; one written 700 ms ago is not.
+        hub.set_heartbeat(Duration::from_secs(1));
+        assert_eq!(hub.sweep_period(), Duration::from_millis(250));
+        let now = crate::events::types::now_ms();
+        lent.sub.last_write_ms.store(now - 700, Ordering::Relaxed);
+        assert_eq!(
+            hub.sweep_heartbeats(),
+            0,
+            "700 ms ago: the next sweep is in time"
+        );
+        lent.sub.last_write_ms.store(now - 800, Ordering::Relaxed);
+        assert_eq!(
+            hub.sweep_heartbeats(),
+            1,
+            "800 ms ago: the next sweep would be late"
+        );
         let mut buf = vec![0u8; 4096];
         let n = client.read(&mut buf).expect("read");
         let wire = String::from_utf8_lossy(&buf[..n]);
