@@ -207,6 +207,10 @@ impl BackgroundService for Lifecycle {
             .clone()
             .run(move || reload.current(), shutdown.clone());
         tokio::spawn(presence);
+        // Learn mode's engine reads its queue until shutdown (not supervised: it only records).
+        let reload = state.reload.clone();
+        let learn = state.learn.clone();
+        tokio::spawn(learn.run(move || reload.current().learn.clone(), shutdown.clone()));
         // With a shared store, presence is shared too (until shutdown: then this instance's
         // members are withdrawn, awaited before the process ends).
         let share = self.share.clone().map(|target| {
@@ -392,6 +396,7 @@ fn runtime(
     });
     State::new(Components {
         presence: crate::presence::Presence::new(metrics.clone()),
+        learn: crate::learn::Learner::new(metrics.clone()),
         reload,
         hub,
         metrics,

@@ -65,22 +65,30 @@ pub fn run(path: &Path, all_sources: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The admin token from the variable `--token-env` names; exit 2 when it is not set.
+pub fn token_from(token_env: Option<&str>) -> Result<Option<String>, ExitCode> {
+    match token_env.map(std::env::var) {
+        None => Ok(None),
+        Some(Ok(t)) => Ok(Some(t)),
+        Some(Err(_)) => {
+            eprintln!(
+                "sse-sidecar: --token-env names {:?}, which is not set",
+                token_env.unwrap_or_default()
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 /// `check --diff FILE --admin URL [--token-env VAR]`.
 pub fn diff(path: &Path, admin: &str, token_env: Option<&str>) -> ExitCode {
     let (new_cfg, _, new_tree) = match load(path) {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let token = match token_env.map(std::env::var) {
-        None => None,
-        Some(Ok(t)) => Some(t),
-        Some(Err(_)) => {
-            eprintln!(
-                "sse-sidecar: --token-env names {:?}, which is not set",
-                token_env.unwrap_or_default()
-            );
-            return ExitCode::from(2);
-        }
+    let token = match token_from(token_env) {
+        Ok(t) => t,
+        Err(code) => return code,
     };
     let running = match fetch_running(admin, token.as_deref()) {
         Ok(v) => v,
@@ -129,8 +137,18 @@ pub fn diff(path: &Path, admin: &str, token_env: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `GET <admin>/admin/config.json` over plain HTTP/1.1; the `config` member of the answer.
+/// `GET <admin>/admin/config.json`; the `config` member of the answer.
 fn fetch_running(admin: &str, token: Option<&str>) -> Result<serde_json::Value, String> {
+    let body = admin_get(admin, "/admin/config.json", token)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON ({e})"))?;
+    json.get("config")
+        .cloned()
+        .ok_or_else(|| "the answer has no `config`".to_owned())
+}
+
+/// `GET <admin><path>` over plain HTTP/1.1: the body of a 200 answer.
+pub fn admin_get(admin: &str, path: &str, token: Option<&str>) -> Result<Vec<u8>, String> {
     let rest = admin
         .strip_prefix("http://")
         .ok_or("the admin URL must start with http:// (e.g. http://127.0.0.1:9090)")?;
@@ -150,9 +168,8 @@ fn fetch_running(admin: &str, token: Option<&str>) -> Result<serde_json::Value, 
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let req = format!(
-        "GET /admin/config.json HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n"
-    );
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n");
     conn.write_all(req.as_bytes())
         .map_err(|e| format!("cannot send the request: {e}"))?;
     let mut raw = Vec::new();
@@ -170,11 +187,7 @@ fn fetch_running(admin: &str, token: Option<&str>) -> Result<serde_json::Value, 
         }
         s => return Err(format!("HTTP {s}: {}", String::from_utf8_lossy(&body))),
     }
-    let json: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("the answer is not JSON ({e})"))?;
-    json.get("config")
-        .cloned()
-        .ok_or_else(|| "the answer has no `config`".to_owned())
+    Ok(body)
 }
 
 /// The status and the body (de-chunked when chunked) of an HTTP/1.1 answer.

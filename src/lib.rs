@@ -39,6 +39,7 @@ pub mod events;
 pub mod headers;
 pub mod http;
 pub mod hub;
+pub mod learn;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

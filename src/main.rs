@@ -1,6 +1,7 @@
 //! The `sse-sidecar` binary: parse the command line, read the environment overrides once
 //! (`config::overrides`), set up logging (colour only on a terminal; panics logged through
-//! it), load the config, start the optional span export (`telemetry`), run. `schema` prints the config's JSON Schema; `check` is `check`.
+//! it), load the config, start the optional span export (`telemetry`), run. `schema` prints the config's JSON Schema; `check` is `check`; `learn` is
+//! `learn_cmd`.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sse_sidecar::config::{self, model::LogFormat};
@@ -8,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod check;
+mod learn_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -52,8 +54,27 @@ enum Command {
     /// Print TypeScript declarations of every event type (from `event_types.<name>.schema`):
     /// one declaration per type's data, a union `SseEvent` on `type` and `SseEventMap`.
     Types,
+    /// Print learn mode's suggested rules from a running sidecar (a config fragment with
+    /// its evidence as comments; families in shadow); see docs/learn.md.
+    Learn(LearnArgs),
     /// Run the sidecar (the default).
     Run,
+}
+
+#[derive(clap::Args)]
+struct LearnArgs {
+    /// The running sidecar's admin URL.
+    #[arg(long, default_value = "http://127.0.0.1:9090")]
+    admin: String,
+    /// The variable holding the admin bearer token (as admin.token_env).
+    #[arg(long)]
+    token_env: Option<String>,
+    /// Write the suggested families live instead of shadow.
+    #[arg(long)]
+    live: bool,
+    /// Print this config file with the suggestions merged in (a whole file to check).
+    #[arg(long)]
+    into: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -136,6 +157,9 @@ fn main() -> ExitCode {
     }
     if let Err(code) = install_overrides() {
         return code;
+    }
+    if let Some(Command::Learn(a)) = &cli.command {
+        return learn_cmd::run(&a.admin, a.token_env.as_deref(), a.live, a.into.as_deref());
     }
     if let Some(Command::Check(args)) = &cli.command {
         let path = args.file.clone().unwrap_or_else(|| cli.config.clone());

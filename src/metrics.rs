@@ -42,6 +42,10 @@ pub struct Metrics {
     pub presence_topics: IntGauge,
     pub presence_members: IntGauge,
     pub presence_frames_total: IntCounter,
+    /// Learn mode's samples by outcome: recorded, dropped (its queue full), unrecorded
+    /// (past `learn.max_routes`).
+    pub learn_samples_total: IntCounterVec,
+    pub learn_routes: IntGauge,
     pub delivery_latency_seconds: Histogram,
     pub replay_events_total: IntCounter,
     /// Entries of a shared log that could not be decoded (each became a `log_gap` reset).
@@ -212,6 +216,13 @@ impl Metrics {
                 )
                 .unwrap_or_else(|e| panic!("{e}")),
             ),
+            learn_samples_total: counter_vec(
+                &r,
+                "learn_samples_total",
+                "Requests learn mode was handed, by outcome (recorded, dropped, unrecorded).",
+                &["outcome"],
+            ),
+            learn_routes: gauge("learn_routes", "Route templates learn mode has recorded."),
             stream_closes_total: counter_vec(
                 &r,
                 "stream_closes_total",

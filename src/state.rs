@@ -1,6 +1,6 @@
 //! The runtime handle the edges (proxy, streams, admin) are given: `Arc` handles to the
 //! components (reload handle, hub, metrics, authorizer, polling tracker, safety controller,
-//! presence engine),
+//! presence engine, learn mode),
 //! plus the process-wide drain signal, the stream connection count, the handshake limiter
 //! and the idempotency de-duplicator. Built only by the composition root (`app`). The
 //! mode, kill switch, breakers, degradation and transitions belong to the safety
@@ -30,6 +30,8 @@ pub struct State {
     pub controller: Arc<Controller>,
     /// Who is on each presence topic.
     pub presence: Arc<crate::presence::Presence>,
+    /// Learn mode: the shapes of the forwarded traffic, and the rules they suggest.
+    pub learn: Arc<crate::learn::Learner>,
     /// Turns true when the server starts draining (SIGTERM).
     draining: watch::Sender<bool>,
     connections: AtomicUsize,
@@ -47,6 +49,7 @@ pub struct Components {
     pub polling: Arc<crate::polling::Tracker>,
     pub controller: Arc<Controller>,
     pub presence: Arc<crate::presence::Presence>,
+    pub learn: Arc<crate::learn::Learner>,
 }
 
 impl State {
@@ -59,6 +62,7 @@ impl State {
             polling: c.polling,
             controller: c.controller,
             presence: c.presence,
+            learn: c.learn,
             draining: watch::channel(false).0,
             connections: AtomicUsize::new(0),
             started: Instant::now(),
@@ -83,6 +87,7 @@ impl State {
         State::new(Components {
             auth: crate::auth::Authorizer::new(8, metrics.clone()),
             presence: crate::presence::Presence::new(metrics.clone()),
+            learn: crate::learn::Learner::new(metrics.clone()),
             reload,
             hub,
             metrics,

@@ -9,7 +9,7 @@
 //! L4  proxy  sse  admin                 edges: Pingora and sockets; never import each other
 //! L3  state  control  pipeline  http    the runtime handle given to the edges, the safety
 //!                                       controller, an event's pipeline, plain answers
-//! L2  store  hub  derive  auth  polling  presence  reload  upstream   engines
+//! L2  store  hub  derive  auth  polling  presence  learn  reload  upstream   engines
 //! L1  config  safety                    validated data; pure state machines
 //! L0  headers  events  wire  metrics  sys  telemetry               shared vocabulary
 //! ```
@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("auth", 2),
     ("polling", 2),
     ("presence", 2),
+    ("learn", 2),
     ("reload", 2),
     ("upstream", 2),
     ("state", 3),
@@ -47,6 +48,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("app", 5),
     ("listener", 5),
     ("check", 5),
+    ("learn_cmd", 5),
     ("main", 5),
     ("lib", 5),
 ];

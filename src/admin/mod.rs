@@ -1,5 +1,6 @@
 //! The admin listener (127.0.0.1:9090 by default): `/metrics`, `/healthz`, `/readyz`,
-//! `/admin/status.json`, `/admin/config.json` (the running config's tree), and the actions `POST /admin/reload`, `POST /admin/kill-switch`,
+//! `/admin/status.json`, `/admin/config.json` (the running config's tree), learn mode's
+//! `/admin/learn` (JSON) and `/admin/learn/suggested.yaml`, and the actions `POST /admin/reload`, `POST /admin/kill-switch`,
 //! `POST /admin/publish`. Every endpoint but the health checks refuses requests from other
 //! sites first (Host, Origin, Sec-Fetch-Site: see `guard`), and every POST body must be
 //! JSON; then, when `admin.token_env` names a variable, wants `Authorization: Bearer <token>`.
@@ -307,8 +308,33 @@ impl Admin {
                 json_response(session, 200, &self.dashboard.gates(&self.state)).await
             }
             ("POST", "/admin/publish") => self.publish(session).await,
+            ("GET", "/admin/learn") => {
+                let enabled = self.state.config().learn.enabled;
+                json_response(session, 200, &self.state.learn.report(enabled)).await
+            }
+            ("GET", "/admin/learn/suggested.yaml") => self.suggested(session).await,
             _ => json_response(session, 404, &json!({ "error": "not found" })).await,
         }
+    }
+
+    /// Learn mode's suggested config fragment; `?mode=live` writes the families live.
+    async fn suggested(&self, session: &mut Session) -> Result<()> {
+        let query = session.req_header().uri.query().unwrap_or("");
+        let live = crate::events::route::parse_query(query)
+            .iter()
+            .any(|(k, v)| k == "mode" && v == "live");
+        let text = self
+            .state
+            .learn
+            .suggested_yaml(if live { "live" } else { "shadow" });
+        respond(
+            session,
+            200,
+            "application/yaml; charset=utf-8",
+            &[],
+            Bytes::from(text),
+        )
+        .await
     }
 
     /// Host, Origin and Sec-Fetch-Site (`guard`), then the token; false when the request

@@ -28,6 +28,7 @@ pub const SECTIONS: &[&str] = &[
     "polling",
     "telemetry",
     "presence",
+    "learn",
 ];
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -672,4 +673,45 @@ fn default_identity_id() -> String {
 }
 fn default_identity_cache_ttl_seconds() -> u64 {
     60
+}
+
+/// `learn`: record the shapes of the forwarded traffic and propose rules (`GET /admin/learn`,
+/// `sse-sidecar learn`; see docs/learn.md). Hot: turning it on or off needs no restart.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LearnFile {
+    /// Record the traffic's shapes (off by default).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Most route templates recorded; requests of further routes are counted, not recorded.
+    #[serde(default = "default_learn_max_routes")]
+    pub max_routes: usize,
+    /// Example values kept per field and per path parameter (each cut to 32 characters).
+    #[serde(default = "default_learn_samples_per_route")]
+    pub samples_per_route: usize,
+    /// Most bytes of a request or response body read for its shape; a longer body's shape
+    /// is not recorded (a polled answer's changes still are).
+    #[serde(default = "default_learn_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Body fields whose values are never kept, by name (case-insensitive), on top of the
+    /// built-in list (password, secret, token, key, authorization, cookie, email, phone, …).
+    #[serde(default)]
+    pub redact: Vec<String>,
+}
+
+impl Default for LearnFile {
+    fn default() -> Self {
+        // Deserializing an empty mapping applies every serde default above.
+        serde_yaml::from_str("{}").unwrap_or_else(|_| unreachable!("empty mapping"))
+    }
+}
+
+fn default_learn_max_routes() -> usize {
+    200
+}
+fn default_learn_samples_per_route() -> usize {
+    3
+}
+fn default_learn_max_body_bytes() -> usize {
+    64 * 1024
 }

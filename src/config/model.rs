@@ -230,6 +230,17 @@ pub struct Telemetry {
     pub otlp_endpoint: Option<String>,
 }
 
+/// Learn mode (see `learn`): what is recorded of the forwarded traffic, and how much.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Learn {
+    pub enabled: bool,
+    pub max_routes: usize,
+    pub samples_per_route: usize,
+    pub max_body_bytes: usize,
+    /// Field names whose values are never kept, lowercased (the built-in list not included).
+    pub redact: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Safety {
     /// Delivery p99 target: coalescing opens over half of it, the latency breaker over it.
@@ -263,6 +274,7 @@ pub struct Config {
     pub polling: super::polling::Polling,
     pub telemetry: Telemetry,
     pub presence: super::presence::Presence,
+    pub learn: Learn,
     /// What validates but cannot work as probably meant, with YAML paths and hints
     /// (`check` prints them; start and reload log them).
     pub warnings: Vec<super::validate::Problem>,

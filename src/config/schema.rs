@@ -43,6 +43,7 @@ struct ConfigFile {
     polling: Option<PollingFile>,
     telemetry: Option<TelemetryFile>,
     presence: Option<PresenceFile>,
+    learn: Option<LearnFile>,
 }
 
 /// The schema as a JSON value.

@@ -329,6 +329,9 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
     let telemetry = telemetry.map(|t| compile_telemetry(&mut c, t));
     let presence = sections.read(&mut c, "presence");
     let presence = presence.map(|p| compile_presence(&mut c, p));
+    let learn = sections
+        .read(&mut c, "learn")
+        .map(|l| compile_learn(&mut c, l));
     let parts = Parts {
         listen,
         threads,
@@ -348,6 +351,7 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigError> {
         polling,
         telemetry,
         presence,
+        learn,
     };
     warn_unworkable_parts(&mut c, &parts, sections.given("rollout").is_some());
     finish(c, version_of(text), parts)
@@ -373,6 +377,7 @@ struct Parts {
     polling: Option<Polling>,
     telemetry: Option<Telemetry>,
     presence: Option<crate::config::presence::Presence>,
+    learn: Option<Learn>,
 }
 
 /// The `mutations` section, compiled (its keys sit at the top of [`Config`]).
@@ -421,6 +426,7 @@ fn assemble(p: Parts, version: String, warnings: Vec<Problem>) -> Option<Config>
         polling: p.polling?,
         telemetry: p.telemetry?,
         presence: p.presence?,
+        learn: p.learn?,
     })
 }
 
@@ -836,6 +842,35 @@ fn compile_telemetry(c: &mut Collector, t: TelemetryFile) -> Telemetry {
     }
     Telemetry {
         otlp_endpoint: t.otlp_endpoint,
+    }
+}
+
+fn compile_learn(c: &mut Collector, l: LearnFile) -> Learn {
+    c.ranges(&[
+        ("learn.max_routes", l.max_routes as u64, 1, 10_000),
+        ("learn.samples_per_route", l.samples_per_route as u64, 0, 20),
+        (
+            "learn.max_body_bytes",
+            l.max_body_bytes as u64,
+            1024,
+            1 << 20,
+        ),
+    ]);
+    for (i, name) in l.redact.iter().enumerate() {
+        if name.trim().is_empty() {
+            c.push(
+                format!("learn.redact[{i}]"),
+                "an empty field name redacts nothing",
+                Some("name a JSON field, e.g. `ssn`, or remove the entry"),
+            );
+        }
+    }
+    Learn {
+        enabled: l.enabled,
+        max_routes: l.max_routes,
+        samples_per_route: l.samples_per_route,
+        max_body_bytes: l.max_body_bytes,
+        redact: l.redact.iter().map(|n| n.trim().to_lowercase()).collect(),
     }
 }
 

@@ -180,6 +180,8 @@ pub struct Ctx {
     own: bool,
     /// A GET of a polled route (coverage check, shielding).
     poll: Option<Box<PollCtx>>,
+    /// Learn mode's record of the request (`learn.enabled`).
+    learn: Option<Box<crate::learn::Sample>>,
 }
 
 /// What a polled GET keeps while it streams through.
@@ -708,6 +710,24 @@ impl Proxy {
             "a 2xx mutation matched no rule; the shielded routes it could change are forwarded");
         self.state.polling.force(routes.into_iter());
     }
+
+    /// Learn mode's sample of a request about to be forwarded (none when it is off).
+    fn start_learn(&self, cfg: &Config, req: &RequestHeader) -> Option<Box<crate::learn::Sample>> {
+        if !cfg.learn.enabled {
+            return None;
+        }
+        let path = normalize_path(req.uri.path());
+        let query = req.uri.query().map(parse_query).unwrap_or_default();
+        let fingerprint = self.credentials(cfg, req).fingerprint;
+        let method = req.method.as_str();
+        Some(crate::learn::Sample::start(
+            &cfg.learn,
+            method,
+            &path,
+            query,
+            fingerprint,
+        ))
+    }
 }
 
 #[async_trait]
@@ -741,6 +761,7 @@ impl ProxyHttp for Proxy {
             return Ok(true);
         }
         ctx.capture = self.start_capture(&cfg, session.req_header());
+        ctx.learn = self.start_learn(&cfg, session.req_header());
         if self.check_conflicts(session, &cfg, ctx).await? {
             return Ok(true);
         }
@@ -811,6 +832,9 @@ impl ProxyHttp for Proxy {
             let limit = cap.cap;
             append_capped(&mut cap.req, &mut cap.req_over, chunk, limit);
         }
+        if let (Some(s), Some(chunk)) = (ctx.learn.as_mut(), body.as_ref()) {
+            s.request_chunk(chunk);
+        }
         Ok(())
     }
 
@@ -823,6 +847,10 @@ impl ProxyHttp for Proxy {
         let status = upstream_response.status.as_u16();
         if status >= 200 {
             ctx.status = status;
+        }
+        if let Some(s) = ctx.learn.as_mut() {
+            let encoding = upstream_response.headers.get("content-encoding");
+            s.response_head(status, encoding.and_then(|v| v.to_str().ok()));
         }
         if let Some(cap) = ctx.capture.as_mut() {
             cap.encoding = upstream_response
@@ -896,6 +924,9 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
+        if let (Some(s), Some(chunk)) = (ctx.learn.as_mut(), body.as_ref()) {
+            s.response_chunk(chunk);
+        }
         if let Some(cap) = ctx.capture.as_mut() {
             if let Some(chunk) = body.as_ref() {
                 let limit = cap.cap;
@@ -1036,6 +1067,13 @@ impl ProxyHttp for Proxy {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         self.seal_receipt(ctx, status);
+        if let Some(s) = ctx
+            .learn
+            .take()
+            .filter(|_| e.is_none() && ctx.status >= 200)
+        {
+            self.state.learn.record(s);
+        }
         if let Some(cx) = ctx.capture.as_ref().and_then(|c| c.span.as_ref()) {
             telemetry::end(cx, status);
         }

@@ -400,6 +400,9 @@ pub fn admit(
     let topics = parse_topics(&query, cfg.sse.max_topics_per_stream).map_err(
         |Refusal::BadTopics(msg)| refuse(state, 400, "bad_topics", None, &format!("{msg}\n")),
     )?;
+    if cfg.learn.enabled {
+        state.learn.note_topics(&topics);
+    }
     let conn = claim_capacity(state, &cfg, retry_after)?;
     let last_id = req.last_event_id.clone().or_else(|| {
         query
