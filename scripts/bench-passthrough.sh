@@ -10,6 +10,8 @@
 # machine shows as round-to-round spread rather than as a difference between cases.
 # VARIANTS=1 adds Pingora's own knobs: 2 threads (sidecar and bare), work stealing off,
 # a small upstream keep-alive pool (see examples/bare_proxy.rs).
+# LEARN=1 adds the sidecar with learn mode on (`learn.enabled: true`, every request recorded),
+# beside the one with it off.
 # Usage: scripts/bench-passthrough.sh [connections=64] [seconds=10] [rounds=2]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 backend=$(free_port); nginxp=$(free_port); sidecar=$(free_port); admin=$(free_port); bare=$(free_port)
 sidecar2=$(free_port); admin2=$(free_port); bare2=$(free_port); bare_ns=$(free_port); bare_pool=$(free_port)
+sidecar_learn=$(free_port); admin_learn=$(free_port)
 
 mkdir -p "$work/www/api" "$work/logs"
 printf '{"board_id":"1","cards":[{"id":"c1","title":"one","column":"todo"},{"id":"c2","title":"two","column":"doing"}],"version":7}' > "$work/www/api/cards.json"
@@ -62,6 +65,12 @@ if [ "${VARIANTS:-0}" = 1 ]; then
   BARE_POOL=16 target/release/examples/bare_proxy "127.0.0.1:$bare_pool" "127.0.0.1:$backend" 1 & pids+=($!)
   ports="$ports $sidecar2 $bare2 $bare_ns $bare_pool"
 fi
+if [ "${LEARN:-0}" = 1 ]; then
+  sed -e "s/:$sidecar\"/:$sidecar_learn\"/" -e "s/:$admin\"/:$admin_learn\"/" "$work/sidecar.yaml" > "$work/sidecar-learn.yaml"
+  echo "learn: {enabled: true}" >> "$work/sidecar-learn.yaml"
+  target/release/sse-sidecar --config "$work/sidecar-learn.yaml" & pids+=($!)
+  ports="$ports $sidecar_learn"
+fi
 for p in $ports; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/api/cards.json" >/dev/null && break; sleep 0.1; done
 done
@@ -84,6 +93,9 @@ for round in $(seq "$rounds"); do
   run sse-sidecar "$sidecar"
   run nginx-proxy_pass "$nginxp"
   run pingora-bare "$bare"
+  if [ "${LEARN:-0}" = 1 ]; then
+    run sse-sidecar-learn "$sidecar_learn"
+  fi
   if [ "${VARIANTS:-0}" = 1 ]; then
     run sse-sidecar-2-threads "$sidecar2"
     run pingora-bare-2-threads "$bare2"
@@ -93,4 +105,8 @@ for round in $(seq "$rounds"); do
 done
 cat "$work/results.jsonl"
 [ -n "${PASSTHROUGH_OUT:-}" ] && cat "$work/results.jsonl" >> "$PASSTHROUGH_OUT"
+if [ "${LEARN:-0}" = 1 ]; then
+  echo "learn mode's samples (recorded, dropped):"
+  curl -s "http://127.0.0.1:$admin_learn/metrics" | grep '^sse_sidecar_learn_samples_total' || true
+fi
 exit 0

@@ -4,7 +4,7 @@
 #   demo: a C toolchain, cmake and make (the release build's C dependencies), Node.js.
 #   test: the same, plus Debian's chromium (browser tests), redis-server (the Redis store's
 #         tests) and the node packages of the client package (typescript, react), the
-#         protocol and the browser tests (npm ci).
+#         protocol and the browser tests, and json-server for the learn-mode test (npm ci).
 # Packages come from apt; run as root or with sudo available, or install them yourself (the
 # script says which are missing and stops). Rust itself comes from rustup, not from here.
 set -euo pipefail
@@ -42,7 +42,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [ "$what" = test ]; then
-  for dir in clients/js clients/js/protocol tests/browser; do
+  for dir in clients/js clients/js/protocol tests/browser tests/learn/jsonserver; do
     [ -d "$dir/node_modules" ] || (cd "$dir" && npm ci --no-audit --no-fund)
   done
 fi

@@ -28,5 +28,6 @@ fi
 
 if [ -f tests/browser/package.json ]; then
   echo "== browser tests (headless Chromium)"
+  (cd tests/learn/jsonserver && { [ -d node_modules ] || npm ci --no-audit --no-fund; })
   (cd tests/browser && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && npm test)
 fi

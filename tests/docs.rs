@@ -127,6 +127,8 @@ authorization:
   rules:
     - {topic: "jobs", check: "GET /status/200"}
     - {topic: "card:{id}", public: true}
+learn:
+  enabled: true
 "#;
 
 /// A mutation through the sidecar; returns its status.

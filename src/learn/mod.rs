@@ -5,8 +5,9 @@
 //! The proxy fills a [`Sample`] per forwarded request — method, normalized path, query,
 //! the sender's credential fingerprint (never a credential), status, and at most
 //! `learn.max_body_bytes` of each JSON body plus a hash of the whole answer — and hands it
-//! over with one non-blocking send on a bounded queue (`QUEUE`): the pass-through path never
-//! waits on learn mode; a sample that finds the queue full is dropped and counted. The
+//! over with one non-blocking send on a bounded queue (`QUEUE` samples, `MAX_QUEUED_BYTES`
+//! of bodies): the pass-through path never waits on learn mode; a sample that finds the
+//! queue full is dropped and counted. The
 //! engine task owns the parsing and the [`model::Model`] (routes, shapes, polls, changes,
 //! attribution), bounded by `learn.max_routes` and the model's own caps. Cookies, the
 //! Authorization header and every other header are never read; body values of redacted
@@ -26,11 +27,14 @@ use bytes::BytesMut;
 use model::{Model, Observation};
 use serde_json::{json, Value};
 use std::hash::Hasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
-/// Samples waiting for the engine; past it they are dropped (counted).
+/// Samples waiting for the engine, and the body bytes they may hold together; past either,
+/// a sample is dropped (counted).
 const QUEUE: usize = 1024;
+const MAX_QUEUED_BYTES: usize = 16 << 20;
 /// Topics of one stream request noted, at most.
 const MAX_STREAM_TOPICS: usize = 32;
 
@@ -94,6 +98,11 @@ impl Sample {
     }
 
     /// Parses what was kept (on the engine's task, not the request's).
+    /// The body bytes it holds.
+    fn bytes(&self) -> usize {
+        self.req.len() + self.resp.len()
+    }
+
     fn observe(self: Box<Self>) -> Observation {
         let s = *self;
         let json = |b: Body| match b {
@@ -145,6 +154,8 @@ pub struct Learner {
     rx: Mutex<Option<mpsc::Receiver<Msg>>>,
     model: Mutex<Model>,
     metrics: Arc<Metrics>,
+    /// Body bytes of the samples in the queue.
+    queued_bytes: AtomicUsize,
 }
 
 impl Learner {
@@ -155,12 +166,24 @@ impl Learner {
             rx: Mutex::new(Some(rx)),
             model: Mutex::new(Model::default()),
             metrics,
+            queued_bytes: AtomicUsize::new(0),
         })
     }
 
     /// Hands a finished sample to the engine; never waits (a full queue drops it).
     pub fn record(&self, sample: Box<Sample>) {
-        self.send(Msg::Sample(sample));
+        let size = sample.bytes();
+        if self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size > MAX_QUEUED_BYTES {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            self.metrics
+                .learn_samples_total
+                .with_label_values(&["dropped"])
+                .inc();
+            return;
+        }
+        if !self.send(Msg::Sample(sample)) {
+            self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        }
     }
 
     /// The topics a stream request asked for (the names only), to name the topics of the
@@ -172,13 +195,16 @@ impl Learner {
         }
     }
 
-    fn send(&self, msg: Msg) {
-        if self.tx.try_send(msg).is_err() {
+    /// False when the queue was full (the message is dropped and counted).
+    fn send(&self, msg: Msg) -> bool {
+        let sent = self.tx.try_send(msg).is_ok();
+        if !sent {
             self.metrics
                 .learn_samples_total
                 .with_label_values(&["dropped"])
                 .inc();
         }
+        sent
     }
 
     /// Reads the queue until shutdown (or until its sender is gone); `limits` gives the
@@ -209,6 +235,7 @@ impl Learner {
         match msg {
             Msg::Topics(t) => m.subscribed(&t),
             Msg::Sample(s) => {
+                self.queued_bytes.fetch_sub(s.bytes(), Ordering::Relaxed);
                 let before = m.unrecorded;
                 m.observe(&s.observe(), limits);
                 let outcome = if m.unrecorded > before {

@@ -25,6 +25,9 @@ const MAX_GAPS: usize = 64;
 const MAX_PAIRS: usize = 20_000;
 /// Distinct subscribed topics kept.
 const MAX_TOPICS: usize = 256;
+/// A mutation that reached the sidecar this soon after a poll may still show in its answer
+/// (the backend took it first).
+const RACE_MS: u64 = 100;
 /// Polls of one URL by one client that make a route "polled".
 pub const POLLED_AFTER: u64 = 3;
 
@@ -74,8 +77,52 @@ pub struct Pair {
     /// Polls after the mutation that showed a change, and that showed none.
     pub changed: u64,
     pub unchanged: u64,
+    /// The same, counting only polls after which this route was the only mutation route
+    /// (the evidence that tells it from mutations of other routes at the same moments).
+    pub alone_changed: u64,
+    pub alone_unchanged: u64,
     /// Per parameter of the polled route: source → (matched in a change, matched in none).
-    pub by_param: Vec<BTreeMap<String, (u64, u64)>>,
+    pub by_param: Vec<BTreeMap<String, Matched>>,
+}
+
+/// Polls in which a source of the mutation equalled the polled URL's parameter: that
+/// showed a change (`hit`) or none (`miss`), in all and when the mutation's route was the only
+/// mutation route between the polls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Matched {
+    pub hit: u64,
+    pub miss: u64,
+    pub alone_hit: u64,
+    pub alone_miss: u64,
+}
+
+impl Matched {
+    fn count(&mut self, changed: bool, alone: bool) {
+        match (changed, alone) {
+            (true, a) => {
+                self.hit += 1;
+                self.alone_hit += u64::from(a);
+            }
+            (false, a) => {
+                self.miss += 1;
+                self.alone_miss += u64::from(a);
+            }
+        }
+    }
+}
+
+impl Pair {
+    fn count(&mut self, changed: bool, alone: bool) {
+        let (all, solo) = if changed {
+            (&mut self.changed, &mut self.alone_changed)
+        } else {
+            (&mut self.unchanged, &mut self.alone_unchanged)
+        };
+        *all += 1;
+        if alone {
+            *solo += 1;
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -361,34 +408,37 @@ impl Model {
     /// may have shown in that poll already).
     fn attribute(&mut self, p: usize, values: &[String], (from, to): (u64, u64), changed: bool) {
         let hashes: Vec<u64> = values.iter().map(|v| hash_of(v)).collect();
-        let mut causes = Vec::new();
         let between = |m: &&Mutation| {
             if changed {
-                m.started_ms < to && m.ended_ms > from
+                m.started_ms < to + RACE_MS && m.ended_ms > from
             } else {
                 m.started_ms >= from && m.ended_ms <= to
             }
         };
+        let mut routes: Vec<usize> = self
+            .recent
+            .iter()
+            .filter(between)
+            .map(|m| m.route)
+            .collect();
+        routes.sort_unstable();
+        routes.dedup();
+        let alone = routes.len() == 1;
+        let mut causes = Vec::new();
         for m in self.recent.iter().filter(between) {
             if !self.pairs.contains_key(&(m.route, p)) && self.pairs.len() >= MAX_PAIRS {
                 continue;
             }
             let pair = self.pairs.entry((m.route, p)).or_default();
             pair.by_param.resize_with(hashes.len(), BTreeMap::new);
-            if changed {
-                pair.changed += 1
-            } else {
-                pair.unchanged += 1
-            }
+            pair.count(changed, alone);
             let mut matches = vec![Vec::new(); hashes.len()];
             for (j, h) in hashes.iter().enumerate() {
                 for (src, _) in m.sources.iter().filter(|(_, sh)| sh == h) {
-                    let e = pair.by_param[j].entry(src.clone()).or_default();
-                    if changed {
-                        e.0 += 1
-                    } else {
-                        e.1 += 1
-                    }
+                    pair.by_param[j]
+                        .entry(src.clone())
+                        .or_default()
+                        .count(changed, alone);
                     matches[j].push(src.clone());
                 }
             }

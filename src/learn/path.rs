@@ -105,6 +105,24 @@ fn sanitize(name: &str) -> String {
     }
 }
 
+/// The field carrying a segment's value: one named after the segment before it (`board_id`
+/// after `boards`), then `id`, then any: card 1 on board 1 is `/cards/{id}` and
+/// `/boards/{board}/cards`, whichever field comes first in the body.
+fn carrier<'a>(fields: &[(&'a str, String)], seg: &str, before: Option<&str>) -> Option<&'a str> {
+    let equal: Vec<&'a str> = fields
+        .iter()
+        .filter(|(_, v)| v == seg)
+        .map(|(k, _)| *k)
+        .collect();
+    let named = |k: &&&str| before.is_some_and(|b| name_of_field(k) == sanitize(&singular(b)));
+    equal
+        .iter()
+        .find(named)
+        .or_else(|| equal.iter().find(|k| **k == "id"))
+        .or_else(|| equal.first())
+        .copied()
+}
+
 /// Cuts `path` (normalized, no query) into a template, reading the request and answer
 /// bodies for segments they carry as fields.
 pub fn cut(path: &str, request: Option<&Value>, response: Option<&Value>) -> Cut {
@@ -117,7 +135,7 @@ pub fn cut(path: &str, request: Option<&Value>, response: Option<&Value>) -> Cut
         names: Vec::new(),
     };
     for (i, seg) in parts.iter().enumerate() {
-        let carried = fields.iter().find(|(_, v)| v == seg).map(|(k, _)| *k);
+        let carried = carrier(&fields, seg, i.checked_sub(1).map(|k| parts[k]));
         let after_lit = i > 0 && !is_id_like(parts[i - 1]);
         if !(is_id_like(seg) || carried.is_some() && after_lit) {
             out.segs.push(Seg::Lit((*seg).to_owned()));
