@@ -43,7 +43,7 @@ pub struct Metrics {
     pub presence_members: IntGauge,
     pub presence_frames_total: IntCounter,
     /// Learn mode's samples by outcome: recorded, dropped (its queue full), unrecorded
-    /// (past `learn.max_routes`).
+    /// (past `learn.max_routes`), skipped (GETs past `learn.max_reads_per_second`).
     pub learn_samples_total: IntCounterVec,
     pub learn_routes: IntGauge,
     pub delivery_latency_seconds: Histogram,
@@ -219,7 +219,7 @@ impl Metrics {
             learn_samples_total: counter_vec(
                 &r,
                 "learn_samples_total",
-                "Requests learn mode was handed, by outcome (recorded, dropped, unrecorded).",
+                "Requests learn mode was handed, by outcome (recorded, dropped, unrecorded, skipped).",
                 &["outcome"],
             ),
             learn_routes: gauge("learn_routes", "Route templates learn mode has recorded."),

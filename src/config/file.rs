@@ -693,6 +693,10 @@ pub struct LearnFile {
     /// is not recorded (a polled answer's changes still are).
     #[serde(default = "default_learn_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Most GET (and HEAD) requests recorded per second; the rest are forwarded without a
+    /// sample. Mutations are always recorded: they are what the rules are made of.
+    #[serde(default = "default_learn_max_reads_per_second")]
+    pub max_reads_per_second: u32,
     /// Body fields whose values are never kept, by name (case-insensitive), on top of the
     /// built-in list (password, secret, token, key, authorization, cookie, email, phone, …).
     #[serde(default)]
@@ -714,4 +718,7 @@ fn default_learn_samples_per_route() -> usize {
 }
 fn default_learn_max_body_bytes() -> usize {
     64 * 1024
+}
+fn default_learn_max_reads_per_second() -> u32 {
+    1000
 }

@@ -237,6 +237,7 @@ pub struct Learn {
     pub max_routes: usize,
     pub samples_per_route: usize,
     pub max_body_bytes: usize,
+    pub max_reads_per_second: u32,
     /// Field names whose values are never kept, lowercased (the built-in list not included).
     pub redact: Vec<String>,
 }

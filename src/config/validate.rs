@@ -855,6 +855,12 @@ fn compile_learn(c: &mut Collector, l: LearnFile) -> Learn {
             1024,
             1 << 20,
         ),
+        (
+            "learn.max_reads_per_second",
+            u64::from(l.max_reads_per_second),
+            1,
+            1_000_000,
+        ),
     ]);
     for (i, name) in l.redact.iter().enumerate() {
         if name.trim().is_empty() {
@@ -870,6 +876,7 @@ fn compile_learn(c: &mut Collector, l: LearnFile) -> Learn {
         max_routes: l.max_routes,
         samples_per_route: l.samples_per_route,
         max_body_bytes: l.max_body_bytes,
+        max_reads_per_second: l.max_reads_per_second,
         redact: l.redact.iter().map(|n| n.trim().to_lowercase()).collect(),
     }
 }

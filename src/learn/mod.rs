@@ -27,7 +27,7 @@ use bytes::BytesMut;
 use model::{Model, Observation};
 use serde_json::{json, Value};
 use std::hash::Hasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
@@ -156,6 +156,9 @@ pub struct Learner {
     metrics: Arc<Metrics>,
     /// Body bytes of the samples in the queue.
     queued_bytes: AtomicUsize,
+    /// This second's GET samples: the second (since the epoch) in the high 32 bits, the
+    /// count in the low ones.
+    reads: AtomicU64,
 }
 
 impl Learner {
@@ -167,7 +170,36 @@ impl Learner {
             model: Mutex::new(Model::default()),
             metrics,
             queued_bytes: AtomicUsize::new(0),
+            reads: AtomicU64::new(0),
         })
+    }
+
+    /// Whether a GET may be sampled now: at most `per_second` a second (one atomic update;
+    /// the others are forwarded without a sample and counted as skipped).
+    pub fn admit_read(&self, per_second: u32) -> bool {
+        self.admit_read_at(crate::events::types::now_ms(), per_second)
+    }
+
+    fn admit_read_at(&self, now_ms: u64, per_second: u32) -> bool {
+        let second = (now_ms / 1000) as u32;
+        let admitted = self
+            .reads
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                let (s, n) = ((v >> 32) as u32, v as u32);
+                match (s == second, n < per_second) {
+                    (false, _) => Some((u64::from(second) << 32) | 1),
+                    (true, true) => Some(v + 1),
+                    (true, false) => None,
+                }
+            })
+            .is_ok();
+        if !admitted {
+            self.metrics
+                .learn_samples_total
+                .with_label_values(&["skipped"])
+                .inc();
+        }
+        admitted
     }
 
     /// Hands a finished sample to the engine; never waits (a full queue drops it).
@@ -319,4 +351,27 @@ fn suggestions_json(s: &suggest::Suggestions) -> Value {
         .map(|(t, c)| json!({"topic": t, "check": c}))
         .collect();
     json!({"rules": rules, "polling": polling, "event_types": types, "authorization": authorization})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_are_sampled_up_to_the_budget_of_each_second() {
+        let l = Learner::new(Arc::new(Metrics::new()));
+        let t = 1_796_000_000_000;
+        assert!((0..3).all(|i| l.admit_read_at(t + i, 3)));
+        assert!(
+            !l.admit_read_at(t + 999, 3),
+            "the 4th in the same second is skipped"
+        );
+        assert!(l.admit_read_at(t + 1000, 3), "a new second, a new budget");
+        let skipped = l
+            .metrics
+            .learn_samples_total
+            .with_label_values(&["skipped"])
+            .get();
+        assert_eq!(skipped, 1);
+    }
 }

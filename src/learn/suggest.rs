@@ -529,6 +529,7 @@ mod tests {
             max_routes: 50,
             samples_per_route: 3,
             max_body_bytes: 1 << 16,
+            max_reads_per_second: 1000,
             redact: vec![],
         }
     }

@@ -716,6 +716,10 @@ impl Proxy {
         if !cfg.learn.enabled {
             return None;
         }
+        let read = matches!(req.method, http::Method::GET | http::Method::HEAD);
+        if read && !self.state.learn.admit_read(cfg.learn.max_reads_per_second) {
+            return None;
+        }
         let path = normalize_path(req.uri.path());
         let query = req.uri.query().map(parse_query).unwrap_or_default();
         let fingerprint = self.credentials(cfg, req).fingerprint;
