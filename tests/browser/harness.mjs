@@ -128,7 +128,8 @@ process.on('exit', () => {
   }
 });
 
-function track(child) {
+/** Tracks a spawned child: killed by PID if the test process exits first; `child.exited`. */
+export function track(child) {
   running.add(child);
   child.exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {

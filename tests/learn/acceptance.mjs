@@ -4,6 +4,7 @@
 // that records every event of the running config's types, and the metric sums compared
 // before and after the live phase.
 
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -113,4 +114,32 @@ export function coverageProblems(status, routes) {
     else if (c.coverage !== 1) problems.push(`${route}: coverage ${c.coverage} (${c.covered}/${c.changes}, last uncovered ${c.last_uncovered_url})`);
   }
   return problems;
+}
+
+/** The counters the live phase must not move: events rejected, 2xx mutations unmatched. */
+export async function liveCounters(sidecar) {
+  return {
+    rejected: await metricSum(sidecar, 'sse_sidecar_events_rejected_total'),
+    unmatched: await metricSum(sidecar, 'sse_sidecar_mutations_unmatched_total'),
+  };
+}
+
+/**
+ * The live phase's verdict: an event for every mutation on exactly its topics (waited for
+ * with a deadline), the counters of `before` unmoved, and `polledRoutes` polled routes all
+ * at 100 % coverage. `text` is the suggested file, shown on failure.
+ */
+export async function checkLive(sidecar, { stream, mutations, topicsOf, before, polledRoutes, text }) {
+  const problems = await H.waitFor('an event for every mutation', async () => {
+    const found = eventProblems(mutations, await stream.events(), topicsOf);
+    return found.length === 0 ? found : null;
+  }, { timeout: 10_000 }).catch(async () => eventProblems(mutations, await stream.events(), topicsOf));
+  assert.deepEqual(problems, [], `live phase:\n${text}`);
+  const after = await liveCounters(sidecar);
+  assert.equal(after.rejected, before.rejected, 'no event was rejected by its schema');
+  assert.equal(after.unmatched, before.unmatched, 'every 2xx mutation matched a rule');
+  const status = await sidecar.status();
+  const routes = (status.coverage || []).map((r) => r.route);
+  assert.equal(routes.length, polledRoutes, `the ${polledRoutes} polled lists are polled routes: ${JSON.stringify(routes)}`);
+  assert.deepEqual(coverageProblems(status, routes), [], JSON.stringify(status.coverage, null, 1));
 }

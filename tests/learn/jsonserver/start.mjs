@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../../browser/harness.mjs';
+import { freePort, stopProcess, track } from '../../browser/harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BIN = path.join(here, 'node_modules', '.bin', 'json-server');
@@ -16,46 +16,6 @@ const DB = path.join(here, 'db.json');
 const PUBLIC = path.join(here, 'public');
 
 const delay = (ms) => new Promise((r) => setTimeout(r, ms));
-
-/** Every json-server still running is killed by PID if this process exits first. */
-const running = new Set();
-process.on('exit', () => {
-  for (const child of running) {
-    try {
-      process.kill(child.pid, 'SIGKILL');
-    } catch {
-      /* already gone */
-    }
-  }
-});
-
-function exitedPromise(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve();
-    else child.once('exit', () => resolve());
-  });
-}
-
-/** SIGTERM by PID, SIGKILL after `timeout` ms; resolves once the process has exited. */
-async function stopChild(child, exited, timeout = 5_000) {
-  if (child.exitCode === null && child.signalCode === null) {
-    try {
-      process.kill(child.pid, 'SIGTERM');
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  const gone = await Promise.race([exited.then(() => true), delay(timeout).then(() => false)]);
-  if (!gone) {
-    try {
-      process.kill(child.pid, 'SIGKILL');
-    } catch {
-      /* gone meanwhile */
-    }
-    await exited;
-  }
-  running.delete(child);
-}
 
 /** Polls GET /boards until 200; throws when the child exits or the deadline passes. */
 async function waitReady(url, child, log, timeout) {
@@ -89,19 +49,17 @@ export async function startJsonServer({ port, readyTimeout = 15_000 } = {}) {
   try {
     // json-server joins --static onto its cwd, so the directory is given relative to it.
     const staticDir = path.relative(dir, PUBLIC);
-    child = spawn(BIN, [dbPath, '--port', String(usePort), '--host', '127.0.0.1', '--static', staticDir], {
+    child = track(spawn(BIN, [dbPath, '--port', String(usePort), '--host', '127.0.0.1', '--static', staticDir], {
       cwd: dir,
       stdio: ['ignore', fd, fd],
-    });
+    }));
   } finally {
     fs.closeSync(fd);
   }
-  running.add(child);
-  const exited = exitedPromise(child);
   const log = () => (fs.existsSync(logPath) ? fs.readFileSync(logPath, 'utf8') : '');
   const url = `http://127.0.0.1:${usePort}`;
   const stop = async () => {
-    await stopChild(child, exited);
+    await stopProcess(child, { timeout: 5_000 });
     if (!process.env.KEEP_JSONSERVER_DB) fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
